@@ -1,0 +1,151 @@
+"""Inference backends behind one interface.
+
+Every backend meets :class:`InferenceBackend` (a ``typing.Protocol``) and has an explicit lifecycle, as
+Polygraphy's runners do::
+
+    with OnnxRuntimeBackend(path) as backend:
+        out = backend.infer(batch)        # {"logits": (B, K), "probabilities": (B, K)}
+
+``tests/test_backends.py`` checks every registered backend against the protocol (parity test).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import BackendError
+
+__all__ = ["InferenceBackend", "OnnxRuntimeBackend", "BACKENDS", "create_backend"]
+log = logging.getLogger("edge.backend")
+
+
+@runtime_checkable
+class InferenceBackend(Protocol):
+    """What the daemon needs from a model runtime."""
+
+    name: str
+
+    def load(self) -> None:
+        """Load the model and allocate resources. Raises :class:`BackendError`."""
+
+    def infer(self, spectra: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a batch.
+
+        Parameters
+        ----------
+        spectra : numpy.ndarray, shape (B, N), float32
+            Preprocessed spectra.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            Model outputs by name, each shape (B, ...), float32 (``"probabilities"`` always present).
+        """
+
+    def warmup(self, n_points: int, batch_sizes: tuple[int, ...] = (1,)) -> None:
+        """Run dummy batches so the first real spectrum does not pay for lazy initialisation."""
+
+    def describe(self) -> dict[str, Any]:
+        """Backend name, version, device, model path and precision, as JSON-able values."""
+
+    def close(self) -> None:
+        """Release resources; the backend can be loaded again."""
+
+    def __enter__(self) -> "InferenceBackend": ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class OnnxRuntimeBackend:
+    """onnxruntime on the CPU (or another execution provider where installed).
+
+    Parameters
+    ----------
+    model_path : path-like
+        ONNX model with input ``spectra`` (B, N) and outputs including ``probabilities``.
+    intra_op_threads : int
+        onnxruntime intra-op threads (1 gives the steadiest latency on a small edge CPU).
+    providers : list of str, optional
+        Execution providers (default: CPUExecutionProvider).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, model_path: str | Path, intra_op_threads: int = 1, providers: list[str] | None = None,
+                 precision: str = "") -> None:
+        self.model_path = Path(model_path)
+        self.intra_op_threads = int(intra_op_threads)
+        self.providers = providers or ["CPUExecutionProvider"]
+        self.precision = precision
+        self._session = None
+        self._input = ""
+        self._outputs: list[str] = []
+
+    def load(self) -> None:
+        try:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self.intra_op_threads
+            opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self._session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own and generic exceptions
+            raise BackendError(f"onnxruntime cannot load {self.model_path}: {exc}") from exc
+        self._input = self._session.get_inputs()[0].name
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        if "probabilities" not in self._outputs:
+            raise BackendError(f"{self.model_path}: model has no 'probabilities' output (has {self._outputs})")
+
+    def infer(self, spectra: np.ndarray) -> dict[str, np.ndarray]:
+        if self._session is None:
+            raise BackendError("backend used before load() (use 'with backend:')")
+        x = np.ascontiguousarray(spectra, dtype=np.float32)
+        try:
+            outs = self._session.run(None, {self._input: x})
+        except Exception as exc:
+            raise BackendError(f"onnxruntime inference failed for a batch of shape {x.shape}: {exc}") from exc
+        return dict(zip(self._outputs, outs))
+
+    def warmup(self, n_points: int, batch_sizes: tuple[int, ...] = (1,)) -> None:
+        for b in batch_sizes:
+            self.infer(np.zeros((b, n_points), dtype=np.float32))
+
+    def describe(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {"backend": self.name, "version": ort.__version__, "providers": self.providers,
+                "model": str(self.model_path), "precision": self.precision,
+                "intra_op_threads": self.intra_op_threads}
+
+    def close(self) -> None:
+        self._session = None
+
+    def __enter__(self) -> "OnnxRuntimeBackend":
+        self.load()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+#: Backend classes by config name; the TensorRT backend registers itself here where it is importable.
+BACKENDS: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend}
+
+
+def create_backend(name: str, model_path: str | Path, **kwargs: Any) -> InferenceBackend:
+    """Instantiate a registered backend by name.
+
+    Raises
+    ------
+    BackendError
+        For an unknown backend name.
+    """
+    cls = BACKENDS.get(name)
+    if cls is None:
+        raise BackendError(f"unknown inference backend {name!r}; available: {sorted(BACKENDS)}")
+    return cls(model_path, **kwargs)

@@ -1,0 +1,87 @@
+"""``edge-daemon``: serve a model bundle on ZeroMQ.
+
+Examples
+--------
+edge-daemon --bundle bundles/rruff40
+edge-daemon --config configs/daemon.toml --input tcp://0.0.0.0:5555
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from typing import Sequence
+
+from .cli_common import add_logging_args, load_toml, run_cli, setup_logging
+from .daemon import Daemon, DaemonConfig
+from .errors import ConfigError
+from .preprocess import RamanGrid
+
+log = logging.getLogger("edge.daemon")
+
+
+def add_daemon_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("daemon (override the config file)")
+    g.add_argument("--config", default=None, help="daemon config TOML (see configs/daemon.toml)")
+    g.add_argument("--bundle", default=None, help="model bundle folder")
+    g.add_argument("--input", default=None, help="ZeroMQ PULL endpoint to bind for spectra ('' for none)")
+    g.add_argument("--output", default=None, help="ZeroMQ PUB endpoint to bind for predictions")
+    g.add_argument("--precision", choices=["auto", "int8", "fp32"], default=None)
+    g.add_argument("--backend", default=None, help="inference backend (onnxruntime)")
+    g.add_argument("--threads", type=int, default=None)
+    g.add_argument("--max-batch", type=int, default=None)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--journal", default=None, help="append-only journal file")
+    g.add_argument("--serial", default=None, help="pyserial URL of an instrument (firmware_bridge protocol)")
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[DaemonConfig, RamanGrid | None]:
+    """Merge the config file and command-line options; also return the instrument's expected grid."""
+    raw = load_toml(args.config) if args.config else {}
+    d = dict(raw.get("daemon", {}))
+    for key in ("bundle", "input", "output", "precision", "backend", "threads", "max_batch", "top_k", "journal", "serial"):
+        value = getattr(args, key, None)
+        if value is not None:
+            d[key] = value
+    cfg = DaemonConfig.from_dict(d)
+    if not cfg.bundle:
+        raise ConfigError("no model bundle: pass --bundle DIR or set daemon.bundle in the config")
+    grid = raw.get("instrument", {}).get("grid")
+    return cfg, (RamanGrid.from_dict(grid) if grid else None)
+
+
+def daemon_impl(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="edge-daemon", description="Classify Raman spectra from ZeroMQ/serial and publish predictions.")
+    add_daemon_args(p)
+    add_logging_args(p)
+    args = p.parse_args(argv)
+    setup_logging(args)
+    cfg, grid = config_from_args(args)
+    daemon = Daemon(cfg, expect_grid=grid)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: daemon.stop())
+    inputs = _start_serial(daemon) if cfg.serial else []
+    try:
+        counters = daemon.run()
+    finally:
+        for stop in inputs:
+            stop()
+    print(json.dumps({"stopped": counters}), flush=True)
+    return 0
+
+
+def _start_serial(daemon: Daemon):
+    from .serial_input import start_serial_input
+
+    return [start_serial_input(daemon)]
+
+
+def daemon_main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(daemon_impl, argv, "edge-daemon")
+
+
+if __name__ == "__main__":
+    sys.exit(daemon_main())

@@ -1,0 +1,306 @@
+"""The onboard daemon: spectra in (ZeroMQ PULL; serial via firmware_bridge), predictions out (ZeroMQ PUB).
+
+One thread owns every socket (ZeroMQ sockets are not thread-safe) and runs a poll loop:
+
+1. drain up to ``max_batch`` waiting input frames (micro-batching when a backlog builds up);
+2. decode and validate each frame, preprocess it with the bundle's settings (:mod:`edge.preprocess`);
+   a bad frame is counted, logged and answered on the ``error`` topic, never fatal;
+3. classify the batch with the inference backend (INT8 ONNX when the bundle has it);
+4. publish one ``prediction`` per spectrum, in arrival order, with a daemon sequence number.
+
+Subscribers join through an XPUB socket: each new subscription makes the daemon publish a ``status``
+message at once, so a client knows its subscription is live (no sleeping for the "slow joiner").
+Other inputs (the serial link) run in their own threads and hand frames over an ``inproc://`` PUSH socket.
+On stop (SIGINT/SIGTERM in the CLI) the loop drains what was received, publishes it, and returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import zmq
+
+from .backends import create_backend
+from .bundle import Bundle
+from .errors import ConfigError, EdgeError
+from .journal import Journal
+from .preprocess import Preprocessor
+from .wire import TOPICS, WIRE_VERSION, SpectrumIn, decode_spectrum, encode_payload
+
+__all__ = ["DaemonConfig", "Daemon", "INTERNAL_INPUT"]
+log = logging.getLogger("edge.daemon")
+INTERNAL_INPUT = "inproc://raman-edge-internal-input"
+
+
+@dataclass
+class DaemonConfig:
+    """Daemon settings (``[daemon]`` table of ``configs/daemon.toml``; CLI options override).
+
+    Parameters
+    ----------
+    bundle : str
+        Model bundle folder.
+    input : str
+        ZeroMQ endpoint the PULL socket binds (``""`` for none, e.g. serial-only).
+    output : str
+        ZeroMQ endpoint the PUB (XPUB) socket binds.
+    precision : {"auto", "int8", "fp32"}
+        Classifier to serve; ``auto`` prefers INT8.
+    backend : str
+        Inference backend name (``onnxruntime``; ``tensorrt`` where installed).
+    threads : int
+        Backend intra-op threads.
+    max_batch : int
+        Largest micro-batch.
+    top_k : int
+        Labels and probabilities per prediction.
+    status_interval_s : float
+        Period of status messages.
+    journal : str
+        Journal file (``""``: no journal).
+    serial : str
+        pyserial URL of an instrument (``""``: none).
+    serial_baudrate : int
+        Baud rate for a real serial port.
+    """
+
+    bundle: str = ""
+    input: str = "tcp://127.0.0.1:5555"
+    output: str = "tcp://127.0.0.1:5556"
+    precision: str = "auto"
+    backend: str = "onnxruntime"
+    threads: int = 1
+    max_batch: int = 64
+    top_k: int = 3
+    status_interval_s: float = 2.0
+    journal: str = ""
+    serial: str = ""
+    serial_baudrate: int = 921600
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DaemonConfig":
+        known = set(cls.__dataclass_fields__) - {"extra"}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown daemon setting(s): {sorted(unknown)}; known: {sorted(known)}")
+        cfg = cls(**d)
+        if cfg.max_batch < 1 or cfg.top_k < 1 or cfg.threads < 1:
+            raise ConfigError("max_batch, top_k and threads must be ≥ 1")
+        return cfg
+
+
+class Daemon:
+    """Classify spectra arriving over ZeroMQ (and internal inputs) and publish predictions.
+
+    Parameters
+    ----------
+    config : DaemonConfig
+    context : zmq.Context, optional
+        Shared context (inputs in other threads connect to :data:`INTERNAL_INPUT` on it).
+
+    Raises
+    ------
+    BundleError, BackendError, ConfigError
+        At construction, when the bundle or model cannot be used.
+    """
+
+    def __init__(self, config: DaemonConfig, context: zmq.Context | None = None,
+                 expect_grid=None) -> None:
+        self.config = config
+        self.bundle = Bundle.load(config.bundle, expect_grid=expect_grid)
+        self.labels = np.asarray(self.bundle.labels)
+        self.preprocessor = Preprocessor(self.bundle.preprocessing)
+        self.grid = self.bundle.grid
+        model_path, self.precision = self.bundle.onnx_model(config.precision)
+        self.model_sha256 = self.bundle.manifest["files"][model_path.name]["sha256"]
+        self.backend = create_backend(config.backend, model_path, intra_op_threads=config.threads,
+                                      precision=self.precision)
+        self.ctx = context or zmq.Context.instance()
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self.counters = {"received": 0, "published": 0, "rejected": 0, "batches": 0, "subscriptions": 0}
+        self.rejections: dict[str, int] = {}
+        self.seq = 0
+        self.extra_status: dict[str, Any] = {}
+        self._status_hooks: list[Callable[[], dict[str, Any]]] = []
+        self._journal = Journal(config.journal) if config.journal else None
+        self._started_ns = time.time_ns()
+        self.endpoints: dict[str, str] = {}
+
+    # -- public -------------------------------------------------------------------------------------------
+    def add_status_hook(self, hook: Callable[[], dict[str, Any]]) -> None:
+        """Merge ``hook()`` into every status message (e.g. serial link state)."""
+        self._status_hooks.append(hook)
+
+    def stop(self) -> None:
+        """Ask the loop to drain and return (thread-safe; callable from a signal handler)."""
+        self.stop_event.set()
+
+    def run(self) -> dict[str, int]:
+        """Serve until :meth:`stop`; returns the counters. Sockets are bound here and closed on return."""
+        with self.backend:
+            self.backend.warmup(self.grid.n_points, (1, min(8, self.config.max_batch)))
+            sockets = self._open_sockets()
+            try:
+                self.ready.set()
+                self._loop(*sockets)
+            finally:
+                for s in sockets:
+                    if s is not None:
+                        s.close(linger=2000 if s is sockets[1] else 0)
+                if self._journal:
+                    self._journal.close()
+        log.info("stopped: %s", self.counters)
+        return dict(self.counters)
+
+    # -- internals ----------------------------------------------------------------------------------------
+    def _open_sockets(self):
+        pub = self.ctx.socket(zmq.XPUB)
+        pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        pub.setsockopt(zmq.SNDHWM, 100000)
+        internal = self.ctx.socket(zmq.PULL)
+        pull = None
+        try:
+            pub.bind(self.config.output)
+            self.endpoints["output"] = pub.getsockopt_string(zmq.LAST_ENDPOINT)
+            internal.bind(INTERNAL_INPUT)
+            if self.config.input:
+                pull = self.ctx.socket(zmq.PULL)
+                pull.setsockopt(zmq.RCVHWM, 100000)
+                pull.bind(self.config.input)
+                self.endpoints["input"] = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+        except zmq.ZMQError as exc:
+            for s in (pub, internal, pull):
+                if s is not None:
+                    s.close(linger=0)
+            raise ConfigError(f"cannot bind ZeroMQ endpoint ({self.config.input} / {self.config.output}): {exc}") from exc
+        log.info("serving %s (%s, %s) on in=%s out=%s", self.bundle.model_id, self.precision, self.config.backend,
+                 self.endpoints.get("input", "-"), self.endpoints["output"])
+        return pull, pub, internal
+
+    def _loop(self, pull, pub, internal) -> None:
+        poller = zmq.Poller()
+        inputs = [s for s in (pull, internal) if s is not None]
+        for s in inputs + [pub]:
+            poller.register(s, zmq.POLLIN)
+        next_status = time.monotonic() + self.config.status_interval_s
+        while not self.stop_event.is_set():
+            events = dict(poller.poll(timeout=100))
+            if pub in events:
+                self._handle_subscriptions(pub)
+            frames = self._drain(inputs, events, self.config.max_batch)
+            if frames:
+                self._process(frames, pub)
+            if time.monotonic() >= next_status:
+                self._publish_status(pub)
+                next_status = time.monotonic() + self.config.status_interval_s
+        # Drain: everything already received is classified and published before exit.
+        while True:
+            frames = self._drain(inputs, {s: zmq.POLLIN for s in inputs}, self.config.max_batch)
+            if not frames:
+                break
+            self._process(frames, pub)
+        self._publish_status(pub, final=True)
+
+    @staticmethod
+    def _drain(inputs, events, limit: int) -> list[bytes]:
+        frames: list[bytes] = []
+        for s in inputs:
+            if s not in events:
+                continue
+            while len(frames) < limit:
+                try:
+                    frames.append(s.recv(zmq.NOBLOCK, copy=True))
+                except zmq.Again:
+                    break
+        return frames
+
+    def _handle_subscriptions(self, pub) -> None:
+        while True:
+            try:
+                msg = pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01":
+                self.counters["subscriptions"] += 1
+                log.debug("new subscription %r", msg[1:])
+                self._publish_status(pub)  # tells the new subscriber it is live
+
+    def _reject(self, pub, reason: str, detail: str, spectrum_id: str | None, received_ns: int) -> None:
+        self.counters["rejected"] += 1
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
+        log.warning("rejected spectrum %s: %s: %s", spectrum_id or "?", reason, detail)
+        payload = {"type": "error", "v": WIRE_VERSION, "reason": reason, "detail": detail, "id": spectrum_id,
+                   "received_ns": received_ns, "rejected_total": self.counters["rejected"]}
+        if self._journal:
+            self._journal.append("error", **payload)
+        pub.send_multipart([TOPICS["error"], encode_payload(payload)])
+
+    def _process(self, frames: list[bytes], pub) -> None:
+        received_ns = time.time_ns()
+        self.counters["received"] += len(frames)
+        ok: list[SpectrumIn] = []
+        rows: list[np.ndarray] = []
+        for frame in frames:
+            if self._journal:
+                self._journal.append("spectrum", frame=frame, received_ns=received_ns)
+            sid = None
+            try:
+                s = decode_spectrum(frame)
+                sid = s.id
+                rows.append(self.preprocessor(s.intensity, s.raman_shift_cm1))
+                ok.append(s)
+            except EdgeError as exc:
+                reason = type(exc).__name__.replace("Error", "").lower() or "invalid"
+                self._reject(pub, reason, str(exc), sid, received_ns)
+        if ok:
+            try:
+                out = self.backend.infer(np.stack(rows))
+            except EdgeError as exc:
+                for s in ok:
+                    self._reject(pub, "inference", str(exc), s.id, received_ns)
+                ok = []
+            else:
+                self._publish_predictions(pub, ok, out, received_ns)
+        if self._journal:
+            self._journal.flush()
+
+    def _publish_predictions(self, pub, spectra: list[SpectrumIn], out: dict[str, np.ndarray], received_ns: int) -> None:
+        proba = out["probabilities"]
+        k = min(self.config.top_k, proba.shape[1])
+        top = np.argsort(-proba, axis=1)[:, :k]
+        self.counters["batches"] += 1
+        for i, s in enumerate(spectra):
+            self.seq += 1
+            payload = {
+                "type": "prediction", "v": WIRE_VERSION, "id": s.id, "seq": self.seq,
+                "labels": self.labels[top[i]].tolist(),
+                "probabilities": [float(p) for p in proba[i, top[i]]],
+                "model_id": self.bundle.model_id, "model_sha256": self.model_sha256, "precision": self.precision,
+                "received_ns": received_ns, "sent_ns": s.sent_ns, "batch_size": len(spectra),
+                "instrument_id": s.instrument_id, "instrument_seq": s.instrument_seq, "label": s.label,
+                "published_ns": time.time_ns(),
+            }
+            if self._journal:
+                self._journal.append("prediction", **payload)
+            pub.send_multipart([TOPICS["prediction"], encode_payload(payload)])
+        self.counters["published"] += len(spectra)
+
+    def status(self, final: bool = False) -> dict[str, Any]:
+        st = {"type": "status", "v": WIRE_VERSION, "model_id": self.bundle.model_id, "precision": self.precision,
+              "backend": self.config.backend, "counters": dict(self.counters), "rejections": dict(self.rejections),
+              "uptime_s": (time.time_ns() - self._started_ns) / 1e9, "final": final, "time_ns": time.time_ns()}
+        for hook in self._status_hooks:
+            st.update(hook())
+        return st
+
+    def _publish_status(self, pub, final: bool = False) -> None:
+        pub.send_multipart([TOPICS["status"], encode_payload(self.status(final))])

@@ -1,0 +1,320 @@
+"""Spectra in: one loader API for the paper's ``.npz`` splits, original RRUFF ``.txt`` files and folders.
+
+The shared data folder is found through one setting: the ``data_dir`` argument, else the ``RAMAN_EDGE_DATA``
+environment variable, else ``../shared/data`` (relative to the working directory, then to the project root).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._validation import as_float_array, check_axis
+from .errors import DataError, PreprocessError
+from .preprocess import RamanGrid, resample
+
+__all__ = [
+    "DATA_ENV_VAR",
+    "RamanSpectrum",
+    "SpectraSet",
+    "data_dir",
+    "resolve_data_path",
+    "load_npz",
+    "load_rruff_txt",
+    "load_rruff_folder",
+    "load_spectra",
+]
+
+DATA_ENV_VAR = "RAMAN_EDGE_DATA"
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_RRUFF_NAME = re.compile(
+    r"^(?P<name>[^_]+(?:_[^_]+)*?)__(?P<rruff_id>R\d+(?:-\d+)?)__Raman__(?P<laser_nm>\d+(?:\.\d+)?)__"
+    r".*?Raman_Data_(?P<kind>RAW|Processed)__"
+)
+
+
+@dataclass
+class RamanSpectrum:
+    """One measured spectrum on its own axis.
+
+    Attributes
+    ----------
+    raman_shift_cm1 : numpy.ndarray, shape (M,), float64
+        Strictly increasing Raman shift, cm⁻¹.
+    intensity : numpy.ndarray, shape (M,), float32
+        Intensity (arbitrary units; may be negative).
+    label : str
+        Mineral name.
+    metadata : dict
+        Header keys (``NAMES``, ``RRUFFID``, ...) plus ``laser_wavelength_nm``, ``data_kind``
+        (``"RAW"`` or ``"Processed"``) and ``source_path`` where known.
+    """
+
+    raman_shift_cm1: np.ndarray
+    intensity: np.ndarray
+    label: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SpectraSet:
+    """Spectra sharing one Raman-shift axis.
+
+    Attributes
+    ----------
+    intensities : numpy.ndarray, shape (B, N), float32
+    labels : numpy.ndarray, shape (B,), str
+    raman_shift_cm1 : numpy.ndarray, shape (N,), float64
+    metadata : list of dict, length B
+    source : str
+        Where the set came from (path or generator description).
+    """
+
+    intensities: np.ndarray
+    labels: np.ndarray
+    raman_shift_cm1: np.ndarray
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.intensities.ndim != 2 or self.intensities.shape[0] != len(self.labels):
+            raise DataError(
+                f"{self.source or 'spectra'}: intensities shape {self.intensities.shape} does not match "
+                f"{len(self.labels)} labels"
+            )
+        if self.intensities.shape[1] != self.raman_shift_cm1.shape[0]:
+            raise DataError(f"{self.source or 'spectra'}: axis length differs from the intensities' width")
+        if not self.metadata:
+            self.metadata = [{} for _ in range(len(self.labels))]
+
+    def __len__(self) -> int:
+        return int(self.intensities.shape[0])
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted distinct labels."""
+        return sorted(set(self.labels.tolist()))
+
+    def subset(self, index) -> "SpectraSet":
+        """Rows selected by an index array or boolean mask."""
+        idx = np.arange(len(self))[index]
+        return SpectraSet(self.intensities[idx], self.labels[idx], self.raman_shift_cm1,
+                          [self.metadata[i] for i in idx], self.source)
+
+
+def data_dir(override: str | os.PathLike | None = None) -> Path:
+    """Locate the shared data folder.
+
+    Parameters
+    ----------
+    override : path-like, optional
+        Explicit folder; wins over the environment.
+
+    Returns
+    -------
+    pathlib.Path
+        An existing folder.
+
+    Raises
+    ------
+    DataError
+        If the folder does not exist, with the places looked at and how to set it.
+    """
+    if override is not None:
+        candidates = [Path(override)]
+    elif os.environ.get(DATA_ENV_VAR):
+        candidates = [Path(os.environ[DATA_ENV_VAR])]
+    else:
+        candidates = [Path.cwd() / ".." / "shared" / "data", _PROJECT_ROOT / ".." / "shared" / "data"]
+    for c in candidates:
+        if c.is_dir():
+            return c.resolve()
+    raise DataError(
+        "data folder not found (looked at: " + ", ".join(str(c) for c in candidates) + "); pass --data-dir or "
+        f"set {DATA_ENV_VAR} to the folder that holds rruff_soysal/ and rruff_txt/"
+    )
+
+
+def resolve_data_path(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> Path:
+    """Return ``path`` if it exists, else ``path`` looked up inside the data folder.
+
+    Raises
+    ------
+    DataError
+        If neither exists.
+    """
+    p = Path(path)
+    if p.exists():
+        return p
+    if not p.is_absolute():
+        try:
+            q = data_dir(data_root) / p
+        except DataError:
+            q = None
+        if q is not None and q.exists():
+            return q
+    raise DataError(f"{path}: no such file or folder (also looked inside the data folder; see {DATA_ENV_VAR})")
+
+
+def load_npz(path: str | os.PathLike) -> SpectraSet:
+    """Load one of the paper's ``.npz`` splits (keys ``X``, ``y``, ``raman_shift_cm1``).
+
+    Raises
+    ------
+    DataError
+        If the file is missing, unreadable, lacks a key, or holds invalid values.
+    """
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as d:
+            missing = {"X", "y", "raman_shift_cm1"} - set(d.files)
+            if missing:
+                raise DataError(f"{p}: missing key(s) {sorted(missing)}; expected X, y, raman_shift_cm1")
+            x, y, axis = d["X"], d["y"], d["raman_shift_cm1"]
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{p}: cannot read as .npz: {exc}") from exc
+    try:
+        x = as_float_array(x, f"{p.name}: X", ndim=(2,))
+        axis = check_axis(axis, name=f"{p.name}: raman_shift_cm1")
+    except PreprocessError as exc:
+        raise DataError(str(exc)) from exc
+    return SpectraSet(x, np.asarray(y).astype(str), axis, source=str(p))
+
+
+def _parse_rruff_filename(name: str) -> dict[str, Any]:
+    m = _RRUFF_NAME.match(name)
+    if not m:
+        return {}
+    return {
+        "laser_wavelength_nm": float(m["laser_nm"]),
+        "data_kind": m["kind"],
+        "file_rruff_id": m["rruff_id"],
+        "file_name_mineral": m["name"],
+    }
+
+
+def load_rruff_txt(path: str | os.PathLike) -> RamanSpectrum:
+    """Read one original RRUFF text file.
+
+    Format: ``##KEY=value`` header lines (UTF-8, CRLF or LF), ``shift, intensity`` lines, ``##END=``.
+    The laser wavelength (nm) and RAW/Processed kind come from the file name (after ``Raman__``) and the
+    ``##RAMAN WAVELENGTH`` header where present.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read, holds no data lines, or a data line is malformed.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read: {exc}") from exc
+    meta: dict[str, Any] = {}
+    shifts: list[float] = []
+    values: list[float] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("##"):
+            key, _, value = line[2:].partition("=")
+            if key.strip().upper() == "END":
+                break
+            meta[key.strip()] = value.strip()
+            continue
+        parts = [s for s in re.split(r"[,\s]+", line) if s]
+        if len(parts) != 2:
+            raise DataError(f"{p}:{lineno}: expected 'shift, intensity', got {line[:60]!r}")
+        try:
+            shifts.append(float(parts[0]))
+            values.append(float(parts[1]))
+        except ValueError as exc:
+            raise DataError(f"{p}:{lineno}: not numbers: {line[:60]!r}") from exc
+    if len(shifts) < 2:
+        raise DataError(f"{p}: no data lines")
+    meta.update(_parse_rruff_filename(p.name))
+    if "laser_wavelength_nm" not in meta and meta.get("RAMAN WAVELENGTH"):
+        try:
+            meta["laser_wavelength_nm"] = float(meta["RAMAN WAVELENGTH"])
+        except ValueError:
+            pass
+    meta["source_path"] = str(p)
+    x = np.asarray(shifts)
+    y = np.asarray(values, dtype=np.float32)
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    keep = np.concatenate([[True], np.diff(x) > 0])  # drop repeated shifts (seen in some exports)
+    try:
+        axis = check_axis(x[keep], name=f"{p.name}: raman shift")
+        y = as_float_array(y[keep], f"{p.name}: intensity", ndim=(1,))
+    except PreprocessError as exc:
+        raise DataError(str(exc)) from exc
+    # The file-name spelling is the label, as in the paper's splits (e.g. "AxiniteFe"); NAMES stays in metadata.
+    label = meta.get("file_name_mineral") or meta.get("NAMES") or p.stem.split("__")[0]
+    return RamanSpectrum(axis, y, str(label), meta)
+
+
+def load_rruff_folder(path: str | os.PathLike, grid: RamanGrid | None = None) -> SpectraSet:
+    """Read every ``*.txt`` RRUFF file in a folder and resample them onto ``grid`` (no normalisation).
+
+    Raises
+    ------
+    DataError
+        If the folder holds no ``.txt`` file, or a file is invalid or does not overlap the grid.
+    """
+    folder = Path(path)
+    files = sorted(folder.glob("*.txt"))
+    if not files:
+        raise DataError(f"{folder}: no RRUFF .txt files")
+    grid = grid or RamanGrid()
+    rows, labels, metas = [], [], []
+    for f in files:
+        s = load_rruff_txt(f)
+        try:
+            rows.append(resample(s.intensity, s.raman_shift_cm1, grid))
+        except PreprocessError as exc:
+            raise DataError(f"{f}: {exc}") from exc
+        labels.append(s.label)
+        metas.append(s.metadata)
+    return SpectraSet(np.stack(rows), np.asarray(labels), grid.axis, metas, str(folder))
+
+
+def load_spectra(path: str | os.PathLike, grid: RamanGrid | None = None,
+                 data_root: str | os.PathLike | None = None) -> SpectraSet:
+    """Load an ``.npz`` split, a RRUFF ``.txt`` file, a folder of them, or a synthetic split.
+
+    ``synthetic:train`` and ``synthetic:test`` (optionally ``synthetic:test:SEED``) name the embedded
+    synthetic library's splits (see :func:`edge.synthetic.synthetic_split`).
+
+    Relative paths that do not exist are looked up in the data folder (see :func:`data_dir`), so
+    ``rruff_soysal/raw_test.npz`` works from anywhere.
+
+    Raises
+    ------
+    DataError
+        If the path cannot be found or read.
+    """
+    if str(path).startswith("synthetic"):
+        from .synthetic import synthetic_split
+
+        return synthetic_split(str(path), grid)
+    p = resolve_data_path(path, data_root)
+    if p.is_dir():
+        return load_rruff_folder(p, grid)
+    if p.suffix == ".npz":
+        return load_npz(p)
+    if p.suffix == ".txt":
+        s = load_rruff_txt(p)
+        g = grid or RamanGrid()
+        try:
+            x = resample(s.intensity, s.raman_shift_cm1, g)[None, :]
+        except PreprocessError as exc:
+            raise DataError(f"{p}: {exc}") from exc
+        return SpectraSet(x, np.asarray([s.label]), g.axis, [s.metadata], str(p))
+    raise DataError(f"{p}: unsupported file type (expected .npz, .txt or a folder of .txt)")

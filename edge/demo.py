@@ -1,0 +1,228 @@
+"""``edge-demo``: the main job in one command.
+
+Builds (or reuses) a bundle, exports INT8, starts ``edge-daemon`` as its own process, streams spectra from a
+simulated instrument over ZeroMQ, subscribes, prints live predictions and ends with a summary (sent,
+received, lost, rejected, top-1, end-to-end latency p50/p99 in ms, throughput), optionally as JSON.
+
+Training and export run as subprocesses (``python -m trainer`` / ``python -m export``), so this onboard
+package never imports torch: on a device without the ``[train]`` extra, pass ``--bundle`` of a ready bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import zmq
+
+from .backends import OnnxRuntimeBackend
+from .bundle import Bundle
+from .cli_common import run_cli
+from .client import PredictionSubscriber, SpectrumSender
+from .data import SpectraSet, load_spectra
+from .errors import BundleError, EdgeError
+from .preprocess import Preprocessor
+
+__all__ = ["main", "run_demo"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(cmd: list[str], what: str) -> None:
+    print(f"[demo] {what}: {' '.join(cmd[2:])}", flush=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail = proc.stdout.strip().splitlines()[-12:]
+    if proc.returncode != 0:
+        raise EdgeError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    for line in tail[-2:]:
+        print(f"[demo]   {line}", flush=True)
+
+
+def ensure_bundle(bundle_dir: Path, train: str, test: str, epochs: int | None, data_dir: str | None) -> Bundle:
+    """Reuse ``bundle_dir`` when it holds an INT8 model trained on ``train``; else train and export it."""
+    try:
+        b = Bundle.load(bundle_dir)
+        if b.has_file("model.int8.onnx") and b.manifest.get("training", {}).get("train_source", "").endswith(
+                train.split("/")[-1]):
+            print(f"[demo] reusing bundle {bundle_dir} ({b.model_id})", flush=True)
+            return b
+    except BundleError:
+        pass
+    py = sys.executable
+    extra = ["--data-dir", data_dir] if data_dir else []
+    cmd = [py, "-m", "trainer", "--train", train, "--test", test, "--out", str(bundle_dir), "--no-progress", "-q", *extra]
+    if epochs:
+        cmd += ["--epochs", str(epochs)]
+    _run(cmd, "training")
+    _run([py, "-m", "export", str(bundle_dir), "--int8", "-q", *extra], "INT8 export")
+    return Bundle.load(bundle_dir)
+
+
+def start_daemon(bundle: Path, input_ep: str, output_ep: str, journal: str | None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "edge", "--bundle", str(bundle), "--input", input_ep, "--output", output_ep, "-q"]
+    if journal:
+        cmd += ["--journal", journal]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stream(spectra: SpectraSet, input_ep: str, output_ep: str, rate_hz: float, timeout_s: float,
+           live: bool, ctx: zmq.Context) -> dict[str, Any]:
+    """Send every spectrum as a simulated instrument and collect the daemon's answers."""
+    n = len(spectra)
+    preds: dict[str, dict] = {}
+    errors: list[dict] = []
+    recv_ns: dict[str, int] = {}
+    done = threading.Event()
+    with PredictionSubscriber(output_ep, context=ctx) as rx:
+        rx.wait_ready(timeout_s=30)
+
+        def listen() -> None:
+            deadline = time.monotonic() + timeout_s
+            while len(preds) + len(errors) < n and time.monotonic() < deadline and not done.is_set():
+                got = rx.recv(timeout_s=0.2)
+                if got is None:
+                    continue
+                topic, msg = got
+                if topic == "prediction":
+                    recv_ns[msg["id"]] = time.time_ns()
+                    preds[msg["id"]] = msg
+                    if live:
+                        ok = "ok " if msg["labels"][0] == msg.get("label") else "   "
+                        print(f"  {ok}#{msg['seq']:<5d} {msg['id']:>12s} → {msg['labels'][0]:<24s} "
+                              f"p={msg['probabilities'][0]:.2f}  (true: {msg.get('label')})", flush=True)
+                elif topic == "error":
+                    errors.append(msg)
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        t_start = time.perf_counter()
+        with SpectrumSender(input_ep, ctx) as tx:
+            period = 1.0 / rate_hz if rate_hz > 0 else 0.0
+            for i in range(n):
+                if period:
+                    while time.perf_counter() < t_start + i * period:
+                        time.sleep(min(period, 0.0005))
+                tx.send(spectra.intensities[i], spectra.raman_shift_cm1, id=f"spec-{i:05d}", instrument_seq=i,
+                        instrument_id="simulated-instrument", label=str(spectra.labels[i]))
+            t_sent = time.perf_counter()
+            listener.join(timeout_s)
+        done.set()
+        t_end = time.perf_counter()
+    lat = np.array([(recv_ns[k] - p["sent_ns"]) / 1e6 for k, p in preds.items()])
+    daemon_ms = np.array([(p["published_ns"] - p["received_ns"]) / 1e6 for p in preds.values()])
+    last_recv = max(recv_ns.values()) if recv_ns else 0
+    return {"preds": preds, "errors": errors, "latency_ms": lat, "daemon_ms": daemon_ms,
+            "send_seconds": t_sent - t_start, "seconds": t_end - t_start, "last_recv_ns": last_recv}
+
+
+def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.data:
+        root = Path(args.data)
+        train, test = str(root / "raw_train_labeled_40pct.npz"), str(root / "raw_test.npz")
+        bundle_dir = Path(args.bundle or work / "bundle-rruff40")
+        stream_set = test
+    else:
+        train, test, stream_set = "synthetic:train", "synthetic:test", "synthetic:stream"
+        bundle_dir = Path(args.bundle or work / "bundle-synthetic")
+    bundle = Bundle.load(args.bundle) if args.bundle and args.no_train else ensure_bundle(
+        bundle_dir, train, test, args.epochs, args.data_dir)
+    spectra = load_spectra(stream_set, bundle.grid, args.data_dir)
+    if args.limit:
+        spectra = spectra.subset(slice(0, args.limit))
+    input_ep = f"tcp://127.0.0.1:{_free_port()}"
+    output_ep = f"tcp://127.0.0.1:{_free_port()}"
+    print(f"[demo] starting edge-daemon on {input_ep} → {output_ep}", flush=True)
+    proc = start_daemon(bundle.path, input_ep, output_ep, args.journal)
+    ctx = zmq.Context()
+    try:
+        res = stream(spectra, input_ep, output_ep, args.rate, args.timeout, not args.no_live, ctx)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        ctx.term()
+    if proc.returncode != 0:
+        raise EdgeError(f"edge-daemon exited with {proc.returncode}: {err.strip()[-600:]}")
+    preds = res["preds"]
+    ids = [f"spec-{i:05d}" for i in range(len(spectra))]
+    correct = [preds[i]["labels"][0] == preds[i].get("label") for i in ids if i in preds]
+    # Offline check: the same bundle and model through onnxruntime here must give the same top-1.
+    model_path, precision = bundle.onnx_model("auto")
+    with OnnxRuntimeBackend(model_path) as backend:
+        x = Preprocessor(bundle.preprocessing)(spectra.intensities, spectra.raman_shift_cm1)
+        offline = np.asarray(bundle.labels)[backend.infer(x)["probabilities"].argmax(1)]
+    same = [preds[i]["labels"][0] == offline[k] for k, i in enumerate(ids) if i in preds]
+    lat, dms = res["latency_ms"], res["daemon_ms"]
+    pct = (lambda a, q: float(np.percentile(a, q)) if len(a) else None)
+    summary = {
+        "data": "rruff_soysal raw_test" if args.data else "synthetic",
+        "bundle": str(bundle.path), "model_id": bundle.model_id, "precision": precision,
+        "sent": len(spectra), "received": len(preds), "rejected": len(res["errors"]),
+        "lost": len(spectra) - len(preds) - len(res["errors"]),
+        "top1_accuracy": float(np.mean(correct)) if correct else None,
+        "matches_offline": bool(all(same)) and len(same) == len(spectra), "offline_agreement": float(np.mean(same)) if same else None,
+        "latency_ms": {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": float(lat.max()) if len(lat) else None},
+        "daemon_processing_ms": {"p50": pct(dms, 50), "p99": pct(dms, 99)},
+        "throughput_spectra_per_s": len(preds) / res["seconds"] if res["seconds"] > 0 else None,
+        "send_rate_hz": args.rate, "seconds": res["seconds"], "daemon_exit_code": proc.returncode,
+    }
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-demo", description="Train (or reuse) → INT8 → daemon → live stream → summary.")
+    p.add_argument("--data", default=None, help="folder of the paper's splits (rruff_soysal); default: synthetic spectra")
+    p.add_argument("--data-dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--bundle", default=None, help="bundle folder to use or create")
+    p.add_argument("--no-train", action="store_true", help="use --bundle as it is")
+    p.add_argument("--workdir", default="edge-demo-work", help="where bundles are built")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the model config's)")
+    p.add_argument("--rate", type=float, default=500.0, help="spectra per second sent (0: as fast as possible)")
+    p.add_argument("--limit", type=int, default=0, help="stream only the first N spectra")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all predictions")
+    p.add_argument("--journal", default=None, help="daemon journal file")
+    p.add_argument("--no-live", action="store_true", help="do not print each prediction")
+    p.add_argument("--json", default=None, help="write the summary JSON here")
+    return p
+
+
+def demo_impl(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    summary = run_demo(args)
+    lat = summary["latency_ms"]
+    print(f"\n[demo] sent {summary['sent']}, received {summary['received']}, lost {summary['lost']}, "
+          f"rejected {summary['rejected']}; top-1 {100 * (summary['top1_accuracy'] or 0):.1f} %; "
+          f"matches offline onnxruntime: {summary['matches_offline']}")
+    print(f"[demo] end-to-end latency p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms; "
+          f"throughput {summary['throughput_spectra_per_s']:.0f} spectra/s at a send rate of {summary['send_rate_hz']:g}/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"[demo] summary written to {args.json}")
+    return 0 if summary["lost"] == 0 and summary["matches_offline"] else 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(demo_impl, argv, "edge-demo")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

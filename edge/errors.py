@@ -1,0 +1,46 @@
+"""Error hierarchy of the onboard package.
+
+Every error that ``edge`` raises on purpose derives from :class:`EdgeError`, so a caller (and the CLI, which
+turns them into exit code 1 without a traceback) can catch the package's errors with one clause. Foreign
+errors (numpy, onnxruntime, zmq, msgpack, OS) are wrapped at the boundary with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EdgeError",
+    "ConfigError",
+    "DataError",
+    "PreprocessError",
+    "BundleError",
+    "BackendError",
+    "WireError",
+]
+
+
+class EdgeError(Exception):
+    """Root of every error raised on purpose by :mod:`edge`."""
+
+
+class ConfigError(EdgeError):
+    """A configuration file or option is missing, malformed or inconsistent."""
+
+
+class DataError(EdgeError):
+    """A data file or folder cannot be found or read, or holds invalid spectra."""
+
+
+class PreprocessError(EdgeError):
+    """A spectrum cannot be preprocessed: NaN/Inf, empty or unsorted axis, mismatched lengths."""
+
+
+class BundleError(EdgeError):
+    """A model bundle is missing, corrupt, or does not match what the caller expects (schema, axis, hashes)."""
+
+
+class BackendError(EdgeError):
+    """An inference backend cannot load a model or run it."""
+
+
+class WireError(EdgeError):
+    """A message on the wire (ZeroMQ frame, msgpack payload) is malformed."""

@@ -1,0 +1,352 @@
+"""Preprocessing of Raman spectra: the one implementation shared by training and the onboard daemon.
+
+The steps run in a fixed order, each one optional except the first:
+
+1. **resample** onto the model's Raman-shift grid by linear interpolation, zero outside the measured range
+   (as the RRUFF splits of Soysal et al. were built);
+2. **baseline** removal (fluorescence) with a :mod:`pybaselines` method;
+3. **derivative**: first derivative along the Raman-shift axis (Savitzky–Golay or central differences),
+   in intensity units per cm⁻¹;
+4. **normalisation**: ``"max"`` (divide by the maximum, as in the paper's data), ``"minmax"``, ``"snv"``
+   (standard normal variate) or ``"none"``.
+
+The parameters travel inside the model bundle (:class:`PreprocessConfig` ``to_dict``/``from_dict``), so the
+daemon applies exactly what the trainer applied. Train/serve skew is the classic bug of this field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from ._validation import as_float_array, check_axis
+from .errors import ConfigError, PreprocessError
+
+__all__ = ["RamanGrid", "BaselineConfig", "PreprocessConfig", "Preprocessor", "preprocess", "resample"]
+
+NORMALISATIONS = ("max", "minmax", "snv", "none")
+_GRID_TOLERANCE_CM1 = 1e-3
+
+
+@dataclass(frozen=True)
+class RamanGrid:
+    """A uniform Raman-shift grid.
+
+    Parameters
+    ----------
+    start_cm1 : float
+        First Raman shift, cm⁻¹.
+    step_cm1 : float
+        Spacing, cm⁻¹ (> 0).
+    n_points : int
+        Number of points (≥ 2).
+
+    The default is the grid of the paper's RRUFF splits: 200–1591 cm⁻¹, 1 cm⁻¹ step, 1392 points (1401
+    points truncated to a multiple of 16).
+    """
+
+    start_cm1: float = 200.0
+    step_cm1: float = 1.0
+    n_points: int = 1392
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.start_cm1) and np.isfinite(self.step_cm1) and self.step_cm1 > 0):
+            raise ConfigError(f"grid step must be a finite positive number of cm⁻¹, got {self.step_cm1!r}")
+        if int(self.n_points) != self.n_points or self.n_points < 2:
+            raise ConfigError(f"grid n_points must be an integer ≥ 2, got {self.n_points!r}")
+
+    @property
+    def stop_cm1(self) -> float:
+        """Last Raman shift of the grid, cm⁻¹."""
+        return self.start_cm1 + self.step_cm1 * (self.n_points - 1)
+
+    @property
+    def axis(self) -> np.ndarray:
+        """The grid as an array, shape (n_points,), float64, cm⁻¹."""
+        return self.start_cm1 + self.step_cm1 * np.arange(self.n_points, dtype=np.float64)
+
+    def matches(self, raman_shift_cm1: np.ndarray, tol_cm1: float = _GRID_TOLERANCE_CM1) -> bool:
+        """True when ``raman_shift_cm1`` (shape (N,)) equals this grid within ``tol_cm1``."""
+        axis = np.asarray(raman_shift_cm1, dtype=np.float64)
+        return axis.shape == (self.n_points,) and bool(np.max(np.abs(axis - self.axis)) <= tol_cm1)
+
+    @classmethod
+    def from_axis(cls, raman_shift_cm1: np.ndarray) -> "RamanGrid":
+        """Build a grid from a uniform axis (shape (N,), cm⁻¹).
+
+        Raises
+        ------
+        PreprocessError
+            If the axis is not uniform to within 1e-3 cm⁻¹.
+        """
+        axis = check_axis(raman_shift_cm1)
+        grid = cls(float(axis[0]), float((axis[-1] - axis[0]) / (axis.size - 1)), int(axis.size))
+        if not grid.matches(axis):
+            raise PreprocessError("Raman-shift axis is not uniform; resample it onto a grid first")
+        return grid
+
+    def describe(self) -> str:
+        return f"{self.start_cm1:g}–{self.stop_cm1:g} cm⁻¹, {self.n_points} points, {self.step_cm1:g} cm⁻¹ step"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start_cm1": float(self.start_cm1), "step_cm1": float(self.step_cm1), "n_points": int(self.n_points)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RamanGrid":
+        try:
+            return cls(float(d["start_cm1"]), float(d["step_cm1"]), int(d["n_points"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid Raman-shift grid {dict(d)!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Baseline (fluorescence) removal with :mod:`pybaselines`.
+
+    Parameters
+    ----------
+    method : str
+        Name of a method of :class:`pybaselines.Baseline`, e.g. ``"asls"``, ``"arpls"``, ``"imodpoly"``,
+        ``"snip"``.
+    params : dict
+        Keyword arguments of that method (e.g. ``{"lam": 1e6, "p": 0.01}``).
+    """
+
+    method: str = "asls"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "BaselineConfig":
+        if "method" not in d:
+            raise ConfigError(f"baseline config needs a 'method', got {dict(d)!r}")
+        return cls(str(d["method"]), dict(d.get("params") or {}))
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Parameters of :func:`preprocess`; stored in the model bundle's manifest.
+
+    Parameters
+    ----------
+    grid : RamanGrid
+        Target Raman-shift grid.
+    baseline : BaselineConfig or None
+        Baseline removal, or None for raw spectra (the paper's setting).
+    derivative : int
+        0 (none) or 1 (first derivative, per cm⁻¹).
+    derivative_window : int
+        Savitzky–Golay window in points (odd, ≥ 5) for the derivative; 0 uses central differences.
+    normalisation : str
+        One of ``"max"``, ``"minmax"``, ``"snv"``, ``"none"``.
+    """
+
+    grid: RamanGrid = field(default_factory=RamanGrid)
+    baseline: BaselineConfig | None = None
+    derivative: int = 0
+    derivative_window: int = 0
+    normalisation: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.normalisation not in NORMALISATIONS:
+            raise ConfigError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+        if self.derivative not in (0, 1):
+            raise ConfigError(f"derivative must be 0 or 1, got {self.derivative!r}")
+        w = self.derivative_window
+        if w and (w < 5 or w % 2 == 0 or w > self.grid.n_points):
+            raise ConfigError(f"derivative_window must be 0 or an odd number of points ≥ 5, got {w!r}")
+        if self.baseline is not None:
+            _baseline_method(self.baseline.method, self.grid)  # fail at configuration time, not at run time
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "grid": self.grid.to_dict(),
+            "baseline": None if self.baseline is None else self.baseline.to_dict(),
+            "derivative": self.derivative,
+            "derivative_window": self.derivative_window,
+            "normalisation": self.normalisation,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessConfig":
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown preprocessing key(s): {sorted(unknown)}")
+        try:
+            return cls(
+                grid=RamanGrid.from_dict(d.get("grid", {})) if "grid" in d else RamanGrid(),
+                baseline=BaselineConfig.from_dict(d["baseline"]) if d.get("baseline") else None,
+                derivative=int(d.get("derivative", 0)),
+                derivative_window=int(d.get("derivative_window", 0)),
+                normalisation=str(d.get("normalisation", "max")),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid preprocessing config: {exc}") from exc
+
+
+def _baseline_method(method: str, grid: RamanGrid):
+    try:
+        from pybaselines import Baseline
+    except ImportError as exc:  # pragma: no cover - pybaselines is a core dependency
+        raise ConfigError("baseline removal needs pybaselines (pip install pybaselines)") from exc
+    fitter = Baseline(x_data=grid.axis)
+    fn = getattr(fitter, method, None)
+    if fn is None or method.startswith("_") or not callable(fn):
+        raise ConfigError(f"unknown pybaselines method {method!r}")
+    return fn
+
+
+def resample(intensity: np.ndarray, raman_shift_cm1: np.ndarray, grid: RamanGrid) -> np.ndarray:
+    """Resample spectra onto ``grid`` by linear interpolation, zero outside the measured range.
+
+    Parameters
+    ----------
+    intensity : numpy.ndarray, shape (M,) or (B, M)
+        Intensities on ``raman_shift_cm1`` (any units).
+    raman_shift_cm1 : numpy.ndarray, shape (M,)
+        Strictly increasing Raman shift, cm⁻¹.
+    grid : RamanGrid
+        Target grid.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,) or (B, N), float32
+        Resampled intensities, N = ``grid.n_points``. A new array.
+
+    Raises
+    ------
+    PreprocessError
+        If the axis is invalid, lengths differ, or the axis does not overlap the grid.
+    """
+    y = as_float_array(intensity, "intensity", dtype=np.float64)
+    x = check_axis(raman_shift_cm1)
+    if y.shape[-1] != x.size:
+        raise PreprocessError(f"intensity has {y.shape[-1]} points but raman_shift_cm1 has {x.size}")
+    if grid.matches(x):
+        return y.astype(np.float32, copy=True)
+    g = grid.axis
+    if x[-1] < g[0] or x[0] > g[-1]:
+        raise PreprocessError(
+            f"measured range {x[0]:.1f}–{x[-1]:.1f} cm⁻¹ does not overlap the model grid ({grid.describe()})"
+        )
+    # One set of indices and weights serves the whole batch (np.interp works on one row only).
+    idx = np.clip(np.searchsorted(x, g, side="right") - 1, 0, x.size - 2)
+    w = (g - x[idx]) / (x[idx + 1] - x[idx])
+    out = y[..., idx] * (1.0 - w) + y[..., idx + 1] * w
+    out[..., (g < x[0]) | (g > x[-1])] = 0.0
+    return out.astype(np.float32)
+
+
+class Preprocessor:
+    """Callable that applies a :class:`PreprocessConfig`; build once, call per spectrum or batch.
+
+    Parameters
+    ----------
+    config : PreprocessConfig
+        The steps and their parameters.
+    """
+
+    def __init__(self, config: PreprocessConfig | None = None) -> None:
+        self.config = config or PreprocessConfig()
+        self._baseline_fn = _baseline_method(self.config.baseline.method, self.config.grid) if self.config.baseline else None
+
+    def __call__(self, intensity: np.ndarray, raman_shift_cm1: np.ndarray | None = None) -> np.ndarray:
+        """Preprocess one spectrum or a batch.
+
+        Parameters
+        ----------
+        intensity : numpy.ndarray, shape (M,) or (B, M)
+            Intensities. Never modified.
+        raman_shift_cm1 : numpy.ndarray, shape (M,), optional
+            Raman shift in cm⁻¹ of the intensities. None means they are already on the config's grid
+            (M must equal ``grid.n_points``).
+
+        Returns
+        -------
+        numpy.ndarray, shape (N,) or (B, N), float32
+            Preprocessed spectra on the grid, N = ``grid.n_points``; same number of dimensions as the input.
+
+        Raises
+        ------
+        PreprocessError
+            For NaN/Inf, empty input, an unsorted or too-short axis, mismatched lengths, or a spectrum the
+            normalisation cannot scale (flat, or with no positive maximum for ``"max"``).
+        """
+        cfg = self.config
+        if raman_shift_cm1 is None:
+            y = as_float_array(intensity, "intensity")
+            if y.shape[-1] != cfg.grid.n_points:
+                raise PreprocessError(
+                    f"intensity has {y.shape[-1]} points; without a raman_shift_cm1 axis it must be on the "
+                    f"model grid ({cfg.grid.describe()})"
+                )
+            y = y.astype(np.float32, copy=True)
+        else:
+            y = resample(intensity, raman_shift_cm1, cfg.grid)
+        if self._baseline_fn is not None:
+            y = self._remove_baseline(y)
+        if cfg.derivative:
+            y = self._derivative(y)
+        return _normalise(y, cfg.normalisation)
+
+    def _remove_baseline(self, y: np.ndarray) -> np.ndarray:
+        params = dict(self.config.baseline.params)
+        rows = y.reshape(-1, y.shape[-1])
+        out = np.empty_like(rows)
+        for i, row in enumerate(rows):
+            try:
+                baseline = self._baseline_fn(row.astype(np.float64), **params)[0]
+            except (ValueError, TypeError, np.linalg.LinAlgError) as exc:
+                raise PreprocessError(f"baseline removal ({self.config.baseline.method}) failed: {exc}") from exc
+            out[i] = row - baseline
+        return out.reshape(y.shape)
+
+    def _derivative(self, y: np.ndarray) -> np.ndarray:
+        step = self.config.grid.step_cm1
+        if self.config.derivative_window:
+            from scipy.signal import savgol_filter
+
+            d = savgol_filter(y, self.config.derivative_window, polyorder=2, deriv=1, delta=step, axis=-1)
+        else:
+            d = np.gradient(y, step, axis=-1)
+        return d.astype(np.float32)
+
+
+def _normalise(y: np.ndarray, method: str) -> np.ndarray:
+    if method == "none":
+        return y
+    if method == "max":
+        scale = y.max(axis=-1, keepdims=True)
+        bad = scale <= 0
+        offset = 0.0
+    elif method == "minmax":
+        lo = y.min(axis=-1, keepdims=True)
+        scale = y.max(axis=-1, keepdims=True) - lo
+        bad = scale <= 0
+        offset = lo
+    else:  # snv
+        offset = y.mean(axis=-1, keepdims=True)
+        scale = y.std(axis=-1, keepdims=True)
+        bad = scale <= 0
+    if np.any(bad):
+        rows = np.flatnonzero(bad.ravel()).tolist()
+        raise PreprocessError(f"{method!r} normalisation impossible for spectrum row(s) {rows[:10]}: flat or no positive maximum")
+    return ((y - offset) / scale).astype(np.float32)
+
+
+def preprocess(
+    intensity: np.ndarray,
+    raman_shift_cm1: np.ndarray | None = None,
+    config: PreprocessConfig | None = None,
+) -> np.ndarray:
+    """Preprocess spectra with ``config`` (default: resample to 200–1591 cm⁻¹ and max-normalise).
+
+    Convenience wrapper of :class:`Preprocessor`; build a :class:`Preprocessor` once when calling in a loop.
+    See :meth:`Preprocessor.__call__` for shapes, dtypes and errors.
+    """
+    return Preprocessor(config)(intensity, raman_shift_cm1)

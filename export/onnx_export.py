@@ -1,0 +1,96 @@
+"""Step 1 of the export: PyTorch model of a bundle → FP32 ONNX with a dynamic batch and metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from edge.bundle import Bundle
+from trainer.bundle_io import load_model
+
+from .errors import ExportError
+
+__all__ = ["export_fp32", "FP32_FILE", "INPUT_NAME", "OUTPUT_NAMES", "OPSET"]
+
+FP32_FILE = "model.onnx"
+INPUT_NAME = "spectra"
+OUTPUT_NAMES = ("logits", "probabilities")
+OPSET = 18
+log = logging.getLogger("export")
+
+
+class _WithSoftmax(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, spectra: torch.Tensor):
+        logits = self.model(spectra)
+        return logits, torch.softmax(logits, dim=1)
+
+
+def onnx_metadata(bundle: Bundle) -> dict[str, str]:
+    """Metadata written into every ONNX file: grid, preprocessing, labels, model id (JSON strings)."""
+    m = bundle.manifest
+    return {
+        "raman_edge.schema_version": str(m["schema_version"]),
+        "raman_edge.model_id": bundle.model_id,
+        "raman_edge.raman_shift": json.dumps(m["raman_shift"]),
+        "raman_edge.preprocessing": json.dumps(m["preprocessing"]),
+        "raman_edge.labels": json.dumps(m["labels"]),
+    }
+
+
+def set_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Replace the model's metadata with ``metadata`` and strip what an edge device does not need: per-node
+    metadata (the dynamo exporter stores stack traces there), doc strings and intermediate value_info."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.graph.value_info[:]
+    del model.metadata_props[:]
+    for k, v in metadata.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+
+
+def export_fp32(bundle: Bundle, out_name: str = FP32_FILE) -> Path:
+    """Export the bundle's PyTorch classifier to FP32 ONNX and record it in the manifest.
+
+    Input ``spectra`` shape (batch, N) float32 (preprocessed, N = grid points); outputs ``logits`` and
+    ``probabilities``, shape (batch, K) float32.
+
+    Raises
+    ------
+    ExportError
+        If the exporter fails.
+    """
+    model = load_model(bundle)
+    path = bundle.path / out_name
+    example = torch.zeros(2, bundle.grid.n_points)
+    for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "torch._export"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _WithSoftmax(model), (example,), str(path), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, opset_version=OPSET,
+                external_data=False, verbose=False,
+            )
+    except Exception as exc:  # the exporter raises many unrelated types
+        raise ExportError(f"ONNX export failed: {exc}") from exc
+    set_metadata(path, onnx_metadata(bundle))
+    bundle.add_file(out_name, role="onnx-fp32", opset=OPSET, input=INPUT_NAME, outputs=list(OUTPUT_NAMES))
+    bundle.save()
+    log.info("wrote %s (%d bytes)", path, path.stat().st_size)
+    return path

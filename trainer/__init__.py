@@ -1,0 +1,1 @@
+"""Workstation trainer (PyTorch): pooling-tuned compact 1-D CNNs, evaluation reports, model bundles."""

@@ -1,0 +1,115 @@
+"""Physically valid augmentation of raw spectra on the model grid (applied before preprocessing).
+
+Each transform mimics a nuisance of a real instrument: a Raman-shift offset (calibration or temperature
+drift; edge padding as :func:`edge.shift.shift_spectra`), a small axis stretch (resample-and-interpolate:
+calibration scale error), intensity scaling (laser power, focus), a smooth fluorescence background
+(scaled tanh and cosine terms) and Gaussian noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import numpy as np
+
+from edge.shift import shift_spectra
+
+from .errors import TrainerError
+
+__all__ = ["AugmentConfig", "augment_batch"]
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation strengths; 0 disables a transform.
+
+    Parameters
+    ----------
+    max_shift_cm1 : float
+        Uniform Raman-shift offset in ±``max_shift_cm1`` cm⁻¹.
+    max_stretch : float
+        Relative axis stretch in ±``max_stretch`` about the grid centre (e.g. 0.005 = 0.5 %).
+    intensity_scale : float
+        Multiplicative scale in [1 − s, 1 + s].
+    fluorescence : float
+        Largest background amplitude, relative to each spectrum's maximum.
+    noise_std : float
+        Largest Gaussian noise standard deviation, relative to each spectrum's maximum.
+    probability : float
+        Probability that a spectrum of the batch is augmented at all.
+    """
+
+    max_shift_cm1: float = 3.0
+    max_stretch: float = 0.0
+    intensity_scale: float = 0.1
+    fluorescence: float = 0.2
+    noise_std: float = 0.01
+    probability: float = 0.9
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "AugmentConfig":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TrainerError(f"unknown augmentation setting(s): {sorted(unknown)}")
+        return cls(**d)
+
+
+def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, step_cm1: float = 1.0) -> np.ndarray:
+    """Augment a batch of spectra.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (B, N), float32
+        Spectra on the model grid, before preprocessing. Not modified.
+    cfg : AugmentConfig
+        Strengths.
+    rng : numpy.random.Generator
+        Source of randomness (seeded by the trainer).
+    step_cm1 : float
+        Grid spacing, cm⁻¹.
+
+    Returns
+    -------
+    numpy.ndarray, shape (B, N), float32
+        Augmented copy.
+    """
+    b, n = x.shape
+    on = rng.random(b) < cfg.probability
+    out = x.astype(np.float32, copy=True)
+    if not on.any():
+        return out
+    if cfg.max_shift_cm1 > 0 or cfg.max_stretch > 0:
+        shift = rng.uniform(-cfg.max_shift_cm1, cfg.max_shift_cm1, b) * on
+        if cfg.max_stretch > 0:
+            # A stretch about the centre is a position-dependent shift; apply it as a resampling.
+            stretch = rng.uniform(-cfg.max_stretch, cfg.max_stretch, b) * on
+            pos = np.arange(n)[None, :] - shift[:, None] / step_cm1
+            pos = (pos - n / 2) / (1.0 + stretch[:, None]) + n / 2
+            pos = np.clip(pos, 0, n - 1)
+            lo = np.floor(pos).astype(np.intp)
+            hi = np.minimum(lo + 1, n - 1)
+            f = (pos - lo).astype(np.float32)
+            r = np.arange(b)[:, None]
+            out = out[r, lo] * (1 - f) + out[r, hi] * f
+        else:
+            out = shift_spectra(out, shift, step_cm1)
+    peak = np.abs(out).max(axis=1, keepdims=True) + 1e-12
+    if cfg.fluorescence > 0:
+        t = np.linspace(0.0, 1.0, n, dtype=np.float32)[None, :]
+        amp = (rng.uniform(0, cfg.fluorescence, (b, 1)) * on[:, None]).astype(np.float32)
+        centre = rng.uniform(0.0, 1.0, (b, 1))
+        slope = rng.uniform(1.0, 5.0, (b, 1))
+        bg = 0.5 * (1 + np.tanh(slope * (t - centre))) + rng.uniform(-0.5, 0.5, (b, 1)) * np.cos(np.pi * t)
+        bg = bg - bg.min(axis=1, keepdims=True)
+        bg = bg / np.maximum(bg.max(axis=1, keepdims=True), 1e-6)
+        out = out + (amp * peak * bg).astype(np.float32)
+    if cfg.noise_std > 0:
+        sd = rng.uniform(0, cfg.noise_std, (b, 1)) * on[:, None] * peak
+        out = out + (rng.standard_normal((b, n)) * sd).astype(np.float32)
+    if cfg.intensity_scale > 0:
+        out = out * (1.0 + rng.uniform(-cfg.intensity_scale, cfg.intensity_scale, (b, 1)) * on[:, None])
+    return out.astype(np.float32)

@@ -1,0 +1,134 @@
+"""``edge-train``: train a compact Raman CNN and write a model bundle.
+
+Examples
+--------
+edge-train --train rruff_soysal/raw_train_labeled_40pct.npz --test rruff_soysal/raw_test.npz --out bundles/rruff40
+edge-train --train synthetic:train --test synthetic:test --out bundles/synthetic --epochs 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from edge.cli_common import add_data_args, add_logging_args, run_cli, setup_logging
+from edge.data import load_spectra
+from edge.preprocess import Preprocessor
+
+from .bundle_io import save_model
+from .report import classification_metrics, write_report
+from .settings import TrainerSettings
+from .train import encode_labels, fit, predict_proba
+
+log = logging.getLogger("trainer")
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "model_compact.toml"
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model and training (override the config file)")
+    g.add_argument("--config", default=None, help=f"model config TOML (default: {DEFAULT_CONFIG.name} if present)")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--epochs", type=int, default=None, help="maximum epochs")
+    g.add_argument("--pool-size", type=int, default=None, help="max-pooling size m (paper §3)")
+    g.add_argument("--n-pool", type=int, default=None, help="number of pooling stages n")
+    g.add_argument("--head", choices=["positions", "dense"], default=None)
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def settings_from_args(args: argparse.Namespace) -> TrainerSettings:
+    cfg = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    s = TrainerSettings.from_toml(cfg) if cfg else TrainerSettings()
+    for attr, target, key in [("seed", s.training, "seed"), ("epochs", s.training, "max_epochs"),
+                              ("pool_size", s.model, "pool_size"), ("n_pool", s.model, "n_pool"),
+                              ("head", s.model, "head"), ("threads", s.training, "threads")]:
+        value = getattr(args, attr, None)
+        if value is not None:
+            setattr(target, key, value)
+    if args.epochs is not None:
+        s.training.min_epochs = min(s.training.min_epochs, args.epochs)
+    s.model.__post_init__()
+    return s
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-train", description="Train a compact Raman CNN into a model bundle.")
+    p.add_argument("--train", required=True, help=".npz split, RRUFF .txt folder, or synthetic:train")
+    p.add_argument("--test", default=None, help="held-out spectra to score (never used for training decisions)")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--name", default=None, help="model name (default: the config's name)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_args(p)
+    add_data_args(p)
+    add_logging_args(p)
+    return p
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    settings = settings_from_args(args)
+    grid = settings.preprocessing.grid
+    train = load_spectra(args.train, grid, args.data_dir)
+    test = load_spectra(args.test, grid, args.data_dir) if args.test else None
+    log.info("training on %d spectra, %d classes (%s)", len(train), len(train.classes), train.source)
+    t0 = time.perf_counter()
+    result = fit(train, settings.preprocessing, settings.model, settings.training, settings.augmentation,
+                 progress=not args.no_progress and sys.stderr.isatty())
+    metrics: dict = {"train_seconds": round(result.seconds, 2)}
+    pre = Preprocessor(settings.preprocessing)
+    if test is not None:
+        proba = predict_proba(result.model, pre(test.intensities, test.raman_shift_cm1))
+        metrics["test"] = classification_metrics(proba, encode_labels(test.labels, result.labels), result.labels)
+        metrics["test"]["source"] = test.source
+    name = args.name or _config_name(args) or "raman-cnn"
+    bundle = save_model(args.out, result.model, result.labels, settings, {
+        "train_source": train.source, "test_source": test.source if test else None,
+        "n_train": len(train), "epochs": result.epochs, "seconds": round(result.seconds, 2),
+        "protocol": "LR schedule and early stopping on training loss; test set never used for decisions",
+        "history": result.history,
+    }, name=name)
+    report = write_report(bundle.path / "report", metrics, result.labels, result.history)
+    for role, rel in report.items():
+        bundle.add_file(rel, role=f"report-{role}")
+    bundle.metrics.update({k: v for k, v in metrics.items() if k != "test"})
+    if test is not None:
+        t = metrics["test"]
+        bundle.metrics["test"] = {k: t[k] for k in ("n", "top1", "top3", "macro_f1", "confidence_gap", "source")}
+    bundle.save()
+    n_par = bundle.manifest["model"]["n_parameters"]
+    msg = f"bundle {bundle.path} ({bundle.model_id}): {n_par} parameters, {result.epochs} epochs, {result.seconds:.1f} s"
+    if test is not None:
+        t = metrics["test"]
+        msg += f"; test top-1 {100 * t['top1']:.1f} %, top-3 {100 * t['top3']:.1f} %, macro-F1 {t['macro_f1']:.3f}"
+    print(msg)
+    log.debug("total %.1f s", time.perf_counter() - t0)
+    return 0
+
+
+def _config_name(args: argparse.Namespace) -> str | None:
+    from edge.cli_common import load_toml
+
+    cfg = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    return load_toml(cfg).get("name") if cfg else None
+
+
+SUBCOMMANDS = {"train": train_main}
+
+
+def dispatch(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
+    return train_main(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(dispatch, argv, "edge-train")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Compact 1-D CNNs for raw Raman spectra (Soysal et al., "Reevaluating CNNs for spectral analysis: Raman").
+
+The backbone is the paper's: convolutions of 16/k21, 32/k11, 64/k5 channels, LeakyReLU, and max-pooling of
+size ``m`` in ``n`` stages (§3, Tables 3–4: larger ``m``/``n`` buy tolerance to Raman-shift offsets at the
+cost of resolution). Two heads:
+
+- ``"positions"`` (default, compact): fixed max-pooling to a few coarse positions, then one linear layer. It
+  keeps where the peaks are (global pooling throws that away and collapses accuracy on these data) with
+  ~80 k parameters in all.
+- ``"dense"``: the paper's flatten + dense layers (millions of parameters), kept for reproduction.
+
+Every layer exports to ONNX: the position pooling is a fixed ``MaxPool1d`` with ``ceil_mode`` computed from
+the known input length, not adaptive pooling (which the ONNX exporter rejects when sizes do not divide).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .errors import TrainerError
+
+__all__ = ["ModelConfig", "RamanCNN", "count_parameters"]
+
+
+@dataclass
+class ModelConfig:
+    """Architecture settings of :class:`RamanCNN`.
+
+    Parameters
+    ----------
+    channels : list of int
+        Output channels of each convolution (paper: 16, 32, 64).
+    kernel_sizes : list of int
+        Kernel size of each convolution, in grid points (paper: 21, 11, 5).
+    pool_size : int
+        Max-pooling size ``m`` (paper §3: 2 … 64).
+    n_pool : int
+        Number of pooling stages ``n``: one after each of the first ``n`` convolutions; stages beyond the
+        number of convolutions are appended after the last one (paper Table 4).
+    head : {"positions", "dense"}
+        Classification head (see module docstring).
+    head_positions : int
+        Coarse positions kept by the ``"positions"`` head.
+    dense_units : list of int
+        Hidden layers of the ``"dense"`` head (paper: a large dense layer).
+    dropout : float
+        Dropout before the classifier.
+    batch_norm : bool
+        Batch normalisation after each convolution.
+    negative_slope : float
+        LeakyReLU slope.
+    in_channels : int
+        Input channels (1: one preprocessed spectrum).
+    """
+
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    kernel_sizes: list[int] = field(default_factory=lambda: [21, 11, 5])
+    pool_size: int = 2
+    n_pool: int = 3
+    head: str = "positions"
+    head_positions: int = 16
+    dense_units: list[int] = field(default_factory=lambda: [256])
+    dropout: float = 0.0
+    batch_norm: bool = False
+    negative_slope: float = 0.01
+    in_channels: int = 1
+
+    def __post_init__(self) -> None:
+        if len(self.channels) != len(self.kernel_sizes) or not self.channels:
+            raise TrainerError("channels and kernel_sizes must be non-empty lists of equal length")
+        if self.pool_size < 1 or self.n_pool < 0:
+            raise TrainerError(f"pool_size must be ≥ 1 and n_pool ≥ 0, got m={self.pool_size}, n={self.n_pool}")
+        if self.head not in ("positions", "dense"):
+            raise TrainerError(f"head must be 'positions' or 'dense', got {self.head!r}")
+        if self.head_positions < 1:
+            raise TrainerError("head_positions must be ≥ 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise TrainerError(f"unknown model setting(s): {sorted(unknown)}")
+        return cls(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()})
+
+
+class RamanCNN(nn.Module):
+    """The paper's 1-D CNN with a configurable pooling (m, n) and head.
+
+    Parameters
+    ----------
+    n_points : int
+        Length of the input spectrum (grid points, e.g. 1392).
+    n_classes : int
+        Number of minerals.
+    config : ModelConfig
+        Architecture settings.
+
+    Input shape (B, in_channels, n_points) or (B, n_points), float32; output logits shape (B, n_classes).
+    """
+
+    def __init__(self, n_points: int, n_classes: int, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or ModelConfig()
+        self.config, self.n_points, self.n_classes = cfg, int(n_points), int(n_classes)
+        layers: list[nn.Module] = []
+        c_in, length = cfg.in_channels, self.n_points
+        for i, (c_out, k) in enumerate(zip(cfg.channels, cfg.kernel_sizes)):
+            layers.append(nn.Conv1d(c_in, c_out, k, padding=k // 2))
+            if cfg.batch_norm:
+                layers.append(nn.BatchNorm1d(c_out))
+            layers.append(nn.LeakyReLU(cfg.negative_slope))
+            n_here = 1 if i < len(cfg.channels) - 1 else max(1, cfg.n_pool - i)
+            if i < cfg.n_pool:
+                for _ in range(n_here):
+                    if length > 1 and cfg.pool_size > 1:
+                        layers.append(nn.MaxPool1d(cfg.pool_size, ceil_mode=True))
+                        length = math.ceil(length / cfg.pool_size)
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.feature_length = length
+        self.feature_channels = c_in
+        if cfg.head == "positions":
+            kernel = math.ceil(length / min(cfg.head_positions, length))
+            self.pool = nn.MaxPool1d(kernel, ceil_mode=True) if kernel > 1 else nn.Identity()
+            positions = math.ceil(length / kernel)
+            self.embedding_size = c_in * positions
+            head: list[nn.Module] = [nn.Flatten()]
+        else:
+            self.pool = nn.Identity()
+            self.embedding_size = c_in * length
+            head = [nn.Flatten()]
+            width = self.embedding_size
+            for units in cfg.dense_units:
+                head += [nn.Linear(width, units), nn.LeakyReLU(cfg.negative_slope)]
+                width = units
+            self.embedding_size = width
+        if cfg.dropout > 0:
+            head.append(nn.Dropout(cfg.dropout))
+        self.embed = nn.Sequential(*head)
+        self.classifier = nn.Linear(self.embedding_size, self.n_classes)
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features before the classifier, shape (B, embedding_size)."""
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        return self.embed(self.pool(self.features(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embedding(x))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
