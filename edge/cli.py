@@ -36,13 +36,16 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--journal", default=None, help="append-only journal file")
     g.add_argument("--serial", default=None, help="pyserial URL of an instrument (firmware_bridge protocol)")
+    g.add_argument("--control", default=None, help="ZeroMQ REP endpoint for control requests (load_head, status)")
+    g.add_argument("--head", default=None, help="head file to serve instead of the bundle's own head")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[DaemonConfig, RamanGrid | None]:
     """Merge the config file and command-line options; also return the instrument's expected grid."""
     raw = load_toml(args.config) if args.config else {}
     d = dict(raw.get("daemon", {}))
-    for key in ("bundle", "input", "output", "precision", "backend", "threads", "max_batch", "top_k", "journal", "serial"):
+    for key in ("bundle", "input", "output", "precision", "backend", "threads", "max_batch", "top_k", "journal", "serial",
+                "control", "head"):
         value = getattr(args, key, None)
         if value is not None:
             d[key] = value

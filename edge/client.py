@@ -17,9 +17,9 @@ import numpy as np
 import zmq
 
 from .errors import EdgeError
-from .wire import TOPICS, decode_payload, encode_spectrum
+from .wire import TOPICS, decode_payload, encode_payload, encode_spectrum
 
-__all__ = ["SpectrumSender", "PredictionSubscriber"]
+__all__ = ["SpectrumSender", "PredictionSubscriber", "ControlClient"]
 
 
 class SpectrumSender:
@@ -122,6 +122,73 @@ class PredictionSubscriber:
         self.sock.close()
 
     def __enter__(self) -> "PredictionSubscriber":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ControlClient:
+    """REQ client of the daemon's control endpoint (head swaps, status; protocol in :mod:`edge.heads`).
+
+    Every request waits at most ``timeout_s``; after a timeout the socket is replaced (a REQ socket that
+    lost its reply cannot send again) and :class:`EdgeError` is raised.
+
+    Parameters
+    ----------
+    endpoint : str
+        The daemon's control endpoint, e.g. ``tcp://127.0.0.1:5557``.
+    timeout_s : float
+        Longest wait for a reply, seconds.
+    """
+
+    def __init__(self, endpoint: str, timeout_s: float = 10.0, context: zmq.Context | None = None) -> None:
+        self.ctx = context or zmq.Context.instance()
+        self.endpoint = endpoint
+        self.timeout_s = float(timeout_s)
+        self.sock = self._connect()
+
+    def _connect(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise EdgeError(f"cannot connect to {self.endpoint}: {exc}") from exc
+        return sock
+
+    def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Send one request map and return the reply map.
+
+        Raises
+        ------
+        EdgeError
+            If no reply arrives within ``timeout_s``.
+        """
+        self.sock.send(encode_payload(req))
+        if not self.sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+            self.sock.close(linger=0)
+            self.sock = self._connect()
+            raise EdgeError(f"no reply from the daemon's control endpoint {self.endpoint} within {self.timeout_s} s")
+        return decode_payload(self.sock.recv())
+
+    def load_head(self, path: str | None = None, data: bytes | None = None) -> dict[str, Any]:
+        """Ask the daemon to serve a head file: ``path`` on the daemon's machine, or the file's bytes inline.
+
+        Returns the reply: ``ok`` and ``head_version`` etc., or ``ok`` false with ``reason`` and ``error``."""
+        if (path is None) == (data is None):
+            raise EdgeError("load_head needs exactly one of path and data")
+        return self.request({"cmd": "load_head", **({"path": str(path)} if path is not None else {"head": bytes(data)})})
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's status (counters, head version)."""
+        return self.request({"cmd": "status"})
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+    def __enter__(self) -> "ControlClient":
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -30,6 +30,7 @@ import zmq
 from .backends import create_backend
 from .bundle import Bundle
 from .errors import ConfigError, EdgeError
+from .heads import HeadSwitch, load_head
 from .journal import Journal
 from .preprocess import Preprocessor
 from .wire import TOPICS, WIRE_VERSION, SpectrumIn, decode_spectrum, encode_payload
@@ -69,6 +70,11 @@ class DaemonConfig:
         pyserial URL of an instrument (``""``: none).
     serial_baudrate : int
         Baud rate for a real serial port.
+    control : str
+        ZeroMQ endpoint of the REP control socket (``""``: none): ``load_head`` swaps the classification
+        head between micro-batches, ``status`` answers the status (protocol in :mod:`edge.heads`).
+    head : str
+        Head file (:mod:`edge.heads` format) to serve from the start instead of the bundle's own head.
     """
 
     bundle: str = ""
@@ -83,6 +89,8 @@ class DaemonConfig:
     journal: str = ""
     serial: str = ""
     serial_baudrate: int = 921600
+    control: str = ""
+    head: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -131,6 +139,13 @@ class Daemon:
         self.seq = 0
         self.extra_status: dict[str, Any] = {}
         self._status_hooks: list[Callable[[], dict[str, Any]]] = []
+        # Onboard head swaps (edge.heads): every prediction names the head version that made it.
+        self.heads = HeadSwitch(self.bundle.manifest, model_path.name)
+        if config.head:
+            self.heads.activate(load_head(config.head))  # HeadError: refused at start like a bad bundle
+        self.labels = self.heads.labels
+        self._control = None
+        self.add_status_hook(self.heads.status)
         self._journal = Journal(config.journal) if config.journal else None
         self._started_ns = time.time_ns()
         self.endpoints: dict[str, str] = {}
@@ -156,6 +171,9 @@ class Daemon:
                 for s in sockets:
                     if s is not None:
                         s.close(linger=2000 if s is sockets[1] else 0)
+                if self._control is not None:
+                    self._control.close(linger=0)
+                    self._control = None
                 if self._journal:
                     self._journal.close()
         log.info("stopped: %s", self.counters)
@@ -191,6 +209,7 @@ class Daemon:
         inputs = [s for s in (pull, internal) if s is not None]
         for s in inputs + [pub]:
             poller.register(s, zmq.POLLIN)
+        control = self._open_control(poller)
         next_status = time.monotonic() + self.config.status_interval_s
         while not self.stop_event.is_set():
             events = dict(poller.poll(timeout=100))
@@ -199,6 +218,8 @@ class Daemon:
             frames = self._drain(inputs, events, self.config.max_batch)
             if frames:
                 self._process(frames, pub)
+            if control is not None and control in events:
+                self._handle_control(control, pub)  # between micro-batches: no batch sees two heads
             if time.monotonic() >= next_status:
                 self._publish_status(pub)
                 next_status = time.monotonic() + self.config.status_interval_s
@@ -234,6 +255,34 @@ class Daemon:
                 log.debug("new subscription %r", msg[1:])
                 self._publish_status(pub)  # tells the new subscriber it is live
 
+    def _open_control(self, poller):
+        if not self.config.control:
+            return None
+        sock = self.ctx.socket(zmq.REP)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.bind(self.config.control)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise ConfigError(f"cannot bind the control endpoint {self.config.control}: {exc}") from exc
+        self._control = sock
+        self.endpoints["control"] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        poller.register(sock, zmq.POLLIN)
+        return sock
+
+    def _handle_control(self, control, pub) -> None:
+        """Answer the waiting control requests (REP: one reply each). A new head serves from the next batch."""
+        while True:
+            try:
+                frame = control.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            reply = self.heads.handle(frame, self.status(), last_seq=self.seq)
+            if reply.get("ok") and "head_version" in reply:
+                self.labels = self.heads.labels
+                self._publish_status(pub)  # subscribers learn the new head version at once
+            control.send(encode_payload(reply))
+
     def _reject(self, pub, reason: str, detail: str, spectrum_id: str | None, received_ns: int) -> None:
         self.counters["rejected"] += 1
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
@@ -263,7 +312,7 @@ class Daemon:
                 self._reject(pub, reason, str(exc), sid, received_ns)
         if ok:
             try:
-                out = self.backend.infer(np.stack(rows))
+                out = self.heads.apply(self.backend.infer(np.stack(rows)))
             except EdgeError as exc:
                 for s in ok:
                     self._reject(pub, "inference", str(exc), s.id, received_ns)
@@ -276,7 +325,7 @@ class Daemon:
     def _publish_predictions(self, pub, spectra: list[SpectrumIn], out: dict[str, np.ndarray], received_ns: int) -> None:
         proba = out["probabilities"]
         k = min(self.config.top_k, proba.shape[1])
-        top = np.argsort(-proba, axis=1)[:, :k]
+        top = np.argsort(-proba, axis=1, kind="stable")[:, :k]  # ties: lowest class index, as argmax
         self.counters["batches"] += 1
         for i, s in enumerate(spectra):
             self.seq += 1
@@ -285,14 +334,15 @@ class Daemon:
                 "labels": self.labels[top[i]].tolist(),
                 "probabilities": [float(p) for p in proba[i, top[i]]],
                 "model_id": self.bundle.model_id, "model_sha256": self.model_sha256, "precision": self.precision,
+                "head_version": self.heads.version,
                 "received_ns": received_ns, "sent_ns": s.sent_ns, "batch_size": len(spectra),
                 "instrument_id": s.instrument_id, "instrument_seq": s.instrument_seq, "label": s.label,
                 "published_ns": time.time_ns(),
             }
             if self._journal:
                 self._journal.append("prediction", **payload)
+            self.counters["published"] += 1  # counted before sending: a subscriber never sees more than counted
             pub.send_multipart([TOPICS["prediction"], encode_payload(payload)])
-        self.counters["published"] += len(spectra)
 
     def status(self, final: bool = False) -> dict[str, Any]:
         st = {"type": "status", "v": WIRE_VERSION, "model_id": self.bundle.model_id, "precision": self.precision,

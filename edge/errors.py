@@ -15,6 +15,7 @@ __all__ = [
     "BundleError",
     "BackendError",
     "WireError",
+    "HeadError",
 ]
 
 
@@ -44,3 +45,7 @@ class BackendError(EdgeError):
 
 class WireError(EdgeError):
     """A message on the wire (ZeroMQ frame, msgpack payload) is malformed."""
+
+
+class HeadError(EdgeError):
+    """A classification head file is malformed, corrupt, or does not fit the served backbone."""

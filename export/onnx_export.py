@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from edge.bundle import Bundle
-from trainer.bundle_io import load_model
+from trainer.bundle_io import backbone_sha256, load_model
 
 from .errors import ExportError
 
@@ -20,7 +20,7 @@ __all__ = ["export_fp32", "FP32_FILE", "INPUT_NAME", "OUTPUT_NAMES", "OPSET"]
 
 FP32_FILE = "model.onnx"
 INPUT_NAME = "spectra"
-OUTPUT_NAMES = ("logits", "probabilities")
+OUTPUT_NAMES = ("logits", "probabilities", "embedding")  # embedding: for onboard head swaps (edge.heads)
 OPSET = 18
 log = logging.getLogger("export")
 
@@ -31,8 +31,9 @@ class _WithSoftmax(torch.nn.Module):
         self.model = model
 
     def forward(self, spectra: torch.Tensor):
-        logits = self.model(spectra)
-        return logits, torch.softmax(logits, dim=1)
+        embedding = self.model.embedding(spectra)
+        logits = self.model.classifier(embedding)
+        return logits, torch.softmax(logits, dim=1), embedding
 
 
 def onnx_metadata(bundle: Bundle) -> dict[str, str]:
@@ -67,7 +68,9 @@ def export_fp32(bundle: Bundle, out_name: str = FP32_FILE) -> Path:
     """Export the bundle's PyTorch classifier to FP32 ONNX and record it in the manifest.
 
     Input ``spectra`` shape (batch, N) float32 (preprocessed, N = grid points); outputs ``logits`` and
-    ``probabilities``, shape (batch, K) float32.
+    ``probabilities``, shape (batch, K) float32, and ``embedding``, shape (batch, D) float32 (the backbone
+    features the classifier reads; the daemon applies an uplinked head to it, see :mod:`edge.heads`).
+    Records ``manifest["model"]["backbone_sha256"]`` when an older bundle lacks it.
 
     Raises
     ------
@@ -75,6 +78,7 @@ def export_fp32(bundle: Bundle, out_name: str = FP32_FILE) -> Path:
         If the exporter fails.
     """
     model = load_model(bundle)
+    bundle.manifest["model"].setdefault("backbone_sha256", backbone_sha256(model))
     path = bundle.path / out_name
     example = torch.zeros(2, bundle.grid.n_points)
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "torch._export"):

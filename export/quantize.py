@@ -44,7 +44,7 @@ class QuantConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": "QDQ", "activations": "int8", "weights": "int8", "per_channel": self.per_channel,
-                "calibrate_method": self.calibrate_method, "float_nodes": "single-input-channel Conv (per-channel)"}
+                "calibrate_method": self.calibrate_method, "float_nodes": "Softmax; single-input-channel Conv (per-channel)"}
 
 
 class _CalibrationReader:
@@ -104,6 +104,9 @@ def quantize_int8(bundle: Bundle, calibration: np.ndarray, cfg: QuantConfig | No
     weights = {i.name: list(i.dims) for i in graph.initializer}
     exclude = [n.name for n in graph.node
                if n.op_type == "Conv" and cfg.per_channel and len(n.input) > 1 and weights.get(n.input[1], [0, 0])[1] == 1]
+    # Softmax stays float: quantised probabilities come in steps of 1/255, which ties the top classes and
+    # blunts every confidence score (maximum softmax probability, confidence gap).
+    exclude += [n.name for n in graph.node if n.op_type == "Softmax"]
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "preprocessed.onnx"
         try:

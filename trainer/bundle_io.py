@@ -15,9 +15,23 @@ from edge.errors import BundleError
 from .model import ModelConfig, RamanCNN, count_parameters
 from .settings import TrainerSettings
 
-__all__ = ["save_model", "load_model", "MODEL_FILE"]
+__all__ = ["save_model", "load_model", "backbone_sha256", "MODEL_FILE"]
 
 MODEL_FILE = "model.pt"
+
+
+def backbone_sha256(model: RamanCNN) -> str:
+    """SHA-256 (hex) of the backbone weights: every state-dict tensor except the ``classifier`` head, each
+    hashed with its name, dtype and shape. A head file names this hash; the daemon refuses a head made for
+    another backbone. Recorded as ``manifest["model"]["backbone_sha256"]``."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        if name.startswith("classifier."):
+            continue
+        a = t.detach().cpu().contiguous().numpy()
+        h.update(f"{name}|{a.dtype.str}|{tuple(a.shape)}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def save_model(out: str | Path, model: RamanCNN, labels: list[str], settings: TrainerSettings,
@@ -33,6 +47,7 @@ def save_model(out: str | Path, model: RamanCNN, labels: list[str], settings: Tr
         "n_points": model.n_points,
         "feature_channels": model.feature_channels,
         "embedding_size": model.embedding_size,
+        "backbone_sha256": backbone_sha256(model),
     })
     path = Path(out) / MODEL_FILE
     torch.save(model.state_dict(), path)

@@ -116,7 +116,13 @@ def _config_name(args: argparse.Namespace) -> str | None:
     return load_toml(cfg).get("name") if cfg else None
 
 
-SUBCOMMANDS = {"train": train_main}
+def _transfer_main(argv: Sequence[str] | None = None) -> int:
+    from .transfer import transfer_main
+
+    return transfer_main(argv)
+
+
+SUBCOMMANDS = {"train": train_main, "transfer": _transfer_main}
 
 
 def dispatch(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,7 @@ def classification_metrics(proba: np.ndarray, y_true: np.ndarray, classes: list[
     from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
     k = proba.shape[1]
-    order = np.argsort(-proba, axis=1)
+    order = np.argsort(-proba, axis=1, kind="stable")
     pred = order[:, 0]
     top3 = np.any(order[:, : min(3, k)] == y_true[:, None], axis=1)
     srt = np.sort(proba, axis=1)

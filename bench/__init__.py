@@ -1,0 +1,1 @@
+"""Benchmarks: speed, memory and accuracy targets, each written as JSON (``edge-bench``)."""

@@ -1,0 +1,91 @@
+"""``edge-bench``: run benchmarks and write JSON.
+
+edge-bench latency  [--bundle DIR] [--json PATH]   classifier and daemon speed (issue 2 targets)
+edge-bench bridge   [--json PATH]                  serial decoder and pty throughput
+edge-bench all      [--bundle DIR] [--out DIR]     every benchmark whose dependencies are installed
+
+Without --bundle, a bundle is trained on the real 40 % split (and exported to INT8) under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from edge.bundle import Bundle
+from edge.cli_common import run_cli
+from edge.errors import BundleError, EdgeError
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def default_bundle(out: Path) -> Path:
+    bdir = out / "bundle-rruff40"
+    try:
+        if Bundle.load(bdir).has_file("model.int8.onnx"):
+            return bdir
+    except BundleError:
+        pass
+    for cmd in ([sys.executable, "-m", "trainer", "--train", "rruff_soysal/raw_train_labeled_40pct.npz",
+                 "--test", "rruff_soysal/raw_test.npz", "--out", str(bdir), "--no-progress", "-q"],
+                [sys.executable, "-m", "export", str(bdir), "--int8", "-q"]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EdgeError(f"building the benchmark bundle failed: {r.stderr.strip()[-500:]}")
+    return bdir
+
+
+def _latency(args) -> dict[str, Any]:
+    from .bench_latency import run
+
+    return run(args.bundle or default_bundle(Path(args.out)), quick=args.quick)
+
+
+def _module_run(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
+    def call(args) -> dict[str, Any]:
+        mod = importlib.import_module(f"bench.{name}")
+        try:
+            return mod.run(quick=args.quick)
+        except TypeError:
+            return mod.run({}, quick=args.quick)
+    return call
+
+
+BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "latency": _latency,
+    "bridge": _module_run("bench_bridge"),
+}
+
+
+def bench_impl(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="edge-bench", description="Run benchmarks; results as JSON.")
+    p.add_argument("which", choices=sorted(BENCHES) + ["all"])
+    p.add_argument("--bundle", default=None, help="model bundle (default: build one on the 40 % split)")
+    p.add_argument("--out", default=str(RESULTS), help="folder for JSON results")
+    p.add_argument("--json", default=None, help="JSON file (single benchmark)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = p.parse_args(argv)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    names = sorted(BENCHES) if args.which == "all" else [args.which]
+    for name in names:
+        t = time.perf_counter()
+        result = {"benchmark": name, **BENCHES[name](args), "wall_seconds": None}
+        result["wall_seconds"] = round(time.perf_counter() - t, 1)
+        path = Path(args.json) if args.json and len(names) == 1 else Path(args.out) / f"{name}.json"
+        path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"{name}: written to {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(bench_impl, argv, "edge-bench")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

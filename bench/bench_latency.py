@@ -1,0 +1,118 @@
+"""Latency and throughput of the classifier and the daemon (issue 2 targets).
+
+* onnxruntime, 1 intra-op thread: per-spectrum latency at batch 1 (p50, p99) for FP32 and INT8, and
+  batch-64 throughput (spectra/s). Target: INT8 batch-1 p50 ≤ 0.2 ms for the compact model.
+* daemon end to end (``edge-daemon`` in its own process, ZeroMQ over TCP on 127.0.0.1): latency from the
+  sender's clock to the subscriber's receipt (p50, p99) at a steady rate, and sustained throughput when
+  spectra are sent as fast as possible. Targets: p50 ≤ 1 ms, ≥ 2 000 spectra/s.
+
+Run ``edge-bench latency [--bundle DIR] [--json PATH]``.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from edge.backends import OnnxRuntimeBackend
+from edge.bundle import Bundle
+from edge.data import load_spectra
+from edge.demo import _free_port, start_daemon
+from edge.client import PredictionSubscriber, SpectrumSender
+from edge.preprocess import Preprocessor
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    import onnxruntime
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
+
+
+def bench_backend(model: Path, x: np.ndarray, n_single: int = 2000, n_batches: int = 50) -> dict[str, Any]:
+    """Batch-1 latency (ms) and batch-64 throughput (spectra/s) of one ONNX model, 1 thread."""
+    with OnnxRuntimeBackend(model, intra_op_threads=1) as be:
+        be.warmup(x.shape[1], (1, 64))
+        times = np.empty(n_single)
+        for i in range(n_single):
+            row = x[i % len(x)][None, :]
+            t = time.perf_counter()
+            be.infer(row)
+            times[i] = time.perf_counter() - t
+        batch = np.ascontiguousarray(np.resize(x, (64, x.shape[1])))
+        t = time.perf_counter()
+        for _ in range(n_batches):
+            be.infer(batch)
+        dt = time.perf_counter() - t
+    return {"batch1_p50_ms": float(np.percentile(times, 50) * 1e3), "batch1_p99_ms": float(np.percentile(times, 99) * 1e3),
+            "batch64_spectra_per_s": 64 * n_batches / dt, "bytes": model.stat().st_size}
+
+
+def _stream(ctx, ep_in: str, ep_out: str, x: np.ndarray, axis: np.ndarray, n: int, rate_hz: float, timeout_s: float = 60):
+    lat = []
+    with PredictionSubscriber(ep_out, topics=("prediction",), context=ctx) as rx, SpectrumSender(ep_in, ctx) as tx:
+        rx.wait_ready(timeout_s=30)
+        period = 1.0 / rate_hz if rate_hz else 0.0
+        t0 = time.perf_counter()
+        got = 0
+        for i in range(n):
+            if period:
+                while time.perf_counter() < t0 + i * period:
+                    r = rx.recv(timeout_s=0)
+                    if r and r[0] == "prediction":
+                        lat.append((time.time_ns() - r[1]["sent_ns"]) / 1e6)
+                        got += 1
+            tx.send(x[i % len(x)], axis, id=str(i))
+        deadline = time.monotonic() + timeout_s
+        while got < n and time.monotonic() < deadline:
+            r = rx.recv(timeout_s=0.5)
+            if r and r[0] == "prediction":
+                lat.append((time.time_ns() - r[1]["sent_ns"]) / 1e6)
+                got += 1
+        dt = time.perf_counter() - t0
+    lat_a = np.asarray(lat)
+    return {"sent": n, "received": got, "seconds": dt, "spectra_per_s": got / dt,
+            "latency_p50_ms": float(np.percentile(lat_a, 50)), "latency_p99_ms": float(np.percentile(lat_a, 99))}
+
+
+def bench_daemon(bundle: Path, x: np.ndarray, axis: np.ndarray, rate_hz: float = 500.0, n_rate: int = 3000,
+                 n_flood: int = 20000) -> dict[str, Any]:
+    """Daemon end-to-end latency at ``rate_hz`` and sustained throughput when flooded (own process)."""
+    ep_in, ep_out = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
+    proc = start_daemon(bundle, ep_in, ep_out, None)
+    ctx = zmq.Context()
+    try:
+        steady = _stream(ctx, ep_in, ep_out, x, axis, n_rate, rate_hz)
+        flood = _stream(ctx, ep_in, ep_out, x, axis, n_flood, 0.0)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+        ctx.term()
+    return {"steady": {**steady, "rate_hz": rate_hz}, "flood": flood,
+            "targets": {"p50_ms_max": 1.0, "spectra_per_s_min": 2000},
+            "meets_targets": bool(steady["latency_p50_ms"] <= 1.0 and flood["spectra_per_s"] >= 2000
+                                  and flood["received"] == flood["sent"])}
+
+
+def run(bundle: str | Path, data: str = "rruff_soysal/raw_test.npz", quick: bool = False) -> dict[str, Any]:
+    b = Bundle.load(bundle)
+    spectra = load_spectra(data, b.grid)
+    x = Preprocessor(b.preprocessing)(spectra.intensities, spectra.raman_shift_cm1)
+    out: dict[str, Any] = {"machine": machine(), "bundle": str(b.path), "model_id": b.model_id,
+                           "n_parameters": b.manifest["model"]["n_parameters"], "data": spectra.source}
+    for prec in ("fp32", "int8"):
+        if b.has_file("model.int8.onnx" if prec == "int8" else "model.onnx"):
+            path, _ = b.onnx_model(prec)
+            out[f"onnxruntime_{prec}"] = bench_backend(path, x, n_single=500 if quick else 3000)
+    if "onnxruntime_int8" in out:
+        out["onnxruntime_int8"]["meets_target_p50_0.2ms"] = out["onnxruntime_int8"]["batch1_p50_ms"] <= 0.2
+    out["daemon"] = bench_daemon(b.path, spectra.intensities, spectra.raman_shift_cm1,
+                                 n_rate=600 if quick else 3000, n_flood=3000 if quick else 20000)
+    return out

@@ -1,0 +1,534 @@
+"""Novelty detection in the trainer: a compact 1-D convolutional autoencoder, its nominal-only threshold, and
+the classifier-only scores it is compared with.
+
+Novelty score
+-------------
+The score of a spectrum is its **reconstruction error**: the mean squared error over the N grid points
+between the preprocessed spectrum ``x`` (what the classifier reads, :class:`edge.preprocess.Preprocessor`)
+and the autoencoder's reconstruction ``r``::
+
+    score = mean_i (x_i - r_i) ** 2        (unit: squared normalised intensity; max-normalised spectra)
+
+A compression through a 32-number bottleneck reconstructs what the nominal spectra share and loses what
+they do not: the lines of a mineral it never saw, and lines moved by a Raman-shift offset, stay in the
+residual (FIELD_NOTES, "Novelty and drift").
+
+Threshold (nominal data only)
+-----------------------------
+``threshold = quantile(out-of-fold errors, q)``, ``q = 0.95`` by default. The out-of-fold errors come from
+K autoencoders (K = 5) each fitted on the training spectra of K−1 folds and scoring the held-out fold;
+folds are stratified by class (every class of the 40 % split has ≥ 3 spectra; a class with a single spectrum
+is never held out, since it would be novel to its own fold). The autoencoder that ships is then fitted on
+all training spectra. No anomalous spectrum is used anywhere. 0.95 rather than 0.99: with ~340 calibration
+spectra the 99 % quantile rests on the 3–4 largest errors and is too noisy to be a promise.
+
+Classifier-only scores (for the comparison in ``edge-eval novelty``)
+--------------------------------------------------------------------
+Higher means "more novel" for every score:
+
+- ``msp``: 1 − maximum softmax probability;
+- ``energy``: −logsumexp(logits) (the free energy at temperature 1);
+- ``prototype``: cosine distance of the backbone embedding (:meth:`RamanCNN.embedding`) to the nearest
+  class prototype (the mean of the class's L2-normalised training embeddings).
+
+Their thresholds are recorded with the same quantile but are **in-sample** (the classifier was fitted on the
+very spectra they are computed on, so they are optimistic); ``manifest["novelty"]["classifier_scores"]``
+says so.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edge.bundle import Bundle
+from edge.data import SpectraSet
+from edge.errors import BundleError
+from edge.novelty import AE_FILE_STEM, NOVELTY_SCHEMA, PROTOTYPES_FILE, reconstruction_error
+from edge.preprocess import PreprocessConfig, Preprocessor, resample
+
+from .augment import AugmentConfig, augment_batch
+from .errors import TrainerError
+
+__all__ = [
+    "AEConfig", "RamanAutoencoder", "NoveltyFit", "fit_autoencoder", "fit_novelty", "reconstruction_errors",
+    "classifier_scores", "class_prototypes", "save_novelty", "load_autoencoder", "AE_PT_FILE",
+]
+
+AE_PT_FILE = f"{AE_FILE_STEM}.pt"
+SCORE_NAMES = ("msp", "energy", "prototype")
+
+
+@dataclass
+class AEConfig:
+    """Autoencoder architecture, training and calibration settings.
+
+    Parameters
+    ----------
+    channels : list of int
+        Output channels of the encoder convolutions (the decoder mirrors them).
+    kernel_sizes : list of int
+        Kernel sizes of the encoder convolutions, in grid points (odd).
+    pools : list of int
+        Max-pooling factor after each encoder convolution (the decoder upsamples by the same factors).
+    latent : int
+        Bottleneck size (numbers per spectrum).
+    max_epochs : int
+        Training epochs (fixed: no early stopping, no validation split).
+    batch_size : int
+    lr : float
+        Adam learning rate (cosine-annealed to 5 % of it).
+    weight_decay : float
+    noise_std : float
+        Denoising: Gaussian noise (relative to each spectrum's maximum) added to the input, not the target.
+    folds : int
+        K of the out-of-fold threshold calibration (≥ 2).
+    quantile : float
+        Quantile of the out-of-fold nominal errors used as the threshold.
+    seed : int
+    threads : int
+        torch CPU threads.
+    """
+
+    patch: int = 4
+    channels: list[int] = field(default_factory=lambda: [8, 16])
+    kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])
+    pools: list[int] = field(default_factory=lambda: [1, 2])
+    latent: int = 32
+    max_epochs: int = 60
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    noise_std: float = 0.01
+    folds: int = 5
+    quantile: float = 0.95
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if not (len(self.channels) == len(self.kernel_sizes) == len(self.pools)) or not self.channels:
+            raise TrainerError("autoencoder channels, kernel_sizes and pools must be non-empty lists of equal length")
+        if any(k < 1 or k % 2 == 0 for k in self.kernel_sizes) or any(p < 1 for p in self.pools):
+            raise TrainerError("autoencoder kernel sizes must be odd and ≥ 1, pools ≥ 1")
+        if self.latent < 1 or self.max_epochs < 1 or self.batch_size < 1:
+            raise TrainerError("autoencoder latent, max_epochs and batch_size must be ≥ 1")
+        if self.folds < 2:
+            raise TrainerError(f"novelty calibration needs folds ≥ 2, got {self.folds}")
+        if not 0.5 <= self.quantile < 1.0:
+            raise TrainerError(f"novelty quantile must be in [0.5, 1), got {self.quantile}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "AEConfig":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TrainerError(f"unknown autoencoder setting(s): {sorted(unknown)}")
+        return cls(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()})
+
+    def architecture(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("channels", "kernel_sizes", "pools", "latent")}
+
+
+class RamanAutoencoder(nn.Module):
+    """Compact 1-D convolutional autoencoder with a dense bottleneck.
+
+    Encoder: a patch convolution (kernel = stride = ``patch``: N points → N/patch positions), then per stage
+    Conv1d(k, stride = pool) → LeakyReLU; flatten → Linear → ``latent``.
+    Decoder (mirrored): Linear → LeakyReLU → reshape; per stage nearest Upsample(pool) → Conv1d(k) →
+    LeakyReLU; a last Conv1d(k=3) to ``patch`` channels that a reshape lays back out as ``patch`` neighbouring
+    points (a 1-D "pixel shuffle"), with no activation (spectra can be negative). Working at N/patch
+    positions keeps training and inference cheap (~0.6 M multiply-adds per spectrum for N = 1392) while
+    the last layer still places every grid point. The input is zero-padded on the right to a multiple of
+    the total downsampling and the output cropped back, so the model exports to ONNX with a dynamic batch.
+
+    Parameters
+    ----------
+    n_points : int
+        Spectrum length N (grid points).
+    config : AEConfig
+
+    Input shape (B, N) float32 (preprocessed spectra); output (B, N) float32, the reconstruction.
+    """
+
+    def __init__(self, n_points: int, config: AEConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or AEConfig()
+        self.config, self.n_points = cfg, int(n_points)
+        factor = cfg.patch * math.prod(cfg.pools)
+        self.padded = int(math.ceil(self.n_points / factor) * factor)
+        self.code_length = self.padded // factor
+        self.patch = cfg.patch
+        c_in = cfg.channels[0]
+        enc: list[nn.Module] = [nn.Conv1d(1, c_in, cfg.patch, stride=cfg.patch), nn.LeakyReLU(0.01)]
+        for c, k, p in zip(cfg.channels[1:], cfg.kernel_sizes[1:], cfg.pools[1:]):
+            enc += [nn.Conv1d(c_in, c, k, stride=p, padding=k // 2), nn.LeakyReLU(0.01)]
+            c_in = c
+        self.encoder = nn.Sequential(*enc)
+        self.code_channels = c_in
+        flat = c_in * self.code_length
+        self.to_latent = nn.Linear(flat, cfg.latent)
+        self.from_latent = nn.Sequential(nn.Linear(cfg.latent, flat), nn.LeakyReLU(0.01))
+        dec: list[nn.Module] = []
+        for c_out, k, p in zip(reversed(cfg.channels[:-1]), reversed(cfg.kernel_sizes[1:]), reversed(cfg.pools[1:])):
+            if p > 1:
+                dec.append(nn.Upsample(scale_factor=p, mode="nearest"))
+            dec += [nn.Conv1d(c_in, c_out, k, padding=k // 2), nn.LeakyReLU(0.01)]
+            c_in = c_out
+        k0 = cfg.kernel_sizes[0]
+        dec.append(nn.Conv1d(c_in, cfg.patch, k0, padding=k0 // 2))
+        self.decoder = nn.Sequential(*dec)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent codes, shape (B, latent), of spectra of shape (B, N)."""
+        x = x.unsqueeze(1)
+        if self.padded > self.n_points:
+            x = F.pad(x, (0, self.padded - self.n_points))
+        return self.to_latent(torch.flatten(self.encoder(x), 1))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstructions, shape (B, N), of latent codes of shape (B, latent)."""
+        h = self.from_latent(z).reshape(-1, self.code_channels, self.code_length)
+        y = self.decoder(h)                              # (B, patch, padded / patch)
+        y = y.transpose(1, 2).reshape(-1, self.padded)   # point j·patch + i comes from channel i, position j
+        return y[:, : self.n_points]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+@torch.no_grad()
+def reconstruction_errors(model: RamanAutoencoder, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Novelty scores (mean squared reconstruction error over the grid) of preprocessed spectra.
+
+    Parameters
+    ----------
+    model : RamanAutoencoder
+    x : numpy.ndarray, shape (B, N), float32
+        Preprocessed spectra.
+
+    Returns
+    -------
+    numpy.ndarray, shape (B,), float64
+    """
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)
+        out.append(reconstruction_error(xb, model(torch.from_numpy(xb)).numpy()))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def fit_autoencoder(x_raw: np.ndarray, pre: Preprocessor, cfg: AEConfig | None = None,
+                    seed: int | None = None) -> tuple[RamanAutoencoder, list[dict[str, float]]]:
+    """Fit one autoencoder on nominal spectra.
+
+    Parameters
+    ----------
+    x_raw : numpy.ndarray, shape (B, N), float32
+        Spectra on the model grid, before preprocessing.
+    pre : Preprocessor
+        The bundle's preprocessing (applied to the noisy input and to the clean target).
+    cfg : AEConfig
+    seed : int, optional
+        Overrides ``cfg.seed`` (the folds use distinct seeds).
+
+    Returns
+    -------
+    (RamanAutoencoder, list of dict)
+        The model (eval mode) and the per-epoch training loss.
+
+    Raises
+    ------
+    TrainerError
+        If there are fewer than 2 spectra.
+    """
+    cfg = cfg or AEConfig()
+    if len(x_raw) < 2:
+        raise TrainerError(f"an autoencoder needs at least 2 nominal spectra, got {len(x_raw)}")
+    seed = cfg.seed if seed is None else seed
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    torch.set_num_threads(max(1, cfg.threads))
+    n = x_raw.shape[1]
+    model = RamanAutoencoder(n, cfg)
+    target = torch.from_numpy(pre(x_raw, None))
+    noise = AugmentConfig(max_shift_cm1=0.0, intensity_scale=0.0, fluorescence=0.0, noise_std=cfg.noise_std,
+                          probability=1.0 if cfg.noise_std > 0 else 0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.max_epochs * math.ceil(len(x_raw) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=cfg.lr * 0.05)
+    history: list[dict[str, float]] = []
+    for epoch in range(cfg.max_epochs):
+        model.train()
+        order = rng.permutation(len(x_raw))
+        total = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            xb = x_raw[idx] if cfg.noise_std <= 0 else augment_batch(x_raw[idx], noise, rng)
+            xb = torch.from_numpy(pre(xb, None))
+            loss = F.mse_loss(model(xb), target[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        history.append({"epoch": epoch + 1, "loss": total / len(x_raw)})
+    model.eval()
+    return model, history
+
+
+def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold index of each spectrum, shape (B,), int64; -1 for spectra of single-spectrum classes (never held
+    out). Each class's spectra are spread over the folds in a random order, starting at a random fold."""
+    rng = np.random.default_rng(seed)
+    folds = np.full(len(labels), -1, dtype=np.int64)
+    for c in sorted(set(labels.tolist())):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < 2:
+            continue
+        idx = rng.permutation(idx)
+        folds[idx] = (rng.integers(k) + np.arange(len(idx))) % k
+    return folds
+
+
+@dataclass
+class NoveltyFit:
+    """Result of :func:`fit_novelty`."""
+
+    model: RamanAutoencoder
+    config: AEConfig
+    threshold: float
+    oof_errors: np.ndarray          # (B,), float64; NaN for spectra never held out
+    folds: np.ndarray               # (B,), int64
+    train_errors: np.ndarray        # (B,), in-sample errors of the final model
+    prototypes: np.ndarray          # (K, N) float32: class means of the preprocessed training spectra
+    labels: list[str]
+    history: list[dict[str, float]]
+    seconds: float
+
+    @property
+    def calibration_errors(self) -> np.ndarray:
+        return self.oof_errors[np.isfinite(self.oof_errors)]
+
+
+def fit_novelty(train: SpectraSet, preprocessing: PreprocessConfig, cfg: AEConfig | None = None,
+                classes: list[str] | None = None) -> NoveltyFit:
+    """Fit the novelty autoencoder and set its threshold from out-of-fold nominal errors.
+
+    Parameters
+    ----------
+    train : SpectraSet
+        Nominal training spectra (the classifier's training set).
+    preprocessing : PreprocessConfig
+        The bundle's preprocessing.
+    cfg : AEConfig
+    classes : list of str, optional
+        Label order of the prototypes (default: sorted training labels; use the bundle's labels).
+
+    Returns
+    -------
+    NoveltyFit
+
+    Raises
+    ------
+    TrainerError
+        If fewer than ``cfg.folds`` spectra can be held out, or a label is not in ``classes``.
+    """
+    cfg = cfg or AEConfig()
+    t0 = time.perf_counter()
+    pre = Preprocessor(preprocessing)
+    x_raw = resample(train.intensities, train.raman_shift_cm1, preprocessing.grid)
+    labels = np.asarray(train.labels).astype(str)
+    folds = stratified_folds(labels, cfg.folds, cfg.seed)
+    if np.count_nonzero(folds >= 0) < cfg.folds:
+        raise TrainerError("too few spectra in classes with ≥ 2 spectra to calibrate a novelty threshold")
+    x_pre = pre(x_raw, None)
+    oof = np.full(len(labels), np.nan)
+    for f in range(cfg.folds):
+        held = folds == f
+        if not held.any():
+            continue
+        m, _ = fit_autoencoder(x_raw[~held], pre, cfg, seed=cfg.seed + 1 + f)
+        oof[held] = reconstruction_errors(m, x_pre[held])
+    model, history = fit_autoencoder(x_raw, pre, cfg)
+    calib = oof[np.isfinite(oof)]
+    threshold = float(np.quantile(calib, cfg.quantile))
+    classes = list(classes) if classes is not None else sorted(set(labels.tolist()))
+    missing = sorted(set(labels.tolist()) - set(classes))
+    if missing:
+        raise TrainerError(f"training labels not in the class list: {missing[:5]}")
+    protos = np.zeros((len(classes), x_pre.shape[1]), dtype=np.float32)
+    for i, c in enumerate(classes):
+        sel = labels == c
+        if sel.any():
+            protos[i] = x_pre[sel].mean(axis=0)
+    return NoveltyFit(model, cfg, threshold, oof, folds, reconstruction_errors(model, x_pre), protos, classes,
+                      history, time.perf_counter() - t0)
+
+
+# -- classifier-only scores ------------------------------------------------------------------------------
+@torch.no_grad()
+def classifier_outputs(model, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (B, K) and backbone embeddings (B, D), float32, of preprocessed spectra (B, N)."""
+    model.eval()
+    logits, emb = [], []
+    for i in range(0, len(x), batch_size):
+        e = model.embedding(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)))
+        emb.append(e.numpy())
+        logits.append(model.classifier(e).numpy())
+    return np.concatenate(logits), np.concatenate(emb)
+
+
+def class_prototypes(embeddings: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Class prototypes: the mean L2-normalised embedding of each class, re-normalised; shape (K, D),
+    float32 (a zero row for a class without spectra)."""
+    z = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    protos = np.zeros((n_classes, z.shape[1]), dtype=np.float32)
+    for c in range(n_classes):
+        sel = y == c
+        if sel.any():
+            m = z[sel].mean(axis=0)
+            protos[c] = m / max(float(np.linalg.norm(m)), 1e-12)
+    return protos
+
+
+def classifier_scores(logits: np.ndarray, embeddings: np.ndarray, prototypes: np.ndarray) -> dict[str, np.ndarray]:
+    """The classifier-only novelty scores (higher = more novel), each shape (B,), float64.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray, shape (B, K)
+    embeddings : numpy.ndarray, shape (B, D)
+    prototypes : numpy.ndarray, shape (K, D)
+        From :func:`class_prototypes` (unit rows; zero rows are ignored).
+
+    Returns
+    -------
+    dict
+        ``msp`` (1 − max softmax), ``energy`` (−logsumexp of the logits), ``prototype`` (cosine distance to
+        the nearest prototype).
+    """
+    lg = logits.astype(np.float64)
+    mx = lg.max(axis=1, keepdims=True)
+    lse = mx[:, 0] + np.log(np.exp(lg - mx).sum(axis=1))
+    msp = np.exp(mx[:, 0] - lse)
+    z = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    sim = z @ prototypes.T
+    sim[:, np.linalg.norm(prototypes, axis=1) == 0] = -np.inf
+    return {"msp": 1.0 - msp, "energy": -lse, "prototype": 1.0 - sim.max(axis=1)}
+
+
+# -- bundle ------------------------------------------------------------------------------------------------
+def save_novelty(bundle: Bundle, fit: NoveltyFit, classifier=None, train: SpectraSet | None = None) -> dict[str, Any]:
+    """Write the autoencoder, prototypes and ``manifest["novelty"]`` into a bundle (and save it).
+
+    Parameters
+    ----------
+    bundle : Bundle
+        A bundle whose labels the novelty fit used (``fit.labels``).
+    fit : NoveltyFit
+    classifier : RamanCNN, optional
+        The bundle's classifier: adds the in-sample classifier-only scores and the embedding prototypes.
+    train : SpectraSet, optional
+        The training spectra (needed with ``classifier``).
+
+    Returns
+    -------
+    dict
+        The ``manifest["novelty"]`` section.
+
+    Raises
+    ------
+    BundleError
+        If the labels differ from the bundle's.
+    """
+    if list(fit.labels) != bundle.labels:
+        raise BundleError("novelty prototypes were computed for another label list than the bundle's")
+    torch.save(fit.model.state_dict(), bundle.path / AE_PT_FILE)
+    bundle.add_file(AE_PT_FILE, role="novelty-autoencoder-state-dict")
+    arrays: dict[str, np.ndarray] = {"spectrum_prototypes": fit.prototypes,
+                                     "calibration_errors": fit.calibration_errors.astype(np.float64)}
+    calib = fit.calibration_errors
+    section: dict[str, Any] = {
+        "schema": NOVELTY_SCHEMA,
+        "detector": "autoencoder-reconstruction-error",
+        "metric": "mse",
+        "metric_description": "mean over the grid of (preprocessed spectrum - reconstruction)^2",
+        "quantile": fit.config.quantile,
+        "threshold": fit.threshold,
+        "calibration": {
+            "method": f"{fit.config.folds}-fold out-of-fold errors on the nominal training spectra, folds "
+                      "stratified by class; the shipped autoencoder is fitted on all of them",
+            "n": int(calib.size), "mean": float(calib.mean()), "median": float(np.median(calib)),
+            "log_mean": float(np.log(calib).mean()), "log_std": float(np.log(calib).std()),
+            "quantiles": {str(q): float(np.quantile(calib, q)) for q in (0.5, 0.9, 0.95, 0.99)},
+            "in_sample_median": float(np.median(fit.train_errors)),
+        },
+        "autoencoder": {"architecture": "RamanAutoencoder", "settings": fit.config.to_dict(),
+                        "n_parameters": int(sum(p.numel() for p in fit.model.parameters())),
+                        "n_points": fit.model.n_points, "input": "spectra", "output": "reconstruction",
+                        "final_loss": fit.history[-1]["loss"] if fit.history else None,
+                        "seconds": round(fit.seconds, 2)},
+        "files": {"pytorch": AE_PT_FILE, "prototypes": PROTOTYPES_FILE},
+    }
+    if classifier is not None and train is not None:
+        from .train import encode_labels
+
+        pre = Preprocessor(bundle.preprocessing)
+        x = pre(train.intensities, train.raman_shift_cm1)
+        y = encode_labels(train.labels, bundle.labels)
+        logits, emb = classifier_outputs(classifier, x)
+        eprotos = class_prototypes(emb, y, len(bundle.labels))
+        scores = classifier_scores(logits, emb, eprotos)
+        arrays["embedding_prototypes"] = eprotos
+        per_class = {}
+        for c, name in enumerate(bundle.labels):
+            sel = y == c
+            if sel.any():
+                per_class[name] = {"n": int(sel.sum()), **{f"{k}_mean": float(v[sel].mean()) for k, v in scores.items()}}
+        section["classifier_scores"] = {
+            "calibration": "in-sample: the classifier's own training spectra (optimistic; informational)",
+            "definitions": {"msp": "1 - max softmax probability", "energy": "-logsumexp(logits)",
+                            "prototype": "1 - cosine similarity of the backbone embedding to the nearest "
+                                         "class prototype (mean L2-normalised training embedding)"},
+            "thresholds": {k: float(np.quantile(v, fit.config.quantile)) for k, v in scores.items()},
+            "quantile": fit.config.quantile,
+            "per_class": per_class,
+        }
+    np.savez(bundle.path / PROTOTYPES_FILE, **arrays)
+    bundle.add_file(PROTOTYPES_FILE, role="novelty-prototypes")
+    bundle.manifest["novelty"] = section
+    bundle.save()
+    return section
+
+
+def load_autoencoder(bundle: Bundle) -> RamanAutoencoder:
+    """Rebuild the bundle's autoencoder (eval mode).
+
+    Raises
+    ------
+    BundleError
+        If the bundle has no novelty section or its weights do not fit the recorded architecture.
+    """
+    nov = bundle.manifest.get("novelty")
+    if not nov or "autoencoder" not in nov:
+        raise BundleError(f"{bundle.path}: no novelty autoencoder; train one with edge-train --novelty")
+    a = nov["autoencoder"]
+    model = RamanAutoencoder(int(a["n_points"]), AEConfig.from_dict(a["settings"]))
+    try:
+        model.load_state_dict(torch.load(bundle.file(nov["files"]["pytorch"]), map_location="cpu", weights_only=True))
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise BundleError(f"{bundle.path}: autoencoder weights do not load: {exc}") from exc
+    model.eval()
+    return model
+
