@@ -39,14 +39,14 @@ def machine() -> dict[str, Any]:
 def bench_backend(model: Path, x: np.ndarray, n_single: int = 2000, n_batches: int = 50) -> dict[str, Any]:
     """Batch-1 latency (ms) and batch-64 throughput (spectra/s) of one ONNX model, 1 thread."""
     with OnnxRuntimeBackend(model, intra_op_threads=1) as be:
-        be.warmup(x.shape[1], (1, 64))
+        be.warmup(x.shape[1:], (1, 64))
         times = np.empty(n_single)
         for i in range(n_single):
             row = x[i % len(x)][None, :]
             t = time.perf_counter()
             be.infer(row)
             times[i] = time.perf_counter() - t
-        batch = np.ascontiguousarray(np.resize(x, (64, x.shape[1])))
+        batch = np.ascontiguousarray(np.resize(x, (64, *x.shape[1:])))
         t = time.perf_counter()
         for _ in range(n_batches):
             be.infer(batch)

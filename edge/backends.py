@@ -37,7 +37,7 @@ class InferenceBackend(Protocol):
 
         Parameters
         ----------
-        spectra : numpy.ndarray, shape (B, N), float32
+        spectra : numpy.ndarray, shape (B, N) or (B, C, N), float32
             Preprocessed spectra.
 
         Returns
@@ -46,8 +46,10 @@ class InferenceBackend(Protocol):
             Model outputs by name, each shape (B, ...), float32 (``"probabilities"`` always present).
         """
 
-    def warmup(self, n_points: int, batch_sizes: tuple[int, ...] = (1,)) -> None:
-        """Run dummy batches so the first real spectrum does not pay for lazy initialisation."""
+    def warmup(self, sample_shape: tuple[int, ...], batch_sizes: tuple[int, ...] = (1,)) -> None:
+        """Run dummy batches so the first real spectrum does not pay for lazy initialisation.
+
+        ``sample_shape`` is one preprocessed spectrum's shape: (N,) or (C, N)."""
 
     def describe(self) -> dict[str, Any]:
         """Backend name, version, device, model path and precision, as JSON-able values."""
@@ -71,12 +73,16 @@ class OnnxRuntimeBackend:
         onnxruntime intra-op threads (1 gives the steadiest latency on a small edge CPU).
     providers : list of str, optional
         Execution providers (default: CPUExecutionProvider).
+    required_outputs : tuple of str
+        Outputs the model must have (``load`` raises otherwise); ``("reconstruction",)`` for the novelty
+        autoencoder (:mod:`edge.novelty`).
     """
 
     name = "onnxruntime"
 
     def __init__(self, model_path: str | Path, intra_op_threads: int = 1, providers: list[str] | None = None,
-                 precision: str = "") -> None:
+                 precision: str = "", required_outputs: tuple[str, ...] = ("probabilities",)) -> None:
+        self.required_outputs = tuple(required_outputs)
         self.model_path = Path(model_path)
         self.intra_op_threads = int(intra_op_threads)
         self.providers = providers or ["CPUExecutionProvider"]
@@ -98,8 +104,9 @@ class OnnxRuntimeBackend:
             raise BackendError(f"onnxruntime cannot load {self.model_path}: {exc}") from exc
         self._input = self._session.get_inputs()[0].name
         self._outputs = [o.name for o in self._session.get_outputs()]
-        if "probabilities" not in self._outputs:
-            raise BackendError(f"{self.model_path}: model has no 'probabilities' output (has {self._outputs})")
+        for name in self.required_outputs:
+            if name not in self._outputs:
+                raise BackendError(f"{self.model_path}: model has no {name!r} output (has {self._outputs})")
 
     def infer(self, spectra: np.ndarray) -> dict[str, np.ndarray]:
         if self._session is None:
@@ -111,9 +118,9 @@ class OnnxRuntimeBackend:
             raise BackendError(f"onnxruntime inference failed for a batch of shape {x.shape}: {exc}") from exc
         return dict(zip(self._outputs, outs))
 
-    def warmup(self, n_points: int, batch_sizes: tuple[int, ...] = (1,)) -> None:
+    def warmup(self, sample_shape: tuple[int, ...], batch_sizes: tuple[int, ...] = (1,)) -> None:
         for b in batch_sizes:
-            self.infer(np.zeros((b, n_points), dtype=np.float32))
+            self.infer(np.zeros((b, *sample_shape), dtype=np.float32))
 
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort

@@ -38,6 +38,8 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--serial", default=None, help="pyserial URL of an instrument (firmware_bridge protocol)")
     g.add_argument("--control", default=None, help="ZeroMQ REP endpoint for control requests (load_head, status)")
     g.add_argument("--head", default=None, help="head file to serve instead of the bundle's own head")
+    g.add_argument("--novelty", action=argparse.BooleanOptionalAction, default=None,
+                   help="novelty scores and drift alarms when the bundle has an autoencoder (default: on)")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[DaemonConfig, RamanGrid | None]:
@@ -45,7 +47,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[DaemonConfig, RamanGrid 
     raw = load_toml(args.config) if args.config else {}
     d = dict(raw.get("daemon", {}))
     for key in ("bundle", "input", "output", "precision", "backend", "threads", "max_batch", "top_k", "journal", "serial",
-                "control", "head"):
+                "control", "head", "novelty"):
         value = getattr(args, key, None)
         if value is not None:
             d[key] = value

@@ -32,6 +32,7 @@ from .bundle import Bundle
 from .errors import ConfigError, EdgeError
 from .heads import HeadSwitch, load_head
 from .journal import Journal
+from .novelty import NoveltyService
 from .preprocess import Preprocessor
 from .wire import TOPICS, WIRE_VERSION, SpectrumIn, decode_spectrum, encode_payload
 
@@ -75,6 +76,10 @@ class DaemonConfig:
         head between micro-batches, ``status`` answers the status (protocol in :mod:`edge.heads`).
     head : str
         Head file (:mod:`edge.heads` format) to serve from the start instead of the bundle's own head.
+    novelty : bool
+        Score novelty and watch for drift when the bundle has a novelty autoencoder (:mod:`edge.novelty`).
+    drift : dict
+        Drift-monitor settings (``[daemon.drift]``; :class:`edge.novelty.DriftConfig`).
     """
 
     bundle: str = ""
@@ -91,6 +96,8 @@ class DaemonConfig:
     serial_baudrate: int = 921600
     control: str = ""
     head: str = ""
+    novelty: bool = True
+    drift: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -146,6 +153,11 @@ class Daemon:
         self.labels = self.heads.labels
         self._control = None
         self.add_status_hook(self.heads.status)
+        # Novelty and drift (edge.novelty): the autoencoder runs on the same micro-batch as the classifier.
+        self.novelty = NoveltyService.from_bundle(self.bundle, config.drift, self.precision, config.threads) \
+            if config.novelty else None
+        if self.novelty is not None:
+            self.add_status_hook(self.novelty.status)
         self._journal = Journal(config.journal) if config.journal else None
         self._started_ns = time.time_ns()
         self.endpoints: dict[str, str] = {}
@@ -162,7 +174,9 @@ class Daemon:
     def run(self) -> dict[str, int]:
         """Serve until :meth:`stop`; returns the counters. Sockets are bound here and closed on return."""
         with self.backend:
-            self.backend.warmup(self.grid.n_points, (1, min(8, self.config.max_batch)))
+            self.backend.warmup(self.bundle.preprocessing.sample_shape, (1, min(8, self.config.max_batch)))
+            if self.novelty is not None:
+                self.novelty.load((1, self.grid.n_points))
             sockets = self._open_sockets()
             try:
                 self.ready.set()
@@ -176,6 +190,8 @@ class Daemon:
                     self._control = None
                 if self._journal:
                     self._journal.close()
+                if self.novelty is not None:
+                    self.novelty.close()
         log.info("stopped: %s", self.counters)
         return dict(self.counters)
 
@@ -312,13 +328,18 @@ class Daemon:
                 self._reject(pub, reason, str(exc), sid, received_ns)
         if ok:
             try:
-                out = self.heads.apply(self.backend.infer(np.stack(rows)))
+                x = np.stack(rows)
+                out = self.heads.apply(self.backend.infer(x))
+                if self.novelty is not None:
+                    out.update(self.novelty.score(x))
             except EdgeError as exc:
                 for s in ok:
                     self._reject(pub, "inference", str(exc), s.id, received_ns)
                 ok = []
             else:
                 self._publish_predictions(pub, ok, out, received_ns)
+                if self.novelty is not None:  # after publishing: drift bookkeeping adds no prediction latency
+                    self._publish_drift(pub, ok, x, out)
         if self._journal:
             self._journal.flush()
 
@@ -337,12 +358,23 @@ class Daemon:
                 "head_version": self.heads.version,
                 "received_ns": received_ns, "sent_ns": s.sent_ns, "batch_size": len(spectra),
                 "instrument_id": s.instrument_id, "instrument_seq": s.instrument_seq, "label": s.label,
-                "published_ns": time.time_ns(),
             }
+            if self.novelty is not None:
+                payload.update(self.novelty.fields(out, i))
+            payload["published_ns"] = time.time_ns()
             if self._journal:
                 self._journal.append("prediction", **payload)
             self.counters["published"] += 1  # counted before sending: a subscriber never sees more than counted
             pub.send_multipart([TOPICS["prediction"], encode_payload(payload)])
+
+    def _publish_drift(self, pub, spectra: list[SpectrumIn], x: np.ndarray, out: dict[str, np.ndarray]) -> None:
+        seqs = np.arange(self.seq - len(spectra) + 1, self.seq + 1)
+        for event in self.novelty.observe(seqs, time.time_ns(), spectra, x, out):
+            event["v"] = WIRE_VERSION
+            log.warning("drift alarm: %s", {k: event[k] for k in ("kind", "statistic", "threshold", "detected_seq", "change_seq")})
+            if self._journal:
+                self._journal.append("drift", **event)
+            pub.send_multipart([TOPICS["drift"], encode_payload(event)])
 
     def status(self, final: bool = False) -> dict[str, Any]:
         st = {"type": "status", "v": WIRE_VERSION, "model_id": self.bundle.model_id, "precision": self.precision,

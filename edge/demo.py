@@ -35,6 +35,9 @@ from .preprocess import Preprocessor
 
 __all__ = ["main", "run_demo"]
 
+#: Optimiser steps for the synthetic demo model (12 well-separated classes learn fast).
+SYNTHETIC_STEPS = 400
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -52,7 +55,7 @@ def _run(cmd: list[str], what: str) -> None:
         print(f"[demo]   {line}", flush=True)
 
 
-def ensure_bundle(bundle_dir: Path, train: str, test: str, epochs: int | None, data_dir: str | None) -> Bundle:
+def ensure_bundle(bundle_dir: Path, train: str, test: str, steps: int | None, data_dir: str | None) -> Bundle:
     """Reuse ``bundle_dir`` when it holds an INT8 model trained on ``train``; else train and export it."""
     try:
         b = Bundle.load(bundle_dir)
@@ -65,8 +68,8 @@ def ensure_bundle(bundle_dir: Path, train: str, test: str, epochs: int | None, d
     py = sys.executable
     extra = ["--data-dir", data_dir] if data_dir else []
     cmd = [py, "-m", "trainer", "--train", train, "--test", test, "--out", str(bundle_dir), "--no-progress", "-q", *extra]
-    if epochs:
-        cmd += ["--epochs", str(epochs)]
+    if steps:
+        cmd += ["--steps", str(steps)]
     _run(cmd, "training")
     _run([py, "-m", "export", str(bundle_dir), "--int8", "-q", *extra], "INT8 export")
     return Bundle.load(bundle_dir)
@@ -141,7 +144,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         train, test, stream_set = "synthetic:train", "synthetic:test", "synthetic:stream"
         bundle_dir = Path(args.bundle or work / "bundle-synthetic")
     bundle = Bundle.load(args.bundle) if args.bundle and args.no_train else ensure_bundle(
-        bundle_dir, train, test, args.epochs, args.data_dir)
+        bundle_dir, train, test, args.steps or (None if args.data else SYNTHETIC_STEPS), args.data_dir)
     spectra = load_spectra(stream_set, bundle.grid, args.data_dir)
     if args.limit:
         spectra = spectra.subset(slice(0, args.limit))
@@ -195,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", default=None, help="bundle folder to use or create")
     p.add_argument("--no-train", action="store_true", help="use --bundle as it is")
     p.add_argument("--workdir", default="edge-demo-work", help="where bundles are built")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the model config's)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"training steps (default: the model config's; {SYNTHETIC_STEPS} for synthetic data)")
     p.add_argument("--rate", type=float, default=500.0, help="spectra per second sent (0: as fast as possible)")
     p.add_argument("--limit", type=int, default=0, help="stream only the first N spectra")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all predictions")

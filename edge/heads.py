@@ -53,17 +53,28 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import msgpack
 import numpy as np
 
 from .errors import HeadError
 
-__all__ = ["HEAD_FORMAT", "HEAD_FORMAT_VERSION", "HEAD_DTYPES", "MAX_HEAD_BYTES", "Head", "make_head", "load_head",
-           "softmax", "HeadSwitch", "EMBEDDING_OUTPUT"]
+__all__ = [
+    "EMBEDDING_OUTPUT",
+    "HEAD_DTYPES",
+    "HEAD_FORMAT",
+    "HEAD_FORMAT_VERSION",
+    "MAX_HEAD_BYTES",
+    "Head",
+    "HeadSwitch",
+    "load_head",
+    "make_head",
+    "softmax",
+]
 
 log = logging.getLogger("edge.heads")
 
@@ -453,7 +464,7 @@ class HeadSwitch:
         """
         try:
             req = msgpack.unpackb(frame, raw=False, max_bin_len=MAX_HEAD_BYTES)
-        except Exception as exc:  # msgpack raises several types
+        except Exception as exc:  # noqa: BLE001 - msgpack raises several types; a reply is always due
             return self._refuse("bad_request", f"not a msgpack request: {exc}")
         if not isinstance(req, dict):
             return self._refuse("bad_request", "request must be a map with a 'cmd'")
@@ -487,6 +498,6 @@ class HeadSwitch:
 
     def status(self) -> dict[str, Any]:
         """``{"head": {...}}`` for the daemon's status messages."""
-        return {"head": {"version": self.version, "n_classes": int(len(self.labels)),
+        return {"head": {"version": self.version, "n_classes": len(self.labels),
                          "source": "bundle" if self.head is None else "loaded", **self.counters,
                          "last_error": self.last_error, "swappable": self.has_embedding and bool(self.backbone_sha256)}}

@@ -1,8 +1,753 @@
-"""placeholder"""
+"""Onboard novelty and drift: "this spectrum is not like anything I know" and "the instrument is drifting".
+
+numpy and onnxruntime only (no torch, no river): the trainer fits the autoencoder and writes it into the
+bundle (:mod:`trainer.autoencoder`), the exporter converts it to ONNX, and this module runs it.
+
+Novelty score (per spectrum)
+----------------------------
+The bundle's autoencoder reconstructs the preprocessed spectrum ``x`` (shape (N,)) as ``r``. The score is
+the **line residual** (``metric = "line_cosine"``)::
+
+    score = 1 - cos(hp(x), hp(r))         in [0, 2], dimensionless
+
+where ``hp`` subtracts a centred moving average of :data:`HIGHPASS_POINTS` (31) grid points, i.e. keeps the
+Raman lines and drops the smooth (fluorescence) component. It is half the squared distance between the
+unit-normalised line components of the spectrum and of its reconstruction. It was chosen over the plain mean
+squared error (``metric = "mse"``, also computed and published as ``reconstruction_mse``) on a class-held-out
+split of the *training* spectra: the plain MSE is dominated by each sample's own background, which says
+little about the mineral. A spectrum is ``novel`` when its score exceeds the bundle's threshold: a quantile
+of the scores of held-out nominal training spectra (``manifest["novelty"]``; never set from anomalies).
+
+Drift (per stream), :class:`DriftMonitor`
+-----------------------------------------
+Page–Hinkley tests (:class:`PageHinkley`) watch three per-spectrum statistics, each standardised by the
+mean and standard deviation of the first ``warmup`` spectra the daemon sees (assumed nominal: an instrument
+is started calibrated) and clipped to ±``clip``:
+
+- ``novelty``: log of the novelty score;
+- ``residual``: log of the reconstruction MSE (sees a growing broad background, which the line residual
+  ignores by construction);
+- ``confidence``: 1 − maximum softmax probability of the classifier.
+
+A Raman-shift offset is estimated for every spectrum (:func:`estimate_offsets`: normalised
+cross-correlation of the line component against the mean training spectra of the classifier's top
+candidates, with parabolic sub-point interpolation); the monitor publishes the median over the last
+``offset_window`` estimates and raises an ``offset`` alarm when its magnitude exceeds ``offset_alarm_cm1``
+(default 3 cm⁻¹, the shift range the classifier was trained to tolerate). When the instrument measures a
+standard (a spectrum labelled ``reference_label``, default ``"silicon"``), :func:`reference_line_offset`
+measures the offset of its line against ``reference_line_cm1`` (default 520.7 cm⁻¹; some calibration tools
+use 520.45: a configuration value).
+
+Each alarm is one message on the ``drift`` topic (see :meth:`DriftMonitor.update`) with the statistic, the
+threshold, the sequence number and time at which it fired and those at which the change began.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
 import numpy as np
-AE_FILE_STEM = "autoencoder"
+
+from ._validation import as_float_array, check_axis
+from .errors import BundleError, ConfigError, PreprocessError
+
+__all__ = [
+    "NOVELTY_SCHEMA", "AE_FILE_STEM", "AE_FP32_FILE", "AE_INT8_FILE", "PROTOTYPES_FILE", "HIGHPASS_POINTS",
+    "METRICS", "highpass", "reconstruction_error", "line_residual_score", "novelty_scores", "primary_channel",
+    "estimate_offsets", "reference_line_offset", "parabolic_peak", "PageHinkley", "DriftConfig",
+    "DriftMonitor", "NoveltyModel", "NoveltyService", "offset_reference_fft",
+]
+log = logging.getLogger("edge.novelty")
+
 NOVELTY_SCHEMA = 1
+AE_FILE_STEM = "autoencoder"
+AE_FP32_FILE = f"{AE_FILE_STEM}.onnx"
+AE_INT8_FILE = f"{AE_FILE_STEM}.int8.onnx"
 PROTOTYPES_FILE = "novelty_prototypes.npz"
-def reconstruction_error(x, r):
+HIGHPASS_POINTS = 31
+METRICS = ("line_cosine", "mse")
+
+
+# -- scores ----------------------------------------------------------------------------------------------
+def primary_channel(x: np.ndarray) -> np.ndarray:
+    """Channel 0 of preprocessed spectra: shape (B, N) from (B, N) or (B, C, N) (multi-channel bundles)."""
+    return x[:, 0, :] if x.ndim == 3 else x
+
+
+def highpass(x: np.ndarray, window: int = HIGHPASS_POINTS) -> np.ndarray:
+    """Line component: spectra minus their centred moving average.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (N,) or (B, N)
+        Spectra on a uniform grid.
+    window : int
+        Moving-average width in grid points (odd, ≥ 3); edges are padded with the edge values.
+
+    Returns
+    -------
+    numpy.ndarray, same shape, float64
+    """
+    if window < 3 or window % 2 == 0:
+        raise ConfigError(f"high-pass window must be an odd number of points ≥ 3, got {window}")
+    a = np.asarray(x, dtype=np.float64)
+    h = window // 2
+    pad = np.concatenate([np.repeat(a[..., :1], h + 1, axis=-1), a, np.repeat(a[..., -1:], h, axis=-1)], axis=-1)
+    c = np.cumsum(pad, axis=-1)
+    smooth = (c[..., window:] - c[..., :-window]) / window
+    return a - smooth
+
+
+def reconstruction_error(x: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Mean squared error over the grid, shape (B,), float64, of spectra ``x`` and reconstructions ``r``
+    (both shape (B, N))."""
     d = np.asarray(x, dtype=np.float64) - np.asarray(r, dtype=np.float64)
     return np.mean(d * d, axis=-1)
+
+
+def line_residual_score(x: np.ndarray, r: np.ndarray, window: int = HIGHPASS_POINTS) -> np.ndarray:
+    """``1 − cos(hp(x), hp(r))`` per spectrum, shape (B,), float64, in [0, 2] (see the module docstring)."""
+    hx, hr = highpass(x, window), highpass(r, window)
+    num = np.sum(hx * hr, axis=-1)
+    den = np.linalg.norm(hx, axis=-1) * np.linalg.norm(hr, axis=-1)
+    return 1.0 - num / np.maximum(den, 1e-12)
+
+
+def novelty_scores(x: np.ndarray, r: np.ndarray, metric: str = "line_cosine",
+                   window: int = HIGHPASS_POINTS) -> np.ndarray:
+    """The novelty score named ``metric`` (``"line_cosine"`` or ``"mse"``), shape (B,), float64.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown metric.
+    """
+    if metric == "line_cosine":
+        return line_residual_score(x, r, window)
+    if metric == "mse":
+        return reconstruction_error(x, r)
+    raise ConfigError(f"unknown novelty metric {metric!r}; known: {METRICS}")
+
+
+# -- Raman-shift offset --------------------------------------------------------------------------------------
+def parabolic_peak(y_minus: np.ndarray, y0: np.ndarray, y_plus: np.ndarray) -> np.ndarray:
+    """Sub-sample position of a peak from three equally spaced samples around the largest one.
+
+    Returns the vertex of the parabola through (−1, y_minus), (0, y0), (+1, y_plus), in [−0.5, 0.5] when
+    ``y0`` is the largest; 0 where the samples are collinear.
+    """
+    den = y_minus - 2.0 * y0 + y_plus
+    safe = np.where(np.abs(den) > 1e-12, den, 1.0)
+    return np.where(np.abs(den) > 1e-12, 0.5 * (y_minus - y_plus) / safe, 0.0)
+
+
+def _unit_lines(x: np.ndarray, window: int) -> np.ndarray:
+    h = highpass(x, window)
+    return h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
+
+
+def estimate_offsets(x: np.ndarray, references: np.ndarray, candidates: np.ndarray | None = None,
+                     max_lag: int = 40, window: int = HIGHPASS_POINTS,
+                     references_fft: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raman-shift offset of each spectrum against reference spectra, by normalised cross-correlation.
+
+    Both sides are reduced to their unit-norm line component (:func:`highpass`); the correlation is computed
+    for integer lags in [−``max_lag``, ``max_lag``] points through a zero-padded FFT (no wrap-around), the
+    best lag over the candidate references is refined by parabolic interpolation.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (B, N)
+        Preprocessed spectra on the grid.
+    references : numpy.ndarray, shape (R, N)
+        Reference spectra on the same grid (e.g. the mean preprocessed training spectrum of each class).
+    candidates : numpy.ndarray of int, shape (B, k), optional
+        Which references to try for each spectrum (e.g. the classifier's top-k classes); default all.
+    max_lag : int
+        Largest offset searched, grid points.
+    window : int
+        High-pass window, grid points.
+    references_fft : numpy.ndarray, optional
+        Cached ``offset_reference_fft(references, N, max_lag, window)``.
+
+    Returns
+    -------
+    offset_points : numpy.ndarray, shape (B,), float64
+        Offset in grid points (multiply by the grid step for cm⁻¹); positive = the spectrum's lines sit at a
+        higher Raman shift than the reference's (the direction of :func:`edge.shift.shift_spectra`).
+    quality : numpy.ndarray, shape (B,), float64
+        Peak normalised correlation (≤ 1); low values mean no reference matched.
+    best : numpy.ndarray, shape (B,), int64
+        Index of the reference that matched best.
+
+    Raises
+    ------
+    PreprocessError
+        If the shapes do not agree or ``max_lag`` is not in [1, N).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or references.ndim != 2 or references.shape[1] != x.shape[1]:
+        raise PreprocessError(f"offset estimation needs x (B, N) and references (R, N), got {x.shape} and "
+                              f"{references.shape}")
+    b, n = x.shape
+    if not 1 <= max_lag < n:
+        raise PreprocessError(f"max_lag must be in [1, {n}), got {max_lag}")
+    nfft = 1 << int(math.ceil(math.log2(n + max_lag + 1)))
+    rf = references_fft if references_fft is not None else offset_reference_fft(references, n, max_lag, window)
+    if candidates is None:
+        candidates = np.broadcast_to(np.arange(len(references)), (b, len(references)))
+    candidates = np.asarray(candidates, dtype=np.int64)
+    xf = np.fft.rfft(_unit_lines(x, window), n=nfft, axis=-1)            # (B, F)
+    corr = np.fft.irfft(xf[:, None, :] * rf[candidates], n=nfft, axis=-1)  # (B, k, nfft): c[l] = Σ x[i+l] p[i]
+    lags = np.concatenate([corr[..., nfft - max_lag:], corr[..., : max_lag + 1]], axis=-1)  # lags −L … L
+    flat = lags.reshape(b, -1)
+    arg = np.argmax(flat, axis=1)
+    ci, li = np.divmod(arg, 2 * max_lag + 1)
+    rows = np.arange(b)
+    peak = lags[rows, ci, li]
+    inner = (li > 0) & (li < 2 * max_lag)
+    lo = lags[rows, ci, np.clip(li - 1, 0, 2 * max_lag)]
+    hi = lags[rows, ci, np.clip(li + 1, 0, 2 * max_lag)]
+    frac = np.where(inner, parabolic_peak(lo, peak, hi), 0.0)
+    return (li - max_lag) + frac, peak, candidates[rows, ci]
+
+
+def offset_reference_fft(references: np.ndarray, n_points: int, max_lag: int, window: int = HIGHPASS_POINTS) -> np.ndarray:
+    """Conjugate FFTs of the unit line components of ``references`` (R, N), as :func:`estimate_offsets`
+    needs them (cache them: they depend on the bundle only). Shape (R, nfft // 2 + 1), complex128."""
+    nfft = 1 << int(math.ceil(math.log2(n_points + max_lag + 1)))
+    return np.conj(np.fft.rfft(_unit_lines(np.asarray(references, dtype=np.float64), window), n=nfft, axis=-1))
+
+
+def reference_line_offset(intensity: np.ndarray, raman_shift_cm1: np.ndarray, line_cm1: float = 520.7,
+                          search_cm1: float = 25.0) -> tuple[float, float]:
+    """Offset of a reference line (e.g. silicon, 520.7 cm⁻¹) in a spectrum of the standard.
+
+    The highest point within ±``search_cm1`` of ``line_cm1`` is refined by parabolic interpolation on its two
+    neighbours (on the spectrum's own, possibly non-uniform, axis: the vertex of the parabola through the
+    three points).
+
+    Parameters
+    ----------
+    intensity : numpy.ndarray, shape (M,)
+        The standard's spectrum (any units; a smooth background is tolerated).
+    raman_shift_cm1 : numpy.ndarray, shape (M,)
+        Its Raman-shift axis, cm⁻¹, strictly increasing.
+    line_cm1 : float
+        Nominal position of the reference line, cm⁻¹.
+    search_cm1 : float
+        Half-width of the search window, cm⁻¹.
+
+    Returns
+    -------
+    (float, float)
+        Measured minus nominal position (cm⁻¹; positive = the instrument reads too high) and the line's
+        prominence (peak height above the window's median, in intensity units).
+
+    Raises
+    ------
+    PreprocessError
+        If the axis does not cover the window with at least 3 points, or the inputs are invalid.
+    """
+    y = as_float_array(intensity, "intensity", ndim=(1,), dtype=np.float64)
+    ax = check_axis(raman_shift_cm1)
+    if ax.size != y.size:
+        raise PreprocessError(f"intensity has {y.size} points but raman_shift_cm1 has {ax.size}")
+    sel = np.flatnonzero(np.abs(ax - line_cm1) <= search_cm1)
+    if sel.size < 3:
+        raise PreprocessError(f"the axis has fewer than 3 points within ±{search_cm1} cm⁻¹ of {line_cm1} cm⁻¹")
+    i = int(sel[np.argmax(y[sel])])
+    prominence = float(y[i] - np.median(y[sel]))
+    if i == 0 or i == y.size - 1:
+        return float(ax[i] - line_cm1), prominence
+    x0, x1, x2 = ax[i - 1:i + 2]
+    y0, y1, y2 = y[i - 1:i + 2]
+    den = (x0 - x1) * (x0 - x2) * (x1 - x2)
+    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
+    bb = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / den
+    pos = -bb / (2 * a) if a < 0 else ax[i]
+    return float(pos - line_cm1), prominence
+
+
+# -- change detection -------------------------------------------------------------------------------------
+class PageHinkley:
+    """Page–Hinkley test for an increase of the mean of a stream (Page 1954; Hinkley 1971).
+
+    With ``x̄_t`` the running mean since the last reset, the cumulative statistic and its minimum are::
+
+        m_T = Σ_{t ≤ T} (x_t − x̄_t − δ),    M_T = min_{t ≤ T} m_t,
+
+    and an alarm is raised when ``PH_T = m_T − M_T > λ`` (after at least ``min_instances`` values). ``δ``
+    is the size of a mean change that is tolerated, ``λ`` trades detection delay (≈ λ / (Δ − δ) values for a
+    step of Δ) against false alarms (for i.i.d. values of unit variance the rate falls roughly as
+    exp(−2δλ)). The change is estimated to have begun just after the last time ``m`` reached its minimum.
+    After an alarm the test resets, so a persisting change raises one alarm, not one per value.
+
+    Parameters
+    ----------
+    delta : float
+        δ, in the units of the values (≥ 0).
+    threshold : float
+        λ (> 0).
+    min_instances : int
+        Values seen before an alarm is possible.
+    """
+
+    def __init__(self, delta: float = 0.5, threshold: float = 15.0, min_instances: int = 30) -> None:
+        if delta < 0 or threshold <= 0 or min_instances < 1:
+            raise ConfigError(f"Page–Hinkley needs delta ≥ 0, threshold > 0, min_instances ≥ 1; got "
+                              f"{delta}, {threshold}, {min_instances}")
+        self.delta, self.threshold, self.min_instances = float(delta), float(threshold), int(min_instances)
+        self.change_tag: Any = None
+        self.alarm_statistic = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream (the running mean too)."""
+        self.n, self.mean, self.sum, self.min_sum = 0, 0.0, 0.0, 0.0
+        self.min_at: Any = None
+        self.after_min: Any = None
+        self.first: Any = None
+
+    @property
+    def statistic(self) -> float:
+        """Current ``m_T − M_T`` (≥ 0)."""
+        return self.sum - self.min_sum
+
+    def update(self, x: float, tag: Any = None) -> bool:
+        """Add one value; True when it raises an alarm (the test then resets).
+
+        ``tag`` (e.g. a (sequence number, time) pair) is remembered so :attr:`change_tag` can say when the
+        change began: the tag of the first value after the minimum of ``m``.
+        """
+        self.n += 1
+        if self.n == 1:
+            self.first = tag
+        self.mean += (x - self.mean) / self.n
+        self.sum += x - self.mean - self.delta
+        if self.sum <= self.min_sum:
+            self.min_sum, self.min_at, self.after_min = self.sum, tag, None
+        elif self.after_min is None:
+            self.after_min = tag
+        if self.n >= self.min_instances and self.statistic > self.threshold:
+            self.change_tag = self.after_min
+            self.alarm_statistic = self.statistic
+            self.reset()
+            return True
+        return False
+
+
+@dataclass
+class DriftConfig:
+    """Settings of the drift monitor (``[daemon.drift]`` in ``configs/daemon.toml``).
+
+    Parameters
+    ----------
+    warmup : int
+        Spectra used to standardise each statistic (assumed nominal); no alarm before.
+    ph_delta, ph_threshold : float
+        Page–Hinkley δ and λ, in standard deviations of the warm-up values. λ = 15 with δ = 0.5: for
+        Gaussian values fewer than one false alarm in 10⁶ spectra per statistic; a 1.5 σ step is found after
+        about 15 spectra.
+    clip : float
+        Standardised values are clipped to ±clip (one odd spectrum moves a statistic by at most this much).
+    channels : list of str
+        Statistics watched by Page–Hinkley tests (``novelty``, ``residual``, ``confidence``).
+    offset_window : int
+        Spectra in the moving median of the offset estimate.
+    offset_alarm_cm1 : float
+        Alarm when the moving-median offset exceeds this magnitude, cm⁻¹.
+    offset_max_lag_cm1 : float
+        Largest offset searched, cm⁻¹.
+    offset_top_k : int
+        Reference spectra (the classifier's top classes) correlated with each spectrum.
+    offset_min_quality : float
+        Offset estimates whose peak normalised correlation is below this are ignored.
+    reference_line_cm1 : float
+        Line of the calibration standard, cm⁻¹ (silicon 520.7; some tools use 520.45).
+    reference_label : str
+        Spectra labelled so (``label`` field) are treated as measurements of the standard ("" disables).
+    """
+
+    warmup: int = 200
+    ph_delta: float = 0.5
+    ph_threshold: float = 15.0
+    clip: float = 3.0
+    channels: tuple[str, ...] = ("novelty", "residual", "confidence")
+    offset_window: int = 25
+    offset_alarm_cm1: float = 3.0
+    offset_max_lag_cm1: float = 40.0
+    offset_top_k: int = 3
+    offset_min_quality: float = 0.5
+    reference_line_cm1: float = 520.7
+    reference_label: str = "silicon"
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(self.channels)
+        bad = set(self.channels) - {"novelty", "residual", "confidence"}
+        if bad:
+            raise ConfigError(f"unknown drift channel(s) {sorted(bad)}; known: novelty, residual, confidence")
+        if self.warmup < 10 or self.offset_window < 1 or self.offset_top_k < 1 or self.clip <= 0:
+            raise ConfigError("drift warmup must be ≥ 10; offset_window, offset_top_k ≥ 1; clip > 0")
+        if self.offset_alarm_cm1 <= 0 or self.offset_max_lag_cm1 <= 0:
+            raise ConfigError("offset_alarm_cm1 and offset_max_lag_cm1 must be > 0")
+        PageHinkley(self.ph_delta, self.ph_threshold)  # validates
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "DriftConfig":
+        d = dict(d or {})
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown drift setting(s): {sorted(unknown)}")
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ConfigError(f"invalid drift settings: {exc}") from exc
+
+
+class _Standardiser:
+    """Mean and standard deviation of the first ``n`` values, then (x − mean) / std clipped to ±clip."""
+
+    def __init__(self, n: int, clip: float) -> None:
+        self.n, self.clip, self.values, self.mean, self.std = n, clip, [], None, None
+
+    def __call__(self, x: float) -> float | None:
+        if self.mean is None:
+            self.values.append(x)
+            if len(self.values) >= self.n:
+                v = np.asarray(self.values)
+                self.mean, self.std = float(v.mean()), float(max(v.std(), 1e-9))
+                self.values = []
+            return None
+        return float(np.clip((x - self.mean) / self.std, -self.clip, self.clip))
+
+
+class DriftMonitor:
+    """Stream-level drift detection over the daemon's predictions (see the module docstring).
+
+    Parameters
+    ----------
+    config : DriftConfig
+    references : numpy.ndarray, shape (R, N), optional
+        Reference spectra for the offset estimate (the bundle's class-mean training spectra); None disables
+        the offset estimate.
+    step_cm1 : float
+        Grid spacing, cm⁻¹.
+    """
+
+    def __init__(self, config: DriftConfig | None = None, references: np.ndarray | None = None,
+                 step_cm1: float = 1.0) -> None:
+        self.config = cfg = config or DriftConfig()
+        self.step_cm1 = float(step_cm1)
+        self.tests = {c: PageHinkley(cfg.ph_delta, cfg.ph_threshold, min_instances=30) for c in cfg.channels}
+        self.std = {c: _Standardiser(cfg.warmup, cfg.clip) for c in cfg.channels}
+        self.references = None if references is None else np.asarray(references, dtype=np.float64)
+        self.max_lag = max(1, int(round(cfg.offset_max_lag_cm1 / self.step_cm1)))
+        self._ref_fft = None
+        if self.references is not None:
+            self.max_lag = min(self.max_lag, self.references.shape[1] - 1)
+            self._ref_fft = offset_reference_fft(self.references, self.references.shape[1], self.max_lag)
+        self.offsets: deque[tuple[int, float]] = deque(maxlen=cfg.offset_window)
+        self.offset_cm1: float | None = None
+        self.offset_alarmed = False
+        self._offset_run_start: tuple[int, int] | None = None
+        self.reference_offset_cm1: float | None = None
+        self.alarms = 0
+        self.seen = 0
+        self.last_alarm: dict[str, Any] | None = None
+
+    # -- per batch ------------------------------------------------------------------------------------------
+    def update(self, seq: np.ndarray, time_ns: int, *, novelty: np.ndarray | None = None,
+               residual: np.ndarray | None = None, msp: np.ndarray | None = None,
+               spectra: np.ndarray | None = None, proba: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """Feed one batch of predictions, in arrival order; return the alarms it raised.
+
+        Parameters
+        ----------
+        seq : numpy.ndarray of int, shape (B,)
+            Daemon sequence numbers of the predictions.
+        time_ns : int
+            Time of the batch (``time.time_ns()``).
+        novelty, residual, msp : numpy.ndarray, shape (B,), optional
+            Novelty score, reconstruction MSE and maximum softmax probability of each spectrum.
+        spectra : numpy.ndarray, shape (B, N), optional
+            Preprocessed spectra (for the offset estimate).
+        proba : numpy.ndarray, shape (B, K), optional
+            Class probabilities (the top ``offset_top_k`` classes pick the reference spectra).
+
+        Returns
+        -------
+        list of dict
+            Drift payloads (``type`` "drift"): ``kind`` ("novelty", "residual", "confidence" or "offset"),
+            ``statistic``, ``threshold``, ``detected_seq``, ``detected_ns``, ``change_seq``, ``change_ns``,
+            ``offset_cm1`` (current moving-median estimate or None), plus per-kind details.
+        """
+        cfg = self.config
+        seq = np.asarray(seq)
+        values = {"novelty": None if novelty is None else np.log(np.maximum(novelty, 1e-12)),
+                  "residual": None if residual is None else np.log(np.maximum(residual, 1e-12)),
+                  "confidence": None if msp is None else 1.0 - np.asarray(msp, dtype=np.float64)}
+        per_offset = None
+        if spectra is not None and self._ref_fft is not None:
+            k = min(cfg.offset_top_k, len(self.references))
+            cand = None if proba is None else np.argsort(-proba, axis=1, kind="stable")[:, :k]
+            off, quality, _ = estimate_offsets(primary_channel(spectra), self.references, cand, self.max_lag,
+                                               references_fft=self._ref_fft)
+            per_offset = np.where(quality >= cfg.offset_min_quality, off * self.step_cm1, np.nan)
+        events: list[dict[str, Any]] = []
+        for i in range(len(seq)):
+            s = int(seq[i])
+            self.seen += 1
+            for name, test in self.tests.items():
+                v = values[name]
+                if v is None:
+                    continue
+                z = self.std[name](float(v[i]))
+                if z is not None and test.update(z, (s, time_ns)):
+                    events.append(self._event(name, test.alarm_statistic, cfg.ph_threshold, s, time_ns,
+                                              test.change_tag, {"delta": cfg.ph_delta, "units": "warm-up standard deviations"}))
+            if per_offset is not None and np.isfinite(per_offset[i]):
+                self.offsets.append((s, float(per_offset[i])))
+                ev = self._offset_step(s, time_ns)
+                if ev is not None:
+                    events.append(ev)
+        self.alarms += len(events)
+        if events:
+            self.last_alarm = events[-1]
+        return events
+
+    def _offset_step(self, s: int, time_ns: int) -> dict[str, Any] | None:
+        cfg = self.config
+        if len(self.offsets) < max(3, cfg.offset_window // 2):
+            return None
+        self.offset_cm1 = float(np.median([o for _, o in self.offsets]))
+        mag = abs(self.offset_cm1)
+        if mag > cfg.offset_alarm_cm1 / 2 and self._offset_run_start is None:
+            self._offset_run_start = (s, time_ns)
+        elif mag <= cfg.offset_alarm_cm1 / 2:
+            self._offset_run_start = None
+            self.offset_alarmed = False  # re-arm once the offset is back within half the limit
+        if mag > cfg.offset_alarm_cm1 and not self.offset_alarmed:
+            self.offset_alarmed = True
+            return self._event("offset", mag, cfg.offset_alarm_cm1, s, time_ns, self._offset_run_start,
+                               {"units": "cm-1", "window": len(self.offsets)})
+        return None
+
+    def _event(self, kind: str, statistic: float, threshold: float, s: int, time_ns: int, change, extra) -> dict[str, Any]:
+        change_seq, change_ns = change if change else (None, None)
+        return {"type": "drift", "kind": kind, "statistic": float(statistic), "threshold": float(threshold),
+                "detected_seq": s, "detected_ns": int(time_ns), "change_seq": change_seq, "change_ns": change_ns,
+                "offset_cm1": self.offset_cm1, **extra}
+
+    def reference(self, intensity: np.ndarray, raman_shift_cm1: np.ndarray, seq: int | None, time_ns: int) -> dict[str, Any]:
+        """Measure the calibration standard's line; returns a drift payload of kind ``"reference"``.
+
+        Raises
+        ------
+        PreprocessError
+            If the spectrum does not cover the reference line.
+        """
+        cfg = self.config
+        off, prom = reference_line_offset(intensity, raman_shift_cm1, cfg.reference_line_cm1)
+        self.reference_offset_cm1 = off
+        return {"type": "drift", "kind": "reference", "statistic": abs(off), "threshold": cfg.offset_alarm_cm1,
+                "alarm": bool(abs(off) > cfg.offset_alarm_cm1), "reference_offset_cm1": off,
+                "reference_line_cm1": cfg.reference_line_cm1, "prominence": prom, "detected_seq": seq,
+                "detected_ns": int(time_ns), "change_seq": None, "change_ns": None, "offset_cm1": self.offset_cm1}
+
+    def status(self) -> dict[str, Any]:
+        """Current state for the daemon's status messages."""
+        return {"offset_cm1": self.offset_cm1, "offset_n": len(self.offsets),
+                "reference_offset_cm1": self.reference_offset_cm1, "alarms": self.alarms, "seen": self.seen,
+                "warming_up": any(s.mean is None for s in self.std.values()),
+                "statistics": {c: t.statistic for c, t in self.tests.items()},
+                "last_alarm": None if self.last_alarm is None else {k: self.last_alarm[k] for k in
+                                                                     ("kind", "detected_seq", "change_seq")}}
+
+
+# -- the autoencoder at run time -------------------------------------------------------------------------
+class NoveltyModel:
+    """The bundle's novelty autoencoder, threshold and reference spectra, run with onnxruntime.
+
+    Parameters
+    ----------
+    bundle : edge.bundle.Bundle
+        A bundle with ``manifest["novelty"]`` and the autoencoder exported to ONNX.
+    precision : {"auto", "int8", "fp32"}
+        ``"auto"`` (and ``"int8"``) serve the INT8 autoencoder when the bundle has it, else FP32.
+    threads : int
+        onnxruntime intra-op threads.
+
+    Raises
+    ------
+    BundleError
+        If the bundle has no novelty section, an unknown metric or schema, or no autoencoder ONNX file.
+    """
+
+    def __init__(self, bundle, precision: str = "auto", threads: int = 1) -> None:
+        from .backends import OnnxRuntimeBackend
+
+        nov = bundle.manifest.get("novelty")
+        if not nov:
+            raise BundleError(f"{bundle.path}: no novelty detector in this bundle (edge-train --novelty)")
+        if nov.get("schema") != NOVELTY_SCHEMA:
+            raise BundleError(f"{bundle.path}: novelty schema {nov.get('schema')!r} not supported ({NOVELTY_SCHEMA})")
+        self.metric = str(nov.get("metric", ""))
+        if self.metric not in METRICS:
+            raise BundleError(f"{bundle.path}: unknown novelty metric {self.metric!r}")
+        self.window = int(nov.get("highpass_points", HIGHPASS_POINTS))
+        self.threshold = float(nov["threshold"])
+        self.quantile = float(nov["quantile"])
+        files = nov.get("files", {})
+        name = files.get("onnx_int8") if precision in ("auto", "int8") and files.get("onnx_int8") else files.get("onnx_fp32")
+        if not name or not bundle.has_file(name):
+            raise BundleError(f"{bundle.path}: the novelty autoencoder has no ONNX export; run edge-export {bundle.path}")
+        self.precision = "int8" if name == files.get("onnx_int8") else "fp32"
+        self.model_path = bundle.file(name)
+        self.backend = OnnxRuntimeBackend(self.model_path, intra_op_threads=threads, precision=self.precision,
+                                          required_outputs=("reconstruction",))
+        self.references = None
+        if files.get("prototypes") and bundle.has_file(files["prototypes"]):
+            try:
+                with np.load(bundle.file(files["prototypes"]), allow_pickle=False) as d:
+                    self.references = np.asarray(d["spectrum_prototypes"], dtype=np.float32)
+            except (OSError, ValueError, KeyError) as exc:
+                raise BundleError(f"{bundle.path}: unreadable novelty prototypes: {exc}") from exc
+
+    def load(self) -> None:
+        self.backend.load()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Novelty of a batch of preprocessed spectra.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, shape (B, N) or (B, C, N), float32
+            Preprocessed spectra (channel 0 is used).
+
+        Returns
+        -------
+        dict
+            ``novelty_score`` (B,) float64, ``novel`` (B,) bool, ``reconstruction_mse`` (B,) float64.
+
+        Raises
+        ------
+        BackendError
+            If onnxruntime fails.
+        """
+        x0 = np.ascontiguousarray(primary_channel(x), dtype=np.float32)
+        r = self.backend.infer(x0)["reconstruction"]
+        mse = reconstruction_error(x0, r)
+        score = mse if self.metric == "mse" else line_residual_score(x0, r, self.window)
+        return {"novelty_score": score, "novel": score > self.threshold, "reconstruction_mse": mse}
+
+    def describe(self) -> dict[str, Any]:
+        return {"metric": self.metric, "threshold": self.threshold, "quantile": self.quantile,
+                "precision": self.precision, "model": Path(self.model_path).name}
+
+
+class NoveltyService:
+    """What the daemon runs per micro-batch: the autoencoder's scores, then the drift monitor.
+
+    Parameters
+    ----------
+    model : NoveltyModel
+    drift : DriftConfig
+    step_cm1 : float
+        Grid spacing, cm⁻¹.
+    grid_axis : numpy.ndarray, shape (N,)
+        The model grid (axis of spectra sent without one, for the reference-line measurement).
+    """
+
+    def __init__(self, model: NoveltyModel, drift: DriftConfig, step_cm1: float, grid_axis: np.ndarray) -> None:
+        self.model = model
+        self.monitor = DriftMonitor(drift, model.references, step_cm1)
+        self.grid_axis = np.asarray(grid_axis, dtype=np.float64)
+        self.reference_label = drift.reference_label.strip().lower()
+
+    @classmethod
+    def from_bundle(cls, bundle, drift: Mapping[str, Any] | DriftConfig | None = None, precision: str = "auto",
+                    threads: int = 1) -> "NoveltyService | None":
+        """The bundle's novelty service, or None when the bundle has no novelty section.
+
+        Raises
+        ------
+        BundleError
+            If the section is there but unusable (no ONNX export, unknown metric, corrupt file).
+        ConfigError
+            For invalid drift settings.
+        """
+        if not bundle.manifest.get("novelty"):
+            return None
+        cfg = drift if isinstance(drift, DriftConfig) else DriftConfig.from_dict(drift)
+        return cls(NoveltyModel(bundle, precision, threads), cfg, bundle.grid.step_cm1, bundle.grid.axis)
+
+    def load(self, warmup_shape: tuple[int, ...] | None = None) -> None:
+        """Load the autoencoder (and run a dummy batch of ``warmup_shape`` = (B, N) when given)."""
+        self.model.load()
+        if warmup_shape is not None:
+            self.model.score(np.zeros(warmup_shape, dtype=np.float32) + 1e-3)
+
+    def close(self) -> None:
+        self.model.close()
+
+    def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-spectrum novelty of a preprocessed micro-batch (see :meth:`NoveltyModel.score`)."""
+        return self.model.score(x)
+
+    def fields(self, out: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
+        """The novelty fields of prediction ``i`` of a batch: ``novelty_score``, ``novelty_threshold``,
+        ``novel``, ``reconstruction_mse``."""
+        return {"novelty_score": float(out["novelty_score"][i]), "novelty_threshold": self.model.threshold,
+                "novel": bool(out["novel"][i]), "reconstruction_mse": float(out["reconstruction_mse"][i])}
+
+    def observe(self, seqs: np.ndarray, time_ns: int, spectra: list, x: np.ndarray,
+                out: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+        """Feed a published batch to the drift monitor; return the drift payloads to publish.
+
+        Parameters
+        ----------
+        seqs : numpy.ndarray of int, shape (B,)
+            Sequence numbers of the batch's predictions.
+        time_ns : int
+        spectra : list of edge.wire.SpectrumIn
+            The decoded inputs (their ``label`` marks measurements of the calibration standard).
+        x : numpy.ndarray, shape (B, N) or (B, C, N)
+            Preprocessed batch.
+        out : dict
+            Classifier outputs (``probabilities``) merged with :meth:`score`'s.
+        """
+        events: list[dict[str, Any]] = []
+        is_ref = np.array([bool(self.reference_label) and (s.label or "").strip().lower() == self.reference_label
+                           for s in spectra])
+        for i in np.flatnonzero(is_ref):
+            s = spectra[i]
+            axis = self.grid_axis if s.raman_shift_cm1 is None else s.raman_shift_cm1
+            try:
+                events.append(self.monitor.reference(s.intensity, axis, int(seqs[i]), time_ns))
+            except PreprocessError as exc:
+                log.warning("reference spectrum %s: %s", s.id, exc)
+        keep = ~is_ref
+        if keep.any():
+            proba = out["probabilities"][keep]
+            events += self.monitor.update(np.asarray(seqs)[keep], time_ns, novelty=out["novelty_score"][keep],
+                                          residual=out["reconstruction_mse"][keep], msp=proba.max(axis=1),
+                                          spectra=x[keep], proba=proba)
+        return events
+
+    def status(self) -> dict[str, Any]:
+        """``{"novelty": {...}, "drift": {...}}`` for the daemon's status messages."""
+        return {"novelty": self.model.describe(), "drift": self.monitor.status()}

@@ -25,7 +25,7 @@ import numpy as np
 from ._validation import as_float_array, check_axis
 from .errors import ConfigError, PreprocessError
 
-__all__ = ["RamanGrid", "BaselineConfig", "PreprocessConfig", "Preprocessor", "preprocess", "resample"]
+__all__ = ["RamanGrid", "BaselineConfig", "ChannelConfig", "PreprocessConfig", "Preprocessor", "preprocess", "resample"]
 
 NORMALISATIONS = ("max", "minmax", "snv", "none")
 _GRID_TOLERANCE_CM1 = 1e-3
@@ -129,6 +129,48 @@ class BaselineConfig:
 
 
 @dataclass(frozen=True)
+class ChannelConfig:
+    """Derivative and normalisation of one input channel (see :class:`PreprocessConfig`).
+
+    Parameters
+    ----------
+    derivative : int
+        0 (none) or 1 (first derivative, per cm⁻¹).
+    derivative_window : int
+        Savitzky–Golay window in points (odd, ≥ 5); 0 uses central differences.
+    normalisation : str
+        One of ``"max"``, ``"minmax"``, ``"snv"``, ``"none"``.
+    """
+
+    derivative: int = 0
+    derivative_window: int = 0
+    normalisation: str = "max"
+
+    def validate(self, grid: RamanGrid) -> None:
+        if self.normalisation not in NORMALISATIONS:
+            raise ConfigError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+        if self.derivative not in (0, 1):
+            raise ConfigError(f"derivative must be 0 or 1, got {self.derivative!r}")
+        w = self.derivative_window
+        if w and (w < 5 or w % 2 == 0 or w > grid.n_points):
+            raise ConfigError(f"derivative_window must be 0 or an odd number of points ≥ 5, got {w!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"derivative": self.derivative, "derivative_window": self.derivative_window,
+                "normalisation": self.normalisation}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ChannelConfig":
+        unknown = set(d) - {"derivative", "derivative_window", "normalisation"}
+        if unknown:
+            raise ConfigError(f"unknown channel key(s): {sorted(unknown)}")
+        try:
+            return cls(int(d.get("derivative", 0)), int(d.get("derivative_window", 0)), str(d.get("normalisation", "max")))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid channel config {dict(d)!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
 class PreprocessConfig:
     """Parameters of :func:`preprocess`; stored in the model bundle's manifest.
 
@@ -144,6 +186,10 @@ class PreprocessConfig:
         Savitzky–Golay window in points (odd, ≥ 5) for the derivative; 0 uses central differences.
     normalisation : str
         One of ``"max"``, ``"minmax"``, ``"snv"``, ``"none"``.
+    extra_channels : tuple of ChannelConfig
+        Further input channels computed from the same resampled, baseline-corrected spectrum, each with its
+        own derivative and normalisation (e.g. SNV of the Savitzky–Golay first derivative). With extra
+        channels the output gains a channel axis: shape (C, N) or (B, C, N), channel 0 being the steps above.
     """
 
     grid: RamanGrid = field(default_factory=RamanGrid)
@@ -151,15 +197,29 @@ class PreprocessConfig:
     derivative: int = 0
     derivative_window: int = 0
     normalisation: str = "max"
+    extra_channels: tuple["ChannelConfig", ...] = ()
+
+    @property
+    def n_channels(self) -> int:
+        """Number of input channels the model reads."""
+        return 1 + len(self.extra_channels)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one preprocessed spectrum: (N,), or (C, N) with extra channels."""
+        n = self.grid.n_points
+        return (self.n_channels, n) if self.extra_channels else (n,)
+
+    @property
+    def channels(self) -> tuple["ChannelConfig", ...]:
+        """Every channel's derivative and normalisation, channel 0 first."""
+        return (ChannelConfig(self.derivative, self.derivative_window, self.normalisation),) + tuple(self.extra_channels)
 
     def __post_init__(self) -> None:
-        if self.normalisation not in NORMALISATIONS:
-            raise ConfigError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
-        if self.derivative not in (0, 1):
-            raise ConfigError(f"derivative must be 0 or 1, got {self.derivative!r}")
-        w = self.derivative_window
-        if w and (w < 5 or w % 2 == 0 or w > self.grid.n_points):
-            raise ConfigError(f"derivative_window must be 0 or an odd number of points ≥ 5, got {w!r}")
+        object.__setattr__(self, "extra_channels", tuple(
+            c if isinstance(c, ChannelConfig) else ChannelConfig.from_dict(c) for c in self.extra_channels))
+        for c in self.channels:
+            c.validate(self.grid)
         if self.baseline is not None:
             _baseline_method(self.baseline.method, self.grid)  # fail at configuration time, not at run time
 
@@ -170,6 +230,7 @@ class PreprocessConfig:
             "derivative": self.derivative,
             "derivative_window": self.derivative_window,
             "normalisation": self.normalisation,
+            "extra_channels": [c.to_dict() for c in self.extra_channels],
         }
 
     @classmethod
@@ -184,6 +245,7 @@ class PreprocessConfig:
                 derivative=int(d.get("derivative", 0)),
                 derivative_window=int(d.get("derivative_window", 0)),
                 normalisation=str(d.get("normalisation", "max")),
+                extra_channels=tuple(ChannelConfig.from_dict(c) for c in d.get("extra_channels") or ()),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid preprocessing config: {exc}") from exc
@@ -268,8 +330,8 @@ class Preprocessor:
 
         Returns
         -------
-        numpy.ndarray, shape (N,) or (B, N), float32
-            Preprocessed spectra on the grid, N = ``grid.n_points``; same number of dimensions as the input.
+        numpy.ndarray, shape (N,) or (B, N), float32; (C, N) or (B, C, N) with extra channels
+            Preprocessed spectra on the grid, N = ``grid.n_points``, C = ``config.n_channels``.
 
         Raises
         ------
@@ -290,9 +352,14 @@ class Preprocessor:
             y = resample(intensity, raman_shift_cm1, cfg.grid)
         if self._baseline_fn is not None:
             y = self._remove_baseline(y)
-        if cfg.derivative:
-            y = self._derivative(y)
-        return _normalise(y, cfg.normalisation)
+        if not cfg.extra_channels:
+            return self._channel(y, cfg.channels[0])
+        return np.stack([self._channel(y, c) for c in cfg.channels], axis=-2)
+
+    def _channel(self, y: np.ndarray, c: "ChannelConfig") -> np.ndarray:
+        if c.derivative:
+            y = self._derivative(y, c.derivative_window)
+        return _normalise(y, c.normalisation)
 
     def _remove_baseline(self, y: np.ndarray) -> np.ndarray:
         params = dict(self.config.baseline.params)
@@ -306,12 +373,12 @@ class Preprocessor:
             out[i] = row - baseline
         return out.reshape(y.shape)
 
-    def _derivative(self, y: np.ndarray) -> np.ndarray:
+    def _derivative(self, y: np.ndarray, window: int) -> np.ndarray:
         step = self.config.grid.step_cm1
-        if self.config.derivative_window:
+        if window:
             from scipy.signal import savgol_filter
 
-            d = savgol_filter(y, self.config.derivative_window, polyorder=2, deriv=1, delta=step, axis=-1)
+            d = savgol_filter(y, window, polyorder=2, deriv=1, delta=step, axis=-1)
         else:
             d = np.gradient(y, step, axis=-1)
         return d.astype(np.float32)

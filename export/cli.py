@@ -62,6 +62,10 @@ def export_bundle(bundle: Bundle, *, int8: bool, calib: str | None = None, val: 
         del bundle.manifest["files"][INT8_FILE]
         (bundle.path / INT8_FILE).unlink(missing_ok=True)
     fp32 = export_fp32(bundle)
+    if bundle.manifest.get("novelty"):  # the novelty autoencoder travels with the classifier (export/novelty_export.py)
+        from .novelty_export import export_novelty
+
+        export_novelty(bundle, int8=int8, calib=calib, val=val, quant=quant, data_dir=data_dir)
     if not int8:
         return {}
     training = bundle.manifest.get("training", {})
@@ -98,6 +102,13 @@ def main_impl(argv: Sequence[str] | None = None) -> int:
     result = export_bundle(bundle, int8=args.int8, calib=args.calib, val=args.val,
                            max_accuracy_drop=args.max_accuracy_drop, quant=quant, data_dir=args.data_dir)
     print(f"FP32 ONNX: {bundle.path / 'model.onnx'}")
+    nov = bundle.manifest.get("novelty")
+    if nov:
+        print(f"novelty autoencoder: {', '.join(bundle.path.joinpath(nov['files'][k]).name for k in ('onnx_fp32', 'onnx_int8') if k in nov['files'])}")
+        gate_ae = bundle.metrics.get("export_novelty")
+        if args.int8 and gate_ae:
+            print(json.dumps({k: gate_ae[k] for k in ("n", "pearson_log_scores", "novel_rate_fp32", "novel_rate_int8",
+                                                      "disagreement_points", "passed")}))
     if result:
         print(f"INT8 QDQ:  {bundle.path / INT8_FILE}")
         print(json.dumps({k: result[k] for k in ("n", "fp32_top1", "int8_top1", "drop_points", "top1_agreement",

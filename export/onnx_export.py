@@ -50,14 +50,27 @@ def onnx_metadata(bundle: Bundle) -> dict[str, str]:
 
 def set_metadata(path: Path, metadata: dict[str, str]) -> None:
     """Replace the model's metadata with ``metadata`` and strip what an edge device does not need: per-node
-    metadata (the dynamo exporter stores stack traces there), doc strings and intermediate value_info."""
+    metadata (the dynamo exporter stores stack traces there), doc strings, intermediate value_info, and long
+    internal tensor and node names (renamed ``t0, t1, …`` / ``n0, n1, …``; graph inputs and outputs keep theirs).
+    """
     import onnx
 
     model = onnx.load(str(path))
-    for node in model.graph.node:
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    internal = [i.name for i in graph.initializer] + [o for n in graph.node for o in n.output]
+    short = {name: f"t{i}" for i, name in enumerate(dict.fromkeys(x for x in internal if x and x not in keep))}
+    for i in graph.initializer:
+        i.name = short.get(i.name, i.name)
+    for k, node in enumerate(graph.node):
         del node.metadata_props[:]
         node.doc_string = ""
-    del model.graph.value_info[:]
+        node.name = f"n{k}"
+        for j, x in enumerate(node.input):
+            node.input[j] = short.get(x, x)
+        for j, x in enumerate(node.output):
+            node.output[j] = short.get(x, x)
+    del graph.value_info[:]
     del model.metadata_props[:]
     for k, v in metadata.items():
         model.metadata_props.add(key=k, value=v)
@@ -67,7 +80,8 @@ def set_metadata(path: Path, metadata: dict[str, str]) -> None:
 def export_fp32(bundle: Bundle, out_name: str = FP32_FILE) -> Path:
     """Export the bundle's PyTorch classifier to FP32 ONNX and record it in the manifest.
 
-    Input ``spectra`` shape (batch, N) float32 (preprocessed, N = grid points); outputs ``logits`` and
+    Input ``spectra`` shape (batch, N), or (batch, C, N) with C preprocessing channels, float32 (preprocessed,
+    N = grid points); outputs ``logits`` and
     ``probabilities``, shape (batch, K) float32, and ``embedding``, shape (batch, D) float32 (the backbone
     features the classifier reads; the daemon applies an uplinked head to it, see :mod:`edge.heads`).
     Records ``manifest["model"]["backbone_sha256"]`` when an older bundle lacks it.
@@ -80,7 +94,8 @@ def export_fp32(bundle: Bundle, out_name: str = FP32_FILE) -> Path:
     model = load_model(bundle)
     bundle.manifest["model"].setdefault("backbone_sha256", backbone_sha256(model))
     path = bundle.path / out_name
-    example = torch.zeros(2, bundle.grid.n_points)
+    channels = bundle.preprocessing.n_channels
+    example = torch.zeros((2, channels, bundle.grid.n_points) if channels > 1 else (2, bundle.grid.n_points))
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "torch._export"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -57,7 +57,7 @@ class _CalibrationReader:
 
 
 def quantize_int8(bundle: Bundle, calibration: np.ndarray, cfg: QuantConfig | None = None,
-                  out_name: str = INT8_FILE) -> Path:
+                  out_name: str = INT8_FILE, src_name: str = "model.onnx") -> Path:
     """Quantise the bundle's FP32 ONNX to static QDQ INT8 (signed activations and weights).
 
     Parameters
@@ -67,6 +67,9 @@ def quantize_int8(bundle: Bundle, calibration: np.ndarray, cfg: QuantConfig | No
     calibration : numpy.ndarray, shape (C, N), float32
         *Preprocessed* calibration spectra (nominal training spectra).
     cfg : QuantConfig
+    out_name, src_name : str
+        Bundle file names of the INT8 result and of the FP32 source (the novelty autoencoder uses
+        ``autoencoder.int8.onnx`` / ``autoencoder.onnx``; both take input ``spectra``).
 
     Returns
     -------
@@ -93,7 +96,7 @@ def quantize_int8(bundle: Bundle, calibration: np.ndarray, cfg: QuantConfig | No
     rng = np.random.default_rng(0)
     if len(calibration) > cfg.max_calibration_spectra:
         calibration = calibration[rng.choice(len(calibration), cfg.max_calibration_spectra, replace=False)]
-    fp32 = bundle.file("model.onnx")
+    fp32 = bundle.file(src_name)
     out = bundle.path / out_name
     import onnx
 

@@ -33,14 +33,16 @@ def rruff_txt_dir(data_root: Path) -> Path:
     return data_root / "rruff_txt"
 
 
-def _train_bundle(out: Path, train: str, test: str, epochs: int, seed: int = 0):
+def _train_bundle(out: Path, train: str, test: str, steps: int, seed: int = 0):
+    """Train the shipped default config (configs/model_compact.toml) for ``steps`` optimiser steps."""
     from edge.data import load_spectra
     from trainer.bundle_io import save_model
+    from trainer.cli import DEFAULT_CONFIG
     from trainer.settings import TrainerSettings
     from trainer.train import fit
 
-    s = TrainerSettings()
-    s.training.max_epochs = s.training.min_epochs = epochs
+    s = TrainerSettings.from_toml(DEFAULT_CONFIG)
+    s.training.steps = steps
     s.training.seed = seed
     tr = load_spectra(train)
     r = fit(tr, s.preprocessing, s.model, s.training, s.augmentation, progress=False)
@@ -54,20 +56,21 @@ def synthetic_bundle(tmp_path_factory):
         pytest.skip("needs the [train,export] extras")
     from export.cli import export_bundle
 
-    b = _train_bundle(tmp_path_factory.mktemp("bundles") / "synthetic", "synthetic:train", "synthetic:test", 12)
+    b = _train_bundle(tmp_path_factory.mktemp("bundles") / "synthetic", "synthetic:train", "synthetic:test", 60)
     export_bundle(b, int8=True, max_accuracy_drop=5.0)
     return b.path
 
 
 @pytest.fixture(scope="session")
 def rruff_bundle(tmp_path_factory, soysal):
-    """A bundle trained briefly (20 epochs) on the real 40 % split, exported to FP32 and INT8 ONNX."""
+    """A bundle trained briefly (330 steps, a quarter of the default) on the real 40 % split, exported to FP32
+    and INT8 ONNX."""
     if not (HAS_TORCH and HAS_ONNX):
         pytest.skip("needs the [train,export] extras")
     from export.cli import export_bundle
 
     b = _train_bundle(tmp_path_factory.mktemp("bundles") / "rruff40", str(soysal / "raw_train_labeled_40pct.npz"),
-                      str(soysal / "raw_test.npz"), 20)
+                      str(soysal / "raw_test.npz"), 330)
     export_bundle(b, int8=True, max_accuracy_drop=2.0)
     return b.path
 

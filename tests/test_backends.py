@@ -21,10 +21,13 @@ def test_onnxruntime_backend_lifecycle(synthetic_bundle):
     path, precision = b.onnx_model("fp32")
     backend = create_backend("onnxruntime", path, precision=precision)
     assert isinstance(backend, InferenceBackend)
+    shape = b.preprocessing.sample_shape
     with pytest.raises(BackendError, match="before load"):
-        backend.infer(np.zeros((1, 1392), np.float32))
+        backend.infer(np.zeros((1, *shape), np.float32))
     with backend:
-        out = backend.infer(np.zeros((3, 1392), np.float32))
+        with pytest.raises(BackendError, match="inference failed"):
+            backend.infer(np.zeros((3, 7), np.float32))  # wrong shape: a clear error, not a crash
+        out = backend.infer(np.zeros((3, *shape), np.float32))
         assert out["probabilities"].shape == (3, len(b.labels))
         np.testing.assert_allclose(out["probabilities"].sum(1), 1.0, rtol=1e-5)
         assert backend.describe()["backend"] == "onnxruntime"

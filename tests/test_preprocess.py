@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edge.errors import ConfigError, PreprocessError
-from edge.preprocess import BaselineConfig, PreprocessConfig, Preprocessor, RamanGrid, preprocess, resample
+from edge.preprocess import BaselineConfig, ChannelConfig, PreprocessConfig, Preprocessor, RamanGrid, preprocess, resample
 from edge.shift import shift_spectra
 from edge.synthetic import SyntheticLibrary
 
@@ -34,10 +34,11 @@ class BasePreprocessTest:
         np.testing.assert_array_equal(self.axis, axis)
 
     def test_dtype_and_shape(self):
+        inner = ((self.config.n_channels,) if self.config.extra_channels else ()) + (self.config.grid.n_points,)
         out = self.pre(self.x, self.axis)
-        assert out.dtype == np.float32 and out.shape == (len(self.x), self.config.grid.n_points)
+        assert out.dtype == np.float32 and out.shape == (len(self.x),) + inner
         single = self.pre(self.x[0], self.axis)
-        assert single.dtype == np.float32 and single.shape == (self.config.grid.n_points,)
+        assert single.dtype == np.float32 and single.shape == inner
 
     def test_batch_equals_single(self):
         batch = self.pre(self.x, self.axis)
@@ -115,6 +116,18 @@ class TestSNVDerivative(BasePreprocessTest):
         x = self.x[:1]
         np.testing.assert_allclose(self.pre(x, self.axis)[:, 60:-60], self.pre(x + 500.0, self.axis)[:, 60:-60],
                                    rtol=1e-3, atol=1e-3)
+
+
+class TestTwoChannels(BasePreprocessTest):
+    """Max-normalised spectrum plus SNV of its Savitzky–Golay derivative (the default model's input)."""
+
+    config = PreprocessConfig(extra_channels=(ChannelConfig(1, 11, "snv"),))
+
+    def test_channels_equal_their_single_channel_configs(self):
+        out = self.pre(self.x, self.axis)
+        np.testing.assert_allclose(out[:, 0], Preprocessor(PreprocessConfig())(self.x, self.axis), rtol=1e-6)
+        d = Preprocessor(PreprocessConfig(derivative=1, derivative_window=11, normalisation="snv"))(self.x, self.axis)
+        np.testing.assert_allclose(out[:, 1], d, rtol=1e-5, atol=1e-5)
 
 
 class TestBaseline(BasePreprocessTest):

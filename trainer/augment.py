@@ -36,6 +36,14 @@ class AugmentConfig:
         Largest background amplitude, relative to each spectrum's maximum.
     noise_std : float
         Largest Gaussian noise standard deviation, relative to each spectrum's maximum.
+    shift_small_cm1 : float
+        With probability ``p_small`` the shift is drawn from ±``shift_small_cm1`` instead (a mixture keeps
+        accuracy on unshifted spectra while covering large drifts).
+    p_small : float
+        Weight of the small-shift component (used when ``shift_small_cm1`` > 0).
+    baseline : float
+        Amplitude of a signed smooth baseline a·tanh((t − c)/w) + b·t + q·t² (t in [−1, 1]), relative to the
+        spectrum's maximum: residual fluorescence of either sign, as left by imperfect background handling.
     probability : float
         Probability that a spectrum of the batch is augmented at all.
     """
@@ -45,6 +53,9 @@ class AugmentConfig:
     intensity_scale: float = 0.1
     fluorescence: float = 0.2
     noise_std: float = 0.01
+    shift_small_cm1: float = 0.0
+    p_small: float = 0.5
+    baseline: float = 0.0
     probability: float = 0.9
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,7 +94,11 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
     if not on.any():
         return out
     if cfg.max_shift_cm1 > 0 or cfg.max_stretch > 0:
-        shift = rng.uniform(-cfg.max_shift_cm1, cfg.max_shift_cm1, b) * on
+        shift = rng.uniform(-cfg.max_shift_cm1, cfg.max_shift_cm1, b)
+        if cfg.shift_small_cm1 > 0:
+            small = rng.uniform(-cfg.shift_small_cm1, cfg.shift_small_cm1, b)
+            shift = np.where(rng.random(b) < cfg.p_small, small, shift)
+        shift = shift * on
         if cfg.max_stretch > 0:
             # A stretch about the centre is a position-dependent shift; apply it as a resampling.
             stretch = rng.uniform(-cfg.max_stretch, cfg.max_stretch, b) * on
@@ -107,6 +122,12 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
         bg = bg - bg.min(axis=1, keepdims=True)
         bg = bg / np.maximum(bg.max(axis=1, keepdims=True), 1e-6)
         out = out + (amp * peak * bg).astype(np.float32)
+    if cfg.baseline > 0:
+        t = np.linspace(-1.0, 1.0, n, dtype=np.float32)[None, :]
+        a, lin, quad = (rng.uniform(-cfg.baseline, cfg.baseline, (3, b, 1)) * on[None, :, None]).astype(np.float32)
+        c = rng.uniform(-0.8, 0.8, (b, 1)).astype(np.float32)
+        w = rng.uniform(0.2, 1.2, (b, 1)).astype(np.float32)
+        out = out + peak * (a * np.tanh((t - c) / w) + lin * t + quad * t * t)
     if cfg.noise_std > 0:
         sd = rng.uniform(0, cfg.noise_std, (b, 1)) * on[:, None] * peak
         out = out + (rng.standard_normal((b, n)) * sd).astype(np.float32)

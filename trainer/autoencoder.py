@@ -3,19 +3,24 @@ the classifier-only scores it is compared with.
 
 Novelty score
 -------------
-The score of a spectrum is its **reconstruction error**: the mean squared error over the N grid points
-between the preprocessed spectrum ``x`` (what the classifier reads, :class:`edge.preprocess.Preprocessor`)
-and the autoencoder's reconstruction ``r``::
+The score of a spectrum is a **reconstruction error** of the preprocessed spectrum ``x`` (what the
+classifier reads, :class:`edge.preprocess.Preprocessor`; channel 0 for multi-channel bundles) against the
+autoencoder's reconstruction ``r``. Two metrics are computed (:func:`edge.novelty.novelty_scores`):
 
-    score = mean_i (x_i - r_i) ** 2        (unit: squared normalised intensity; max-normalised spectra)
+- ``line_cosine`` (default, thresholded): ``1 − cos(hp(x), hp(r))``, ``hp`` = minus a 31-point centred
+  moving average: the mismatch of the Raman lines, blind to smooth backgrounds; dimensionless, in [0, 2];
+- ``mse``: ``mean_i (x_i − r_i)²`` over the N grid points (squared max-normalised intensity).
 
-A compression through a 32-number bottleneck reconstructs what the nominal spectra share and loses what
-they do not: the lines of a mineral it never saw, and lines moved by a Raman-shift offset, stay in the
-residual (FIELD_NOTES, "Novelty and drift").
+The default was chosen on the training split only (10 of its 63 classes held out as "novel", held-out
+spectra of the others as nominal, 4 random draws, 60 epochs): AUROC 0.72 for ``line_cosine`` against 0.66
+for ``mse``; the plain MSE is dominated by each sample's own fluorescence background. A compression through
+a 32-number bottleneck reconstructs what the nominal spectra share and loses what they do not: the lines of
+a mineral it never saw, and lines moved by a Raman-shift offset, stay in the residual (FIELD_NOTES,
+"Novelty and drift").
 
 Threshold (nominal data only)
 -----------------------------
-``threshold = quantile(out-of-fold errors, q)``, ``q = 0.95`` by default. The out-of-fold errors come from
+``threshold = quantile(out-of-fold scores, q)``, ``q = 0.95`` by default. The out-of-fold errors come from
 K autoencoders (K = 5) each fitted on the training spectra of K−1 folds and scoring the held-out fold;
 folds are stratified by class (every class of the 40 % split has ≥ 3 spectra; a class with a single spectrum
 is never held out, since it would be novel to its own fold). The autoencoder that ships is then fitted on
@@ -52,15 +57,17 @@ from torch.nn import functional as F
 from edge.bundle import Bundle
 from edge.data import SpectraSet
 from edge.errors import BundleError
-from edge.novelty import AE_FILE_STEM, NOVELTY_SCHEMA, PROTOTYPES_FILE, reconstruction_error
+from edge.novelty import (AE_FILE_STEM, HIGHPASS_POINTS, METRICS, NOVELTY_SCHEMA, PROTOTYPES_FILE,
+                          line_residual_score, primary_channel, reconstruction_error)
 from edge.preprocess import PreprocessConfig, Preprocessor, resample
 
 from .augment import AugmentConfig, augment_batch
 from .errors import TrainerError
 
 __all__ = [
-    "AEConfig", "RamanAutoencoder", "NoveltyFit", "fit_autoencoder", "fit_novelty", "reconstruction_errors",
-    "classifier_scores", "class_prototypes", "save_novelty", "load_autoencoder", "AE_PT_FILE",
+    "AEConfig", "RamanAutoencoder", "NoveltyFit", "fit_autoencoder", "fit_novelty", "ae_scores",
+    "stratified_folds", "classifier_outputs", "classifier_scores", "class_prototypes", "save_novelty",
+    "load_autoencoder", "AE_PT_FILE",
 ]
 
 AE_PT_FILE = f"{AE_FILE_STEM}.pt"
@@ -73,12 +80,16 @@ class AEConfig:
 
     Parameters
     ----------
+    patch : int
+        Points per position of the first (patch) convolution: kernel = stride = ``patch``.
     channels : list of int
-        Output channels of the encoder convolutions (the decoder mirrors them).
+        Output channels of the encoder convolutions; ``channels[0]`` is the patch convolution's (the decoder
+        mirrors them).
     kernel_sizes : list of int
-        Kernel sizes of the encoder convolutions, in grid points (odd).
+        Kernel sizes, grid positions (odd): ``kernel_sizes[i]`` for encoder stage i ≥ 1 and its mirrored
+        decoder stage; ``kernel_sizes[0]`` for the decoder's last convolution.
     pools : list of int
-        Max-pooling factor after each encoder convolution (the decoder upsamples by the same factors).
+        Stride of encoder stage i ≥ 1 (the decoder upsamples by the same factor); ``pools[0]`` must be 1.
     latent : int
         Bottleneck size (numbers per spectrum).
     max_epochs : int
@@ -92,7 +103,9 @@ class AEConfig:
     folds : int
         K of the out-of-fold threshold calibration (≥ 2).
     quantile : float
-        Quantile of the out-of-fold nominal errors used as the threshold.
+        Quantile of the out-of-fold nominal scores used as the threshold.
+    metric : {"line_cosine", "mse"}
+        The thresholded novelty score.
     seed : int
     threads : int
         torch CPU threads.
@@ -110,14 +123,19 @@ class AEConfig:
     noise_std: float = 0.01
     folds: int = 5
     quantile: float = 0.95
+    metric: str = "line_cosine"
     seed: int = 0
     threads: int = 1
 
     def __post_init__(self) -> None:
         if not (len(self.channels) == len(self.kernel_sizes) == len(self.pools)) or not self.channels:
             raise TrainerError("autoencoder channels, kernel_sizes and pools must be non-empty lists of equal length")
-        if any(k < 1 or k % 2 == 0 for k in self.kernel_sizes) or any(p < 1 for p in self.pools):
-            raise TrainerError("autoencoder kernel sizes must be odd and ≥ 1, pools ≥ 1")
+        if any(k < 1 or k % 2 == 0 for k in self.kernel_sizes) or any(p < 1 for p in self.pools) or self.pools[0] != 1:
+            raise TrainerError("autoencoder kernel sizes must be odd and ≥ 1, pools ≥ 1 with pools[0] = 1")
+        if self.patch < 1:
+            raise TrainerError(f"autoencoder patch must be ≥ 1, got {self.patch}")
+        if self.metric not in METRICS:
+            raise TrainerError(f"novelty metric must be one of {METRICS}, got {self.metric!r}")
         if self.latent < 1 or self.max_epochs < 1 or self.batch_size < 1:
             raise TrainerError("autoencoder latent, max_epochs and batch_size must be ≥ 1")
         if self.folds < 2:
@@ -136,7 +154,7 @@ class AEConfig:
         return cls(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()})
 
     def architecture(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("channels", "kernel_sizes", "pools", "latent")}
+        return {k: getattr(self, k) for k in ("patch", "channels", "kernel_sizes", "pools", "latent")}
 
 
 class RamanAutoencoder(nn.Module):
@@ -207,37 +225,41 @@ class RamanAutoencoder(nn.Module):
 
 
 @torch.no_grad()
-def reconstruction_errors(model: RamanAutoencoder, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Novelty scores (mean squared reconstruction error over the grid) of preprocessed spectra.
+def ae_scores(model: RamanAutoencoder, x: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Both novelty scores of preprocessed spectra (see the module docstring).
 
     Parameters
     ----------
     model : RamanAutoencoder
-    x : numpy.ndarray, shape (B, N), float32
-        Preprocessed spectra.
+    x : numpy.ndarray, shape (B, N) or (B, C, N), float32
+        Preprocessed spectra (channel 0 is used).
 
     Returns
     -------
-    numpy.ndarray, shape (B,), float64
+    dict
+        ``line_cosine`` and ``mse``, each shape (B,), float64.
     """
     model.eval()
-    out = []
+    x = primary_channel(x)
+    out: dict[str, list[np.ndarray]] = {"line_cosine": [], "mse": []}
     for i in range(0, len(x), batch_size):
         xb = np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)
-        out.append(reconstruction_error(xb, model(torch.from_numpy(xb)).numpy()))
-    return np.concatenate(out) if out else np.zeros(0)
+        r = model(torch.from_numpy(xb)).numpy()
+        out["mse"].append(reconstruction_error(xb, r))
+        out["line_cosine"].append(line_residual_score(xb, r, HIGHPASS_POINTS))
+    return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in out.items()}
 
 
 def fit_autoencoder(x_raw: np.ndarray, pre: Preprocessor, cfg: AEConfig | None = None,
                     seed: int | None = None) -> tuple[RamanAutoencoder, list[dict[str, float]]]:
-    """Fit one autoencoder on nominal spectra.
+    """Fit one autoencoder on nominal spectra (loss: mean squared error against the clean spectrum).
 
     Parameters
     ----------
     x_raw : numpy.ndarray, shape (B, N), float32
         Spectra on the model grid, before preprocessing.
     pre : Preprocessor
-        The bundle's preprocessing (applied to the noisy input and to the clean target).
+        The bundle's preprocessing (applied to the noisy input and to the clean target; channel 0).
     cfg : AEConfig
     seed : int, optional
         Overrides ``cfg.seed`` (the folds use distinct seeds).
@@ -259,11 +281,11 @@ def fit_autoencoder(x_raw: np.ndarray, pre: Preprocessor, cfg: AEConfig | None =
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     torch.set_num_threads(max(1, cfg.threads))
-    n = x_raw.shape[1]
-    model = RamanAutoencoder(n, cfg)
-    target = torch.from_numpy(pre(x_raw, None))
+    model = RamanAutoencoder(x_raw.shape[1], cfg)
+    clean = np.ascontiguousarray(primary_channel(pre(x_raw, None)), dtype=np.float32)
+    target = torch.from_numpy(clean)
     noise = AugmentConfig(max_shift_cm1=0.0, intensity_scale=0.0, fluorescence=0.0, noise_std=cfg.noise_std,
-                          probability=1.0 if cfg.noise_std > 0 else 0.0)
+                          probability=1.0)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.max_epochs * math.ceil(len(x_raw) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=cfg.lr * 0.05)
@@ -274,9 +296,12 @@ def fit_autoencoder(x_raw: np.ndarray, pre: Preprocessor, cfg: AEConfig | None =
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
-            xb = x_raw[idx] if cfg.noise_std <= 0 else augment_batch(x_raw[idx], noise, rng)
-            xb = torch.from_numpy(pre(xb, None))
-            loss = F.mse_loss(model(xb), target[idx])
+            if cfg.noise_std > 0:
+                xb = np.ascontiguousarray(primary_channel(pre(augment_batch(x_raw[idx], noise, rng), None)),
+                                          dtype=np.float32)
+            else:
+                xb = clean[idx]
+            loss = F.mse_loss(model(torch.from_numpy(xb)), target[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -303,27 +328,49 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 @dataclass
 class NoveltyFit:
-    """Result of :func:`fit_novelty`."""
+    """Result of :func:`fit_novelty`.
+
+    Attributes
+    ----------
+    model : RamanAutoencoder
+        Fitted on all training spectra.
+    config : AEConfig
+    threshold : float
+        ``quantile(oof[config.metric], config.quantile)``.
+    oof : dict of str to numpy.ndarray
+        Out-of-fold scores per metric, shape (B,), float64; NaN for spectra never held out.
+    folds : numpy.ndarray, shape (B,), int64
+    train_scores : dict of str to numpy.ndarray
+        In-sample scores of the final model, shape (B,).
+    prototypes : numpy.ndarray, shape (K, N), float32
+        Class means of the preprocessed training spectra (channel 0), in ``labels`` order.
+    labels : list of str
+    history : list of dict
+        Training loss of the final model.
+    seconds : float
+        Wall time of the whole fit (folds included).
+    """
 
     model: RamanAutoencoder
     config: AEConfig
     threshold: float
-    oof_errors: np.ndarray          # (B,), float64; NaN for spectra never held out
-    folds: np.ndarray               # (B,), int64
-    train_errors: np.ndarray        # (B,), in-sample errors of the final model
-    prototypes: np.ndarray          # (K, N) float32: class means of the preprocessed training spectra
+    oof: dict[str, np.ndarray]
+    folds: np.ndarray
+    train_scores: dict[str, np.ndarray]
+    prototypes: np.ndarray
     labels: list[str]
     history: list[dict[str, float]]
     seconds: float
 
-    @property
-    def calibration_errors(self) -> np.ndarray:
-        return self.oof_errors[np.isfinite(self.oof_errors)]
+    def calibration(self, metric: str | None = None) -> np.ndarray:
+        """Out-of-fold nominal scores of ``metric`` (default: the thresholded one), NaNs dropped."""
+        v = self.oof[metric or self.config.metric]
+        return v[np.isfinite(v)]
 
 
 def fit_novelty(train: SpectraSet, preprocessing: PreprocessConfig, cfg: AEConfig | None = None,
                 classes: list[str] | None = None) -> NoveltyFit:
-    """Fit the novelty autoencoder and set its threshold from out-of-fold nominal errors.
+    """Fit the novelty autoencoder and set its threshold from out-of-fold nominal scores.
 
     Parameters
     ----------
@@ -333,7 +380,7 @@ def fit_novelty(train: SpectraSet, preprocessing: PreprocessConfig, cfg: AEConfi
         The bundle's preprocessing.
     cfg : AEConfig
     classes : list of str, optional
-        Label order of the prototypes (default: sorted training labels; use the bundle's labels).
+        Label order of the prototypes (default: sorted training labels; pass the bundle's labels).
 
     Returns
     -------
@@ -349,30 +396,31 @@ def fit_novelty(train: SpectraSet, preprocessing: PreprocessConfig, cfg: AEConfi
     pre = Preprocessor(preprocessing)
     x_raw = resample(train.intensities, train.raman_shift_cm1, preprocessing.grid)
     labels = np.asarray(train.labels).astype(str)
+    classes = list(classes) if classes is not None else sorted(set(labels.tolist()))
+    missing = sorted(set(labels.tolist()) - set(classes))
+    if missing:
+        raise TrainerError(f"training labels not in the class list: {missing[:5]}")
     folds = stratified_folds(labels, cfg.folds, cfg.seed)
     if np.count_nonzero(folds >= 0) < cfg.folds:
         raise TrainerError("too few spectra in classes with ≥ 2 spectra to calibrate a novelty threshold")
-    x_pre = pre(x_raw, None)
-    oof = np.full(len(labels), np.nan)
+    x_pre = np.ascontiguousarray(primary_channel(pre(x_raw, None)), dtype=np.float32)
+    oof = {m: np.full(len(labels), np.nan) for m in METRICS}
     for f in range(cfg.folds):
         held = folds == f
         if not held.any():
             continue
         m, _ = fit_autoencoder(x_raw[~held], pre, cfg, seed=cfg.seed + 1 + f)
-        oof[held] = reconstruction_errors(m, x_pre[held])
+        for k, v in ae_scores(m, x_pre[held]).items():
+            oof[k][held] = v
     model, history = fit_autoencoder(x_raw, pre, cfg)
-    calib = oof[np.isfinite(oof)]
+    calib = oof[cfg.metric][np.isfinite(oof[cfg.metric])]
     threshold = float(np.quantile(calib, cfg.quantile))
-    classes = list(classes) if classes is not None else sorted(set(labels.tolist()))
-    missing = sorted(set(labels.tolist()) - set(classes))
-    if missing:
-        raise TrainerError(f"training labels not in the class list: {missing[:5]}")
     protos = np.zeros((len(classes), x_pre.shape[1]), dtype=np.float32)
     for i, c in enumerate(classes):
         sel = labels == c
         if sel.any():
             protos[i] = x_pre[sel].mean(axis=0)
-    return NoveltyFit(model, cfg, threshold, oof, folds, reconstruction_errors(model, x_pre), protos, classes,
+    return NoveltyFit(model, cfg, threshold, oof, folds, ae_scores(model, x_pre), protos, classes,
                       history, time.perf_counter() - t0)
 
 
@@ -456,23 +504,35 @@ def save_novelty(bundle: Bundle, fit: NoveltyFit, classifier=None, train: Spectr
         raise BundleError("novelty prototypes were computed for another label list than the bundle's")
     torch.save(fit.model.state_dict(), bundle.path / AE_PT_FILE)
     bundle.add_file(AE_PT_FILE, role="novelty-autoencoder-state-dict")
-    arrays: dict[str, np.ndarray] = {"spectrum_prototypes": fit.prototypes,
-                                     "calibration_errors": fit.calibration_errors.astype(np.float64)}
-    calib = fit.calibration_errors
-    section: dict[str, Any] = {
-        "schema": NOVELTY_SCHEMA,
-        "detector": "autoencoder-reconstruction-error",
-        "metric": "mse",
-        "metric_description": "mean over the grid of (preprocessed spectrum - reconstruction)^2",
-        "quantile": fit.config.quantile,
-        "threshold": fit.threshold,
-        "calibration": {
-            "method": f"{fit.config.folds}-fold out-of-fold errors on the nominal training spectra, folds "
-                      "stratified by class; the shipped autoencoder is fitted on all of them",
+    arrays: dict[str, np.ndarray] = {"spectrum_prototypes": fit.prototypes}
+    calibration: dict[str, Any] = {}
+    for metric in METRICS:
+        calib = fit.calibration(metric)
+        arrays[f"calibration_{metric}"] = calib
+        calibration[metric] = {
             "n": int(calib.size), "mean": float(calib.mean()), "median": float(np.median(calib)),
             "log_mean": float(np.log(calib).mean()), "log_std": float(np.log(calib).std()),
             "quantiles": {str(q): float(np.quantile(calib, q)) for q in (0.5, 0.9, 0.95, 0.99)},
-            "in_sample_median": float(np.median(fit.train_errors)),
+            "in_sample_median": float(np.median(fit.train_scores[metric])),
+        }
+    descriptions = {"line_cosine": "1 - cosine similarity of the line components (spectrum minus its "
+                                   f"{HIGHPASS_POINTS}-point centred moving average) of the preprocessed "
+                                   "spectrum and of its reconstruction; dimensionless, in [0, 2]",
+                    "mse": "mean over the grid of (preprocessed spectrum - reconstruction)^2"}
+    section: dict[str, Any] = {
+        "schema": NOVELTY_SCHEMA,
+        "detector": "autoencoder-reconstruction-error",
+        "metric": fit.config.metric,
+        "metric_description": descriptions[fit.config.metric],
+        "highpass_points": HIGHPASS_POINTS,
+        "quantile": fit.config.quantile,
+        "threshold": fit.threshold,
+        "calibration": {
+            "method": f"{fit.config.folds}-fold out-of-fold scores of the nominal training spectra (folds "
+                      "stratified by class, single-spectrum classes never held out); the shipped "
+                      "autoencoder is fitted on all of them; no anomalous spectrum is used",
+            "quantile_method": "numpy.quantile, linear interpolation",
+            "metrics": calibration,
         },
         "autoencoder": {"architecture": "RamanAutoencoder", "settings": fit.config.to_dict(),
                         "n_parameters": int(sum(p.numel() for p in fit.model.parameters())),
@@ -532,3 +592,46 @@ def load_autoencoder(bundle: Bundle) -> RamanAutoencoder:
     model.eval()
     return model
 
+
+
+def add_novelty_to_bundle(bundle: Bundle, train: SpectraSet, test: SpectraSet | None, classifier,
+                          settings, epochs: int | None = None, quantile: float | None = None) -> str:
+    """``edge-train --novelty``: fit the autoencoder on the classifier's training spectra, write it into the
+    bundle, and score the test spectra (all of known minerals: their novel rate is the false-alarm rate).
+
+    Parameters
+    ----------
+    bundle : Bundle
+        The freshly written classifier bundle.
+    train, test : SpectraSet
+        Training spectra; optional test spectra (reported, never used for the threshold).
+    classifier : RamanCNN
+    settings : TrainerSettings
+        Seed and thread count are taken from ``settings.training``.
+    epochs, quantile : optional
+        Overrides of :class:`AEConfig`.
+
+    Returns
+    -------
+    str
+        A one-line summary.
+    """
+    cfg = AEConfig(seed=settings.training.seed, threads=settings.training.threads)
+    if epochs is not None:
+        cfg.max_epochs = int(epochs)
+    if quantile is not None:
+        cfg.quantile = float(quantile)
+    cfg.__post_init__()
+    fit = fit_novelty(train, settings.preprocessing, cfg, classes=bundle.labels)
+    section = save_novelty(bundle, fit, classifier=classifier, train=train)
+    msg = (f"novelty autoencoder: {section['autoencoder']['n_parameters']} parameters, {fit.seconds:.1f} s; "
+           f"threshold {fit.threshold:.4g} ({section['metric']}, {100 * cfg.quantile:g} % quantile of "
+           f"{fit.calibration().size} out-of-fold nominal scores)")
+    if test is not None:
+        s = ae_scores(fit.model, Preprocessor(settings.preprocessing)(test.intensities, test.raman_shift_cm1))
+        rate = float(np.mean(s[cfg.metric] > fit.threshold))
+        bundle.metrics["novelty_test"] = {"n": len(test), "source": test.source, "novel_rate": rate,
+                                          "note": "test spectra are of known minerals: novel_rate is a false-alarm rate"}
+        bundle.save()
+        msg += f"; test spectra flagged novel: {100 * rate:.1f} % (nominal: expect ≈ {100 * (1 - cfg.quantile):g} %)"
+    return msg

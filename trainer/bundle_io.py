@@ -42,7 +42,7 @@ def save_model(out: str | Path, model: RamanCNN, labels: list[str], settings: Tr
     """
     bundle = Bundle.create(out, preprocessing=settings.preprocessing, labels=labels, name=name, model={
         "architecture": "RamanCNN",
-        "settings": settings.model.to_dict(),
+        "settings": model.config.to_dict(),  # as built (in_channels set from the preprocessing)
         "n_parameters": count_parameters(model),
         "n_points": model.n_points,
         "feature_channels": model.feature_channels,

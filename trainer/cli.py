@@ -33,6 +33,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config", default=None, help=f"model config TOML (default: {DEFAULT_CONFIG.name} if present)")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--epochs", type=int, default=None, help="maximum epochs")
+    g.add_argument("--steps", type=int, default=None, help="optimiser steps (one-cycle schedule)")
     g.add_argument("--pool-size", type=int, default=None, help="max-pooling size m (paper §3)")
     g.add_argument("--n-pool", type=int, default=None, help="number of pooling stages n")
     g.add_argument("--head", choices=["positions", "dense"], default=None)
@@ -43,6 +44,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainerSettings:
     cfg = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     s = TrainerSettings.from_toml(cfg) if cfg else TrainerSettings()
     for attr, target, key in [("seed", s.training, "seed"), ("epochs", s.training, "max_epochs"),
+                              ("steps", s.training, "steps"),
                               ("pool_size", s.model, "pool_size"), ("n_pool", s.model, "n_pool"),
                               ("head", s.model, "head"), ("threads", s.training, "threads")]:
         value = getattr(args, attr, None)
@@ -50,6 +52,8 @@ def settings_from_args(args: argparse.Namespace) -> TrainerSettings:
             setattr(target, key, value)
     if args.epochs is not None:
         s.training.min_epochs = min(s.training.min_epochs, args.epochs)
+        if args.steps is None:
+            s.training.steps = 0  # --epochs alone means epochs, also under the one-cycle schedule
     s.model.__post_init__()
     return s
 
@@ -61,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--name", default=None, help="model name (default: the config's name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("novelty detection (trainer/autoencoder.py)")
+    g.add_argument("--novelty", action=argparse.BooleanOptionalAction, default=False,
+                   help="also fit the novelty autoencoder and its nominal-only threshold (6 autoencoder fits, "
+                        "~1 min on 1 thread: off by default)")
+    g.add_argument("--novelty-epochs", type=int, default=None, help="autoencoder epochs (default 60)")
+    g.add_argument("--novelty-quantile", type=float, default=None, help="threshold quantile (default 0.95)")
     add_model_args(p)
     add_data_args(p)
     add_logging_args(p)
@@ -99,6 +109,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         t = metrics["test"]
         bundle.metrics["test"] = {k: t[k] for k in ("n", "top1", "top3", "macro_f1", "confidence_gap", "source")}
     bundle.save()
+    if args.novelty:
+        from .autoencoder import add_novelty_to_bundle
+
+        print(add_novelty_to_bundle(bundle, train, test, result.model, settings, epochs=args.novelty_epochs,
+                                    quantile=args.novelty_quantile))
     n_par = bundle.manifest["model"]["n_parameters"]
     msg = f"bundle {bundle.path} ({bundle.model_id}): {n_par} parameters, {result.epochs} epochs, {result.seconds:.1f} s"
     if test is not None:

@@ -55,7 +55,9 @@ class ModelConfig:
     negative_slope : float
         LeakyReLU slope.
     in_channels : int
-        Input channels (1: one preprocessed spectrum).
+        Input channels (set by the trainer from the preprocessing: 1, or 2 with the derivative channel).
+    pointwise_channels : int
+        Channels of a 1×1 convolution between the backbone and the head (0: none); shrinks the head.
     """
 
     channels: list[int] = field(default_factory=lambda: [16, 32, 64])
@@ -69,6 +71,7 @@ class ModelConfig:
     batch_norm: bool = False
     negative_slope: float = 0.01
     in_channels: int = 1
+    pointwise_channels: int = 0
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.kernel_sizes) or not self.channels:
@@ -104,7 +107,8 @@ class RamanCNN(nn.Module):
     config : ModelConfig
         Architecture settings.
 
-    Input shape (B, in_channels, n_points) or (B, n_points), float32; output logits shape (B, n_classes).
+    Input shape (B, in_channels, n_points), or (B, n_points) for one channel, float32; output logits shape
+    (B, n_classes).
     """
 
     def __init__(self, n_points: int, n_classes: int, config: ModelConfig | None = None) -> None:
@@ -125,6 +129,12 @@ class RamanCNN(nn.Module):
                         layers.append(nn.MaxPool1d(cfg.pool_size, ceil_mode=True))
                         length = math.ceil(length / cfg.pool_size)
             c_in = c_out
+        if cfg.pointwise_channels:
+            layers.append(nn.Conv1d(c_in, cfg.pointwise_channels, 1))
+            if cfg.batch_norm:
+                layers.append(nn.BatchNorm1d(cfg.pointwise_channels))
+            layers.append(nn.LeakyReLU(cfg.negative_slope))
+            c_in = cfg.pointwise_channels
         self.features = nn.Sequential(*layers)
         self.feature_length = length
         self.feature_channels = c_in

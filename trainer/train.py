@@ -9,6 +9,7 @@ is never used for selection or stopping. Loss: class-weighted cross-entropy, w_c
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
@@ -30,10 +31,30 @@ __all__ = ["TrainConfig", "TrainResult", "fit", "predict_proba", "class_weights"
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (paper §3: Adam 1e-3, ReduceLROnPlateau 0.7/3, early stopping 5)."""
+    """Optimisation settings.
+
+    ``schedule="plateau"`` is the paper's (§3): Adam, ReduceLROnPlateau(``lr_factor``, ``lr_patience``) and
+    early stopping after ``early_stop_patience`` epochs without a 1 % gain, all on the *training* loss, within
+    [``min_epochs``, ``max_epochs``]. ``schedule="onecycle"`` trains a fixed number of optimiser ``steps``
+    (so small splits get as many updates as large ones; 0 = ``max_epochs`` epochs) under a one-cycle
+    learning rate peaking at ``lr`` after ``warmup_fraction`` of the steps; no early stopping.
+    ``optimizer`` is ``"adam"`` or ``"adamw"`` (decoupled ``weight_decay``).
+    """
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "adamw"):
+            raise TrainerError(f"optimizer must be adam or adamw, got {self.optimizer!r}")
+        if self.schedule not in ("plateau", "onecycle"):
+            raise TrainerError(f"schedule must be plateau or onecycle, got {self.schedule!r}")
+        if self.batch_size < 1 or self.max_epochs < 1 or self.steps < 0:
+            raise TrainerError("batch_size and max_epochs must be ≥ 1, steps ≥ 0")
 
     max_epochs: int = 150
     min_epochs: int = 30
+    steps: int = 0
+    optimizer: str = "adam"
+    schedule: str = "plateau"
+    warmup_fraction: float = 0.1
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -138,12 +159,21 @@ def fit(train: SpectraSet, preprocessing: PreprocessConfig, model_cfg: ModelConf
     torch.manual_seed(train_cfg.seed)
     rng = np.random.default_rng(train_cfg.seed)
     torch.set_num_threads(max(1, train_cfg.threads))
+    model_cfg = dataclasses.replace(model_cfg, in_channels=preprocessing.n_channels)
     model = RamanCNN(grid.n_points, len(classes), model_cfg)
     weights = torch.from_numpy(class_weights(y, len(classes))) if train_cfg.class_weighted else None
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=train_cfg.label_smoothing)
-    opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=train_cfg.lr_factor,
-                                                       patience=train_cfg.lr_patience)
+    opt_cls = torch.optim.AdamW if train_cfg.optimizer == "adamw" else torch.optim.Adam
+    opt = opt_cls(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    batches = -(-len(y) // train_cfg.batch_size)
+    onecycle = train_cfg.schedule == "onecycle"
+    epochs = -(-train_cfg.steps // batches) if onecycle and train_cfg.steps else train_cfg.max_epochs
+    if onecycle:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=train_cfg.lr, total_steps=epochs * batches,
+                                                    pct_start=train_cfg.warmup_fraction)
+    else:
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=train_cfg.lr_factor,
+                                                           patience=train_cfg.lr_patience)
     history: list[dict[str, float]] = []
     best, stale = float("inf"), 0
     t0 = time.perf_counter()
@@ -151,9 +181,9 @@ def fit(train: SpectraSet, preprocessing: PreprocessConfig, model_cfg: ModelConf
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=train_cfg.max_epochs, desc="train", unit="epoch", leave=False)
+        bar = tqdm(total=epochs, desc="train", unit="epoch", leave=False)
     yt = torch.from_numpy(y)
-    for epoch in range(train_cfg.max_epochs):
+    for epoch in range(epochs):
         model.train()
         order = rng.permutation(len(y))
         total, correct, seen = 0.0, 0, 0
@@ -166,11 +196,14 @@ def fit(train: SpectraSet, preprocessing: PreprocessConfig, model_cfg: ModelConf
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if onecycle:
+                sched.step()
             total += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yt[idx]).sum())
             seen += len(idx)
         epoch_loss = total / seen
-        sched.step(epoch_loss)
+        if not onecycle:
+            sched.step(epoch_loss)
         history.append({"epoch": epoch + 1, "loss": epoch_loss, "train_top1": correct / seen,
                         "lr": opt.param_groups[0]["lr"]})
         if bar is not None:
@@ -180,7 +213,7 @@ def fit(train: SpectraSet, preprocessing: PreprocessConfig, model_cfg: ModelConf
             best, stale = epoch_loss, 0
         else:
             stale += 1
-        if epoch + 1 >= train_cfg.min_epochs and stale >= train_cfg.early_stop_patience:
+        if not onecycle and epoch + 1 >= train_cfg.min_epochs and stale >= train_cfg.early_stop_patience:
             break
     if bar is not None:
         bar.close()

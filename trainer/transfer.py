@@ -34,9 +34,10 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,8 +57,20 @@ from .model import ModelConfig, RamanCNN
 from .settings import TrainerSettings
 from .train import class_weights, encode_labels
 
-__all__ = ["MODES", "TransferConfig", "TransferResult", "embed", "embed_views", "fit_head", "transfer",
-           "evaluate_head", "write_transfer_bundle", "transfer_main", "HEAD_FILE", "REPLAY_FILE"]
+__all__ = [
+    "HEAD_FILE",
+    "MODES",
+    "REPLAY_FILE",
+    "TransferConfig",
+    "TransferResult",
+    "embed",
+    "embed_views",
+    "evaluate_head",
+    "fit_head",
+    "transfer",
+    "transfer_main",
+    "write_transfer_bundle",
+]
 
 log = logging.getLogger("trainer.transfer")
 MODES = ("new-only", "extend")
@@ -116,7 +129,7 @@ class TransferConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TransferConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TransferConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise TrainerError(f"unknown transfer setting(s): {sorted(unknown)}")
@@ -409,8 +422,8 @@ def transfer(base: Bundle, new: SpectraSet, cfg: TransferConfig | None = None, *
             "train_source": new.source, "replay_source": replay_source}
     head = make_head(w, b, labels, sha, version, cfg.head_dtype, **info)
     new_model = _with_head(model, head)
-    info.update(seconds_embedding=round(t_embed, 3), seconds_fit=round(t_fit, 3), n_train_rows=int(len(y)),
-                n_new_spectra=int(len(new)), config=cfg.to_dict())
+    info.update(seconds_embedding=round(t_embed, 3), seconds_fit=round(t_fit, 3), n_train_rows=len(y),
+                n_new_spectra=len(new), config=cfg.to_dict())
     return TransferResult(head, new_model, list(labels), old, learnt, np.concatenate(orig_emb),
                           np.concatenate(orig_lab), info)
 
@@ -460,7 +473,7 @@ def evaluate_head(head: Head, test_emb: np.ndarray, test_labels: np.ndarray,
     def frac(mask: np.ndarray) -> float | None:
         return float(hit[mask].mean()) if mask.any() else None
 
-    return {"n": int(len(truth)), "top1": float(hit.mean()), "top3": float(hit3.mean()),
+    return {"n": len(truth), "top1": float(hit.mean()), "top3": float(hit3.mean()),
             "n_new": int(is_new.sum()), "top1_new": frac(is_new), "n_old": int((~is_new).sum()), "top1_old": frac(~is_new)}
 
 
@@ -580,7 +593,7 @@ def transfer_main(argv: Sequence[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "export", str(bundle.path)] + (["--int8"] if args.int8 else [])
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
-        if subprocess.run(cmd).returncode != 0:
+        if subprocess.run(cmd, check=False).returncode != 0:
             raise TrainerError(f"edge-export failed on {bundle.path} (command: {' '.join(cmd)})")
     if metrics:
         log.debug("metrics %s", json.dumps(metrics))
