@@ -112,6 +112,11 @@ class DaemonConfig:
         return cfg
 
 
+def _reason(exc: EdgeError) -> str:
+    """Error-topic reason of a rejection: ``wire``, ``preprocess`` ... (the error class without "Error")."""
+    return type(exc).__name__.replace("Error", "").lower() or "invalid"
+
+
 class Daemon:
     """Classify spectra arriving over ZeroMQ (and internal inputs) and publish predictions.
 
@@ -312,23 +317,17 @@ class Daemon:
     def _process(self, frames: list[bytes], pub) -> None:
         received_ns = time.time_ns()
         self.counters["received"] += len(frames)
-        ok: list[SpectrumIn] = []
-        rows: list[np.ndarray] = []
+        decoded: list[SpectrumIn] = []
         for frame in frames:
             if self._journal:
                 self._journal.append("spectrum", frame=frame, received_ns=received_ns)
-            sid = None
             try:
-                s = decode_spectrum(frame)
-                sid = s.id
-                rows.append(self.preprocessor(s.intensity, s.raman_shift_cm1))
-                ok.append(s)
+                decoded.append(decode_spectrum(frame))
             except EdgeError as exc:
-                reason = type(exc).__name__.replace("Error", "").lower() or "invalid"
-                self._reject(pub, reason, str(exc), sid, received_ns)
+                self._reject(pub, _reason(exc), str(exc), None, received_ns)
+        ok, x = self._preprocess(decoded, pub, received_ns)
         if ok:
             try:
-                x = np.stack(rows)
                 out = self.heads.apply(self.backend.infer(x))
                 if self.novelty is not None:
                     out.update(self.novelty.score(x))
@@ -342,6 +341,32 @@ class Daemon:
                     self._publish_drift(pub, ok, x, out)
         if self._journal:
             self._journal.flush()
+
+    def _preprocess(self, decoded: list[SpectrumIn], pub, received_ns: int) -> tuple[list[SpectrumIn], np.ndarray | None]:
+        """Preprocess a micro-batch: one vectorised call when every spectrum shares its axis (the usual case
+        under a backlog), else, or when that call fails, spectrum by spectrum so that a bad one is rejected
+        alone."""
+        if not decoded:
+            return [], None
+        first = decoded[0]
+        same_axis = all(
+            s.intensity.shape == first.intensity.shape
+            and (s.raman_shift_cm1 is None) == (first.raman_shift_cm1 is None)
+            and (s.raman_shift_cm1 is None or np.array_equal(s.raman_shift_cm1, first.raman_shift_cm1))
+            for s in decoded[1:])
+        if same_axis and len(decoded) > 1:
+            try:
+                return decoded, self.preprocessor(np.stack([s.intensity for s in decoded]), first.raman_shift_cm1)
+            except EdgeError:
+                pass  # find the culprit(s) below
+        ok, rows = [], []
+        for s in decoded:
+            try:
+                rows.append(self.preprocessor(s.intensity, s.raman_shift_cm1))
+                ok.append(s)
+            except EdgeError as exc:
+                self._reject(pub, _reason(exc), str(exc), s.id, received_ns)
+        return ok, (np.stack(rows) if rows else None)
 
     def _publish_predictions(self, pub, spectra: list[SpectrumIn], out: dict[str, np.ndarray], received_ns: int) -> None:
         proba = out["probabilities"]

@@ -1,0 +1,7 @@
+"""``python -m firmware_bridge simulate --pty`` / ``listen URL``."""
+
+import sys
+
+from .simulator import main
+
+sys.exit(main())
