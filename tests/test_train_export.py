@@ -108,3 +108,42 @@ def test_user_errors_exit_1_without_traceback(tmp_path):
                 ["export", str(tmp_path)], ["edge", "--bundle", str(tmp_path)]):
         r = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True)
         assert r.returncode == 1 and "error:" in r.stderr and "Traceback" not in r.stderr, (cmd, r.stderr)
+
+
+def test_shift_tolerance_dial_sets_augmentation_and_pooling():
+    from trainer.cli import DEFAULT_CONFIG
+    from trainer.errors import TrainerError
+    from trainer.settings import TrainerSettings, apply_shift_tolerance
+
+    s = apply_shift_tolerance(TrainerSettings.from_toml(DEFAULT_CONFIG), 10)
+    assert s.augmentation.max_shift_cm1 == 10 and s.augmentation.shift_small_cm1 == 0 and s.model.n_pool == 3
+    s = apply_shift_tolerance(s, 60)
+    assert s.augmentation.max_shift_cm1 == 60 and s.augmentation.shift_small_cm1 == 5 and s.model.n_pool == 4
+    assert RamanCNN(1392, 5, ModelConfig.from_dict({**s.model.to_dict(), "in_channels": 2}))(torch.zeros(1, 2, 1392)).shape == (1, 5)
+    with pytest.raises(TrainerError):
+        apply_shift_tolerance(s, -1)
+
+
+def test_shift_curve_on_real_data_degrades_gracefully(rruff_bundle, soysal):
+    from trainer.report import shift_curve
+
+    b = Bundle.load(rruff_bundle)
+    curve = shift_curve(load_model(b), Preprocessor(b.preprocessing), load_spectra(soysal / "raw_test.npz"), b.labels)
+    top = {c["shift_cm1"]: c["top1"] for c in curve}
+    assert list(top) == [float(s) for s in range(0, 45, 5)]
+    assert top[30.0] > 0.5 * top[0.0]  # trained with ±30 cm⁻¹ shift augmentation
+
+
+def test_grad_cam_curves(rruff_bundle, soysal, tmp_path):
+    from trainer.explain import grad_cam
+
+    b = Bundle.load(rruff_bundle)
+    test = load_spectra(soysal / "raw_test.npz")
+    x = Preprocessor(b.preprocessing)(test.intensities[:4])
+    curves, cls = grad_cam(load_model(b), x)
+    assert curves.shape == (4, 1392) and np.all(curves >= 0) and np.allclose(curves.max(1), 1.0)
+    np.testing.assert_array_equal(cls, predict_proba(load_model(b), x).argmax(1))
+    r = subprocess.run([sys.executable, "-m", "trainer", "explain", "--bundle", str(rruff_bundle), "--data",
+                        str(soysal / "raw_test.npz"), "--index", "3", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "gradcam_0003.png").stat().st_size > 5000

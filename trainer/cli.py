@@ -20,8 +20,8 @@ from edge.data import load_spectra
 from edge.preprocess import Preprocessor
 
 from .bundle_io import save_model
-from .report import classification_metrics, write_report
-from .settings import TrainerSettings
+from .report import classification_metrics, shift_curve, write_report
+from .settings import TrainerSettings, apply_shift_tolerance
 from .train import encode_labels, fit, predict_proba
 
 log = logging.getLogger("trainer")
@@ -38,6 +38,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--n-pool", type=int, default=None, help="number of pooling stages n")
     g.add_argument("--head", choices=["positions", "dense"], default=None)
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--shift-tolerance-cm1", type=float, default=None,
+                   help="the instrument's largest Raman-shift drift, cm⁻¹: chooses augmentation and pooling")
 
 
 def settings_from_args(args: argparse.Namespace) -> TrainerSettings:
@@ -50,6 +52,8 @@ def settings_from_args(args: argparse.Namespace) -> TrainerSettings:
         value = getattr(args, attr, None)
         if value is not None:
             setattr(target, key, value)
+    if getattr(args, "shift_tolerance_cm1", None) is not None:
+        apply_shift_tolerance(s, args.shift_tolerance_cm1)
     if args.epochs is not None:
         s.training.min_epochs = min(s.training.min_epochs, args.epochs)
         if args.steps is None:
@@ -94,6 +98,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         proba = predict_proba(result.model, pre(test.intensities, test.raman_shift_cm1))
         metrics["test"] = classification_metrics(proba, encode_labels(test.labels, result.labels), result.labels)
         metrics["test"]["source"] = test.source
+        metrics["shift_curve"] = shift_curve(result.model, pre, test, result.labels)
     name = args.name or _config_name(args) or "raman-cnn"
     bundle = save_model(args.out, result.model, result.labels, settings, {
         "train_source": train.source, "test_source": test.source if test else None,
@@ -137,7 +142,38 @@ def _transfer_main(argv: Sequence[str] | None = None) -> int:
     return transfer_main(argv)
 
 
-SUBCOMMANDS = {"train": train_main, "transfer": _transfer_main}
+def explain_main(argv: Sequence[str] | None = None) -> int:
+    """``edge-train explain``: Grad-CAM importance curves (paper §4.2.1) for chosen spectra, as PNGs."""
+    p = argparse.ArgumentParser(prog="edge-train explain", description="Grad-CAM curves over chosen spectra.")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--data", required=True, help="spectra (.npz, RRUFF .txt folder, synthetic:test)")
+    p.add_argument("--index", type=int, nargs="+", default=[0], help="rows of --data to explain")
+    p.add_argument("--out", default=None, help="folder for PNGs (default: BUNDLE/report/gradcam)")
+    add_data_args(p)
+    args = p.parse_args(argv)
+    from edge.bundle import Bundle
+    from edge.errors import DataError
+
+    from .bundle_io import load_model
+    from .explain import grad_cam, plot_grad_cam
+
+    bundle = Bundle.load(args.bundle)
+    spectra = load_spectra(args.data, bundle.grid, args.data_dir)
+    bad = [i for i in args.index if not 0 <= i < len(spectra)]
+    if bad:
+        raise DataError(f"--index {bad} outside 0..{len(spectra) - 1}")
+    x = Preprocessor(bundle.preprocessing)(spectra.intensities[args.index], spectra.raman_shift_cm1)
+    curves, cls = grad_cam(load_model(bundle), x)
+    out = Path(args.out) if args.out else bundle.path / "report" / "gradcam"
+    out.mkdir(parents=True, exist_ok=True)
+    spec0 = x[:, 0] if x.ndim == 3 else x
+    for k, i in enumerate(args.index):
+        title = f"#{i}: true {spectra.labels[i]}, predicted {bundle.labels[cls[k]]}"
+        print(plot_grad_cam(bundle.grid.axis, spec0[k], curves[k], title, out / f"gradcam_{i:04d}.png"))
+    return 0
+
+
+SUBCOMMANDS = {"train": train_main, "explain": explain_main, "transfer": _transfer_main}
 
 
 def dispatch(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["classification_metrics", "plot_confusion", "plot_training_curve", "write_report"]
+__all__ = ["classification_metrics", "shift_curve", "plot_confusion", "plot_training_curve", "plot_shift_curve",
+           "write_report"]
+
+#: Raman-shift offsets of the accuracy-versus-shift curve, cm⁻¹ (paper §5 used +15 and +30).
+SHIFTS_CM1 = tuple(range(0, 45, 5))
 
 
 def classification_metrics(proba: np.ndarray, y_true: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -55,6 +59,55 @@ def classification_metrics(proba: np.ndarray, y_true: np.ndarray, classes: list[
         "per_class": per_class,
         "confusion": confusion_matrix(yt, pred, labels=list(range(k))).tolist(),
     }
+
+
+def shift_curve(model, preprocessor, test, classes: list[str], shifts_cm1=SHIFTS_CM1) -> list[dict[str, float]]:
+    """Top-1 on copies of ``test`` shifted right by each offset (edge-padded, :func:`edge.shift.shift_spectra`).
+
+    Parameters
+    ----------
+    model : RamanCNN
+    preprocessor : edge.preprocess.Preprocessor
+    test : edge.data.SpectraSet
+        Test spectra on the model grid.
+    classes : list of str
+
+    Returns
+    -------
+    list of dict
+        ``{"shift_cm1": s, "top1": accuracy}`` per offset.
+    """
+    from edge.preprocess import resample
+    from edge.shift import shift_spectra
+
+    from .train import encode_labels, predict_proba
+
+    grid = preprocessor.config.grid
+    x = resample(test.intensities, test.raman_shift_cm1, grid)
+    y = encode_labels(test.labels, classes)
+    out = []
+    for s in shifts_cm1:
+        p = predict_proba(model, preprocessor(shift_spectra(x, s, grid.step_cm1)))
+        out.append({"shift_cm1": float(s), "top1": float(np.mean(p.argmax(1) == y))})
+    return out
+
+
+def plot_shift_curve(curves: dict[str, list[dict[str, float]]], path: Path, title: str = "") -> Path:
+    """Top-1 versus Raman-shift offset, one line per model (paper Tables 3–4 as a plot)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, curve in curves.items():
+        ax.plot([c["shift_cm1"] for c in curve], [100 * c["top1"] for c in curve], marker="o", label=name)
+    ax.set_xlabel("Raman-shift offset of the test spectra (cm⁻¹)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "accuracy versus shift")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _pyplot():
@@ -119,6 +172,9 @@ def write_report(folder: Path, metrics: dict[str, Any], classes: list[str], hist
     if history:
         plot_training_curve(history, folder / "training_curve.png")
         files["training_curve"] = f"{folder.name}/training_curve.png"
+    if metrics.get("shift_curve"):
+        plot_shift_curve({"this model": metrics["shift_curve"]}, folder / "shift_curve.png")
+        files["shift_curve"] = f"{folder.name}/shift_curve.png"
     test = metrics.get("test")
     if test:
         plot_confusion(test["confusion"], classes, folder / "confusion_matrix.png",

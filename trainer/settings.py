@@ -44,3 +44,36 @@ class TrainerSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name).to_dict() for name in SECTIONS}
+
+
+def apply_shift_tolerance(settings: TrainerSettings, tolerance_cm1: float) -> TrainerSettings:
+    """The one-knob dial: choose augmentation and pooling for an instrument that drifts by up to
+    ``tolerance_cm1`` cm⁻¹ (``edge-train --shift-tolerance-cm1 T``).
+
+    Rule (from the recipe search on the 40 % split, cross-validated on training data only):
+
+    * shift augmentation covers the tolerance, ``max_shift_cm1 = T`` — accuracy at a shift collapses as
+      soon as it lies outside the augmented range, whatever the pooling;
+    * for T ≥ 15 cm⁻¹ half of the shifts come from a small ±5 cm⁻¹ range, which keeps accuracy on unshifted
+      spectra (a mixture);
+    * pooling (paper §3, Tables 3–4): m = 4 in n = 3 stages (a 64-point, 64 cm⁻¹ pooled cell) up to
+      T = 40 cm⁻¹; beyond, a fourth stage (256 cm⁻¹ cells), trading resolution for tolerance as the paper's
+      larger m does.
+
+    Raises
+    ------
+    TrainerError
+        For a negative or non-finite tolerance.
+    """
+    import math
+
+    if not (math.isfinite(tolerance_cm1) and tolerance_cm1 >= 0):
+        raise TrainerError(f"shift tolerance must be a finite number ≥ 0 cm⁻¹, got {tolerance_cm1!r}")
+    a, m = settings.augmentation, settings.model
+    a.max_shift_cm1 = float(tolerance_cm1)
+    a.shift_small_cm1 = 5.0 if tolerance_cm1 >= 15 else 0.0
+    a.p_small = 0.5
+    m.pool_size = 4
+    m.n_pool = 4 if tolerance_cm1 > 40 else 3
+    m.head_positions = 22 if m.n_pool == 3 else 6
+    return settings
