@@ -63,7 +63,7 @@ def synthetic_bundle(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def rruff_bundle(tmp_path_factory, soysal):
-    """A bundle trained briefly (330 steps, a quarter of the default) on the real 40 % split, exported to FP32
+    """A bundle trained briefly (330 steps, half the default) on the real 40 % split, exported to FP32
     and INT8 ONNX."""
     if not (HAS_TORCH and HAS_ONNX):
         pytest.skip("needs the [train,export] extras")
@@ -113,3 +113,28 @@ def rruff_base58(tmp_path_factory, soysal):
                    {"train_source": train, "test_source": str(soysal / "raw_test.npz"), "epochs": r.epochs})
     export_bundle(b, int8=True, max_accuracy_drop=5.0)
     return b.path
+
+
+@pytest.fixture(scope="session")
+def novelty_bundle(rruff_bundle, tmp_path_factory, soysal):
+    """A copy of the session's briefly trained real bundle, with a briefly trained novelty autoencoder
+    (12 epochs, 3 folds) and its ONNX export (FP32; INT8 kept only if it passes the parity gate)."""
+    if not (HAS_TORCH and HAS_ONNX):
+        pytest.skip("needs the [train,export] extras")
+    import shutil
+
+    from edge.bundle import Bundle
+    from edge.data import load_spectra
+    from export.novelty_export import export_novelty
+    from trainer.autoencoder import AEConfig, fit_novelty, save_novelty
+    from trainer.bundle_io import load_model
+
+    path = tmp_path_factory.mktemp("novelty") / "bundle"
+    shutil.copytree(rruff_bundle, path)
+    b = Bundle.load(path)
+    train = load_spectra(soysal / "raw_train_labeled_40pct.npz")
+    cfg = AEConfig(max_epochs=12, folds=3, seed=0, threads=1)
+    fit = fit_novelty(train, b.preprocessing, cfg, classes=b.labels)
+    save_novelty(b, fit, classifier=load_model(b), train=train)
+    gate = export_novelty(b, int8=True)
+    return {"path": path, "fit": fit, "gate": gate}

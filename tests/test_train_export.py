@@ -48,7 +48,7 @@ def test_short_training_on_real_data_learns(rruff_bundle, soysal):
     test = load_spectra(soysal / "raw_test.npz")
     p = predict_proba(load_model(b), Preprocessor(b.preprocessing)(test.intensities))
     top1 = float(np.mean(p.argmax(1) == encode_labels(test.labels, b.labels)))
-    assert top1 > 0.6  # a quarter of the default steps; chance is 1/63. The full run reaches 85 % (README).
+    assert top1 > 0.6  # half the default steps; chance is 1/63. The full run reaches 85 % (README).
 
 
 def test_onnx_fp32_matches_torch_and_int8_passed_the_gate(rruff_bundle, soysal):
