@@ -147,3 +147,19 @@ def test_grad_cam_curves(rruff_bundle, soysal, tmp_path):
                         str(soysal / "raw_test.npz"), "--index", "3", "--out", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "gradcam_0003.png").stat().st_size > 5000
+
+
+def test_augmentation_keeps_spectra_valid_for_preprocessing(soysal):
+    """Strong augmentation never produces a spectrum the preprocessing would reject."""
+    from edge.preprocess import PreprocessConfig
+    from trainer.augment import AugmentConfig, augment_batch
+
+    x = load_spectra(soysal / "raw_train_labeled_40pct.npz").intensities
+    cfg = AugmentConfig(max_shift_cm1=40, shift_small_cm1=5, baseline=0.4, noise_std=0.01, probability=1.0)
+    rng = np.random.default_rng(0)
+    pre = Preprocessor(PreprocessConfig())
+    for _ in range(20):
+        out = augment_batch(x, cfg, rng)
+        assert out.shape == x.shape and out.dtype == np.float32
+        pre(out)  # raises PreprocessError on a row without positive maximum
+    assert not np.allclose(out, x)

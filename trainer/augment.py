@@ -127,7 +127,11 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
         a, lin, quad = (rng.uniform(-cfg.baseline, cfg.baseline, (3, b, 1)) * on[None, :, None]).astype(np.float32)
         c = rng.uniform(-0.8, 0.8, (b, 1)).astype(np.float32)
         w = rng.uniform(0.2, 1.2, (b, 1)).astype(np.float32)
-        out = out + peak * (a * np.tanh((t - c) / w) + lin * t + quad * t * t)
+        with_bg = out + peak * (a * np.tanh((t - c) / w) + lin * t + quad * t * t)
+        # A background that drags the whole spectrum to (almost) nothing positive is no spectrum an
+        # instrument delivers, and max normalisation rightly rejects it: keep those rows without it.
+        valid = with_bg.max(axis=1, keepdims=True) > 0.05 * peak
+        out = np.where(valid, with_bg, out)
     if cfg.noise_std > 0:
         sd = rng.uniform(0, cfg.noise_std, (b, 1)) * on[:, None] * peak
         out = out + (rng.standard_normal((b, n)) * sd).astype(np.float32)
