@@ -2,6 +2,9 @@
 
 edge-bench latency  [--bundle DIR] [--json PATH]   classifier and daemon speed (issue 2 targets)
 edge-bench bridge   [--json PATH]                  serial decoder and pty throughput
+edge-bench serial   [--bundle DIR] [--json PATH]   spectra/s classified end to end: simulator -> pty -> edge-daemon --serial
+edge-bench novelty  [--bundle DIR] [--json PATH]   what the novelty autoencoder adds to daemon latency (issue 4)
+edge-bench accuracy [--quick] [--json PATH]         ours vs paper CNN and peers on the RRUFF splits (issue 5; full: hours)
 edge-bench all      [--bundle DIR] [--out DIR]     every benchmark whose dependencies are installed
 
 Without --bundle, a bundle is trained on the real 40 % split (and exported to INT8) under bench/results/.
@@ -47,6 +50,20 @@ def _latency(args) -> dict[str, Any]:
     return run(args.bundle or default_bundle(Path(args.out)), quick=args.quick)
 
 
+def _serial(args) -> dict[str, Any]:
+    from .bench_serial_daemon import run
+
+    return run(quick=args.quick, bundle=args.bundle or default_bundle(Path(args.out)))
+
+
+def _accuracy(args) -> dict[str, Any]:
+    from .bench_accuracy import run
+
+    if args.which == "accuracy" and args.quick and not args.json:  # keep the full run's accuracy.json
+        args.json = str(Path(args.out) / "accuracy_quick.json")
+    return run(quick=args.quick, out_dir=args.out, json_path=args.json if args.which == "accuracy" else None)
+
+
 def _module_run(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
     def call(args) -> dict[str, Any]:
         mod = importlib.import_module(f"bench.{name}")
@@ -58,8 +75,11 @@ def _module_run(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
 
 
 BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "accuracy": _accuracy,
     "latency": _latency,
     "bridge": _module_run("bench_bridge"),
+    "serial": _serial,
+    "novelty": lambda args: importlib.import_module("bench.bench_novelty").run(args.bundle, quick=args.quick),
 }
 
 

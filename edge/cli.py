@@ -17,7 +17,7 @@ from typing import Sequence
 
 from .cli_common import add_logging_args, load_toml, run_cli, setup_logging
 from .daemon import Daemon, DaemonConfig
-from .errors import ConfigError
+from .errors import ConfigError, EdgeError
 from .preprocess import RamanGrid
 
 log = logging.getLogger("edge.daemon")
@@ -66,9 +66,18 @@ def daemon_impl(argv: Sequence[str] | None = None) -> int:
     setup_logging(args)
     cfg, grid = config_from_args(args)
     daemon = Daemon(cfg, expect_grid=grid)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: daemon.stop())
     inputs = _start_serial(daemon) if cfg.serial else []
+
+    def shutdown(*_) -> None:
+        for stop_input in inputs:  # inputs first: what they delivered, and their loss reports, are drained
+            try:
+                stop_input()
+            except EdgeError as exc:
+                log.error("%s", exc)
+        daemon.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, shutdown)
     try:
         counters = daemon.run()
     finally:

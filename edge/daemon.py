@@ -34,7 +34,7 @@ from .heads import HeadSwitch, load_head
 from .journal import Journal
 from .novelty import NoveltyService
 from .preprocess import Preprocessor
-from .wire import TOPICS, WIRE_VERSION, SpectrumIn, decode_spectrum, encode_payload
+from .wire import TOPICS, WIRE_VERSION, SpectrumIn, decode_event, decode_spectrum, encode_payload
 
 __all__ = ["DaemonConfig", "Daemon", "INTERNAL_INPUT"]
 log = logging.getLogger("edge.daemon")
@@ -146,7 +146,8 @@ class Daemon:
         self.ctx = context or zmq.Context.instance()
         self.stop_event = threading.Event()
         self.ready = threading.Event()
-        self.counters = {"received": 0, "published": 0, "rejected": 0, "batches": 0, "subscriptions": 0}
+        self.counters = {"received": 0, "published": 0, "rejected": 0, "batches": 0, "subscriptions": 0,
+                         "lost": 0}  # lost: spectra the serial link reported lost (error topic, reason "lost")
         self.rejections: dict[str, int] = {}
         self.seq = 0
         self.extra_status: dict[str, Any] = {}
@@ -180,6 +181,10 @@ class Daemon:
         """Serve until :meth:`stop`; returns the counters. Sockets are bound here and closed on return."""
         with self.backend:
             self.backend.warmup(self.bundle.preprocessing.sample_shape, (1, min(8, self.config.max_batch)))
+            try:  # preprocess once now: lazy imports (scipy, ~2 s) happen here, not on the first spectrum
+                self.preprocessor(np.abs(np.sin(np.arange(self.grid.n_points) / 7.0)).astype(np.float32) + 0.1)
+            except EdgeError as exc:
+                log.debug("preprocessing warm-up failed: %s", exc)
             if self.novelty is not None:
                 self.novelty.load((1, self.grid.n_points))
             sockets = self._open_sockets()
@@ -315,6 +320,9 @@ class Daemon:
         pub.send_multipart([TOPICS["error"], encode_payload(payload)])
 
     def _process(self, frames: list[bytes], pub) -> None:
+        frames = self._publish_events(frames, pub)  # link/lost events of the serial input: not spectra
+        if not frames:
+            return
         received_ns = time.time_ns()
         self.counters["received"] += len(frames)
         decoded: list[SpectrumIn] = []
@@ -341,6 +349,39 @@ class Daemon:
                     self._publish_drift(pub, ok, x, out)
         if self._journal:
             self._journal.flush()
+
+    def _publish_events(self, frames: list[bytes], pub) -> list[bytes]:
+        """Publish the input events among ``frames`` (:func:`edge.wire.encode_event`; sent by
+        :mod:`edge.serial_input`): ``link`` on the ``link`` topic, ``lost`` on the ``error`` topic with reason
+        ``"lost"`` (counted in ``lost``). A malformed event is rejected like a bad spectrum. Returns the other
+        frames, in order."""
+        rest: list[bytes] = []
+        for frame in frames:
+            try:
+                event = decode_event(frame)
+            except EdgeError as exc:
+                self._reject(pub, _reason(exc), str(exc), None, time.time_ns())
+                continue
+            if event is None:
+                rest.append(frame)
+                continue
+            event["received_ns"] = time.time_ns()
+            if event["type"] == "lost":
+                self.counters["lost"] += 1
+                seq, instrument = event["instrument_seq"], event.get("instrument_id")
+                log.warning("instrument %s lost spectrum seq=%d: %s", instrument or "?", seq, event["reason"])
+                event = {"type": "error", "v": WIRE_VERSION, "reason": "lost", "detail": event["reason"],
+                         "id": event.get("id"), "instrument_id": instrument, "instrument_seq": seq,
+                         "received_ns": event["received_ns"], "lost_total": self.counters["lost"]}
+                topic = TOPICS["error"]
+            else:
+                topic = TOPICS["link"]
+            if self._journal:
+                self._journal.append(event["type"], **event)
+            pub.send_multipart([topic, encode_payload(event)])
+        if self._journal and len(rest) < len(frames):
+            self._journal.flush()
+        return rest
 
     def _preprocess(self, decoded: list[SpectrumIn], pub, received_ns: int) -> tuple[list[SpectrumIn], np.ndarray | None]:
         """Preprocess a micro-batch: one vectorised call when every spectrum shares its axis (the usual case

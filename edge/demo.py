@@ -4,6 +4,10 @@ Builds (or reuses) a bundle, exports INT8, starts ``edge-daemon`` as its own pro
 simulated instrument over ZeroMQ, subscribes, prints live predictions and ends with a summary (sent,
 received, lost, rejected, top-1, end-to-end latency p50/p99 in ms, throughput), optionally as JSON.
 
+With ``--serial`` the instrument is :class:`firmware_bridge.simulator.SimulatedInstrument` on a pseudo-terminal
+(in this process) and the daemon reads it with ``--serial <pty> --input ''``; ``--line-faults`` damages the
+line (1 % bit flips and 1 % dropped bytes per frame, two disconnects), which the link repairs by resending.
+
 Training and export run as subprocesses (``python -m trainer`` / ``python -m export``), so this onboard
 package never imports torch: on a device without the ``[train]`` extra, pass ``--bundle`` of a ready bundle.
 """
@@ -24,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import zmq
+from firmware_bridge.simulator import FaultConfig, SimulatedInstrument
 
 from .backends import OnnxRuntimeBackend
 from .bundle import Bundle
@@ -75,10 +80,13 @@ def ensure_bundle(bundle_dir: Path, train: str, test: str, steps: int | None, da
     return Bundle.load(bundle_dir)
 
 
-def start_daemon(bundle: Path, input_ep: str, output_ep: str, journal: str | None) -> subprocess.Popen:
+def start_daemon(bundle: Path, input_ep: str, output_ep: str, journal: str | None,
+                 serial: str | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "edge", "--bundle", str(bundle), "--input", input_ep, "--output", output_ep, "-q"]
     if journal:
         cmd += ["--journal", journal]
+    if serial:
+        cmd += ["--serial", serial]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -148,6 +156,8 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     spectra = load_spectra(stream_set, bundle.grid, args.data_dir)
     if args.limit:
         spectra = spectra.subset(slice(0, args.limit))
+    if getattr(args, "serial", False):
+        return run_serial_demo(args, bundle, spectra)
     input_ep = f"tcp://127.0.0.1:{_free_port()}"
     output_ep = f"tcp://127.0.0.1:{_free_port()}"
     print(f"[demo] starting edge-daemon on {input_ep} → {output_ep}", flush=True)
@@ -191,6 +201,185 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def demo_line_faults(n_spectra: int, seed: int = 7) -> FaultConfig:
+    """Line damage of ``edge-demo --serial --line-faults``.
+
+    Parameters
+    ----------
+    n_spectra : int
+        Spectra streamed; the disconnects come after 1/3 and 2/3 of them.
+    seed : int, optional
+        Seed of the fault generator (7 damages frames early in the run).
+
+    Returns
+    -------
+    FaultConfig
+        1 % bit flips and 1 % dropped bytes per frame, two 0.2 s disconnects.
+    """
+    return FaultConfig(bit_flip_rate=0.01, drop_byte_rate=0.01, disconnect_down_s=0.2, seed=seed,
+                       disconnect_after_frames=tuple(sorted({max(1, n_spectra // 3), max(1, 2 * n_spectra // 3)})))
+
+
+def stream_serial(spectra: SpectraSet, bundle: Path, rate_hz: float, timeout_s: float, live: bool, ctx: zmq.Context,
+                  *, faults: FaultConfig | None = None, journal: str | None = None,
+                  instrument_id: str = "simulated-instrument") -> dict[str, Any]:
+    """Stream ``spectra`` from a simulated instrument on a pty into ``edge-daemon --serial`` and collect the answers.
+
+    Parameters
+    ----------
+    spectra : SpectraSet
+        Spectra to send, in order; spectrum ``i`` gets instrument sequence number ``i``.
+    bundle : Path
+        Model bundle the daemon serves.
+    rate_hz : float
+        Spectra per second the instrument acquires (≤ 0: as fast as the link reads them).
+    timeout_s : float
+        Longest wait for every spectrum to be classified or reported lost, in seconds.
+    live : bool
+        Print each prediction.
+    ctx : zmq.Context
+    faults : FaultConfig, optional
+        Line damage (default: none).
+    journal : str, optional
+        Daemon journal file.
+    instrument_id : str, optional
+
+    Returns
+    -------
+    dict
+        ``preds`` and ``recv_ns`` keyed by instrument sequence number, ``lost`` {seq: reason} (error topic,
+        reason "lost"), ``errors`` (other rejections), ``links`` (link events), ``final_status``,
+        ``latency_ms`` (instrument acquisition → prediction received), ``daemon_ms``, ``seconds`` (first
+        acquisition → last answer), ``simulator`` counters, ``daemon_exit_code``, ``daemon_stderr``.
+
+    Raises
+    ------
+    EdgeError
+        If the daemon does not come up within 30 s.
+    """
+    n = len(spectra)
+    axis = np.asarray(spectra.raman_shift_cm1, dtype=np.float32)
+    acquired_ns = np.zeros(n, dtype=np.int64)
+
+    def source():
+        for i in range(n):
+            acquired_ns[i] = time.time_ns()
+            yield axis, spectra.intensities[i], {"sample_label": str(spectra.labels[i]),
+                                                 "acquisition_time_ns": int(acquired_ns[i])}
+
+    preds: dict[int, dict] = {}
+    recv_ns: dict[int, int] = {}
+    lost: dict[int, str] = {}
+    errors: list[dict] = []
+    links: list[dict] = []
+    final: dict | None = None
+    # The pty exists from here on; the instrument streams only after sim.start() and the link's HELLO, so no
+    # spectrum is published before the subscription below is live.
+    sim = SimulatedInstrument(source(), transport="pty", rate_hz=rate_hz if rate_hz > 0 else None,
+                              ring_size=max(256, min(n, 4096)), faults=faults or FaultConfig(),
+                              heartbeat_interval_s=0.2, instrument_id=instrument_id, record_sent=False)
+    print(f"[demo] simulated instrument on {sim.url}", flush=True)
+    output_ep = f"tcp://127.0.0.1:{_free_port()}"
+    proc = start_daemon(bundle, "", output_ep, journal, serial=sim.url)
+    t_start = t_end = time.perf_counter()
+    terminated = False
+    try:
+        with PredictionSubscriber(output_ep, topics=("prediction", "error", "status", "link"), context=ctx) as rx:
+            rx.wait_ready(timeout_s=30)
+            t_start = time.perf_counter()
+            sim.start()
+            deadline = time.monotonic() + timeout_s
+            while len(preds) + len(lost) + len(errors) < n and time.monotonic() < deadline and proc.poll() is None:
+                got = rx.recv(timeout_s=0.2)
+                if got is None:
+                    continue
+                topic, msg = got
+                if topic == "prediction":
+                    seq = msg["instrument_seq"]
+                    recv_ns[seq], preds[seq] = time.time_ns(), msg
+                    t_end = time.perf_counter()
+                    if live:
+                        ok = "ok " if msg["labels"][0] == msg.get("label") else "   "
+                        print(f"  {ok}#{msg['seq']:<5d} seq {seq:<5d} → {msg['labels'][0]:<24s} "
+                              f"p={msg['probabilities'][0]:.2f}  (true: {msg.get('label')})", flush=True)
+                elif topic == "error" and msg.get("reason") == "lost":
+                    lost[msg["instrument_seq"]] = msg["detail"]
+                    t_end = time.perf_counter()
+                    if live:
+                        print(f"  LOST seq {msg['instrument_seq']}: {msg['detail']}", flush=True)
+                elif topic == "error":
+                    errors.append(msg)
+                elif topic == "link":
+                    links.append(msg)
+                    if live:
+                        print(f"  [link {msg['state']}] {msg.get('reason', '')}", flush=True)
+            proc.send_signal(signal.SIGTERM)  # drains, publishes its final status (with the link counters), exits
+            terminated = True
+            deadline = time.monotonic() + 20
+            while final is None and time.monotonic() < deadline and proc.poll() is None:
+                got = rx.recv(timeout_s=0.2)
+                if got is not None and got[0] == "status" and got[1].get("final"):
+                    final = got[1]
+    finally:
+        if not terminated and proc.poll() is None:  # once only: a second SIGTERM would kill it while exiting
+            proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        sim.stop()
+    lat = np.array([(recv_ns[k] - acquired_ns[k]) / 1e6 for k in preds])
+    daemon_ms = np.array([(p["published_ns"] - p["received_ns"]) / 1e6 for p in preds.values()])
+    return {"preds": preds, "recv_ns": recv_ns, "lost": lost, "errors": errors, "links": links, "final_status": final,
+            "latency_ms": lat, "daemon_ms": daemon_ms, "seconds": t_end - t_start, "simulator": sim.stats(),
+            "daemon_exit_code": proc.returncode, "daemon_stderr": err}
+
+
+def run_serial_demo(args: argparse.Namespace, bundle: Bundle, spectra: SpectraSet) -> dict[str, Any]:
+    """``edge-demo --serial``: the demo over a pty through the firmware_bridge link (see :func:`stream_serial`)."""
+    n = len(spectra)
+    faults = demo_line_faults(n) if args.line_faults else None
+    ctx = zmq.Context()
+    try:
+        res = stream_serial(spectra, bundle.path, args.rate, args.timeout, not args.no_live, ctx, faults=faults,
+                            journal=args.journal)
+    finally:
+        ctx.term()
+    if res["daemon_exit_code"] != 0:
+        raise EdgeError(f"edge-daemon exited with {res['daemon_exit_code']}: {res['daemon_stderr'].strip()[-600:]}")
+    preds, lost = res["preds"], res["lost"]
+    seqs = sorted(preds)
+    correct = [preds[i]["labels"][0] == preds[i].get("label") for i in seqs]
+    model_path, precision = bundle.onnx_model("auto")
+    with OnnxRuntimeBackend(model_path) as backend:
+        x = Preprocessor(bundle.preprocessing)(spectra.intensities, spectra.raman_shift_cm1)
+        offline = np.asarray(bundle.labels)[backend.infer(x)["probabilities"].argmax(1)]
+    same = [preds[i]["labels"][0] == offline[i] for i in seqs]
+    lat, dms = res["latency_ms"], res["daemon_ms"]
+    pct = (lambda a, q: float(np.percentile(a, q)) if len(a) else None)
+    missing = n - len(set(preds) | set(lost)) - len(res["errors"])
+    link = ((res["final_status"] or {}).get("serial") or {}).get("counters", {})
+    return {
+        "data": "rruff_soysal raw_test" if args.data else "synthetic", "transport": "serial (pty)",
+        "bundle": str(bundle.path), "model_id": bundle.model_id, "precision": precision,
+        "sent": int(res["simulator"].get("spectra_generated", 0)), "received": len(preds),
+        "rejected": len(res["errors"]), "lost": len(lost) + max(0, missing), "lost_reported": len(lost),
+        "top1_accuracy": float(np.mean(correct)) if correct else None,
+        "matches_offline": bool(all(same)) and len(same) == n,
+        "offline_agreement": float(np.mean(same)) if same else None,
+        "latency_ms": {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": float(lat.max()) if len(lat) else None},
+        "daemon_processing_ms": {"p50": pct(dms, 50), "p99": pct(dms, 99)},
+        "throughput_spectra_per_s": len(preds) / res["seconds"] if res["seconds"] > 0 else None,
+        "send_rate_hz": args.rate, "seconds": res["seconds"], "daemon_exit_code": res["daemon_exit_code"],
+        "line_faults": bool(args.line_faults),
+        "link": {k: link.get(k) for k in ("frames_ok", "crc_errors", "cobs_errors", "length_errors", "connects",
+                                          "seqs_missing", "seqs_recovered", "seqs_lost", "spectra_retransmitted")},
+        "link_events": [m["state"] for m in res["links"]],
+        "simulator": res["simulator"],
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-demo", description="Train (or reuse) → INT8 → daemon → live stream → summary.")
     p.add_argument("--data", default=None, help="folder of the paper's splits (rruff_soysal); default: synthetic spectra")
@@ -206,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--journal", default=None, help="daemon journal file")
     p.add_argument("--no-live", action="store_true", help="do not print each prediction")
     p.add_argument("--json", default=None, help="write the summary JSON here")
+    p.add_argument("--serial", action="store_true",
+                   help="stream over a pty from a simulated instrument (firmware_bridge protocol) into edge-daemon --serial")
+    p.add_argument("--line-faults", action="store_true",
+                   help="with --serial: 1 %% bit flips and dropped bytes per frame and two disconnects on the line")
     return p
 
 
@@ -218,6 +411,10 @@ def demo_impl(argv: Sequence[str] | None = None) -> int:
           f"matches offline onnxruntime: {summary['matches_offline']}")
     print(f"[demo] end-to-end latency p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms; "
           f"throughput {summary['throughput_spectra_per_s']:.0f} spectra/s at a send rate of {summary['send_rate_hz']:g}/s")
+    if "link" in summary:
+        link = summary["link"]
+        print(f"[demo] serial link: {summary['lost_reported']} reported lost; CRC errors {link['crc_errors']}, "
+              f"recovered by resend {link['seqs_recovered']}, connects {link['connects']}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
         print(f"[demo] summary written to {args.json}")

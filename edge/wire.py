@@ -14,8 +14,13 @@ Input (PUSH → the daemon's PULL socket), one frame, a map::
 
 An array is a map ``{"dtype": "<f4" | "<f8" | "<u2" | "<u4" | "<i4", "shape": [M], "data": bytes}``.
 
-Output (the daemon's PUB socket), two frames ``[topic, payload]``: topic ``b"prediction"``, ``b"error"``
-or ``b"status"``; payload a msgpack map (fields in the README, "Wire format").
+Output (the daemon's PUB socket), two frames ``[topic, payload]``: topic ``b"prediction"``, ``b"error"``,
+``b"status"``, ``b"drift"`` or ``b"link"``; payload a msgpack map (fields in the README, "Wire format").
+
+Events (the serial input → the daemon's internal input, :func:`encode_event`), a small map whose first key is
+``type``: ``"link"`` (``state`` "up" | "down" | "reconnecting", ``reason``, ``attempt``, ``url``) is republished
+on the ``link`` topic; ``"lost"`` (``instrument_seq`` int, ``reason`` str, ``instrument_id``) on the ``error``
+topic with reason ``"lost"``.
 """
 
 from __future__ import annotations
@@ -30,13 +35,16 @@ import numpy as np
 
 from .errors import WireError
 
-__all__ = ["WIRE_VERSION", "TOPICS", "SpectrumIn", "pack_array", "unpack_array", "encode_spectrum",
-           "decode_spectrum", "encode_payload", "decode_payload"]
+__all__ = ["WIRE_VERSION", "TOPICS", "EVENT_TYPES", "SpectrumIn", "pack_array", "unpack_array", "encode_spectrum",
+           "decode_spectrum", "encode_event", "decode_event", "encode_payload", "decode_payload"]
 
 WIRE_VERSION = 1
 TOPICS = {"prediction": b"prediction", "error": b"error", "status": b"status", "drift": b"drift", "link": b"link"}
 _DTYPES = {"<f4", "<f8", "<u2", "<u4", "<i4", "<i2"}
 MAX_POINTS = 65536
+#: Event types an input may hand to the daemon besides spectra (see :func:`encode_event`).
+EVENT_TYPES = ("link", "lost")
+_MAX_EVENT_BYTES = 4096  # events are small; a frame above this is never parsed as an event
 
 
 def pack_array(a: np.ndarray) -> dict[str, Any]:
@@ -139,6 +147,71 @@ def decode_spectrum(frame: bytes) -> SpectrumIn:
     sid = _opt(msg, "id", str) or uuid.uuid4().hex[:16]
     return SpectrumIn(sid, intensity, axis, _opt(msg, "sent_ns", int), _opt(msg, "instrument_id", str),
                       _opt(msg, "instrument_seq", int), _opt(msg, "label", str))
+
+
+def encode_event(kind: str, **fields: Any) -> bytes:
+    """Encode a link-state or lost-spectrum event for the daemon's internal input.
+
+    Parameters
+    ----------
+    kind : {"link", "lost"}
+        ``link``: fields ``state`` (str), ``reason`` (str), ``attempt`` (int), ``url`` (str).
+        ``lost``: fields ``instrument_seq`` (int, the lost sequence number), ``reason`` (str),
+        ``instrument_id`` (str, optional).
+    **fields
+        msgpack-serialisable values; ``time_ns`` defaults to ``time.time_ns()`` now.
+
+    Returns
+    -------
+    bytes
+        A msgpack map whose first key is ``type`` (:func:`decode_event` relies on it).
+
+    Raises
+    ------
+    WireError
+        If ``kind`` is not an event type or the encoded event is larger than 4096 bytes.
+    """
+    if kind not in EVENT_TYPES:
+        raise WireError(f"event type must be one of {EVENT_TYPES}, got {kind!r}")
+    msg = {"type": kind, "v": WIRE_VERSION, **fields}
+    msg.setdefault("time_ns", time.time_ns())
+    frame = msgpack.packb(msg, use_bin_type=True)
+    if len(frame) > _MAX_EVENT_BYTES:
+        raise WireError(f"{kind} event of {len(frame)} bytes exceeds {_MAX_EVENT_BYTES}")
+    return frame
+
+
+def decode_event(frame: bytes) -> dict[str, Any] | None:
+    """The event map of an input frame made by :func:`encode_event`, or None when the frame is not an event.
+
+    Cheap for spectra: a frame above 4096 bytes is not parsed, and only its first key/value is read otherwise.
+    A frame that is not an event (a spectrum, or garbage) returns None and is left to :func:`decode_spectrum`.
+
+    Raises
+    ------
+    WireError
+        The frame is an event (``type`` "link" or "lost") but its version or fields are invalid.
+    """
+    if len(frame) > _MAX_EVENT_BYTES:
+        return None
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=_MAX_EVENT_BYTES)
+    try:
+        unpacker.feed(frame)
+        if unpacker.read_map_header() < 1 or unpacker.unpack() != "type" or unpacker.unpack() not in EVENT_TYPES:
+            return None
+        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    except (msgpack.UnpackException, msgpack.OutOfData, ValueError, TypeError):
+        return None
+    if msg.get("v") != WIRE_VERSION:
+        raise WireError(f"{msg['type']} event: wire version {msg.get('v')!r} not supported")
+    if msg["type"] == "lost":
+        seq = msg.get("instrument_seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(msg.get("reason"), str):
+            raise WireError("lost event needs an int 'instrument_seq' and a str 'reason'")
+        _opt(msg, "instrument_id", str)
+    elif not isinstance(msg.get("state"), str):
+        raise WireError("link event needs a str 'state'")
+    return msg
 
 
 def encode_payload(payload: dict[str, Any]) -> bytes:

@@ -166,8 +166,13 @@ def test_sigterm_drains_and_exits_0(synthetic_bundle):
             rx.wait_ready(timeout_s=30)
             for i in range(len(s)):
                 tx.send(s.intensities[i], s.raman_shift_cm1, id=f"{i}")
-            proc.send_signal(signal.SIGTERM)
             got, final = set(), None
+            deadline = time.monotonic() + 30
+            while not got and time.monotonic() < deadline:  # the PUSH connection is up: the burst is arriving
+                r = rx.recv(timeout_s=0.5)
+                if r and r[0] == "prediction":
+                    got.add(r[1]["id"])
+            proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and final is None:
                 r = rx.recv(timeout_s=0.5)

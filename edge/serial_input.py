@@ -1,0 +1,240 @@
+"""Serial input of the daemon: spectra from an instrument over the :mod:`firmware_bridge` protocol.
+
+A :class:`SerialInput` runs an :class:`~firmware_bridge.InstrumentLink` (resend on) in its own thread. Every
+delivered spectrum is encoded with :func:`edge.wire.encode_spectrum` (``id`` = ``"{instrument_id}-{session}-
+{seq}"``, ``instrument_seq`` = the link's sequence number, ``label`` = the instrument's sample label) and
+PUSHed to the daemon's :data:`~edge.daemon.INTERNAL_INPUT` over ``inproc://`` on ``daemon.ctx``; the PUSH
+socket is created, used and closed in that thread only. Lost sequence numbers and link-state changes travel
+the same way as events (:func:`edge.wire.encode_event`), which the daemon publishes on the ``error`` topic
+(reason ``"lost"``) and the ``link`` topic. A status hook adds the link state and counters to every status
+message under ``"serial"``.
+
+Link errors never stop the daemon: a port that cannot be opened is retried with backoff (``reconnecting``
+events), an invalid URL or an exhausted link is reported (``down``) and retried after ``retry_s``; the
+daemon keeps serving ZeroMQ meanwhile.
+
+Examples
+--------
+>>> stop = start_serial_input(daemon)   # after Daemon(...), before or while daemon.run() runs
+>>> ...
+>>> stop()                              # stops the link and joins the thread
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from firmware_bridge import (Backoff, BridgeError, InstrumentLink, LinkConfig, LinkStateEvent, SpectrumMessage,
+                             StatusMessage)
+
+from .daemon import INTERNAL_INPUT, Daemon
+from .errors import EdgeError
+from .wire import encode_event, encode_spectrum
+
+__all__ = ["SerialInput", "start_serial_input"]
+log = logging.getLogger("edge.serial")
+
+#: Reconnection schedule of the serial port: 0.1 s after the first failure, doubling up to 2 s.
+DEFAULT_BACKOFF = Backoff(initial_delay_s=0.1, max_delay_s=2.0)
+
+
+class SerialInput:
+    """An instrument link feeding a :class:`~edge.daemon.Daemon` (see the module docstring).
+
+    Parameters
+    ----------
+    daemon : Daemon
+        The daemon; ``daemon.config.serial`` is the pyserial URL, ``daemon.config.serial_baudrate`` the
+        line rate (bit/s), ``daemon.ctx`` the ZeroMQ context its internal input is bound on.
+    url : str, optional
+        Overrides ``daemon.config.serial``.
+    config : LinkConfig, optional
+        Link behaviour (default: resend on, 0.5 s resend timeout, 5 attempts).
+    backoff : Backoff, optional
+        Reconnection schedule of the port (default :data:`DEFAULT_BACKOFF`).
+    retry_s : float, optional
+        Wait before running the link again after it stopped with an error (invalid URL, retries
+        exhausted, unexpected failure), in seconds.
+
+    Notes
+    -----
+    Call the instance (or :meth:`stop`) to stop: the link stops within about 0.05 s, pending resends are
+    reported lost, and the thread is joined.
+    """
+
+    def __init__(self, daemon: Daemon, *, url: str | None = None, config: LinkConfig = LinkConfig(),
+                 backoff: Backoff = DEFAULT_BACKOFF, retry_s: float = 2.0) -> None:
+        self.daemon = daemon
+        self.url = daemon.config.serial if url is None else url
+        self.baudrate = daemon.config.serial_baudrate
+        self.retry_s = retry_s
+        self.link = InstrumentLink(self.url, baudrate=self.baudrate, config=config, backoff=backoff)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sock: zmq.Socket | None = None
+        self._instrument_id: str | None = None
+        self._session_id: int | None = None
+        self._state: dict[str, Any] = {"state": "down", "reason": "not started", "attempt": 0,
+                                       "since_ns": time.time_ns()}
+        self._instrument: dict[str, Any] = {}
+        self.counters = {"pushed": 0, "lost_reported": 0, "push_dropped": 0, "link_errors": 0}
+
+    # -- public -------------------------------------------------------------------------------------------
+    def start(self) -> "SerialInput":
+        """Register the status hook and start the thread; returns self.
+
+        Raises
+        ------
+        EdgeError
+            If the URL is empty or the input was already started.
+        """
+        if not self.url:
+            raise EdgeError("serial input needs a URL (daemon.serial / --serial)")
+        if self._thread is not None:
+            raise EdgeError("serial input already started")
+        self.daemon.add_status_hook(self.status)
+        self._thread = threading.Thread(target=self._run, name="edge-serial-input", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the link and join the thread (idempotent).
+
+        Parameters
+        ----------
+        timeout_s : float, optional
+            Longest wait for the thread, in seconds.
+
+        Raises
+        ------
+        EdgeError
+            If the thread did not stop within ``timeout_s``.
+        """
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                raise EdgeError(f"serial input thread did not stop within {timeout_s} s")
+
+    __call__ = stop
+
+    def status(self) -> dict[str, Any]:
+        """The ``"serial"`` entry of the daemon's status: URL, link state, last heartbeat, counters."""
+        counters = dict(self.counters)
+        try:
+            counters.update(self.link.counters())
+        except RuntimeError:  # a dict resized by the link thread mid-copy: report ours only this time
+            pass
+        return {"serial": {"url": self.url, "baudrate": self.baudrate, **self._state,
+                           "instrument_id": self._instrument_id, "session_id": self._session_id,
+                           "instrument": dict(self._instrument), "counters": counters}}
+
+    # -- thread -------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        daemon = self.daemon
+        while not daemon.ready.wait(0.05):  # the daemon binds INTERNAL_INPUT before setting ready
+            if self._stop.is_set():
+                return
+        sock = daemon.ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, 10000)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(INTERNAL_INPUT)
+            self._sock = sock
+            while not self._stop.is_set():
+                try:
+                    self.link.run(self._on_spectrum, on_status=self._on_status, on_link_state=self._on_link_state,
+                                  stop_event=self._stop, on_lost=self._on_lost)
+                except zmq.ContextTerminated:
+                    return
+                except BridgeError as exc:  # InvalidUrl, LinkDown: the port could not be (re)opened
+                    self._link_failed(exc)
+                except Exception as exc:  # a bug must not kill the input silently: log, report, retry
+                    log.exception("serial input failed")
+                    self._link_failed(exc)
+        finally:
+            self._sock = None
+            sock.close(linger=0)
+
+    def _link_failed(self, exc: BaseException) -> None:
+        self.counters["link_errors"] += 1
+        log.error("serial link %s failed: %s; retrying in %.1f s", self.url, exc, self.retry_s)
+        self._set_state(LinkStateEvent("down", f"{type(exc).__name__}: {exc}", 0))
+        self._stop.wait(self.retry_s)
+
+    def _on_spectrum(self, msg: SpectrumMessage) -> None:
+        self._instrument_id, self._session_id = msg.instrument_id, msg.session_id
+        frame = encode_spectrum(msg.counts, msg.raman_shift_cm1, id=f"{msg.instrument_id}-{msg.session_id}-{msg.seq}",
+                                sent_ns=time.time_ns(), instrument_id=msg.instrument_id, instrument_seq=msg.seq,
+                                label=msg.sample_label)
+        if self._push(frame):
+            self.counters["pushed"] += 1
+
+    def _on_lost(self, seq: int, reason: str) -> None:
+        instrument = self._instrument_id
+        spectrum_id = None if instrument is None else f"{instrument}-{self._session_id}-{seq}"
+        if self._push(encode_event("lost", instrument_seq=seq, reason=reason, instrument_id=instrument,
+                                   id=spectrum_id)):
+            self.counters["lost_reported"] += 1
+
+    def _on_status(self, msg: StatusMessage) -> None:
+        self._instrument_id, self._session_id = msg.instrument_id, msg.session_id
+        self._instrument = {"state": msg.state, "uptime_ms": msg.uptime_ms,
+                            "detector_temperature_c": msg.detector_temperature_c,
+                            "laser_power_mw": msg.laser_power_mw, "next_seq": msg.seq}
+
+    def _on_link_state(self, event: LinkStateEvent) -> None:
+        self._set_state(event)
+
+    def _set_state(self, event: LinkStateEvent) -> None:
+        self._state = {"state": event.state, "reason": event.reason, "attempt": event.attempt,
+                       "since_ns": time.time_ns()}
+        if event.state == "up":
+            log.info("serial link %s up", self.url)
+        elif event.attempt <= 1:  # every attempt is published; log the first of a series only
+            log.warning("serial link %s %s: %s", self.url, event.state, event.reason)
+        self._push(encode_event("link", state=event.state, reason=event.reason, attempt=event.attempt,
+                                url=self.url, instrument_id=self._instrument_id))
+
+    def _push(self, frame: bytes) -> bool:
+        """Hand ``frame`` to the daemon; waits (in 0.1 s slices) while its queue is full, gives up on stop."""
+        sock = self._sock
+        while sock is not None:
+            try:
+                sock.send(frame, zmq.NOBLOCK)
+                return True
+            except zmq.Again:
+                if self._stop.is_set():
+                    break
+                sock.poll(100, zmq.POLLOUT)
+        self.counters["push_dropped"] += 1
+        log.error("serial input stopping: a frame could not be handed to the daemon")
+        return False
+
+
+def start_serial_input(daemon: Daemon, **kwargs: Any) -> SerialInput:
+    """Start feeding ``daemon`` from the instrument at ``daemon.config.serial``.
+
+    Parameters
+    ----------
+    daemon : Daemon
+        A constructed daemon (its :meth:`~edge.daemon.Daemon.run` may start before or after).
+    **kwargs
+        Passed to :class:`SerialInput` (``url``, ``config``, ``backoff``, ``retry_s``).
+
+    Returns
+    -------
+    SerialInput
+        Callable with no arguments: stops the link and joins its thread.
+
+    Raises
+    ------
+    EdgeError
+        If ``daemon.config.serial`` (or ``url``) is empty.
+    """
+    return SerialInput(daemon, **kwargs).start()
