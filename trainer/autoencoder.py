@@ -15,8 +15,9 @@ The default was chosen on the training split only (10 of its 63 classes held out
 spectra of the others as nominal, 4 random draws, 60 epochs): AUROC 0.72 for ``line_cosine`` against 0.66
 for ``mse``; the plain MSE is dominated by each sample's own fluorescence background. A compression through
 a 32-number bottleneck reconstructs what the nominal spectra share and loses what they do not: the lines of
-a mineral it never saw, and lines moved by a Raman-shift offset, stay in the residual (FIELD_NOTES,
-"Novelty and drift").
+a mineral it never saw stay in the residual (FIELD_NOTES, "Novelty and drift"). Lines moved by a Raman-shift
+offset raise it too, but weakly: the drift monitor's offset estimate (:mod:`edge.novelty`) is the sharper
+signal for that.
 
 Threshold (nominal data only)
 -----------------------------
@@ -45,9 +46,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,17 +58,34 @@ from torch.nn import functional as F
 from edge.bundle import Bundle
 from edge.data import SpectraSet
 from edge.errors import BundleError
-from edge.novelty import (AE_FILE_STEM, HIGHPASS_POINTS, METRICS, NOVELTY_SCHEMA, PROTOTYPES_FILE,
-                          line_residual_score, primary_channel, reconstruction_error)
+from edge.novelty import (
+    AE_FILE_STEM,
+    HIGHPASS_POINTS,
+    METRICS,
+    NOVELTY_SCHEMA,
+    PROTOTYPES_FILE,
+    primary_channel,
+    residual_scores,
+)
 from edge.preprocess import PreprocessConfig, Preprocessor, resample
 
 from .augment import AugmentConfig, augment_batch
 from .errors import TrainerError
 
 __all__ = [
-    "AEConfig", "RamanAutoencoder", "NoveltyFit", "fit_autoencoder", "fit_novelty", "ae_scores",
-    "stratified_folds", "classifier_outputs", "classifier_scores", "class_prototypes", "save_novelty",
-    "load_autoencoder", "AE_PT_FILE",
+    "AE_PT_FILE",
+    "AEConfig",
+    "NoveltyFit",
+    "RamanAutoencoder",
+    "ae_scores",
+    "class_prototypes",
+    "classifier_outputs",
+    "classifier_scores",
+    "fit_autoencoder",
+    "fit_novelty",
+    "load_autoencoder",
+    "save_novelty",
+    "stratified_folds",
 ]
 
 AE_PT_FILE = f"{AE_FILE_STEM}.pt"
@@ -147,7 +165,7 @@ class AEConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AEConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> AEConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise TrainerError(f"unknown autoencoder setting(s): {sorted(unknown)}")
@@ -245,8 +263,9 @@ def ae_scores(model: RamanAutoencoder, x: np.ndarray, batch_size: int = 256) -> 
     for i in range(0, len(x), batch_size):
         xb = np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)
         r = model(torch.from_numpy(xb)).numpy()
-        out["mse"].append(reconstruction_error(xb, r))
-        out["line_cosine"].append(line_residual_score(xb, r, HIGHPASS_POINTS))
+        line, mse = residual_scores(xb, r, HIGHPASS_POINTS)
+        out["mse"].append(mse)
+        out["line_cosine"].append(line)
     return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in out.items()}
 
 

@@ -1,0 +1,204 @@
+"""Novelty and drift (issue 4): Page–Hinkley, offset estimation on real spectra, the autoencoder's nominal-only
+threshold, its manifest record and its ONNX parity."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from edge.data import load_spectra
+from edge.errors import ConfigError, PreprocessError
+from edge.novelty import (
+    DriftConfig,
+    DriftMonitor,
+    PageHinkley,
+    estimate_offsets,
+    highpass,
+    line_residual_score,
+    reconstruction_error,
+    reference_line_offset,
+)
+from edge.preprocess import Preprocessor
+from edge.shift import shift_spectra
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_ONNX = importlib.util.find_spec("onnx") is not None
+
+
+# -- Page–Hinkley ----------------------------------------------------------------------------------------
+def test_page_hinkley_quiet_on_stationary_noise():
+    rng = np.random.default_rng(0)
+    ph = PageHinkley(delta=0.5, threshold=15.0)
+    alarms = sum(ph.update(float(v)) for v in rng.standard_normal(50_000))
+    assert alarms == 0
+
+
+def test_page_hinkley_detects_a_step_and_dates_it():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(2000)
+    x[1000:] += 1.5
+    ph = PageHinkley(delta=0.5, threshold=15.0)
+    fired = [i for i, v in enumerate(x) if ph.update(float(v), tag=i)]
+    assert fired, "a 1.5 sigma step must be detected"
+    assert 1000 <= fired[0] <= 1060  # expected delay ≈ λ / (Δ − δ) = 15 spectra
+    assert 990 <= ph.change_tag <= fired[0]  # the change is dated near the step, not at the alarm
+    assert len(fired) == 1  # the test resets: a persisting change raises one alarm
+
+
+def test_page_hinkley_rejects_bad_settings():
+    with pytest.raises(ConfigError):
+        PageHinkley(delta=-1)
+    with pytest.raises(ConfigError):
+        DriftConfig.from_dict({"channels": ["novelty", "bogus"]})
+    with pytest.raises(ConfigError):
+        DriftConfig.from_dict({"warmup": 200, "nonsense": 1})
+
+
+# -- scores and offsets on real spectra ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real(soysal):
+    pre = Preprocessor()
+    tr = load_spectra(soysal / "raw_train_labeled_40pct.npz")
+    te = load_spectra(soysal / "raw_test.npz")
+    classes = tr.classes
+    xtr = pre(tr.intensities, tr.raman_shift_cm1)
+    refs = np.stack([xtr[tr.labels == c].mean(axis=0) for c in classes])
+    y = np.array([classes.index(c) for c in te.labels])
+    return {"pre": pre, "test": te, "refs": refs, "y": y, "classes": classes}
+
+
+def test_scores_are_zero_for_a_perfect_reconstruction_and_grow_with_mismatch(real):
+    x = real["pre"](real["test"].intensities[:20])
+    assert np.allclose(reconstruction_error(x, x), 0)
+    assert np.allclose(line_residual_score(x, x), 0, atol=1e-9)
+    shifted = real["pre"](shift_spectra(real["test"].intensities[:20], 8.0))
+    assert np.all(line_residual_score(x, shifted) > 0.05)
+    # the line residual ignores a smooth background, the plain MSE does not
+    bg = x + 0.5 * np.linspace(0, 1, x.shape[1])[None, :]
+    assert np.max(line_residual_score(x, bg)) < 0.02
+    assert np.min(reconstruction_error(x, bg)) > 0.05
+    h = highpass(np.ones((2, 100)))
+    assert np.allclose(h, 0)
+
+
+@pytest.mark.parametrize("shift", [-12.6, 4.3, 17.5])
+def test_offset_estimator_recovers_a_known_shift_on_real_spectra(real, shift):
+    te = real["test"]
+    x = real["pre"](shift_spectra(te.intensities, shift, 1.0))
+    off, quality, _ = estimate_offsets(x, real["refs"], real["y"][:, None], max_lag=40)
+    good = quality >= 0.5
+    assert good.mean() > 0.6
+    # single spectra scatter by a few cm⁻¹ (other instruments, other samples); their median does not
+    assert abs(np.median(off[good]) - shift) < 1.0
+    assert np.mean(np.abs(off[good] - shift) < 2.0) > 0.45
+    # without knowing the class (all references as candidates) the median is still within 2 cm⁻¹
+    off_all, q_all, _ = estimate_offsets(x, real["refs"], None, max_lag=40)
+    assert abs(np.median(off_all[q_all >= 0.5]) - shift) < 2.0
+
+
+def test_drift_monitor_offset_alarm_and_estimate_on_a_real_stream(real):
+    """Nominal real spectra, then a 10 cm⁻¹ step: one offset alarm, soon, dated at the step; the moving-median
+    estimate ends within 2 cm⁻¹ of the truth. No class information: every reference is a candidate."""
+    te, rng = real["test"], np.random.default_rng(3)
+    idx = rng.integers(0, len(te), 400)
+    raw = te.intensities[idx].copy()
+    raw[250:] = shift_spectra(raw[250:], 10.0)
+    x = real["pre"](raw)
+    mon = DriftMonitor(DriftConfig(warmup=50, channels=()), real["refs"], 1.0)
+    events = []
+    for a in range(0, len(x), 8):
+        events += mon.update(np.arange(a, a + 8), a, spectra=x[a:a + 8])
+    assert [e["kind"] for e in events] == ["offset"]
+    assert 250 <= events[0]["detected_seq"] <= 250 + 30
+    assert 230 <= events[0]["change_seq"] <= events[0]["detected_seq"]
+    assert abs(mon.offset_cm1 - 10.0) < 2.0
+    assert mon.status()["offset_cm1"] == pytest.approx(mon.offset_cm1)
+
+
+def test_reference_line_offset_on_a_silicon_like_line():
+    # No silicon spectrum in the shared data: a Lorentzian line (FWHM 4 cm⁻¹) on a sloped background,
+    # sampled on a non-uniform axis as an instrument reports it.
+    rng = np.random.default_rng(5)
+    axis = np.sort(rng.uniform(300, 800, 900))
+    for true in (520.7 + 2.35, 520.7 - 1.2):
+        y = 1000 / (1 + ((axis - true) / 2.0) ** 2) + 0.3 * axis + rng.normal(0, 2, axis.size)
+        off, prominence = reference_line_offset(y, axis, 520.7)
+        assert off == pytest.approx(true - 520.7, abs=0.3)
+        assert prominence > 500
+    with pytest.raises(PreprocessError):
+        reference_line_offset(np.ones(10), np.arange(10.0), 520.7)
+
+
+# -- the autoencoder in a bundle -------------------------------------------------------------------------
+def test_threshold_comes_from_held_out_nominal_scores_only(novelty_bundle):
+    fit = novelty_bundle["fit"]
+    # every training spectrum (all classes of the 40 % split have ≥ 3) is held out exactly once
+    assert set(np.unique(fit.folds)) == {0, 1, 2}
+    assert np.all(np.isfinite(fit.oof["line_cosine"]))
+    assert fit.threshold == pytest.approx(float(np.quantile(fit.calibration(), 0.95)))
+    assert np.mean(fit.calibration() > fit.threshold) == pytest.approx(0.05, abs=0.01)
+    # held-out spectra reconstruct worse than the ones the model was fitted on: the threshold is not in-sample
+    assert np.median(fit.oof["mse"]) > np.median(fit.train_scores["mse"])
+
+
+def test_manifest_records_the_novelty_detector_with_hashes(novelty_bundle):
+    from edge.bundle import Bundle, sha256_file
+
+    b = Bundle.load(novelty_bundle["path"])  # verifies every recorded hash
+    nov = b.manifest["novelty"]
+    assert nov["metric"] == "line_cosine" and nov["quantile"] == 0.95
+    assert nov["threshold"] == pytest.approx(novelty_bundle["fit"].threshold)
+    assert "out-of-fold" in nov["calibration"]["method"]
+    assert nov["calibration"]["metrics"]["line_cosine"]["n"] == 340
+    for role in ("pytorch", "prototypes", "onnx_fp32"):
+        name = nov["files"][role]
+        assert b.manifest["files"][name]["sha256"] == sha256_file(b.path / name)
+    cs = nov["classifier_scores"]
+    assert set(cs["thresholds"]) == {"msp", "energy", "prototype"} and "in-sample" in cs["calibration"]
+    assert len(cs["per_class"]) == 63
+    with np.load(b.file(nov["files"]["prototypes"])) as d:
+        assert d["spectrum_prototypes"].shape == (63, 1392)
+        assert d["embedding_prototypes"].shape[0] == 63
+    gate = b.metrics["export_novelty"]
+    assert gate["n"] == 150 and "disagreement_points" in gate
+    assert ("onnx_int8" in nov["files"]) == gate["passed"]
+    assert b.has_file("autoencoder.int8.onnx") == gate["passed"]
+
+
+def test_autoencoder_onnx_matches_pytorch(novelty_bundle, real):
+    import torch
+
+    from edge.bundle import Bundle
+    from edge.novelty import NoveltyModel
+    from trainer.autoencoder import ae_scores, load_autoencoder
+
+    b = Bundle.load(novelty_bundle["path"])
+    x = Preprocessor(b.preprocessing)(real["test"].intensities)
+    ref = ae_scores(load_autoencoder(b), x)
+    m = NoveltyModel(b, precision="fp32")
+    m.load()
+    try:
+        got = m.score(x)
+        with torch.no_grad():
+            r_t = load_autoencoder(b)(torch.from_numpy(np.ascontiguousarray(x[:, 0]))).numpy()
+        r_o = m.backend.infer(np.ascontiguousarray(x[:, 0]))["reconstruction"]
+    finally:
+        m.close()
+    assert np.max(np.abs(r_o - r_t)) < 1e-4
+    assert np.allclose(got["novelty_score"], ref["line_cosine"], rtol=1e-3, atol=1e-5)
+    assert np.array_equal(got["novel"], ref["line_cosine"] > b.manifest["novelty"]["threshold"])
+    # test spectra are of known minerals: the novel rate is a false-alarm rate, near 1 − quantile
+    assert got["novel"].mean() <= 0.15
+
+
+def test_shifted_spectra_score_higher_than_nominal(novelty_bundle, real):
+    from edge.bundle import Bundle
+    from trainer.autoencoder import ae_scores, load_autoencoder
+
+    b = Bundle.load(novelty_bundle["path"])
+    pre, model = Preprocessor(b.preprocessing), load_autoencoder(b)
+    base = ae_scores(model, pre(real["test"].intensities))["line_cosine"]
+    moved = ae_scores(model, pre(shift_spectra(real["test"].intensities, 20.0)))["line_cosine"]
+    assert np.median(moved) > np.median(base)

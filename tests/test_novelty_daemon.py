@@ -1,0 +1,126 @@
+"""Novelty and drift through the daemon, end to end over ZeroMQ on 127.0.0.1 (random ports, bounded waits,
+linger 0), with a real bundle and real test spectra."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from edge.bundle import Bundle
+from edge.client import PredictionSubscriber, SpectrumSender
+from edge.daemon import Daemon, DaemonConfig
+from edge.data import load_spectra
+from edge.novelty import NoveltyModel
+from edge.preprocess import Preprocessor
+from edge.shift import shift_spectra
+
+
+class _Daemon:
+    def __init__(self, bundle, **kw):
+        self.ctx = zmq.Context()
+        self.daemon = Daemon(DaemonConfig(bundle=str(bundle), input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*",
+                                          **kw), context=self.ctx)
+        self.thread = threading.Thread(target=self.daemon.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.daemon.ready.wait(20)
+        self.tx = SpectrumSender(self.daemon.endpoints["input"], self.ctx)
+        self.tx.sock.setsockopt(zmq.LINGER, 0)
+        self.rx = PredictionSubscriber(self.daemon.endpoints["output"], topics=("prediction", "drift", "error"),
+                                       context=self.ctx)
+        self.rx.wait_ready(timeout_s=10)
+        return self
+
+    def collect(self, n_pred: int, timeout_s: float = 30.0):
+        preds, drift = {}, []
+        deadline = time.monotonic() + timeout_s
+        while len(preds) < n_pred and time.monotonic() < deadline:
+            got = self.rx.recv(timeout_s=0.2)
+            if got and got[0] == "prediction":
+                preds[got[1]["id"]] = got[1]
+            elif got and got[0] == "drift":
+                drift.append(got[1])
+        while (got := self.rx.recv(timeout_s=0.3)) is not None:  # drift follows its batch's predictions
+            if got[0] == "drift":
+                drift.append(got[1])
+        return preds, drift
+
+    def __exit__(self, *exc):
+        self.daemon.stop()
+        self.thread.join(10)
+        self.tx.sock.close(linger=0)
+        self.rx.close()
+        self.ctx.term()
+
+
+@pytest.fixture(scope="module")
+def test_set(soysal):
+    return load_spectra(soysal / "raw_test.npz")
+
+
+def test_predictions_carry_novelty_fields_matching_offline_scores(novelty_bundle, test_set):
+    path = novelty_bundle["path"]
+    b = Bundle.load(path)
+    with _Daemon(path) as d:
+        for i in range(len(test_set)):
+            d.tx.send(test_set.intensities[i], test_set.raman_shift_cm1, id=f"s{i}")
+        preds, _ = d.collect(len(test_set))
+        status = d.daemon.status()
+    assert len(preds) == len(test_set)
+    m = NoveltyModel(b, precision="auto")
+    m.load()
+    try:
+        offline = m.score(Preprocessor(b.preprocessing)(test_set.intensities, test_set.raman_shift_cm1))
+    finally:
+        m.close()
+    thr = b.manifest["novelty"]["threshold"]
+    for i in range(len(test_set)):
+        p = preds[f"s{i}"]
+        assert p["novelty_threshold"] == pytest.approx(thr)
+        assert p["novelty_score"] == pytest.approx(float(offline["novelty_score"][i]), rel=1e-5, abs=1e-7)
+        assert p["novel"] is bool(offline["novel"][i])
+        assert p["novel"] == (p["novelty_score"] > thr)
+    assert status["novelty"]["metric"] == "line_cosine"
+    assert status["drift"]["seen"] == len(test_set)
+
+
+def test_drift_alarm_and_reference_line_over_zeromq(novelty_bundle, test_set):
+    """200 nominal spectra, then the same spectra offset by 12 cm⁻¹: an ``offset`` alarm on the drift topic,
+    dated after the change, with the estimated offset; a silicon-like reference spectrum is measured."""
+    rng = np.random.default_rng(7)
+    idx = rng.integers(0, len(test_set), 320)
+    raw = test_set.intensities[idx].copy()
+    raw[200:] = shift_spectra(raw[200:], 12.0)
+    axis = np.linspace(300, 800, 501)
+    silicon = 1000 / (1 + ((axis - 521.9) / 2.0) ** 2) + 50.0
+    with _Daemon(novelty_bundle["path"], drift={"warmup": 50, "offset_window": 15}) as d:
+        for i in range(len(raw)):
+            d.tx.send(raw[i], test_set.raman_shift_cm1, id=f"s{i}")
+        d.tx.send(silicon, axis, id="si", label="silicon")
+        preds, drift = d.collect(len(raw) + 1)
+        status = d.daemon.status()
+    assert len(preds) == len(raw) + 1
+    offset = [e for e in drift if e["kind"] == "offset"]
+    assert len(offset) == 1, drift
+    e = offset[0]
+    first_shifted = preds["s200"]["seq"]
+    assert first_shifted <= e["detected_seq"] <= first_shifted + 30
+    assert e["change_seq"] is not None and first_shifted - 10 <= e["change_seq"] <= e["detected_seq"]
+    assert e["threshold"] == 3.0 and e["statistic"] > 3.0 and e["detected_ns"] > 0
+    assert abs(status["drift"]["offset_cm1"] - 12.0) < 2.0
+    ref = [e for e in drift if e["kind"] == "reference"]
+    assert len(ref) == 1 and ref[0]["reference_offset_cm1"] == pytest.approx(1.2, abs=0.3)
+    assert ref[0]["detected_seq"] == preds["si"]["seq"]
+    assert status["drift"]["reference_offset_cm1"] == pytest.approx(1.2, abs=0.3)
+
+
+def test_daemon_without_novelty_has_no_novelty_fields(novelty_bundle, test_set):
+    with _Daemon(novelty_bundle["path"], novelty=False) as d:
+        d.tx.send(test_set.intensities[0], test_set.raman_shift_cm1, id="s0")
+        preds, drift = d.collect(1)
+    assert "novelty_score" not in preds["s0"] and drift == []
