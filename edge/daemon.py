@@ -16,12 +16,10 @@ On stop (SIGINT/SIGTERM in the CLI) the loop drains what was received, publishes
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np

@@ -1,6 +1,5 @@
 """Loaders: the paper's .npz splits, every original RRUFF text file, folders, synthetic splits, errors."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from edge.bundle import Bundle

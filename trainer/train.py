@@ -24,7 +24,7 @@ from edge.preprocess import PreprocessConfig, Preprocessor, resample
 
 from .augment import AugmentConfig, augment_batch
 from .errors import TrainerError
-from .model import ModelConfig, RamanCNN, count_parameters
+from .model import ModelConfig, RamanCNN
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "predict_proba", "class_weights", "encode_labels"]
 
