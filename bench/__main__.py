@@ -4,8 +4,10 @@ edge-bench latency  [--bundle DIR] [--json PATH]   classifier and daemon speed (
 edge-bench bridge   [--json PATH]                  serial decoder and pty throughput
 edge-bench serial   [--bundle DIR] [--json PATH]   spectra/s classified end to end: simulator -> pty -> edge-daemon --serial
 edge-bench novelty  [--bundle DIR] [--json PATH]   what the novelty autoencoder adds to daemon latency (issue 4)
-edge-bench accuracy [--quick] [--json PATH]         ours vs paper CNN and peers on the RRUFF splits (issue 5; full: hours)
-edge-bench all      [--bundle DIR] [--out DIR]     every benchmark whose dependencies are installed
+edge-bench accuracy [--quick] [--json PATH]        ours vs paper CNN and peers on the RRUFF splits (issue 5; full: ~1 h)
+edge-bench transfer [--quick] [--json PATH]        head-only transfer, the paper's Table 11 protocol (issue 5)
+edge-bench o1       [--bundle DIR] [--json PATH]   per-spectrum time of our head vs kNN as classes grow (issue 5)
+edge-bench all      [--bundle DIR] [--out DIR]     every benchmark above
 
 Without --bundle, a bundle is trained on the real 40 % split (and exported to INT8) under bench/results/.
 """
@@ -44,16 +46,12 @@ def default_bundle(out: Path) -> Path:
     return bdir
 
 
-def _latency(args) -> dict[str, Any]:
-    from .bench_latency import run
-
-    return run(args.bundle or default_bundle(Path(args.out)), quick=args.quick)
+def _bench(name: str):
+    return importlib.import_module(f"bench.{name}")
 
 
-def _serial(args) -> dict[str, Any]:
-    from .bench_serial_daemon import run
-
-    return run(quick=args.quick, bundle=args.bundle or default_bundle(Path(args.out)))
+def _bundle(args) -> Path:
+    return Path(args.bundle) if args.bundle else default_bundle(Path(args.out))
 
 
 def _accuracy(args) -> dict[str, Any]:
@@ -64,22 +62,16 @@ def _accuracy(args) -> dict[str, Any]:
     return run(quick=args.quick, out_dir=args.out, json_path=args.json if args.which == "accuracy" else None)
 
 
-def _module_run(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
-    def call(args) -> dict[str, Any]:
-        mod = importlib.import_module(f"bench.{name}")
-        try:
-            return mod.run(quick=args.quick)
-        except TypeError:
-            return mod.run({}, quick=args.quick)
-    return call
-
-
+#: Every benchmark: name -> callable(parsed args) -> JSON-able dict.
 BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "accuracy": _accuracy,
-    "latency": _latency,
-    "bridge": _module_run("bench_bridge"),
-    "serial": _serial,
-    "novelty": lambda args: importlib.import_module("bench.bench_novelty").run(args.bundle, quick=args.quick),
+    "latency": lambda a: _bench("bench_latency").run(_bundle(a), quick=a.quick),
+    "bridge": lambda a: _bench("bench_bridge").run({}, quick=a.quick),
+    "serial": lambda a: _bench("bench_serial_daemon").run(quick=a.quick, bundle=_bundle(a)),
+    "novelty": lambda a: _bench("bench_novelty").run(a.bundle, quick=a.quick),
+    "transfer": lambda a: _bench("bench_transfer").run(quick=a.quick, verbose=False,
+                                                       cache_dir=str(Path(a.out) / "transfer_backbones")),
+    "o1": lambda a: _bench("bench_o1").run(str(_bundle(a)), quick=a.quick, png_path=str(Path(a.out) / "o1.png")),
 }
 
 
