@@ -8,20 +8,20 @@ calibration scale error), intensity scaling (laser power, focus), a smooth fluor
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from edge.shift import shift_spectra
 
-from .errors import TrainerError
+from ._settings import SettingsMixin
 
 __all__ = ["AugmentConfig", "augment_batch"]
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(SettingsMixin):
     """Augmentation strengths; 0 disables a transform.
 
     Parameters
@@ -48,6 +48,8 @@ class AugmentConfig:
         Probability that a spectrum of the batch is augmented at all.
     """
 
+    _kind: ClassVar[str] = "augmentation"
+
     max_shift_cm1: float = 3.0
     max_stretch: float = 0.0
     intensity_scale: float = 0.1
@@ -58,15 +60,7 @@ class AugmentConfig:
     baseline: float = 0.0
     probability: float = 0.9
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AugmentConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise TrainerError(f"unknown augmentation setting(s): {sorted(unknown)}")
-        return cls(**d)
 
 
 def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, step_cm1: float = 1.0) -> np.ndarray:

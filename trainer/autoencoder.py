@@ -46,9 +46,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -70,6 +69,7 @@ from edge.novelty import (
 from edge.preprocess import PreprocessConfig, Preprocessor, resample
 
 from .augment import AugmentConfig, augment_batch
+from ._settings import SettingsMixin
 from .errors import TrainerError
 
 __all__ = [
@@ -93,7 +93,7 @@ SCORE_NAMES = ("msp", "energy", "prototype")
 
 
 @dataclass
-class AEConfig:
+class AEConfig(SettingsMixin):
     """Autoencoder architecture, training and calibration settings.
 
     Parameters
@@ -129,6 +129,8 @@ class AEConfig:
         torch CPU threads.
     """
 
+    _kind: ClassVar[str] = "autoencoder"
+
     patch: int = 4
     channels: list[int] = field(default_factory=lambda: [8, 16])
     kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])
@@ -161,15 +163,7 @@ class AEConfig:
         if not 0.5 <= self.quantile < 1.0:
             raise TrainerError(f"novelty quantile must be in [0.5, 1), got {self.quantile}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> AEConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise TrainerError(f"unknown autoencoder setting(s): {sorted(unknown)}")
-        return cls(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()})
 
     def architecture(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("patch", "channels", "kernel_sizes", "pools", "latent")}

@@ -16,19 +16,20 @@ the known input length, not adaptive pooling (which the ONNX exporter rejects wh
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from ._settings import SettingsMixin
 from .errors import TrainerError
 
 __all__ = ["ModelConfig", "RamanCNN", "count_parameters"]
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(SettingsMixin):
     """Architecture settings of :class:`RamanCNN`.
 
     Parameters
@@ -60,6 +61,8 @@ class ModelConfig:
         Channels of a 1×1 convolution between the backbone and the head (0: none); shrinks the head.
     """
 
+    _kind: ClassVar[str] = "model"
+
     channels: list[int] = field(default_factory=lambda: [16, 32, 64])
     kernel_sizes: list[int] = field(default_factory=lambda: [21, 11, 5])
     pool_size: int = 2
@@ -83,16 +86,7 @@ class ModelConfig:
         if self.head_positions < 1:
             raise TrainerError("head_positions must be ≥ 1")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise TrainerError(f"unknown model setting(s): {sorted(unknown)}")
-        return cls(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()})
 
 
 class RamanCNN(nn.Module):

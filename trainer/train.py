@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from edge.errors import EdgeError
 from edge.preprocess import PreprocessConfig, Preprocessor, resample
 
 from .augment import AugmentConfig, augment_batch
+from ._settings import SettingsMixin
 from .errors import TrainerError
 from .model import ModelConfig, RamanCNN
 
@@ -30,7 +31,7 @@ __all__ = ["TrainConfig", "TrainResult", "fit", "predict_proba", "class_weights"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(SettingsMixin):
     """Optimisation settings.
 
     ``schedule="plateau"`` is the paper's (§3): Adam, ReduceLROnPlateau(``lr_factor``, ``lr_patience``) and
@@ -40,6 +41,8 @@ class TrainConfig:
     learning rate peaking at ``lr`` after ``warmup_fraction`` of the steps; no early stopping.
     ``optimizer`` is ``"adam"`` or ``"adamw"`` (decoupled ``weight_decay``).
     """
+
+    _kind: ClassVar[str] = "training"
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw"):
@@ -66,15 +69,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1  # 2 threads on a busy 2-core machine ran 7x slower (oversubscription)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise TrainerError(f"unknown training setting(s): {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass

@@ -46,10 +46,10 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -64,6 +64,7 @@ from edge.preprocess import Preprocessor, resample
 
 from .augment import AugmentConfig, augment_batch
 from .bundle_io import backbone_sha256, load_model, save_model
+from ._settings import SettingsMixin
 from .errors import TrainerError
 from .model import ModelConfig, RamanCNN
 from .settings import TrainerSettings
@@ -93,7 +94,7 @@ REPLAY_FILE = "replay.npz"
 
 
 @dataclass
-class TransferConfig:
+class TransferConfig(SettingsMixin):
     """Settings of head-only transfer (fixed a priori; the test set is never used to choose them).
 
     Parameters
@@ -123,6 +124,8 @@ class TransferConfig:
         Spectra per backbone forward pass when embedding.
     """
 
+    _kind: ClassVar[str] = "transfer"
+
     mode: str = "extend"
     solver: str = "logistic"
     views: int = 8
@@ -145,15 +148,7 @@ class TransferConfig:
         if self.views < 0 or self.steps < 1 or self.lr <= 0 or self.weight_decay < 0 or self.threads < 1:
             raise TrainerError("views must be ≥ 0, steps and threads ≥ 1, lr > 0 and weight_decay ≥ 0")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TransferConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise TrainerError(f"unknown transfer setting(s): {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass
