@@ -653,7 +653,10 @@ def markdown(result: dict[str, Any]) -> str:
              f"Test: `raw_test.npz` (150 spectra, 63 minerals), shifted right by 0/15/30 cm⁻¹ with "
              f"`edge.shift.shift_spectra`. Training: `raw_train_labeled_{{10,20,30,40}}pct.npz`. Seeds: "
              f"{result['seeds']} (seeded methods, mean ± sample std); deterministic methods: one run, ± 0. "
-             f"Run {result['started']}, {result['wall_seconds'] / 60:.1f} min on {result['machine']['summary']}.",
+             f"Run {result['started']}, {result['wall_seconds'] / 60:.1f} min on {result['machine']['summary']}"
+             + (f"; {result['cells_reused_from_cache']} of {result['cells_planned']} cells reused from the cell cache "
+                f"(their own compute time: {result['cell_seconds_total'] / 60:.1f} min in all)"
+                if result.get("cells_reused_from_cache") else "") + ".",
              "", "## Top-1 (%)", "", header, rule]
     for m in methods:
         st = summary[m["key"]].get("status")
@@ -914,6 +917,7 @@ def _run(quick, n_seeds, splits, out_dir, json_path, only, data_dir, config, res
          f"cache {cache.path}")
 
     result: dict[str, Any] = {}
+    reused = 0
 
     def write(complete: bool) -> dict[str, Any]:
         nonlocal result
@@ -947,6 +951,8 @@ def _run(quick, n_seeds, splits, out_dir, json_path, only, data_dir, config, res
             "quick": quick, "complete": complete, "started": started,
             "cells_planned": len(planned_keys), "cells_done": sum(k in cells for k in planned_keys),
             "wall_seconds": round(time.perf_counter() - t_start, 1),
+            "cells_reused_from_cache": reused,
+            "cell_seconds_total": round(sum(c.get("cell_seconds", 0.0) for c in run_cells.values()), 1),
             "train_files": {str(sp): trains[sp].source for sp in splits}, "test_file": test_set.source,
             "n_test": len(test_set), "n_classes": len(test_set.classes),
             "splits": list(splits), "seeds": seeds, "table_columns": [list(c) for c in COLUMNS],
@@ -979,6 +985,7 @@ def _run(quick, n_seeds, splits, out_dir, json_path, only, data_dir, config, res
         want_int8 = do_int8 and m.key == "compact" and sp == 40 and sd == seeds[0]
         cached = cache.cells.get(key)
         if resume and cached is not None and (not want_int8 or cached.get("int8")):
+            reused += 1
             continue
         d = _Data(trains[sp], resample(trains[sp].intensities, trains[sp].raman_shift_cm1, grid),
                   trains[sp].classes, _encode(trains[sp].labels, trains[sp].classes), tests,
