@@ -148,7 +148,6 @@ class Daemon:
                          "lost": 0}  # lost: spectra the serial link reported lost (error topic, reason "lost")
         self.rejections: dict[str, int] = {}
         self.seq = 0
-        self.extra_status: dict[str, Any] = {}
         self._status_hooks: list[Callable[[], dict[str, Any]]] = []
         # Onboard head swaps (edge.heads): every prediction names the head version that made it.
         self.heads = HeadSwitch(self.bundle.manifest, model_path.name)
