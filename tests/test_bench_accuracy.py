@@ -91,3 +91,42 @@ def test_logistic_regression_on_snv_derivative_beats_chance(soysal, test_set):
     assert p.shape == (mte.sum(), 10) and np.allclose(p.sum(axis=1), 1.0)
     top1 = float(np.mean(p.argmax(axis=1) == yte))
     assert top1 >= 0.6, top1  # chance: 0.1 (measured: 0.88)
+
+
+def test_versus_peers_and_dial_matched_targets_read_the_right_cells():
+    """The per-column comparison takes the calibrated dial at 0 cm⁻¹ and the default under shifts, and calls
+    a column won only when strictly ahead of the best peer."""
+    from bench.bench_accuracy import COLUMNS, _targets, _versus_peers
+
+    def method(values):  # values: {(split, shift): mean}
+        splits = {}
+        for (sp, sh), v in values.items():
+            splits.setdefault(str(sp), {"shifts": {}})["shifts"][f"{float(sh):g}"] = {"top1": {"mean": v, "std": 0.0, "n": 3}}
+        return {"splits": splits, "label": "x"}
+
+    summary = {"compact": method({c: 70.0 for c in COLUMNS}),
+               "compact_calibrated": method({c: (90.0 if c[1] == 0 else 10.0) for c in COLUMNS}),
+               "lr_snv_deriv": method({c: (80.0 if c[1] == 0 else 5.0) for c in COLUMNS}),
+               "minirocket": method({c: 70.0 for c in COLUMNS})}
+    vs = _versus_peers(summary)
+    assert vs["10 %"]["best_peer"] == "lr_snv_deriv" and vs["10 %"]["compact_ahead"] is False
+    assert vs["10 %"]["compact_dial"] == 90.0 and vs["10 %"]["compact_dial_ahead"] is True
+    # Shifted columns: the dial-matched row is the default model (70), tied with MiniRocket: not ahead.
+    assert vs["40 % +30"]["compact_dial"] == 70.0 and vs["40 % +30"]["compact_dial_ahead"] is False
+    t = _targets(summary, 3, "compact_dial")
+    assert t["10%"]["mean"] == 90.0 and t["10%"]["met"] and t["40%+30"]["mean"] == 70.0 and not t["40%+30"]["met"]
+
+
+def test_recipe_cv_draws_cover_every_class_and_never_touch_the_test_file(soysal):
+    from bench.recipe_cv import draw
+
+    pool = load_npz(soysal / "raw_train_labeled_40pct.npz")
+    for n in (85, 170, 255):
+        tr, va = draw(pool.labels, n, 1000)
+        assert len(tr) == n and len(set(tr) | set(va)) == len(pool.labels) and not set(tr) & set(va)
+        assert set(pool.labels[tr]) == set(pool.labels)  # every class keeps ≥ 1 training spectrum
+    a, _ = draw(pool.labels, 85, 1000)
+    b, _ = draw(pool.labels, 85, 1001)
+    assert not np.array_equal(np.sort(a), np.sort(b))
+    with pytest.raises(ValueError):
+        draw(pool.labels, 10, 0)

@@ -117,6 +117,43 @@ def test_drift_monitor_offset_alarm_and_estimate_on_a_real_stream(real):
     assert mon.status()["offset_cm1"] == pytest.approx(mon.offset_cm1)
 
 
+def test_background_channel_finds_growing_fluorescence_and_stays_quiet_on_nominal(real):
+    """Real spectra in random order: 3 000 nominal ones raise no background alarm; a broad background growing
+    from 0 to 100 % of the peak height over 600 spectra is found, dated after the growth began, and not long
+    after it crossed 20 % (spectrum 420). The default δ = 0.5 of the other statistics would not find it in
+    time: the per-channel setting is what makes the difference."""
+    te, rng = real["test"], np.random.default_rng(5)
+    axis = te.raman_shift_cm1
+    bg = np.exp(-0.5 * ((axis - 1400.0) / 500.0) ** 2).astype(np.float32)
+
+    def stream(n, ramp):
+        idx = rng.integers(0, len(te), n)
+        raw = te.intensities[idx].astype(np.float32)
+        peak = np.abs(raw).max(axis=1, keepdims=True)
+        raw = raw + rng.standard_normal(raw.shape).astype(np.float32) * 0.01 * peak
+        if ramp:
+            amp = np.r_[np.zeros(300), np.linspace(1 / 600, 1.0, n - 300)].astype(np.float32)
+            raw = raw + amp[:, None] * peak * bg
+        return real["pre"](raw)
+
+    def alarms(x, cfg):
+        mon = DriftMonitor(cfg, None, 1.0)
+        out = []
+        for a in range(0, len(x), 16):
+            out += mon.update(np.arange(a, min(a + 16, len(x))), a, spectra=x[a:a + 16])
+        return out
+
+    cfg = DriftConfig(channels=("background",))
+    assert alarms(stream(3000, False), cfg) == []
+    ramp = stream(900, True)
+    found = alarms(ramp, cfg)
+    assert found and found[0]["kind"] == "background"
+    assert 300 <= found[0]["change_seq"] and found[0]["detected_seq"] <= 420 + 200
+    assert found[0]["delta"] == cfg.background_delta and found[0]["threshold"] == cfg.background_threshold
+    slow = alarms(ramp, DriftConfig(channels=("background",), background_delta=0.5, background_threshold=15.0))
+    assert not slow or slow[0]["detected_seq"] > found[0]["detected_seq"]
+
+
 def test_reference_line_offset_on_a_silicon_like_line():
     # No silicon spectrum in the shared data: a Lorentzian line (FWHM 4 cm⁻¹) on a sloped background,
     # sampled on a non-uniform axis as an instrument reports it.

@@ -42,6 +42,63 @@ def test_default_config_is_compact_and_two_channel():
     assert count_parameters(model) <= 100_000
 
 
+def test_ensemble_members_are_independent_networks_with_one_linear_head():
+    cfg = ModelConfig(in_channels=2, members=2, pointwise_channels=16, batch_norm=True, dropout=0.3)
+    model = RamanCNN(1392, 63, cfg).eval()
+    single = RamanCNN(1392, 63, ModelConfig(in_channels=2, pointwise_channels=16, batch_norm=True, dropout=0.3))
+    # Two backbones, one head on the concatenated embeddings: twice the backbone, twice the head inputs.
+    assert model.embedding_size == 2 * single.embedding_size
+    assert count_parameters(model) == 2 * count_parameters(single) - 63
+    x = torch.randn(4, 2, 1392)
+    with torch.no_grad():
+        members = torch.stack([model.member_logits(x, i) for i in range(2)])
+        np.testing.assert_allclose(members.mean(0).numpy(), model(x).numpy(), atol=1e-5)
+        # Member 1 is a separate network: its logits do not depend on member 0's weights.
+        before = model.member_logits(x, 1).clone()
+        for p in model.features.parameters():
+            p.add_(1.0)
+        np.testing.assert_allclose(model.member_logits(x, 1).numpy(), before.numpy(), atol=1e-6)
+        assert not torch.allclose(members[0], model.member_logits(x, 0))
+    # Single-member models keep the old state-dict names (bundles written before members existed still load).
+    assert set(single.state_dict()) == {k for k in model.state_dict() if not k.startswith("extra_members.")}
+
+
+def test_ensemble_config_exports_to_onnx_and_int8_on_real_data(tmp_path, soysal):
+    """configs/model_ensemble.toml: trained briefly on the real 40 % split, the bundle records two members,
+    reloads, and exports to FP32 ONNX with torch parity and to INT8 through the accuracy gate."""
+    from conftest import _train_bundle
+    from export.cli import export_bundle
+    from trainer.cli import DEFAULT_CONFIG
+
+    b = _train_bundle(tmp_path / "ens", str(soysal / "raw_train_labeled_40pct.npz"), str(soysal / "raw_test.npz"),
+                      120, config=DEFAULT_CONFIG.with_name("model_ensemble.toml"))
+    assert b.manifest["model"]["settings"]["members"] == 2 and b.manifest["model"]["n_parameters"] <= 100_000
+    model = load_model(b)
+    gate = export_bundle(b, int8=True, max_accuracy_drop=5.0)
+    test = load_spectra(soysal / "raw_test.npz")
+    x = Preprocessor(b.preprocessing)(test.intensities)
+    np.testing.assert_allclose(score_onnx(b.file("model.onnx"), x), predict_proba(model, x), atol=1e-4)
+    assert gate["passed"] and gate["int8_bytes"] <= 150_000
+    assert gate["fp32_top1"] > 30.0  # 120 steps; chance is 1.6 %
+
+
+def test_mixup_and_members_train_on_real_data(soysal):
+    from edge.preprocess import PreprocessConfig
+    from trainer.augment import AugmentConfig
+    from trainer.train import TrainConfig, fit
+
+    train = load_spectra(soysal / "raw_train_labeled_10pct.npz")
+    pcfg = PreprocessConfig.from_dict({"normalisation": "max"})
+    r = fit(train, pcfg, ModelConfig(members=2, pool_size=4, batch_norm=True),
+            TrainConfig(schedule="onecycle", steps=60, lr=3e-3, mixup_alpha=0.4, seed=0),
+            AugmentConfig(max_shift_cm1=5.0), progress=False)
+    assert r.model.config.members == 2 and np.isfinite(r.history[-1]["loss"])
+    p = predict_proba(r.model, Preprocessor(pcfg)(train.intensities))
+    assert float(np.mean(p.argmax(1) == encode_labels(train.labels, r.labels))) > 0.3  # chance: 1/63
+    with pytest.raises(Exception, match="mixup_alpha"):
+        TrainConfig(mixup_alpha=-1.0)
+
+
 def test_short_training_on_real_data_learns(rruff_bundle, soysal):
     b = Bundle.load(rruff_bundle)
     assert b.manifest["model"]["n_parameters"] <= 100_000

@@ -20,9 +20,9 @@ from .model import RamanCNN
 __all__ = ["grad_cam", "plot_grad_cam"]
 
 
-def _last_conv(model: RamanCNN) -> nn.Module:
+def _last_conv(features: nn.Sequential) -> nn.Module:
     """The activation that follows the last (k > 1) convolution: Grad-CAM reads activated feature maps."""
-    layers = list(model.features)
+    layers = list(features)
     convs = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv1d) and m.kernel_size[0] > 1]
     if not convs:
         raise TrainerError("model has no convolution to explain")
@@ -47,14 +47,14 @@ def grad_cam(model: RamanCNN, x: np.ndarray, class_index: np.ndarray | None = No
         Importance curves shape (B, N) in [0, 1], float32, and the explained class indices shape (B,).
     """
     model.eval()
-    layer = _last_conv(model)
-    store: dict[str, torch.Tensor] = {}
+    store: list[torch.Tensor] = []
 
     def hook(_m, _inp, out):
         out.retain_grad()
-        store["a"] = out
+        store.append(out)
 
-    handle = layer.register_forward_hook(hook)
+    # One hook per ensemble member; the ensemble's map is the sum of its members' maps.
+    handles = [_last_conv(f).register_forward_hook(hook) for f in model.member_features]
     try:
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         logits = model(xt)
@@ -62,9 +62,9 @@ def grad_cam(model: RamanCNN, x: np.ndarray, class_index: np.ndarray | None = No
         model.zero_grad()
         logits.gather(1, idx[:, None]).sum().backward()
     finally:
-        handle.remove()
-    a, g = store["a"], store["a"].grad
-    cam = torch.relu((g.mean(dim=2, keepdim=True) * a).sum(1)).detach().numpy()  # (B, L)
+        for handle in handles:
+            handle.remove()
+    cam = torch.relu(sum((a.grad.mean(dim=2, keepdim=True) * a).sum(1) for a in store)).detach().numpy()  # (B, L)
     n = x.shape[-1]
     pos = (np.arange(cam.shape[1]) + 0.5) * n / cam.shape[1]
     curves = np.stack([np.interp(np.arange(n), pos, c) for c in cam])

@@ -59,6 +59,11 @@ class ModelConfig(SettingsMixin):
         Input channels (set by the trainer from the preprocessing: 1, or 2 with the derivative channel).
     pointwise_channels : int
         Channels of a 1×1 convolution between the backbone and the head (0: none); shrinks the head.
+    members : int
+        Independent backbones (an ensemble of ``members`` networks, each with its own initialisation). The
+        embedding is their concatenation and the classifier one linear layer on it, so the served logits are
+        the mean of the members' logits (see :meth:`RamanCNN.member_logits`) and head-only transfer, hot-swap
+        and export see an ordinary backbone + linear head.
     """
 
     _kind: ClassVar[str] = "model"
@@ -75,6 +80,7 @@ class ModelConfig(SettingsMixin):
     negative_slope: float = 0.01
     in_channels: int = 1
     pointwise_channels: int = 0
+    members: int = 1
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.kernel_sizes) or not self.channels:
@@ -85,6 +91,8 @@ class ModelConfig(SettingsMixin):
             raise TrainerError(f"head must be 'positions' or 'dense', got {self.head!r}")
         if self.head_positions < 1:
             raise TrainerError("head_positions must be ≥ 1")
+        if self.members < 1:
+            raise TrainerError(f"members must be ≥ 1, got {self.members}")
 
 
 
@@ -109,6 +117,19 @@ class RamanCNN(nn.Module):
         super().__init__()
         cfg = config or ModelConfig()
         self.config, self.n_points, self.n_classes = cfg, int(n_points), int(n_classes)
+        self.features, self.pool, self.embed, self.feature_length, self.feature_channels, d = self._backbone(cfg)
+        # Further ensemble members (``members`` > 1): same architecture, own weights; member 0 keeps the
+        # attribute names of a single network so single-member state dicts are unchanged.
+        self.extra_members = nn.ModuleList()
+        for _ in range(cfg.members - 1):
+            feats, pool, embed, *_ = self._backbone(cfg)
+            self.extra_members.append(nn.Sequential(feats, pool, embed))
+        self.member_embedding_size = d
+        self.embedding_size = d * cfg.members
+        self.classifier = nn.Linear(self.embedding_size, self.n_classes)
+
+    def _backbone(self, cfg: ModelConfig) -> tuple[nn.Sequential, nn.Module, nn.Sequential, int, int, int]:
+        """One member: convolutions (features), position pooling, flatten/dense (+ dropout); its sizes."""
         layers: list[nn.Module] = []
         c_in, length = cfg.in_channels, self.n_points
         for i, (c_out, k) in enumerate(zip(cfg.channels, cfg.kernel_sizes)):
@@ -129,37 +150,56 @@ class RamanCNN(nn.Module):
                 layers.append(nn.BatchNorm1d(cfg.pointwise_channels))
             layers.append(nn.LeakyReLU(cfg.negative_slope))
             c_in = cfg.pointwise_channels
-        self.features = nn.Sequential(*layers)
-        self.feature_length = length
-        self.feature_channels = c_in
+        features, feature_channels = nn.Sequential(*layers), c_in
         if cfg.head == "positions":
             kernel = math.ceil(length / min(cfg.head_positions, length))
-            self.pool = nn.MaxPool1d(kernel, ceil_mode=True) if kernel > 1 else nn.Identity()
-            positions = math.ceil(length / kernel)
-            self.embedding_size = c_in * positions
+            pool: nn.Module = nn.MaxPool1d(kernel, ceil_mode=True) if kernel > 1 else nn.Identity()
+            width = c_in * math.ceil(length / kernel)
             head: list[nn.Module] = [nn.Flatten()]
         else:
-            self.pool = nn.Identity()
-            self.embedding_size = c_in * length
+            pool = nn.Identity()
+            width = c_in * length
             head = [nn.Flatten()]
-            width = self.embedding_size
             for units in cfg.dense_units:
                 head += [nn.Linear(width, units), nn.LeakyReLU(cfg.negative_slope)]
                 width = units
-            self.embedding_size = width
         if cfg.dropout > 0:
             head.append(nn.Dropout(cfg.dropout))
-        self.embed = nn.Sequential(*head)
-        self.classifier = nn.Linear(self.embedding_size, self.n_classes)
+        return features, pool, nn.Sequential(*head), length, feature_channels, width
+
+    @property
+    def member_features(self) -> list[nn.Sequential]:
+        """The convolutional feature extractor of every member (for Grad-CAM)."""
+        return [self.features] + [m[0] for m in self.extra_members]
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features before the classifier, shape (B, embedding_size)."""
+        """Backbone features before the classifier, shape (B, embedding_size): the members' embeddings,
+        concatenated."""
         if x.dim() == 2:
             x = x.unsqueeze(1)
-        return self.embed(self.pool(self.features(x)))
+        e = self.embed(self.pool(self.features(x)))
+        if not len(self.extra_members):
+            return e
+        return torch.cat([e] + [m(x) for m in self.extra_members], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embedding(x))
+
+    def member_logits(self, x: torch.Tensor, member: int) -> torch.Tensor:
+        """Logits of one ensemble member alone, shape (B, n_classes), for input x shape (B, C, N).
+
+        Member ``i`` uses its slice ``W_i`` of the classifier: ``M·e_i·W_iᵀ + b``, so the mean over members
+        (on the same input) is the served logits ``e·Wᵀ + b``. Training each member on its own loss (and its
+        own augmented batch) trains the members as independent networks that share only the bias.
+        """
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        m, d = self.config.members, self.member_embedding_size
+        if m == 1:
+            return self.classifier(self.embedding(x))
+        e = self.embed(self.pool(self.features(x))) if member == 0 else self.extra_members[member - 1](x)
+        w = self.classifier.weight[:, member * d:(member + 1) * d]
+        return m * (e @ w.T) + self.classifier.bias
 
 
 def count_parameters(model: nn.Module) -> int:
