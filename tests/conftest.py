@@ -33,15 +33,15 @@ def rruff_txt_dir(data_root: Path) -> Path:
     return data_root / "rruff_txt"
 
 
-def _train_bundle(out: Path, train: str, test: str, steps: int, seed: int = 0, config: Path | None = None):
-    """Train a shipped config (default: configs/model_compact.toml) for ``steps`` optimiser steps."""
+def _train_bundle(out: Path, train: str, test: str, steps: int, seed: int = 0):
+    """Train the shipped default config (configs/model_compact.toml) for ``steps`` optimiser steps."""
     from edge.data import load_spectra
     from trainer.bundle_io import save_model
     from trainer.cli import DEFAULT_CONFIG
     from trainer.settings import TrainerSettings
     from trainer.train import fit
 
-    s = TrainerSettings.from_toml(config or DEFAULT_CONFIG)
+    s = TrainerSettings.from_toml(DEFAULT_CONFIG)
     s.training.steps = steps
     s.training.seed = seed
     tr = load_spectra(train)

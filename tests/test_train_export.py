@@ -66,12 +66,18 @@ def test_ensemble_members_are_independent_networks_with_one_linear_head():
 def test_ensemble_config_exports_to_onnx_and_int8_on_real_data(tmp_path, soysal):
     """configs/model_ensemble.toml: trained briefly on the real 40 % split, the bundle records two members,
     reloads, and exports to FP32 ONNX with torch parity and to INT8 through the accuracy gate."""
-    from conftest import _train_bundle
     from export.cli import export_bundle
+    from trainer.bundle_io import save_model
     from trainer.cli import DEFAULT_CONFIG
+    from trainer.settings import TrainerSettings
+    from trainer.train import fit
 
-    b = _train_bundle(tmp_path / "ens", str(soysal / "raw_train_labeled_40pct.npz"), str(soysal / "raw_test.npz"),
-                      120, config=DEFAULT_CONFIG.with_name("model_ensemble.toml"))
+    s = TrainerSettings.from_toml(DEFAULT_CONFIG.with_name("model_ensemble.toml"))
+    s.training.steps = 120
+    r = fit(load_spectra(soysal / "raw_train_labeled_40pct.npz"), s.preprocessing, s.model, s.training,
+            s.augmentation, progress=False)
+    b = save_model(tmp_path / "ens", r.model, r.labels, s, {"epochs": r.epochs,
+                   "train_source": str(soysal / "raw_train_labeled_40pct.npz"), "test_source": str(soysal / "raw_test.npz")})
     assert b.manifest["model"]["settings"]["members"] == 2 and b.manifest["model"]["n_parameters"] <= 100_000
     model = load_model(b)
     gate = export_bundle(b, int8=True, max_accuracy_drop=5.0)
