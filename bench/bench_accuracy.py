@@ -107,7 +107,7 @@ CALIBRATED_TOLERANCE_CM1 = 5.0
 DIAL_ROWS = {
     "compact_dial": {"label": "ours, dial matched to the drift (T=5 at 0, T=40 shifted)",
                      "at_zero": "compact_calibrated", "shifted": "compact"},
-    "ensemble_dial": {"label": "ours, full-width ensemble, dial matched to the drift (T=5 at 0, T=40 shifted)",
+    "ensemble_dial": {"label": "ours, 2 half-width members, dial matched to the drift (T=5 at 0, T=40 shifted)",
                       "at_zero": "ensemble_calibrated", "shifted": "ensemble"},
 }
 #: Rows of ours compared with the peers and the targets, in this order.
@@ -405,8 +405,8 @@ def build_methods(quick: bool = False, config: str | os.PathLike | None = None) 
     return [
         ours("compact", f"ours: compact CNN ({pathlib.Path(config).name}, default T=40)", config),
         ours("compact_calibrated", f"ours: same, {t5}", config, CALIBRATED_TOLERANCE_CM1),
-        ours("ensemble", "ours: full-width ensemble (model_ensemble.toml, T=40)", ENSEMBLE_CONFIG),
-        ours("ensemble_calibrated", f"ours: full-width ensemble, {t5}", ENSEMBLE_CONFIG, CALIBRATED_TOLERANCE_CM1),
+        ours("ensemble", "ours: 2 half-width members (model_ensemble.toml, T=40)", ENSEMBLE_CONFIG),
+        ours("ensemble_calibrated", f"ours: 2 half-width members, {t5}", ENSEMBLE_CONFIG, CALIBRATED_TOLERANCE_CM1),
         paper("paper_m2", "paper CNN m=2 n=3", 2, 3, dense),
         paper("paper_m16", "paper CNN m=16 n=3", 16, 3, dense),
         Method("knn_peaks", "kNN (k=1) on peak counts", False,
