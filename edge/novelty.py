@@ -461,8 +461,8 @@ class DriftConfig:
             raise ConfigError("drift warmup must be ≥ 10; offset_window, offset_top_k, offset_batch ≥ 1; clip > 0")
         if self.offset_alarm_cm1 <= 0 or self.offset_max_lag_cm1 <= 0:
             raise ConfigError("offset_alarm_cm1 and offset_max_lag_cm1 must be > 0")
-        PageHinkley(self.ph_delta, self.ph_threshold)  # validates
-        PageHinkley(self.background_delta, self.background_threshold)
+        for channel in ("novelty", "background"):  # validates both settings pairs
+            self.page_hinkley(channel)
 
     def page_hinkley(self, channel: str) -> PageHinkley:
         """A fresh Page–Hinkley test with the δ and λ of ``channel``."""

@@ -177,10 +177,15 @@ class RamanCNN(nn.Module):
         concatenated."""
         if x.dim() == 2:
             x = x.unsqueeze(1)
-        e = self.embed(self.pool(self.features(x)))
         if not len(self.extra_members):
-            return e
-        return torch.cat([e] + [m(x) for m in self.extra_members], dim=1)
+            return self._member_embedding(x, 0)
+        return torch.cat([self._member_embedding(x, i) for i in range(self.config.members)], dim=1)
+
+    def _member_embedding(self, x: torch.Tensor, member: int) -> torch.Tensor:
+        """Embedding of one member, shape (B, member_embedding_size), for input x shape (B, C, N)."""
+        if member == 0:
+            return self.embed(self.pool(self.features(x)))
+        return self.extra_members[member - 1](x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embedding(x))
@@ -197,7 +202,7 @@ class RamanCNN(nn.Module):
         m, d = self.config.members, self.member_embedding_size
         if m == 1:
             return self.classifier(self.embedding(x))
-        e = self.embed(self.pool(self.features(x))) if member == 0 else self.extra_members[member - 1](x)
+        e = self._member_embedding(x, member)
         w = self.classifier.weight[:, member * d:(member + 1) * d]
         return m * (e @ w.T) + self.classifier.bias
 
