@@ -42,6 +42,47 @@ def test_default_config_is_compact_and_two_channel():
     assert count_parameters(model) <= 100_000
 
 
+def test_blur_pooling_matches_max_pool_shapes_and_tracks_shifts_smoothly():
+    """Anti-aliased pooling (ModelConfig.pool_blur): same output length as MaxPool1d(ceil_mode); a line moving
+    one grid point at a time moves the pooled response smoothly instead of jumping between cells."""
+    from trainer.model import BlurMaxPool1d
+
+    for length in (1392, 348, 87, 22):
+        x = torch.randn(2, 3, length)
+        assert BlurMaxPool1d(3, 4, 3)(x).shape == torch.nn.MaxPool1d(4, ceil_mode=True)(x).shape
+    grid = torch.arange(256.0)
+    jumps = {}
+    for name, pool in (("max", torch.nn.MaxPool1d(4, ceil_mode=True)), ("blur", BlurMaxPool1d(1, 4, 3))):
+        outs = [pool(torch.exp(-0.5 * ((grid - 100 - s) / 1.0) ** 2).view(1, 1, -1))[0, 0] for s in range(8)]
+        jumps[name] = max(float((b - a).abs().max()) for a, b in zip(outs, outs[1:]))
+    assert jumps["blur"] < 0.8 * jumps["max"]  # 0.37 vs 0.47 for a line 1 grid point wide
+    with pytest.raises(Exception, match="pool_blur"):
+        ModelConfig(pool_blur=4)
+
+
+def test_blur_pooling_model_trains_and_exports_to_onnx_and_int8_on_real_data(tmp_path, soysal):
+    """A model with anti-aliased pooling, trained briefly on the real 40 % split: the bundle records the
+    setting and reloads, the FP32 ONNX matches torch, and INT8 passes the accuracy gate."""
+    from export.cli import export_bundle
+    from trainer.bundle_io import save_model
+    from trainer.cli import DEFAULT_CONFIG
+    from trainer.settings import TrainerSettings
+    from trainer.train import fit
+
+    s = TrainerSettings.from_toml(DEFAULT_CONFIG)
+    s.model.pool_blur, s.training.steps = 3, 120
+    r = fit(load_spectra(soysal / "raw_train_labeled_40pct.npz"), s.preprocessing, s.model, s.training,
+            s.augmentation, progress=False)
+    b = save_model(tmp_path / "blur", r.model, r.labels, s, {"epochs": r.epochs,
+                   "train_source": str(soysal / "raw_train_labeled_40pct.npz"), "test_source": str(soysal / "raw_test.npz")})
+    assert b.manifest["model"]["settings"]["pool_blur"] == 3
+    gate = export_bundle(b, int8=True, max_accuracy_drop=5.0)
+    x = Preprocessor(b.preprocessing)(load_spectra(soysal / "raw_test.npz").intensities)
+    np.testing.assert_allclose(predict_proba(load_model(b), x), predict_proba(r.model, x), atol=1e-6)
+    np.testing.assert_allclose(score_onnx(b.file("model.onnx"), x), predict_proba(r.model, x), atol=1e-4)
+    assert gate["passed"] and gate["fp32_top1"] > 30.0  # 120 steps; chance is 1.6 %
+
+
 def test_ensemble_members_are_independent_networks_with_one_linear_head():
     cfg = ModelConfig(in_channels=2, members=2, pointwise_channels=16, batch_norm=True, dropout=0.3)
     model = RamanCNN(1392, 63, cfg).eval()

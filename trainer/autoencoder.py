@@ -489,6 +489,41 @@ def classifier_scores(logits: np.ndarray, embeddings: np.ndarray, prototypes: np
     return {"msp": 1.0 - msp, "energy": -lse, "prototype": 1.0 - sim.max(axis=1)}
 
 
+def nearest_neighbour_distance(embeddings: np.ndarray, library: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
+    """Deep nearest-neighbour novelty score (Sun et al. 2022, "Out-of-distribution detection with deep nearest
+    neighbors"): cosine distance of each backbone embedding to its nearest training embedding.
+
+    Parameters
+    ----------
+    embeddings : numpy.ndarray, shape (B, D)
+    library : numpy.ndarray, shape (L, D)
+        Embeddings of the training spectra.
+    leave_one_out : bool
+        ``embeddings`` *is* ``library`` (B = L): skip each row's match with itself, which gives the nominal
+        calibration scores a threshold is taken from.
+
+    Returns
+    -------
+    numpy.ndarray, shape (B,), float64
+        1 − the largest cosine similarity (higher = more novel).
+
+    Raises
+    ------
+    ValueError
+        If ``leave_one_out`` is set and the shapes differ, or the library has fewer than 2 rows then.
+    """
+    def unit(v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float64)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+    sim = unit(embeddings) @ unit(library).T
+    if leave_one_out:
+        if sim.shape[0] != sim.shape[1] or sim.shape[0] < 2:
+            raise ValueError(f"leave_one_out needs the library itself (≥ 2 rows), got {sim.shape}")
+        np.fill_diagonal(sim, -np.inf)
+    return 1.0 - sim.max(axis=1)
+
+
 # -- bundle ------------------------------------------------------------------------------------------------
 def save_novelty(bundle: Bundle, fit: NoveltyFit, classifier=None, train: SpectraSet | None = None) -> dict[str, Any]:
     """Write the autoencoder, prototypes and ``manifest["novelty"]`` into a bundle (and save it).

@@ -25,7 +25,43 @@ from torch import nn
 from ._settings import SettingsMixin
 from .errors import TrainerError
 
-__all__ = ["ModelConfig", "RamanCNN", "count_parameters"]
+__all__ = ["BlurMaxPool1d", "ModelConfig", "RamanCNN", "count_parameters"]
+
+
+class BlurMaxPool1d(nn.Module):
+    """Anti-aliased max-pooling (Zhang 2019, "Making convolutional networks shift-invariant again").
+
+    A dense max over ``pool_size`` points (stride 1), then a fixed binomial low-pass filter of ``blur`` taps
+    applied with stride ``pool_size``. Plain strided max-pooling aliases: a peak moving by one grid point can
+    jump between pooled cells; the blur spreads it over neighbouring cells, so the pooled features change
+    smoothly with a Raman-shift offset.
+
+    Parameters
+    ----------
+    channels : int
+        Input channels (the filter is depthwise).
+    pool_size : int
+        Pooling size ``m`` (grid points) and stride.
+    blur : int
+        Binomial filter taps (odd, ≥ 3).
+
+    Input shape (B, channels, L), float32; output shape (B, channels, ceil(L / pool_size)), as
+    ``nn.MaxPool1d(pool_size, ceil_mode=True)``.
+    """
+
+    def __init__(self, channels: int, pool_size: int, blur: int) -> None:
+        super().__init__()
+        if blur < 3 or blur % 2 == 0:
+            raise TrainerError(f"pool_blur must be an odd number of taps ≥ 3, got {blur}")
+        self.pool_size, self.blur = int(pool_size), int(blur)
+        taps = torch.tensor([math.comb(blur - 1, i) for i in range(blur)], dtype=torch.float32)
+        self.register_buffer("kernel", (taps / taps.sum()).repeat(channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x, (0, self.pool_size - 1), mode="replicate")
+        x = nn.functional.max_pool1d(x, self.pool_size, stride=1)
+        x = nn.functional.pad(x, (self.blur // 2, self.blur // 2), mode="replicate")
+        return nn.functional.conv1d(x, self.kernel, stride=self.pool_size, groups=x.shape[1])
 
 
 @dataclass
@@ -59,6 +95,9 @@ class ModelConfig(SettingsMixin):
         Input channels (set by the trainer from the preprocessing: 1, or 2 with the derivative channel).
     pointwise_channels : int
         Channels of a 1×1 convolution between the backbone and the head (0: none); shrinks the head.
+    pool_blur : int
+        Anti-aliased pooling: binomial filter taps of :class:`BlurMaxPool1d` in every pooling stage (0: plain
+        max-pooling, the paper's).
     members : int
         Independent backbones (an ensemble of ``members`` networks, each with its own initialisation). The
         embedding is their concatenation and the classifier one linear layer on it, so the served logits are
@@ -81,6 +120,7 @@ class ModelConfig(SettingsMixin):
     in_channels: int = 1
     pointwise_channels: int = 0
     members: int = 1
+    pool_blur: int = 0
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.kernel_sizes) or not self.channels:
@@ -93,6 +133,8 @@ class ModelConfig(SettingsMixin):
             raise TrainerError("head_positions must be ≥ 1")
         if self.members < 1:
             raise TrainerError(f"members must be ≥ 1, got {self.members}")
+        if self.pool_blur and (self.pool_blur < 3 or self.pool_blur % 2 == 0):
+            raise TrainerError(f"pool_blur must be 0 or an odd number of taps ≥ 3, got {self.pool_blur}")
 
 
 
@@ -141,7 +183,8 @@ class RamanCNN(nn.Module):
             if i < cfg.n_pool:
                 for _ in range(n_here):
                     if length > 1 and cfg.pool_size > 1:
-                        layers.append(nn.MaxPool1d(cfg.pool_size, ceil_mode=True))
+                        layers.append(BlurMaxPool1d(c_out, cfg.pool_size, cfg.pool_blur) if cfg.pool_blur
+                                      else nn.MaxPool1d(cfg.pool_size, ceil_mode=True))
                         length = math.ceil(length / cfg.pool_size)
             c_in = c_out
         if cfg.pointwise_channels:
