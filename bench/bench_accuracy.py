@@ -109,9 +109,16 @@ DIAL_ROWS = {
                      "at_zero": "compact_calibrated", "shifted": "compact"},
     "ensemble_dial": {"label": "ours, 2 half-width members, dial matched to the drift (T=5 at 0, T=40 shifted)",
                       "at_zero": "ensemble_calibrated", "shifted": "ensemble"},
+    "compact_dial_compensated": {"label": "ours, dial matched to the drift + drift compensation (T=5 at 0, "
+                                          "T=40 compensated shifted)",
+                                 "at_zero": "compact_calibrated", "shifted": "compact_compensated"},
+    "ensemble_dial_compensated": {"label": "ours, 2 half-width members, dial matched + drift compensation (T=5 "
+                                           "at 0, T=40 compensated shifted)",
+                                  "at_zero": "ensemble_calibrated", "shifted": "ensemble_compensated"},
 }
 #: Rows of ours compared with the peers and the targets, in this order.
-OUR_ROWS = ("compact", "compact_dial", "ensemble", "ensemble_dial")
+OUR_ROWS = ("compact", "compact_dial", "ensemble", "ensemble_dial", "compact_compensated", "compact_dial_compensated",
+            "ensemble_compensated", "ensemble_dial_compensated")
 PEER_KEYS = ("paper_m2", "paper_m16", "knn_peaks", "svm_peaks", "lr_snv_deriv", "minirocket")
 
 
@@ -399,6 +406,14 @@ def build_methods(quick: bool = False, config: str | os.PathLike | None = None) 
     epochs = 15 if quick else None
     mr_kernels = 2_000 if quick else 10_000
 
+    def compensated(m: Method) -> Method:
+        from edge.novelty import DriftConfig
+
+        m.settings = {**m.settings, "drift_compensation": DriftConfig(compensate_offset=True).to_dict(),
+                      "stream": "test spectra one at a time, in a random order seeded by the seed"}
+        m.fn = _fit_cnn_compensated
+        return m
+
     def paper(key, label, m, n, units, table=True):
         return Method(key, label, True, _paper_settings(m, n, units, epochs), table, _fit_cnn)
 
@@ -407,6 +422,10 @@ def build_methods(quick: bool = False, config: str | os.PathLike | None = None) 
         ours("compact_calibrated", f"ours: same, {t5}", config, CALIBRATED_TOLERANCE_CM1),
         ours("ensemble", "ours: 2 half-width members (model_ensemble.toml, T=40)", ENSEMBLE_CONFIG),
         ours("ensemble_calibrated", f"ours: 2 half-width members, {t5}", ENSEMBLE_CONFIG, CALIBRATED_TOLERANCE_CM1),
+        compensated(ours("compact_compensated", "ours: compact CNN (T=40) + onboard drift compensation "
+                                                "(daemon's offset estimate, streamed)", config)),
+        compensated(ours("ensemble_compensated", "ours: 2 half-width members (T=40) + onboard drift compensation",
+                         ENSEMBLE_CONFIG)),
         paper("paper_m2", "paper CNN m=2 n=3", 2, 3, dense),
         paper("paper_m16", "paper CNN m=16 n=3", 16, 3, dense),
         Method("knn_peaks", "kNN (k=1) on peak counts", False,
@@ -445,11 +464,12 @@ class _Data:
     test_path: str
 
 
-def _fit_cnn(method: Method, d: _Data, seed: int, int8: bool = False, data_dir: str | None = None) -> dict[str, Any]:
+def _train_cnn(method: Method, d: _Data, seed: int):
+    """Train one of the CNN methods; returns (TrainResult, PreprocessConfig, TrainerSettings, seconds)."""
     from trainer.augment import AugmentConfig
-    from trainer.model import ModelConfig, count_parameters
+    from trainer.model import ModelConfig
     from trainer.settings import TrainerSettings
-    from trainer.train import TrainConfig, fit, predict_proba
+    from trainer.train import TrainConfig, fit
 
     s = method.settings
     pcfg = PreprocessConfig.from_dict(s["preprocessing"])
@@ -457,17 +477,60 @@ def _fit_cnn(method: Method, d: _Data, seed: int, int8: bool = False, data_dir: 
     mcfg, acfg = ModelConfig.from_dict(s["model"]), AugmentConfig.from_dict(s["augmentation"])
     t0 = time.perf_counter()
     r = fit(d.train, pcfg, mcfg, tcfg, acfg, classes=d.classes, progress=False)
-    t_train = time.perf_counter() - t0
+    return r, pcfg, TrainerSettings(pcfg, r.model.config, tcfg, acfg), time.perf_counter() - t0
+
+
+def _cnn_cell(r, t_train: float, scores: dict[float, np.ndarray], t_score: float) -> dict[str, Any]:
+    from trainer.model import count_parameters
+
+    return {"scores": scores, "train_seconds": t_train, "score_seconds": t_score,
+            "n_parameters": count_parameters(r.model), "epochs": r.epochs,
+            "final_train_loss": r.history[-1]["loss"] if r.history else None}
+
+
+def _fit_cnn(method: Method, d: _Data, seed: int, int8: bool = False, data_dir: str | None = None) -> dict[str, Any]:
+    from trainer.train import predict_proba
+
+    r, pcfg, settings, t_train = _train_cnn(method, d, seed)
     pre = Preprocessor(pcfg)
     t0 = time.perf_counter()
     scores = {sh: predict_proba(r.model, pre(x)) for sh, x in d.tests.items()}
-    out = {"scores": scores, "train_seconds": t_train, "score_seconds": time.perf_counter() - t0,
-           "n_parameters": count_parameters(r.model), "epochs": r.epochs,
-           "final_train_loss": r.history[-1]["loss"] if r.history else None}
+    out = _cnn_cell(r, t_train, scores, time.perf_counter() - t0)
     if int8:
-        settings = TrainerSettings(pcfg, r.model.config, tcfg, acfg)
         out["int8"] = _int8_check(r, settings, d, scores[0.0], data_dir)
     return out
+
+
+def _fit_cnn_compensated(method: Method, d: _Data, seed: int, **_: Any) -> dict[str, Any]:
+    """Our CNN behind the daemon's drift compensation: each shifted test set is streamed one spectrum at a
+    time (random order, seeded) through :class:`edge.novelty.DriftMonitor`, and every spectrum is
+    preprocessed with the offset estimated from the spectra before it removed (``compensate_offset``),
+    exactly as :class:`edge.daemon.Daemon` does. References: class-mean training spectra."""
+    from edge.novelty import DriftConfig, DriftMonitor, class_mean_spectra
+    from trainer.train import predict_proba
+
+    r, pcfg, _, t_train = _train_cnn(method, d, seed)
+    pre = Preprocessor(pcfg)
+    refs = class_mean_spectra(pre(d.x_train), d.train.labels, d.classes)
+    cfg = DriftConfig.from_dict(method.settings["drift_compensation"])
+    t0 = time.perf_counter()
+    scores, corrections = {}, {}
+    for sh, x in d.tests.items():
+        monitor = DriftMonitor(cfg, refs, d.grid.step_cm1)
+        out = np.zeros((len(x), len(d.classes)))
+        applied = np.zeros(len(x))
+        for n, i in enumerate(np.random.default_rng(seed).permutation(len(x))):
+            applied[i] = monitor.correction_cm1
+            xi = pre(x[i:i + 1], None, applied[i])
+            out[i] = predict_proba(r.model, xi)[0]
+            monitor.update(np.array([n]), 0, spectra=xi, proba=out[i:i + 1], applied_offset_cm1=applied[i])
+        scores[sh] = out
+        corrections[f"{sh:g}"] = {"uncorrected_spectra": int(np.sum(applied == 0.0)),
+                                  "median_correction_cm1": float(np.median(applied[applied != 0.0]))
+                                  if np.any(applied != 0.0) else None}
+    cell = _cnn_cell(r, t_train, scores, time.perf_counter() - t0)
+    cell["compensation"] = corrections
+    return cell
 
 
 def _int8_check(r, settings, d: _Data, p_fp32: np.ndarray, data_dir: str | None) -> dict[str, Any]:
@@ -548,7 +611,7 @@ def _fit_minirocket(method: Method, d: _Data, seed: int, **_: Any) -> dict[str, 
 
 #: Settings added after cells were first cached, with the value that trains exactly as before: dropped from
 #: the fingerprint at that value, so adding a setting does not invalidate hours of cached peer cells.
-NEUTRAL_SETTINGS = {("model", "members"): 1, ("training", "mixup_alpha"): 0.0}
+NEUTRAL_SETTINGS = {("model", "members"): 1, ("training", "mixup_alpha"): 0.0, ("model", "pool_blur"): 0}
 
 
 def _fingerprint(method: Method, shifts: Sequence[float]) -> str:
@@ -1110,7 +1173,7 @@ def _encode(labels: np.ndarray, classes: list[str]) -> np.ndarray:
     return encode_labels(labels, classes)
 
 
-METHODS = ["compact", "compact_calibrated", "ensemble", "ensemble_calibrated", "paper_m2", "paper_m16", "knn_peaks", "svm_peaks", "lr_snv_deriv", "minirocket",
+METHODS = ["compact", "compact_calibrated", "compact_compensated", "ensemble_compensated", "ensemble", "ensemble_calibrated", "paper_m2", "paper_m16", "knn_peaks", "svm_peaks", "lr_snv_deriv", "minirocket",
            "paper_m64", "paper_m2_n1", "paper_m2_n10"]
 
 

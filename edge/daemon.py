@@ -30,7 +30,7 @@ from .bundle import Bundle
 from .errors import ConfigError, EdgeError
 from .heads import HeadSwitch, load_head
 from .journal import Journal
-from .novelty import NoveltyService
+from .novelty import DriftConfig, NoveltyService
 from .preprocess import Preprocessor
 from .wire import TOPICS, WIRE_VERSION, SpectrumIn, decode_event, decode_spectrum, encode_payload
 
@@ -161,6 +161,9 @@ class Daemon:
             if config.novelty else None
         if self.novelty is not None:
             self.add_status_hook(self.novelty.status)
+        elif DriftConfig.from_dict(config.drift).compensate_offset:
+            raise ConfigError("drift compensate_offset needs novelty on and a bundle trained with --novelty "
+                              "(its class-mean reference spectra measure the offset)")
         self._journal = Journal(config.journal) if config.journal else None
         self._started_ns = time.time_ns()
         self.endpoints: dict[str, str] = {}
@@ -330,7 +333,8 @@ class Daemon:
                 decoded.append(decode_spectrum(frame))
             except EdgeError as exc:
                 self._reject(pub, _reason(exc), str(exc), None, received_ns)
-        ok, x = self._preprocess(decoded, pub, received_ns)
+        correction = self.novelty.correction_cm1() if self.novelty is not None else 0.0
+        ok, x = self._preprocess(decoded, pub, received_ns, correction)
         if ok:
             try:
                 out = self.heads.apply(self.backend.infer(x))
@@ -341,9 +345,9 @@ class Daemon:
                     self._reject(pub, "inference", str(exc), s.id, received_ns)
                 ok = []
             else:
-                self._publish_predictions(pub, ok, out, received_ns)
+                self._publish_predictions(pub, ok, out, received_ns, correction)
                 if self.novelty is not None:  # after publishing: drift bookkeeping adds no prediction latency
-                    self._publish_drift(pub, ok, x, out)
+                    self._publish_drift(pub, ok, x, out, correction)
         if self._journal:
             self._journal.flush()
 
@@ -380,10 +384,11 @@ class Daemon:
             self._journal.flush()
         return rest
 
-    def _preprocess(self, decoded: list[SpectrumIn], pub, received_ns: int) -> tuple[list[SpectrumIn], np.ndarray | None]:
+    def _preprocess(self, decoded: list[SpectrumIn], pub, received_ns: int,
+                    offset_cm1: float = 0.0) -> tuple[list[SpectrumIn], np.ndarray | None]:
         """Preprocess a micro-batch: one vectorised call when every spectrum shares its axis (the usual case
         under a backlog), else, or when that call fails, spectrum by spectrum so that a bad one is rejected
-        alone."""
+        alone. ``offset_cm1``: the drift compensation (:meth:`edge.novelty.NoveltyService.correction_cm1`)."""
         if not decoded:
             return [], None
         first = decoded[0]
@@ -394,19 +399,21 @@ class Daemon:
             for s in decoded[1:])
         if same_axis and len(decoded) > 1:
             try:
-                return decoded, self.preprocessor(np.stack([s.intensity for s in decoded]), first.raman_shift_cm1)
+                return decoded, self.preprocessor(np.stack([s.intensity for s in decoded]), first.raman_shift_cm1,
+                                                  offset_cm1)
             except EdgeError:
                 pass  # find the culprit(s) below
         ok, rows = [], []
         for s in decoded:
             try:
-                rows.append(self.preprocessor(s.intensity, s.raman_shift_cm1))
+                rows.append(self.preprocessor(s.intensity, s.raman_shift_cm1, offset_cm1))
                 ok.append(s)
             except EdgeError as exc:
                 self._reject(pub, _reason(exc), str(exc), s.id, received_ns)
         return ok, (np.stack(rows) if rows else None)
 
-    def _publish_predictions(self, pub, spectra: list[SpectrumIn], out: dict[str, np.ndarray], received_ns: int) -> None:
+    def _publish_predictions(self, pub, spectra: list[SpectrumIn], out: dict[str, np.ndarray], received_ns: int,
+                             offset_correction_cm1: float = 0.0) -> None:
         proba = out["probabilities"]
         k = min(self.config.top_k, proba.shape[1])
         top = np.argsort(-proba, axis=1, kind="stable")[:, :k]  # ties: lowest class index, as argmax
@@ -424,15 +431,17 @@ class Daemon:
             }
             if self.novelty is not None:
                 payload.update(self.novelty.fields(out, i))
+                payload["offset_correction_cm1"] = offset_correction_cm1
             payload["published_ns"] = time.time_ns()
             if self._journal:
                 self._journal.append("prediction", **payload)
             self.counters["published"] += 1  # counted before sending: a subscriber never sees more than counted
             pub.send_multipart([TOPICS["prediction"], encode_payload(payload)])
 
-    def _publish_drift(self, pub, spectra: list[SpectrumIn], x: np.ndarray, out: dict[str, np.ndarray]) -> None:
+    def _publish_drift(self, pub, spectra: list[SpectrumIn], x: np.ndarray, out: dict[str, np.ndarray],
+                       offset_correction_cm1: float = 0.0) -> None:
         seqs = np.arange(self.seq - len(spectra) + 1, self.seq + 1)
-        for event in self.novelty.observe(seqs, time.time_ns(), spectra, x, out):
+        for event in self.novelty.observe(seqs, time.time_ns(), spectra, x, out, offset_correction_cm1):
             event["v"] = WIRE_VERSION
             log.warning("drift alarm: %s", {k: event[k] for k in ("kind", "statistic", "threshold", "detected_seq", "change_seq")})
             if self._journal:

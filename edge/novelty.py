@@ -76,6 +76,7 @@ __all__ = [
     "NoveltyModel",
     "NoveltyService",
     "PageHinkley",
+    "class_mean_spectra",
     "estimate_offsets",
     "highpass",
     "line_residual_score",
@@ -188,6 +189,32 @@ def novelty_scores(x: np.ndarray, r: np.ndarray, metric: str = "line_cosine",
 
 
 # -- Raman-shift offset --------------------------------------------------------------------------------------
+def class_mean_spectra(x: np.ndarray, labels: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Reference spectra for the offset estimate: the mean preprocessed spectrum (channel 0) of each class.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (B, N) or (B, C, N)
+        Preprocessed training spectra.
+    labels : numpy.ndarray of str, shape (B,)
+    classes : list of str
+        Row order of the result.
+
+    Returns
+    -------
+    numpy.ndarray, shape (len(classes), N), float32
+        A zero row for a class without spectra.
+    """
+    x0 = primary_channel(np.asarray(x))
+    labels = np.asarray(labels).astype(str)
+    out = np.zeros((len(classes), x0.shape[-1]), dtype=np.float32)
+    for i, c in enumerate(classes):
+        sel = labels == c
+        if sel.any():
+            out[i] = x0[sel].mean(axis=0)
+    return out
+
+
 def parabolic_peak(y_minus: np.ndarray, y0: np.ndarray, y_plus: np.ndarray) -> np.ndarray:
     """Sub-sample position of a peak from three equally spaced samples around the largest one.
 
@@ -434,6 +461,12 @@ class DriftConfig:
         Line of the calibration standard, cm⁻¹ (silicon 520.7; some tools use 520.45).
     reference_label : str
         Spectra labelled so (``label`` field) are treated as measurements of the standard ("" disables).
+    compensate_offset : bool
+        Drift compensation: preprocess every spectrum with the current moving-median offset estimate
+        (``offset_cm1``) removed (:class:`edge.preprocess.Preprocessor` ``offset_cm1``); each prediction
+        states the correction it used (``offset_correction_cm1``). The estimate keeps measuring the
+        instrument's own offset (correction + what remains), so offset alarms still fire. Needs the bundle's
+        novelty section (its class-mean reference spectra).
     """
 
     warmup: int = 200
@@ -451,6 +484,7 @@ class DriftConfig:
     offset_min_quality: float = 0.5
     reference_line_cm1: float = 520.7
     reference_label: str = "silicon"
+    compensate_offset: bool = False
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -461,6 +495,8 @@ class DriftConfig:
             raise ConfigError("drift warmup must be ≥ 10; offset_window, offset_top_k, offset_batch ≥ 1; clip > 0")
         if self.offset_alarm_cm1 <= 0 or self.offset_max_lag_cm1 <= 0:
             raise ConfigError("offset_alarm_cm1 and offset_max_lag_cm1 must be > 0")
+        if not isinstance(self.compensate_offset, bool):
+            raise ConfigError(f"compensate_offset must be true or false, got {self.compensate_offset!r}")
         for channel in ("novelty", "background"):  # validates both settings pairs
             self.page_hinkley(channel)
 
@@ -532,7 +568,7 @@ class DriftMonitor:
         # Expected background level of each class: the same statistic on its mean training spectrum.
         self._ref_background = None if self.references is None else np.median(self.references, axis=-1)
         self.offsets: deque[tuple[int, float]] = deque(maxlen=cfg.offset_window)
-        self._pending: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self._pending: list[tuple[int, np.ndarray, np.ndarray, float]] = []
         self.offset_cm1: float | None = None
         self.offset_alarmed = False
         self._offset_run_start: tuple[int, int] | None = None
@@ -544,7 +580,8 @@ class DriftMonitor:
     # -- per batch ------------------------------------------------------------------------------------------
     def update(self, seq: np.ndarray, time_ns: int, *, novelty: np.ndarray | None = None,
                residual: np.ndarray | None = None, msp: np.ndarray | None = None,
-               spectra: np.ndarray | None = None, proba: np.ndarray | None = None) -> list[dict[str, Any]]:
+               spectra: np.ndarray | None = None, proba: np.ndarray | None = None,
+               applied_offset_cm1: float = 0.0) -> list[dict[str, Any]]:
         """Feed one batch of predictions, in arrival order; return the alarms it raised.
 
         Parameters
@@ -559,6 +596,9 @@ class DriftMonitor:
             Preprocessed spectra (for the offset estimate).
         proba : numpy.ndarray, shape (B, K), optional
             Class probabilities (the top ``offset_top_k`` classes pick the reference spectra).
+        applied_offset_cm1 : float
+            Offset already removed from ``spectra`` in preprocessing (drift compensation), cm⁻¹: added back
+            to what is measured on them, so the estimate stays the instrument's offset.
 
         Returns
         -------
@@ -594,7 +634,7 @@ class DriftMonitor:
                     else np.broadcast_to(np.arange(len(self.references)), (len(seq), len(self.references))))
             x0 = primary_channel(spectra)
             for i in range(len(seq)):
-                self._pending.append((int(seq[i]), x0[i], cand[i]))
+                self._pending.append((int(seq[i]), x0[i], cand[i], float(applied_offset_cm1)))
             if len(self._pending) >= cfg.offset_batch:
                 events += self._flush_offsets(time_ns)
         self.alarms += len(events)
@@ -616,9 +656,10 @@ class DriftMonitor:
         seqs = [p[0] for p in self._pending]
         x = np.stack([p[1] for p in self._pending])
         cand = np.stack([p[2] for p in self._pending])
+        applied = np.array([p[3] for p in self._pending])
         self._pending = []
         off, quality, _ = estimate_offsets(x, self.references, cand, self.max_lag, references_fft=self._ref_fft)
-        per_offset = np.where(quality >= cfg.offset_min_quality, off * self.step_cm1, np.nan)
+        per_offset = np.where(quality >= cfg.offset_min_quality, off * self.step_cm1 + applied, np.nan)
         events = []
         for s, o in zip(seqs, per_offset):
             if np.isfinite(o):
@@ -667,9 +708,15 @@ class DriftMonitor:
                 "reference_line_cm1": cfg.reference_line_cm1, "prominence": prom, "detected_seq": seq,
                 "detected_ns": int(time_ns), "change_seq": None, "change_ns": None, "offset_cm1": self.offset_cm1}
 
+    @property
+    def correction_cm1(self) -> float:
+        """Offset to remove from the next spectra (cm⁻¹): the moving-median estimate when
+        ``compensate_offset`` is on (0 until the estimate exists), else 0."""
+        return float(self.offset_cm1) if self.config.compensate_offset and self.offset_cm1 is not None else 0.0
+
     def status(self) -> dict[str, Any]:
         """Current state for the daemon's status messages."""
-        return {"offset_cm1": self.offset_cm1, "offset_n": len(self.offsets),
+        return {"offset_cm1": self.offset_cm1, "correction_cm1": self.correction_cm1, "offset_n": len(self.offsets),
                 "reference_offset_cm1": self.reference_offset_cm1, "alarms": self.alarms, "seen": self.seen,
                 "warming_up": any(s.mean is None for s in self.std.values()),
                 "statistics": {c: t.statistic for c, t in self.tests.items()},
@@ -810,6 +857,10 @@ class NoveltyService:
         """Per-spectrum novelty of a preprocessed micro-batch (see :meth:`NoveltyModel.score`)."""
         return self.model.score(x)
 
+    def correction_cm1(self) -> float:
+        """The drift compensation for the next spectra, cm⁻¹ (:attr:`DriftMonitor.correction_cm1`)."""
+        return self.monitor.correction_cm1
+
     def fields(self, out: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
         """The novelty fields of prediction ``i`` of a batch: ``novelty_score``, ``novelty_threshold``,
         ``novel``, ``reconstruction_mse``."""
@@ -817,7 +868,7 @@ class NoveltyService:
                 "novel": bool(out["novel"][i]), "reconstruction_mse": float(out["reconstruction_mse"][i])}
 
     def observe(self, seqs: np.ndarray, time_ns: int, spectra: list, x: np.ndarray,
-                out: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+                out: Mapping[str, np.ndarray], applied_offset_cm1: float = 0.0) -> list[dict[str, Any]]:
         """Feed a published batch to the drift monitor; return the drift payloads to publish.
 
         Parameters
@@ -831,6 +882,8 @@ class NoveltyService:
             Preprocessed batch.
         out : dict
             Classifier outputs (``probabilities``) merged with :meth:`score`'s.
+        applied_offset_cm1 : float
+            The drift compensation ``x`` was preprocessed with (:meth:`correction_cm1`), cm⁻¹.
         """
         events: list[dict[str, Any]] = []
         is_ref = np.array([bool(self.reference_label) and (s.label or "").strip().lower() == self.reference_label
@@ -847,7 +900,7 @@ class NoveltyService:
             proba = out["probabilities"][keep]
             events += self.monitor.update(np.asarray(seqs)[keep], time_ns, novelty=out["novelty_score"][keep],
                                           residual=out["reconstruction_mse"][keep], msp=proba.max(axis=1),
-                                          spectra=x[keep], proba=proba)
+                                          spectra=x[keep], proba=proba, applied_offset_cm1=applied_offset_cm1)
         return events
 
     def status(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ._validation import as_float_array, check_axis
 from .errors import ConfigError, PreprocessError
+from .shift import shift_spectra
 
 __all__ = ["RamanGrid", "BaselineConfig", "ChannelConfig", "PreprocessConfig", "Preprocessor", "preprocess", "resample"]
 
@@ -318,7 +319,8 @@ class Preprocessor:
         self._baseline_fn = _baseline_method(self.config.baseline.method, self.config.grid) if self.config.baseline else None
         self._sg_coeffs: dict[int, np.ndarray] = {}
 
-    def __call__(self, intensity: np.ndarray, raman_shift_cm1: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, intensity: np.ndarray, raman_shift_cm1: np.ndarray | None = None,
+                 offset_cm1: float = 0.0) -> np.ndarray:
         """Preprocess one spectrum or a batch.
 
         Parameters
@@ -328,6 +330,11 @@ class Preprocessor:
         raman_shift_cm1 : numpy.ndarray, shape (M,), optional
             Raman shift in cm⁻¹ of the intensities. None means they are already on the config's grid
             (M must equal ``grid.n_points``).
+        offset_cm1 : float
+            Known Raman-shift offset of the instrument, cm⁻¹ (positive: lines read too high). After
+            resampling, the spectrum is moved by −``offset_cm1`` with each row's own edge padding
+            (:func:`edge.shift.shift_spectra`, the shift the training augmentation applies): the daemon's
+            drift compensation (:class:`edge.novelty.DriftConfig` ``compensate_offset``). 0: unchanged.
 
         Returns
         -------
@@ -351,6 +358,10 @@ class Preprocessor:
             y = y.astype(np.float32, copy=True)
         else:
             y = resample(intensity, raman_shift_cm1, cfg.grid)
+        if offset_cm1:
+            if not np.isfinite(offset_cm1):
+                raise PreprocessError(f"offset_cm1 must be finite, got {offset_cm1!r}")
+            y = shift_spectra(y, -float(offset_cm1), cfg.grid.step_cm1).astype(np.float32, copy=False)
         if self._baseline_fn is not None:
             y = self._remove_baseline(y)
         if not cfg.extra_channels:

@@ -117,6 +117,30 @@ def test_versus_peers_and_dial_matched_targets_read_the_right_cells():
     assert t["10%"]["mean"] == 90.0 and t["10%"]["met"] and t["40%+30"]["mean"] == 70.0 and not t["40%+30"]["met"]
 
 
+def test_cached_cells_survive_settings_added_at_their_neutral_value():
+    """A setting added later (``pool_blur``, ``members``) at the value that trains as before keeps the cell
+    fingerprint, so cached cells stay valid; any other value is a new method. The compensated row trains the
+    same network as ``compact`` but is its own cell."""
+    import copy
+
+    from bench.bench_accuracy import CURVE_SHIFTS_CM1 as SHIFTS_CM1
+    from bench.bench_accuracy import _fingerprint, build_methods
+
+    methods = {m.key: m for m in build_methods()}
+    compact = methods["compact"]
+    before = copy.deepcopy(compact)
+    for name in ("pool_blur", "members"):
+        before.settings["model"].pop(name)
+    assert _fingerprint(before, SHIFTS_CM1) == _fingerprint(compact, SHIFTS_CM1)
+    blurred = copy.deepcopy(compact)
+    blurred.settings["model"]["pool_blur"] = 3
+    assert _fingerprint(blurred, SHIFTS_CM1) != _fingerprint(compact, SHIFTS_CM1)
+    comp = methods["compact_compensated"]
+    assert comp.settings["drift_compensation"]["compensate_offset"] is True
+    assert {k: v for k, v in comp.settings.items() if k not in ("drift_compensation", "stream")} == compact.settings
+    assert _fingerprint(comp, SHIFTS_CM1) != _fingerprint(compact, SHIFTS_CM1)
+
+
 def test_recipe_cv_draws_cover_every_class_and_never_touch_the_test_file(soysal):
     from bench.recipe_cv import draw
 

@@ -117,6 +117,25 @@ def test_drift_monitor_offset_alarm_and_estimate_on_a_real_stream(real):
     assert mon.status()["offset_cm1"] == pytest.approx(mon.offset_cm1)
 
 
+def test_compensated_spectra_still_report_the_instruments_own_offset(real):
+    """With ``compensate_offset``, spectra reach the monitor already corrected; adding back what was applied
+    keeps the estimate on the instrument's offset (+20 cm⁻¹ here, whatever correction was applied), and the
+    correction follows it."""
+    te = real["test"]
+    raw = shift_spectra(te.intensities, 20.0)
+    for applied in (0.0, 15.0, 24.0):
+        mon = DriftMonitor(DriftConfig(channels=(), compensate_offset=True), real["refs"], 1.0)
+        assert mon.correction_cm1 == 0.0  # no estimate yet
+        x = real["pre"](raw, None, offset_cm1=applied)
+        for a in range(0, len(x), 8):
+            mon.update(np.arange(a, min(a + 8, len(x))), a, spectra=x[a:a + 8], applied_offset_cm1=applied)
+        assert abs(mon.offset_cm1 - 20.0) < 1.5, applied
+        assert mon.correction_cm1 == pytest.approx(mon.offset_cm1)
+    off = DriftMonitor(DriftConfig(channels=()), real["refs"], 1.0)  # compensation off: estimate, no correction
+    off.update(np.arange(len(raw)), 0, spectra=real["pre"](raw))
+    assert abs(off.offset_cm1 - 20.0) < 1.5 and off.correction_cm1 == 0.0
+
+
 def test_background_channel_finds_growing_fluorescence_and_stays_quiet_on_nominal(real):
     """Real spectra in random order: 3 000 nominal ones raise no background alarm; a broad background growing
     from 0 to 100 % of the peak height over 600 spectra is found, dated after the growth began, and not long

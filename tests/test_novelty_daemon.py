@@ -92,3 +92,46 @@ def test_daemon_without_novelty_has_no_novelty_fields(novelty_bundle, test_set):
         d.tx.send(test_set.intensities[0], test_set.raman_shift_cm1, id="s0")
         preds, drift = _collect(d, 1)
     assert "novelty_score" not in preds["s0"] and drift == []
+
+
+def test_drift_compensation_corrects_a_30_cm1_offset_over_zeromq(novelty_bundle, test_set):
+    """Every real test spectrum offset by +30 cm⁻¹, sent twice in random order, with ``compensate_offset``:
+    once the moving-median estimate exists, predictions are preprocessed with it removed and say so
+    (``offset_correction_cm1`` ≈ 30), the estimate still reports the instrument's own offset (so the offset
+    alarm fires), and the corrected predictions beat the same spectra classified uncorrected."""
+    b = Bundle.load(novelty_bundle["path"])
+    labels = b.labels
+    rng = np.random.default_rng(3)
+    idx = rng.permutation(np.tile(np.arange(len(test_set)), 2))
+    raw = shift_spectra(test_set.intensities[idx], 30.0)
+    with _Daemon(novelty_bundle["path"], drift={"compensate_offset": True, "offset_window": 15}) as d:
+        for i in range(len(raw)):
+            d.tx.send(raw[i], test_set.raman_shift_cm1, id=f"s{i}")
+        preds, drift = _collect(d, len(raw))
+        status = d.daemon.status()
+    corr = np.array([preds[f"s{i}"]["offset_correction_cm1"] for i in range(len(raw))])
+    first = int(np.flatnonzero(corr)[0])  # before: no estimate yet, nothing corrected
+    assert corr[0] == 0.0 and first <= 80  # micro-batches under this backlog hold up to max_batch spectra
+    late = np.arange(len(raw)) >= first + 30
+    assert np.all(np.abs(corr[late] - 30.0) < 3.0), corr[late]
+    assert abs(status["drift"]["offset_cm1"] - 30.0) < 3.0
+    assert [e["kind"] for e in drift].count("offset") == 1
+    y = np.array([labels.index(c) for c in test_set.labels[idx]])
+    top1 = np.array([preds[f"s{i}"]["labels"][0] == labels[y[i]] for i in range(len(raw))])
+    with _Daemon(novelty_bundle["path"]) as d:  # the same spectra, no compensation
+        for i in np.flatnonzero(late):
+            d.tx.send(raw[i], test_set.raman_shift_cm1, id=f"s{i}")
+        plain, _ = _collect(d, int(late.sum()))
+    top1_plain = np.array([plain[f"s{i}"]["labels"][0] == labels[y[i]] for i in np.flatnonzero(late)])
+    assert "offset_correction_cm1" in plain[f"s{np.flatnonzero(late)[0]}"]
+    assert top1[late].mean() > top1_plain.mean() + 0.03, (top1[late].mean(), top1_plain.mean())
+
+
+def test_drift_compensation_is_refused_without_novelty(novelty_bundle):
+    from edge.daemon import Daemon, DaemonConfig
+    from edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="compensate_offset"):
+        Daemon(DaemonConfig(bundle=str(novelty_bundle["path"]), novelty=False, drift={"compensate_offset": True}))
+    with pytest.raises(ConfigError, match="compensate_offset"):
+        Daemon(DaemonConfig(bundle=str(novelty_bundle["path"]), drift={"compensate_offset": "yes"}))

@@ -63,6 +63,7 @@ from edge.novelty import (
     METRICS,
     NOVELTY_SCHEMA,
     PROTOTYPES_FILE,
+    class_mean_spectra,
     primary_channel,
     residual_scores,
 )
@@ -428,11 +429,7 @@ def fit_novelty(train: SpectraSet, preprocessing: PreprocessConfig, cfg: AEConfi
     model, history = fit_autoencoder(x_raw, pre, cfg)
     calib = oof[cfg.metric][np.isfinite(oof[cfg.metric])]
     threshold = float(np.quantile(calib, cfg.quantile))
-    protos = np.zeros((len(classes), x_pre.shape[1]), dtype=np.float32)
-    for i, c in enumerate(classes):
-        sel = labels == c
-        if sel.any():
-            protos[i] = x_pre[sel].mean(axis=0)
+    protos = class_mean_spectra(x_pre, labels, classes)
     return NoveltyFit(model, cfg, threshold, oof, folds, ae_scores(model, x_pre), protos, classes,
                       history, time.perf_counter() - t0)
 
