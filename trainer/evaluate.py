@@ -38,6 +38,9 @@ maximum), and :class:`edge.novelty.DriftMonitor` — the daemon's code, default 
   standard deviation) growing linearly from 0 to 100 % of each spectrum's peak height over 600 spectra;
   delay from the spectrum where it exceeds 20 %.
 
+The gradual and step streams also run behind the daemon's drift compensation (``compensate_offset``):
+top-1 from the change on, with and without it, and the compensated run's alarm delay.
+
 Each drift stream is repeated ``--repeats`` times with different random orders; delays are reported per
 repeat and as the median. The offset estimate (moving median over ``offset_window`` spectra) is compared
 with the true offset at the same spectrum and with the mean true offset over the window it summarises.
@@ -50,6 +53,7 @@ config's own recipe (the shipped model; ``--epochs N`` shortens it), autoencoder
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -281,23 +285,36 @@ def make_stream(test: SpectraSet, kind: str, rng: np.random.Generator, noise: fl
 
 def run_stream(models: _Models, pre: Preprocessor, stream: dict[str, Any], drift_cfg: DriftConfig,
                step_cm1: float, batch: int = 16) -> dict[str, Any]:
-    """Feed a stream through the scorers and a fresh :class:`DriftMonitor` in micro-batches."""
+    """Feed a stream through the scorers and a fresh :class:`DriftMonitor` in micro-batches (with
+    ``drift_cfg.compensate_offset``, each batch is preprocessed with the monitor's correction removed, as the
+    daemon does). Returns the alarms, the offset estimate after each spectrum, score traces, the predicted
+    class of each spectrum and the correction applied to it."""
     mon = DriftMonitor(drift_cfg, models.novelty.prototypes, step_cm1)
     x_all = stream["x_raw"]
     t = len(x_all)
     est = np.full(t, np.nan)
     alarms: list[dict[str, Any]] = []
-    trace = {k: np.zeros(t) for k in ("ae", "ae_mse", "msp")}
+    trace = {k: np.zeros(t) for k in ("ae", "ae_mse", "msp", "correction", "predicted")}
     for a in range(0, t, batch):
-        xb = pre(x_all[a:a + batch], None)
+        correction = mon.correction_cm1
+        xb = pre(x_all[a:a + batch], None, correction)
         sc = _score(models, xb)
         proba = sc["probabilities"]
         msp = proba.max(axis=1)
         seq = np.arange(a, a + len(xb))
-        alarms += mon.update(seq, 0, novelty=sc["ae"], residual=sc["ae_mse"], msp=msp, spectra=xb, proba=proba)
+        alarms += mon.update(seq, 0, novelty=sc["ae"], residual=sc["ae_mse"], msp=msp, spectra=xb, proba=proba,
+                             applied_offset_cm1=correction)
         est[a:a + len(xb)] = np.nan if mon.offset_cm1 is None else mon.offset_cm1
-        trace["ae"][a:a + len(xb)], trace["ae_mse"][a:a + len(xb)], trace["msp"][a:a + len(xb)] = sc["ae"], sc["ae_mse"], msp
+        sl = slice(a, a + len(xb))
+        trace["ae"][sl], trace["ae_mse"][sl], trace["msp"][sl] = sc["ae"], sc["ae_mse"], msp
+        trace["correction"][sl], trace["predicted"][sl] = correction, proba.argmax(axis=1)
     return {"alarms": alarms, "offset_estimate": est, "trace": trace}
+
+
+def _stream_top1(models: _Models, test: SpectraSet, stream: dict[str, Any], r: dict[str, Any], start: int) -> float:
+    """Top-1 of a stream's predictions from spectrum ``start`` on."""
+    y = np.array([models.labels.index(c) for c in np.asarray(test.labels)[stream["index"]]])
+    return float(np.mean(r["trace"]["predicted"][start:] == y[start:]))
 
 
 def _delays(alarms: list[dict[str, Any]], onset: int | None, start: int | None, warmup: int) -> dict[str, Any]:
@@ -343,7 +360,14 @@ def drift_streams(models: _Models, test: SpectraSet, pre: Preprocessor, drift_cf
             s = make_stream(test, kind, np.random.default_rng([seed, 11, rep, len(kind)]), noise)
             r = run_stream(models, pre, s, drift_cfg, step)
             d = _delays(r["alarms"], s["onset"], s["drift_start"], drift_cfg.warmup)
+            d["top1_after_start"] = _stream_top1(models, test, s, r, s["drift_start"])
             if kind in ("gradual", "step"):
+                # The same stream behind the daemon's drift compensation (compensate_offset = true).
+                rc = run_stream(models, pre, s, dataclasses.replace(drift_cfg, compensate_offset=True), step)
+                dc = _delays(rc["alarms"], s["onset"], s["drift_start"], drift_cfg.warmup)
+                d["compensated"] = {"top1_after_start": _stream_top1(models, test, s, rc, s["drift_start"]),
+                                    "delay": dc["delay"], "false_alarms_before_drift": dc["false_alarms_before_drift"],
+                                    "final_correction_cm1": float(rc["trace"]["correction"][-1])}
                 est, true = r["offset_estimate"], s["offset_cm1"]
                 w = drift_cfg.offset_window
                 win_true = np.array([true[max(0, i - w + 1):i + 1].mean() for i in range(len(true))])
@@ -367,7 +391,10 @@ def drift_streams(models: _Models, test: SpectraSet, pre: Preprocessor, drift_cf
                    "missed": int(sum(v is None for v in delays)),
                    "false_alarms_before_drift": int(sum(d["false_alarms_before_drift"] for d in reps)),
                    "repeats": reps}
+        summary["top1_after_start"] = float(np.mean([d["top1_after_start"] for d in reps]))
         if kind in ("gradual", "step"):
+            summary["compensated_top1_after_start"] = float(np.mean([d["compensated"]["top1_after_start"] for d in reps]))
+            summary["compensated_delays"] = [d["compensated"]["delay"] for d in reps]
             summary["offset_mae_vs_window_mean_cm1"] = float(np.mean([d["offset"]["mae_vs_window_mean_cm1"] for d in reps]))
             summary["offset_mae_vs_true_cm1"] = float(np.mean([d["offset"]["mae_vs_true_cm1"] for d in reps]))
         res["streams"][kind] = summary
@@ -523,6 +550,10 @@ def _print_summary(result: dict[str, Any]) -> None:
             line = f"  {kind:<12} delay after onset ({s['onset_definition']}): {s['delays']} (median {s['median_delay']})"
             if "offset_mae_vs_window_mean_cm1" in s:
                 line += f"; offset error {s['offset_mae_vs_window_mean_cm1']:.2f} cm-1 (vs window mean)"
+            line += f"; top-1 after the change {100 * s['top1_after_start']:.1f} %"
+            if "compensated_top1_after_start" in s:
+                line += (f", with drift compensation {100 * s['compensated_top1_after_start']:.1f} % "
+                         f"(delays {s['compensated_delays']})")
             print(line)
     print(f"total {result['seconds']:.0f} s; plots: {', '.join(result['plots'])}")
 
