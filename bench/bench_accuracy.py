@@ -611,7 +611,8 @@ def _fit_minirocket(method: Method, d: _Data, seed: int, **_: Any) -> dict[str, 
 
 #: Settings added after cells were first cached, with the value that trains exactly as before: dropped from
 #: the fingerprint at that value, so adding a setting does not invalidate hours of cached peer cells.
-NEUTRAL_SETTINGS = {("model", "members"): 1, ("training", "mixup_alpha"): 0.0, ("model", "pool_blur"): 0}
+NEUTRAL_SETTINGS = {("model", "members"): 1, ("training", "mixup_alpha"): 0.0, ("model", "pool_blur"): 0,
+                    ("augmentation", "band_ratio"): 0.0}
 
 
 def _fingerprint(method: Method, shifts: Sequence[float]) -> str:

@@ -221,8 +221,10 @@ def test_shift_tolerance_dial_sets_augmentation_and_pooling():
 
     s = apply_shift_tolerance(TrainerSettings.from_toml(DEFAULT_CONFIG), 10)
     assert s.augmentation.max_shift_cm1 == 10 and s.augmentation.shift_small_cm1 == 0 and s.model.n_pool == 3
+    assert s.augmentation.band_ratio == 0.3  # calibrated instrument: band-ratio augmentation on
     s = apply_shift_tolerance(s, 60)
     assert s.augmentation.max_shift_cm1 == 60 and s.augmentation.shift_small_cm1 == 5 and s.model.n_pool == 4
+    assert s.augmentation.band_ratio == 0.0
     assert RamanCNN(1392, 5, ModelConfig.from_dict({**s.model.to_dict(), "in_channels": 2}))(torch.zeros(1, 2, 1392)).shape == (1, 5)
     with pytest.raises(TrainerError):
         apply_shift_tolerance(s, -1)
@@ -267,3 +269,27 @@ def test_augmentation_keeps_spectra_valid_for_preprocessing(soysal):
         assert out.shape == x.shape and out.dtype == np.float32
         pre(out)  # raises PreprocessError on a row without positive maximum
     assert not np.allclose(out, x)
+
+
+def test_band_ratio_augmentation_changes_band_ratios_not_band_positions(soysal):
+    """``band_ratio``: a smooth positive gain. Clear narrow lines of real spectra stay where they are (over
+    90 % exactly, 95 % within one grid point: flat tops), ratios between distant bands change, the gain
+    stays within exp(±2), and 0 leaves spectra untouched."""
+    from scipy.signal import find_peaks
+
+    from trainer.augment import AugmentConfig, augment_batch
+
+    x = load_spectra(soysal / "raw_train_labeled_40pct.npz").intensities[:64]
+    off = dict(max_shift_cm1=0.0, fluorescence=0.0, noise_std=0.0, intensity_scale=0.0, probability=1.0)
+    np.testing.assert_array_equal(augment_batch(x, AugmentConfig(**off, band_ratio=0.0), np.random.default_rng(0)), x)
+    out = augment_batch(x, AugmentConfig(**off, band_ratio=0.5), np.random.default_rng(0))
+    gain = out / np.where(np.abs(x) > 1e-6, x, np.nan)
+    assert np.nanmin(gain) > np.exp(-2.0) and np.nanmax(gain) < np.exp(2.0)
+    moved, ratio_change = [], []
+    for a, b in zip(x, out):
+        peaks, _ = find_peaks(a, prominence=0.3 * a.max(), width=(None, 15))  # clear, narrow lines
+        moved += [abs(int(np.argmax(b[max(0, q - 3):q + 4])) - (q - max(0, q - 3))) for q in peaks]
+        if len(peaks) >= 2:
+            ratio_change.append(abs(np.log((b[peaks[0]] / b[peaks[-1]]) / (a[peaks[0]] / a[peaks[-1]]))))
+    assert len(moved) > 30 and np.mean(np.array(moved) == 0) > 0.9 and np.percentile(moved, 95) <= 1
+    assert np.median(ratio_change) > 0.05

@@ -41,6 +41,11 @@ class AugmentConfig(SettingsMixin):
         accuracy on unshifted spectra while covering large drifts).
     p_small : float
         Weight of the small-shift component (used when ``shift_small_cm1`` > 0).
+    band_ratio : float
+        Relative band intensities: each spectrum is multiplied by ``exp(σ·u(ν))``, ``u`` a smooth random
+        curve of unit standard deviation (4 cosines, periods 170–2 800 grid points), ``σ`` uniform in
+        [0, ``band_ratio``]. Crystal orientation and laser polarisation change the ratios of a mineral's
+        Raman bands (RRUFF holds several orientations per mineral), not their positions.
     baseline : float
         Amplitude of a signed smooth baseline a·tanh((t − c)/w) + b·t + q·t² (t in [−1, 1]), relative to the
         spectrum's maximum: residual fluorescence of either sign, as left by imperfect background handling.
@@ -57,6 +62,7 @@ class AugmentConfig(SettingsMixin):
     noise_std: float = 0.01
     shift_small_cm1: float = 0.0
     p_small: float = 0.5
+    band_ratio: float = 0.0
     baseline: float = 0.0
     probability: float = 0.9
 
@@ -106,6 +112,13 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
             out = out[r, lo] * (1 - f) + out[r, hi] * f
         else:
             out = shift_spectra(out, shift, step_cm1)
+    if cfg.band_ratio > 0:
+        t = np.linspace(0.0, 1.0, n)[None, None, :]
+        freq = rng.uniform(0.5, 8.0, (b, 4, 1))
+        u = np.cos(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi, (b, 4, 1))).sum(axis=1)
+        u = (u - u.mean(axis=1, keepdims=True)) / np.maximum(u.std(axis=1, keepdims=True), 1e-6)
+        sigma = rng.uniform(0.0, cfg.band_ratio, (b, 1)) * on[:, None]
+        out = (out * np.exp(sigma * u)).astype(np.float32)
     peak = np.abs(out).max(axis=1, keepdims=True) + 1e-12
     if cfg.fluorescence > 0:
         t = np.linspace(0.0, 1.0, n, dtype=np.float32)[None, :]
