@@ -127,8 +127,10 @@ def daemon_run(bundle: Path, x: np.ndarray, axis: np.ndarray, novelty: bool, n: 
             "daemon_p50_ms": float(np.percentile(b, 50)), "daemon_p99_ms": float(np.percentile(b, 99))}
 
 
-def component_times(bundle: Path, x: np.ndarray, n: int) -> dict[str, Any]:
-    """Batch-1 cost of the autoencoder score, and of the drift bookkeeping per spectrum (ms)."""
+def component_times(bundle: Path, x: np.ndarray, n: int, raw: np.ndarray | None = None,
+                    raw_axis: np.ndarray | None = None) -> dict[str, Any]:
+    """Batch-1 cost of the autoencoder score, of the drift bookkeeping per spectrum, and (with ``raw``) of
+    preprocessing without and with a drift-compensation offset (ms)."""
     b = Bundle.load(bundle)
     m = NoveltyModel(b, precision="auto", threads=1)
     m.load()
@@ -151,10 +153,21 @@ def component_times(bundle: Path, x: np.ndarray, n: int) -> dict[str, Any]:
         mon.update(np.array([i]), 0, novelty=scores["novelty_score"][k:k + 1], residual=scores["reconstruction_mse"][k:k + 1],
                    msp=np.array([0.9]), spectra=x[k:k + 1], proba=proba)
         d[i] = time.perf_counter() - s
-    return {"autoencoder_precision": m.precision, "score_batch1_p50_ms": float(np.percentile(t, 50) * 1e3),
-            "score_batch1_p99_ms": float(np.percentile(t, 99) * 1e3),
-            "drift_update_per_spectrum_p50_ms": float(np.percentile(d, 50) * 1e3),
-            "autoencoder_bytes": Path(m.model_path).stat().st_size}
+    out = {"autoencoder_precision": m.precision, "score_batch1_p50_ms": float(np.percentile(t, 50) * 1e3),
+           "score_batch1_p99_ms": float(np.percentile(t, 99) * 1e3),
+           "drift_update_per_spectrum_p50_ms": float(np.percentile(d, 50) * 1e3),
+           "autoencoder_bytes": Path(m.model_path).stat().st_size}
+    if raw is not None:
+        pre = Preprocessor(b.preprocessing)
+        for key, offset in (("preprocess_batch1_p50_ms", 0.0), ("preprocess_compensated_batch1_p50_ms", 12.3)):
+            p = np.empty(n)
+            for i in range(n):
+                row = raw[i % len(raw)][None]
+                s = time.perf_counter()
+                pre(row, raw_axis, offset)
+                p[i] = time.perf_counter() - s
+            out[key] = float(np.percentile(p, 50) * 1e3)
+    return out
 
 
 def run(bundle: str | Path | None = None, quick: bool = False, data: str = "rruff_soysal/raw_test.npz",
@@ -181,7 +194,7 @@ def run(bundle: str | Path | None = None, quick: bool = False, data: str = "rruf
     on = [r for r in runs if r["novelty"]]
     d_e2e = [a["e2e_p50_ms"] - o["e2e_p50_ms"] for a, o in zip(on, off)]
     d_in = [a["daemon_p50_ms"] - o["daemon_p50_ms"] for a, o in zip(on, off)]
-    comp = component_times(bpath, x, 300 if quick else 2000)
+    comp = component_times(bpath, x, 300 if quick else 2000, spectra.intensities, spectra.raman_shift_cm1)
     overhead = float(np.median(d_e2e))
     return {
         "bundle": str(bpath), "model_id": b.model_id, "data": spectra.source,
