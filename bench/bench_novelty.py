@@ -24,6 +24,7 @@ import pathlib
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,16 @@ def daemon_run(bundle: Path, x: np.ndarray, axis: np.ndarray, novelty: bool, n: 
             "daemon_p50_ms": float(np.percentile(b, 50)), "daemon_p99_ms": float(np.percentile(b, 99))}
 
 
+def _batch1_ms(call: Callable[[int], Any], n: int) -> np.ndarray:
+    """Wall time of ``call(i)`` for i = 0 … n−1, ms."""
+    t = np.empty(n)
+    for i in range(n):
+        s = time.perf_counter()
+        call(i)
+        t[i] = time.perf_counter() - s
+    return t * 1e3
+
+
 def component_times(bundle: Path, x: np.ndarray, n: int, raw: np.ndarray | None = None,
                     raw_axis: np.ndarray | None = None) -> dict[str, Any]:
     """Batch-1 cost of the autoencoder score, of the drift bookkeeping per spectrum, and (with ``raw``) of
@@ -135,38 +146,28 @@ def component_times(bundle: Path, x: np.ndarray, n: int, raw: np.ndarray | None 
     m = NoveltyModel(b, precision="auto", threads=1)
     m.load()
     try:
-        t = np.empty(n)
-        for i in range(n):
-            row = x[i % len(x)][None]
-            s = time.perf_counter()
-            m.score(row)
-            t[i] = time.perf_counter() - s
+        t = _batch1_ms(lambda i: m.score(x[i % len(x)][None]), n)
         scores = m.score(x)
     finally:
         m.close()
     mon = DriftMonitor(DriftConfig(warmup=50), m.references, b.grid.step_cm1)
     proba = np.full((1, len(b.labels)), 1.0 / len(b.labels))
-    d = np.empty(n)
-    for i in range(n):
+
+    def drift_update(i: int) -> None:
         k = i % len(x)
-        s = time.perf_counter()
         mon.update(np.array([i]), 0, novelty=scores["novelty_score"][k:k + 1], residual=scores["reconstruction_mse"][k:k + 1],
                    msp=np.array([0.9]), spectra=x[k:k + 1], proba=proba)
-        d[i] = time.perf_counter() - s
-    out = {"autoencoder_precision": m.precision, "score_batch1_p50_ms": float(np.percentile(t, 50) * 1e3),
-           "score_batch1_p99_ms": float(np.percentile(t, 99) * 1e3),
-           "drift_update_per_spectrum_p50_ms": float(np.percentile(d, 50) * 1e3),
+
+    d = _batch1_ms(drift_update, n)
+    out = {"autoencoder_precision": m.precision, "score_batch1_p50_ms": float(np.percentile(t, 50)),
+           "score_batch1_p99_ms": float(np.percentile(t, 99)),
+           "drift_update_per_spectrum_p50_ms": float(np.percentile(d, 50)),
            "autoencoder_bytes": Path(m.model_path).stat().st_size}
     if raw is not None:
         pre = Preprocessor(b.preprocessing)
         for key, offset in (("preprocess_batch1_p50_ms", 0.0), ("preprocess_compensated_batch1_p50_ms", 12.3)):
-            p = np.empty(n)
-            for i in range(n):
-                row = raw[i % len(raw)][None]
-                s = time.perf_counter()
-                pre(row, raw_axis, offset)
-                p[i] = time.perf_counter() - s
-            out[key] = float(np.percentile(p, 50) * 1e3)
+            p = _batch1_ms(lambda i, offset=offset: pre(raw[i % len(raw)][None], raw_axis, offset), n)
+            out[key] = float(np.percentile(p, 50))
     return out
 
 

@@ -361,7 +361,7 @@ class Preprocessor:
         if offset_cm1:
             if not np.isfinite(offset_cm1):
                 raise PreprocessError(f"offset_cm1 must be finite, got {offset_cm1!r}")
-            y = shift_spectra(y, -float(offset_cm1), cfg.grid.step_cm1).astype(np.float32, copy=False)
+            y = shift_spectra(y, -float(offset_cm1), cfg.grid.step_cm1)
         if self._baseline_fn is not None:
             y = self._remove_baseline(y)
         if not cfg.extra_channels:

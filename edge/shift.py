@@ -38,18 +38,14 @@ def shift_spectra(spectra: np.ndarray, shift_cm1, step_cm1: float = 1.0) -> np.n
     x = as_float_array(spectra, "spectra")
     rows = x.reshape(-1, x.shape[-1])
     n = rows.shape[1]
-    if np.ndim(shift_cm1) == 0:  # one shift for every row (the daemon's drift compensation): column gathers
-        pos = np.clip(np.arange(n, dtype=np.float64) - float(shift_cm1) / step_cm1, 0.0, n - 1.0)
-        lo = np.floor(pos).astype(np.intp)
-        frac = (pos - lo).astype(np.float32)
-        out = rows[:, lo] * (1.0 - frac) + rows[:, np.minimum(lo + 1, n - 1)] * frac
-        return out.reshape(x.shape).astype(np.float32, copy=False)
-    s = np.broadcast_to(np.asarray(shift_cm1, dtype=np.float64) / step_cm1, (rows.shape[0],))
-    pos = np.arange(n, dtype=np.float64)[None, :] - s[:, None]  # source position of each output point
-    pos = np.clip(pos, 0.0, n - 1.0)
+    s = np.asarray(shift_cm1, dtype=np.float64) / step_cm1
+    if s.ndim:  # one shift per row
+        s = np.broadcast_to(s, (rows.shape[0],))[:, None]
+    pos = np.clip(np.arange(n, dtype=np.float64) - s, 0.0, n - 1.0)  # source position of each output point
     lo = np.floor(pos).astype(np.intp)
     hi = np.minimum(lo + 1, n - 1)
     frac = (pos - lo).astype(np.float32)
-    r = np.arange(rows.shape[0])[:, None]
+    # One shift for all rows (pos shape (N,), e.g. the daemon's drift compensation) gathers whole columns.
+    r = slice(None) if pos.ndim == 1 else np.arange(rows.shape[0])[:, None]
     out = rows[r, lo] * (1.0 - frac) + rows[r, hi] * frac
     return out.reshape(x.shape).astype(np.float32)
