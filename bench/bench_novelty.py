@@ -5,12 +5,15 @@ Run ``python bench/bench_novelty.py --json PATH [--bundle DIR] [--quick]`` or ``
 
 * the daemon end to end (``edge-daemon`` in its own process, ZeroMQ over TCP on 127.0.0.1, one spectrum every
   5 ms so micro-batches hold one spectrum): p50/p99 latency from the sender's clock to the subscriber's
-  receipt, and the daemon's own p50 (``published_ns − received_ns``: decode, preprocess, classifier,
-  autoencoder), with ``--novelty`` and ``--no-novelty``, in alternating runs (ABAB…) so that load from other
-  processes hits both alike; the overhead is the median over pairs of (with − without);
-* the autoencoder alone (onnxruntime, 1 thread, batch 1): p50 of :meth:`edge.novelty.NoveltyModel.score`
-  (inference plus the numpy score), and the drift monitor's per-spectrum bookkeeping (offset estimate and
-  Page–Hinkley updates), which the daemon runs after publishing a batch's predictions.
+  receipt, and the daemon's own p50 (``published_ns − received_ns``: decode, preprocess, classifier and
+  the novelty decision), with ``--novelty`` and ``--no-novelty``, in alternating runs (ABAB…) so that load
+  from other processes hits both alike; the overhead is the median over pairs of (with − without);
+* the novelty scores alone (onnxruntime, 1 thread, batch 1): p50 of :meth:`edge.novelty.NoveltyModel.score`
+  (autoencoder inference, its numpy score, and the spectral-library match against the predicted class), of
+  :meth:`~edge.novelty.NoveltyModel.decide` (what runs before a prediction is published: the library match
+  alone when the library decides), of the library match alone, and of the drift monitor's per-spectrum
+  bookkeeping (offset estimate and Page–Hinkley updates). The daemon runs the bookkeeping, and the
+  autoencoder when the library decides, after publishing a batch's predictions: neither is in its p50.
 
 Without ``--bundle`` a bundle is trained on the real 40 % split with ``edge-train --novelty`` and exported
 with ``edge-export --int8`` under ``bench/results/`` (minutes; reused on the next run).
@@ -51,7 +54,8 @@ def default_bundle(out: Path = RESULTS) -> Path:
     bdir = out / "bundle-rruff40-novelty"
     try:
         b = Bundle.load(bdir)
-        if b.has_file("model.int8.onnx") and "onnx_fp32" in b.manifest.get("novelty", {}).get("files", {}):
+        files = b.manifest.get("novelty", {}).get("files", {})
+        if b.has_file("model.int8.onnx") and "onnx_fp32" in files and "library" in files:
             return bdir
     except BundleError:
         pass
@@ -140,27 +144,34 @@ def _batch1_ms(call: Callable[[int], Any], n: int) -> np.ndarray:
 
 def component_times(bundle: Path, x: np.ndarray, n: int, raw: np.ndarray | None = None,
                     raw_axis: np.ndarray | None = None) -> dict[str, Any]:
-    """Batch-1 cost of the autoencoder score, of the drift bookkeeping per spectrum, and (with ``raw``) of
-    preprocessing without and with a drift-compensation offset (ms)."""
+    """Batch-1 cost of the novelty score as the daemon runs it (autoencoder + spectral library against the
+    predicted class), of the spectral library alone, of the drift bookkeeping per spectrum, and (with
+    ``raw``) of preprocessing without and with a drift-compensation offset (ms)."""
     b = Bundle.load(bundle)
     m = NoveltyModel(b, precision="auto", threads=1)
+    predicted = np.asarray(b.labels)[np.arange(len(x)) % len(b.labels)]
     m.load()
     try:
-        t = _batch1_ms(lambda i: m.score(x[i % len(x)][None]), n)
-        scores = m.score(x)
+        t = _batch1_ms(lambda i: m.score(x[i % len(x)][None], predicted[i % len(x):i % len(x) + 1]), n)
+        hot = _batch1_ms(lambda i: m.decide(x[i % len(x)][None], predicted[i % len(x):i % len(x) + 1]), n)
+        scores = m.score(x, predicted)
     finally:
         m.close()
+    lib = _batch1_ms(lambda i: m.library.scores(x[i % len(x)][None], predicted[i % len(x):i % len(x) + 1]), n)
     mon = DriftMonitor(DriftConfig(warmup=50), m.references, b.grid.step_cm1)
     proba = np.full((1, len(b.labels)), 1.0 / len(b.labels))
 
     def drift_update(i: int) -> None:
         k = i % len(x)
-        mon.update(np.array([i]), 0, novelty=scores["novelty_score"][k:k + 1], residual=scores["reconstruction_mse"][k:k + 1],
+        mon.update(np.array([i]), 0, novelty=scores["reconstruction_error"][k:k + 1],
+                   residual=scores["reconstruction_mse"][k:k + 1],
                    msp=np.array([0.9]), spectra=x[k:k + 1], proba=proba)
 
     d = _batch1_ms(drift_update, n)
     out = {"autoencoder_precision": m.precision, "score_batch1_p50_ms": float(np.percentile(t, 50)),
            "score_batch1_p99_ms": float(np.percentile(t, 99)),
+           "decide_batch1_p50_ms": float(np.percentile(hot, 50)),
+           "library_batch1_p50_ms": float(np.percentile(lib, 50)), "detector": m.detector,
            "drift_update_per_spectrum_p50_ms": float(np.percentile(d, 50)),
            "autoencoder_bytes": Path(m.model_path).stat().st_size}
     if raw is not None:

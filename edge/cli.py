@@ -40,6 +40,9 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--head", default=None, help="head file to serve instead of the bundle's own head")
     g.add_argument("--novelty", action=argparse.BooleanOptionalAction, default=None,
                    help="novelty scores and drift alarms when the bundle has an autoencoder (default: on)")
+    g.add_argument("--novelty-detector", choices=["auto", "library", "autoencoder"], default=None,
+                   help="which score decides 'novel': the spectral-library match or the autoencoder's reconstruction "
+                        "error (default auto: the library when the bundle has one)")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[DaemonConfig, RamanGrid | None]:
@@ -47,7 +50,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[DaemonConfig, RamanGrid 
     raw = load_toml(args.config) if args.config else {}
     d = dict(raw.get("daemon", {}))
     for key in ("bundle", "input", "output", "precision", "backend", "threads", "max_batch", "top_k", "journal", "serial",
-                "control", "head", "novelty"):
+                "control", "head", "novelty", "novelty_detector"):
         value = getattr(args, key, None)
         if value is not None:
             d[key] = value

@@ -30,6 +30,7 @@ from .bundle import Bundle
 from .errors import ConfigError, EdgeError
 from .heads import HeadSwitch, load_head
 from .journal import Journal
+from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .novelty import DriftConfig, NoveltyService
 from .preprocess import Preprocessor
 from .wire import TOPICS, WIRE_VERSION, SpectrumIn, decode_event, decode_spectrum, encode_payload
@@ -76,6 +77,9 @@ class DaemonConfig:
         Head file (:mod:`edge.heads` format) to serve from the start instead of the bundle's own head.
     novelty : bool
         Score novelty and watch for drift when the bundle has a novelty autoencoder (:mod:`edge.novelty`).
+    novelty_detector : {"auto", "library", "autoencoder"}
+        Which score decides each prediction's ``novel`` (:class:`edge.novelty.NoveltyModel`); ``"auto"``:
+        the bundle's spectral library when it has one, else the autoencoder.
     drift : dict
         Drift-monitor settings (``[daemon.drift]``; :class:`edge.novelty.DriftConfig`).
     """
@@ -95,6 +99,7 @@ class DaemonConfig:
     control: str = ""
     head: str = ""
     novelty: bool = True
+    novelty_detector: str = "auto"
     drift: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -107,6 +112,8 @@ class DaemonConfig:
         cfg = cls(**d)
         if cfg.max_batch < 1 or cfg.top_k < 1 or cfg.threads < 1:
             raise ConfigError("max_batch, top_k and threads must be ≥ 1")
+        if cfg.novelty_detector not in NOVELTY_DETECTORS:
+            raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {cfg.novelty_detector!r}")
         return cfg
 
 
@@ -145,7 +152,9 @@ class Daemon:
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.counters = {"received": 0, "published": 0, "rejected": 0, "batches": 0, "subscriptions": 0,
-                         "lost": 0}  # lost: spectra the serial link reported lost (error topic, reason "lost")
+                         "lost": 0, "drift_errors": 0}
+        # lost: spectra the serial link reported lost (error topic, reason "lost"); drift_errors: batches whose
+        # drift bookkeeping failed after their predictions were published (logged)
         self.rejections: dict[str, int] = {}
         self.seq = 0
         self._status_hooks: list[Callable[[], dict[str, Any]]] = []
@@ -157,8 +166,8 @@ class Daemon:
         self._control = None
         self.add_status_hook(self.heads.status)
         # Novelty and drift (edge.novelty): the autoencoder runs on the same micro-batch as the classifier.
-        self.novelty = NoveltyService.from_bundle(self.bundle, config.drift, self.precision, config.threads) \
-            if config.novelty else None
+        self.novelty = NoveltyService.from_bundle(self.bundle, config.drift, self.precision, config.threads,
+                                                  config.novelty_detector) if config.novelty else None
         if self.novelty is not None:
             self.add_status_hook(self.novelty.status)
         elif DriftConfig.from_dict(config.drift).compensate_offset:
@@ -339,7 +348,7 @@ class Daemon:
             try:
                 out = self.heads.apply(self.backend.infer(x))
                 if self.novelty is not None:
-                    out.update(self.novelty.score(x))
+                    out.update(self.novelty.decide(x, self.labels[np.argmax(out["probabilities"], axis=1)]))
             except EdgeError as exc:
                 for s in ok:
                     self._reject(pub, "inference", str(exc), s.id, received_ns)
@@ -441,7 +450,13 @@ class Daemon:
     def _publish_drift(self, pub, spectra: list[SpectrumIn], x: np.ndarray, out: dict[str, np.ndarray],
                        offset_correction_cm1: float = 0.0) -> None:
         seqs = np.arange(self.seq - len(spectra) + 1, self.seq + 1)
-        for event in self.novelty.observe(seqs, time.time_ns(), spectra, x, out, offset_correction_cm1):
+        try:
+            events = self.novelty.observe(seqs, time.time_ns(), spectra, x, out, offset_correction_cm1)
+        except EdgeError as exc:  # the predictions are out; only this batch's drift bookkeeping is lost
+            self.counters["drift_errors"] += 1
+            log.warning("drift monitor skipped a batch of %d: %s", len(spectra), exc)
+            return
+        for event in events:
             event["v"] = WIRE_VERSION
             log.warning("drift alarm: %s", {k: event[k] for k in ("kind", "statistic", "threshold", "detected_seq", "change_seq")})
             if self._journal:

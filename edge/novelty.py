@@ -68,14 +68,18 @@ __all__ = [
     "AE_FP32_FILE",
     "AE_INT8_FILE",
     "HIGHPASS_POINTS",
+    "LIBRARY_FILE",
+    "LIBRARY_SHIFT_TOLERANCE_CM1",
     "METRICS",
     "NOVELTY_SCHEMA",
     "PROTOTYPES_FILE",
     "DriftConfig",
+    "DETECTORS",
     "DriftMonitor",
     "NoveltyModel",
     "NoveltyService",
     "PageHinkley",
+    "SpectralLibrary",
     "class_mean_spectra",
     "estimate_offsets",
     "highpass",
@@ -94,9 +98,14 @@ AE_FILE_STEM = "autoencoder"
 AE_FP32_FILE = f"{AE_FILE_STEM}.onnx"
 AE_INT8_FILE = f"{AE_FILE_STEM}.int8.onnx"
 PROTOTYPES_FILE = "novelty_prototypes.npz"
+LIBRARY_FILE = "novelty_library.npz"
+#: Raman-shift offset a library match tolerates, cm⁻¹: the calibration tolerance (DriftConfig.offset_alarm_cm1).
+LIBRARY_SHIFT_TOLERANCE_CM1 = 3.0
 HIGHPASS_POINTS = 31
 METRICS = ("line_cosine", "mse")
 CHANNELS = ("novelty", "residual", "confidence", "background")
+#: Which score decides ``novel``: "auto" = the spectral library when the bundle has one, else the autoencoder.
+DETECTORS = ("auto", "library", "autoencoder")
 
 
 # -- scores ----------------------------------------------------------------------------------------------
@@ -142,7 +151,8 @@ def line_residual_score(x: np.ndarray, r: np.ndarray, window: int = HIGHPASS_POI
     return 1.0 - num / np.maximum(den, 1e-12)
 
 
-def residual_scores(x: np.ndarray, r: np.ndarray, window: int = HIGHPASS_POINTS) -> tuple[np.ndarray, np.ndarray]:
+def residual_scores(x: np.ndarray, r: np.ndarray, window: int = HIGHPASS_POINTS,
+                    return_line_components: bool = False) -> tuple[np.ndarray, ...]:
     """Both scores at once, as the daemon needs them: ``(line_residual_score, reconstruction_error)``.
 
     Same values as the two functions (to ~1e-9), computed with one filter call on float32 data and float64
@@ -152,11 +162,14 @@ def residual_scores(x: np.ndarray, r: np.ndarray, window: int = HIGHPASS_POINTS)
     ----------
     x, r : numpy.ndarray, shape (B, N)
         Spectra and reconstructions.
+    return_line_components : bool
+        Also return the unit line components of ``x``, shape (B, N), float32 (what
+        :meth:`SpectralLibrary.scores` compares).
 
     Returns
     -------
     (numpy.ndarray, numpy.ndarray)
-        Each shape (B,), float64.
+        Each shape (B,), float64 (and the line components when asked).
     """
     from scipy.ndimage import uniform_filter1d
 
@@ -166,9 +179,12 @@ def residual_scores(x: np.ndarray, r: np.ndarray, window: int = HIGHPASS_POINTS)
     h = a - uniform_filter1d(a, window, axis=-1, mode="nearest")
     hx, hr = h[: len(x)], h[len(x):]
     num = np.einsum("ij,ij->i", hx, hr, dtype=np.float64)
-    den = np.sqrt(np.einsum("ij,ij->i", hx, hx, dtype=np.float64) * np.einsum("ij,ij->i", hr, hr, dtype=np.float64))
+    hxx = np.einsum("ij,ij->i", hx, hx, dtype=np.float64)
+    den = np.sqrt(hxx * np.einsum("ij,ij->i", hr, hr, dtype=np.float64))
     d = x - r
     mse = np.einsum("ij,ij->i", d, d, dtype=np.float64) / x.shape[1]
+    if return_line_components:  # unit line components of x, for SpectralLibrary.scores (no second filter)
+        return 1.0 - num / np.maximum(den, 1e-12), mse, hx / np.maximum(np.sqrt(hxx), 1e-12)[:, None].astype(np.float32)
     return 1.0 - num / np.maximum(den, 1e-12), mse
 
 
@@ -228,6 +244,15 @@ def parabolic_peak(y_minus: np.ndarray, y0: np.ndarray, y_plus: np.ndarray) -> n
 
 def _unit_lines(x: np.ndarray, window: int) -> np.ndarray:
     h = highpass(x, window)
+    return h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
+
+
+def _unit_lines32(x: np.ndarray, window: int) -> np.ndarray:
+    """:func:`_unit_lines` in float32 (the library match's hot path: about half the time)."""
+    from scipy.ndimage import uniform_filter1d
+
+    x = np.asarray(x, dtype=np.float32)
+    h = x - uniform_filter1d(x, window, axis=-1, mode="nearest")
     return h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
 
 
@@ -352,6 +377,177 @@ def reference_line_offset(intensity: np.ndarray, raman_shift_cm1: np.ndarray, li
     bb = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / den
     pos = -bb / (2 * a) if a < 0 else ax[i]
     return float(pos - line_cm1), prominence
+
+
+# -- spectral library match ------------------------------------------------------------------------------
+class SpectralLibrary:
+    """The training spectra as a library: "is this spectrum really like the spectra of the mineral the
+    classifier names?"
+
+    The classic Raman library search (hit quality index, HQI: the correlation of a spectrum with library
+    spectra) asked of the predicted class only. Each library row is the unit line component (:func:`highpass`
+    of channel 0) of one preprocessed training spectrum, stored as float16 (half the bytes; the scores move
+    by < 1e-3). The library score of a spectrum ``x`` predicted as class ``c`` is::
+
+        score = 1 - max over library rows l of class c, over lags |s| <= S of cos(hp(x) shifted by s, l)
+
+    a reconstruction error in the line-residual metric of the autoencoder (:func:`line_residual_score`),
+    with the spectrum "reconstructed" by its best match among the known spectra of its predicted mineral,
+    allowing ``S`` = ``shift_tolerance_cm1`` / grid step points of Raman-shift offset (default
+    :data:`LIBRARY_SHIFT_TOLERANCE_CM1`, the calibration tolerance). A known mineral finds a close relative;
+    a mineral the classifier has never seen is named after its nearest known relative but matches none of
+    its spectra. Higher = more novel, in [0, 2].
+
+    Parameters
+    ----------
+    lines : numpy.ndarray, shape (L, N)
+        Unit line components of the library spectra (:meth:`from_spectra` computes them).
+    classes : numpy.ndarray of int, shape (L,)
+        Class index of each row, into ``labels``.
+    labels : sequence of str
+        Class names.
+    shift_points : int
+        Largest lag tried, grid points (≥ 0).
+    window : int
+        High-pass window, grid points (:data:`HIGHPASS_POINTS`).
+
+    Raises
+    ------
+    BundleError
+        On inconsistent shapes, classes outside the label list or a negative lag.
+    """
+
+    def __init__(self, lines: np.ndarray, classes: np.ndarray, labels, shift_points: int,
+                 window: int = HIGHPASS_POINTS) -> None:
+        self.lines = np.asarray(lines, dtype=np.float16)
+        self.classes = np.asarray(classes, dtype=np.int64)
+        self.labels = [str(x) for x in labels]
+        self.shift_points, self.window = int(shift_points), int(window)
+        if self.lines.ndim != 2 or self.classes.shape != (len(self.lines),) or not len(self.lines):
+            raise BundleError(f"library lines {self.lines.shape} and classes {self.classes.shape} do not match")
+        if self.classes.min() < 0 or self.classes.max() >= len(self.labels) or self.shift_points < 0:
+            raise BundleError("library classes must index its labels, and its lag must be ≥ 0")
+        self._lines32 = self.lines.astype(np.float32)
+        self._rows = {name: np.flatnonzero(self.classes == c) for c, name in enumerate(self.labels)}
+        self._blocks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def from_spectra(cls, x: np.ndarray, labels, classes, shift_tolerance_cm1: float, step_cm1: float,
+                     window: int = HIGHPASS_POINTS) -> SpectralLibrary:
+        """Library of preprocessed spectra ``x`` (B, N) or (B, C, N) with class names ``labels`` (B,), class
+        order ``classes``; lag ``round(shift_tolerance_cm1 / step_cm1)`` points.
+
+        Raises
+        ------
+        BundleError
+            If a label is not in ``classes``.
+        """
+        names = [str(c) for c in classes]
+        index = {c: i for i, c in enumerate(names)}
+        try:
+            y = np.array([index[str(v)] for v in np.asarray(labels)], dtype=np.int64)
+        except KeyError as exc:
+            raise BundleError(f"library label {exc} is not a class") from exc
+        lines = _unit_lines32(primary_channel(np.asarray(x)), window)
+        return cls(lines, y, names, int(round(shift_tolerance_cm1 / step_cm1)), window)
+
+    def _lagged(self, u: np.ndarray) -> np.ndarray:
+        """Unit rows ``u`` (B, N) at every lag, re-normalised: shape (B, 2S + 1, N), float32 (zero fill at the
+        edges)."""
+        b, n = u.shape
+        s = self.shift_points
+        out = np.zeros((b, 2 * s + 1, n), dtype=np.float32)
+        for j, lag in enumerate(range(-s, s + 1)):
+            if lag >= 0:
+                out[:, j, lag:] = u[:, :n - lag]
+            else:
+                out[:, j, :lag] = u[:, -lag:]
+        return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+
+    def _class_block(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Library rows of a class and their lagged copies flattened to ((2S + 1)·rows, N), cached."""
+        if name not in self._blocks:
+            rows = self._rows.get(name)
+            if rows is None or not rows.size:
+                return None
+            self._blocks[name] = (rows, self._lagged(self._lines32[rows]).reshape(-1, self.lines.shape[1]))
+        return self._blocks[name]
+
+    def scores(self, x: np.ndarray, predicted, unit_lines: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Library scores of preprocessed spectra against the library rows of their predicted classes.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, shape (B, N) or (B, C, N)
+            Preprocessed spectra (channel 0 is used).
+        predicted : sequence of str, length B
+            Class name the classifier gives each spectrum.
+        unit_lines : numpy.ndarray, shape (B, N), optional
+            The unit line components of ``x`` when already computed (:func:`residual_scores` with
+            ``return_line_components``; same window).
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray)
+            ``score`` shape (B,), float64, in [0, 2]: NaN where the class has no library spectra (a mineral
+            added after training, e.g. by head-only transfer); ``match`` shape (B,), int64: the best library
+            row (-1 with a NaN score).
+
+        Raises
+        ------
+        PreprocessError
+            If the spectra are not on the library's grid.
+        """
+        x0 = primary_channel(np.asarray(x))
+        if x0.shape[-1] != self.lines.shape[1]:
+            raise PreprocessError(f"spectra have {x0.shape[-1]} points, the library {self.lines.shape[1]}")
+        u = _unit_lines32(x0, self.window) if unit_lines is None else unit_lines
+        score = np.full(len(x0), np.nan)
+        match = np.full(len(x0), -1, dtype=np.int64)
+        lags = 2 * self.shift_points + 1
+        for i, name in enumerate(predicted):
+            block = self._class_block(str(name))
+            if block is None:
+                continue
+            rows, lagged = block
+            sim = lagged @ u[i]  # ((2S + 1)·rows,): row-major by library row, then lag
+            j = int(np.argmax(sim))
+            score[i], match[i] = 1.0 - float(sim[j]), int(rows[j // lags])
+        return score, match
+
+    def leave_one_out_scores(self) -> np.ndarray:
+        """Nominal calibration: each library spectrum scored (as :meth:`scores` scores a spectrum) against the
+        *other* spectra of its class, shape (L,), float64; NaN for a class with one spectrum. A threshold is
+        a quantile of these."""
+        out = np.full(len(self.lines), np.nan)
+        lags = 2 * self.shift_points + 1
+        for name, rows in self._rows.items():
+            if rows.size < 2:
+                continue
+            _, lagged = self._class_block(name)
+            sim = (self._lines32[rows] @ lagged.T).reshape(rows.size, rows.size, lags).max(axis=2)
+            np.fill_diagonal(sim, -np.inf)
+            out[rows] = 1.0 - sim.max(axis=1).astype(np.float64)
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What a bundle stores (:data:`LIBRARY_FILE`): ``lines`` float16, ``classes`` int64, ``labels``."""
+        return {"lines": self.lines, "classes": self.classes, "labels": np.array(self.labels, dtype=str)}
+
+    @classmethod
+    def load(cls, path, shift_points: int, window: int = HIGHPASS_POINTS) -> SpectralLibrary:
+        """Read :meth:`arrays` back.
+
+        Raises
+        ------
+        BundleError
+            If the file is unreadable or inconsistent.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                return cls(d["lines"], d["classes"], d["labels"].tolist(), shift_points, window)
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(f"{path}: unreadable spectral library: {exc}") from exc
 
 
 # -- change detection -------------------------------------------------------------------------------------
@@ -726,7 +922,8 @@ class DriftMonitor:
 
 # -- the autoencoder at run time -------------------------------------------------------------------------
 class NoveltyModel:
-    """The bundle's novelty autoencoder, threshold and reference spectra, run with onnxruntime.
+    """The bundle's novelty autoencoder (run with onnxruntime), spectral library, thresholds and reference
+    spectra.
 
     Parameters
     ----------
@@ -736,15 +933,26 @@ class NoveltyModel:
         ``"auto"`` (and ``"int8"``) serve the INT8 autoencoder when the bundle has it, else FP32.
     threads : int
         onnxruntime intra-op threads.
+    detector : {"auto", "library", "autoencoder"}
+        Which score decides ``novel`` (:data:`DETECTORS`): the spectral-library match
+        (:class:`SpectralLibrary`, the better detector on the real leave-classes-out evaluation, README
+        "Novelty") or the autoencoder's reconstruction error; ``"auto"`` = the library when the bundle has
+        one. Both are always computed and published.
 
     Raises
     ------
     BundleError
-        If the bundle has no novelty section, an unknown metric or schema, or no autoencoder ONNX file.
+        If the bundle has no novelty section, an unknown metric or schema, no autoencoder ONNX file, or an
+        unreadable spectral library.
+    ConfigError
+        For an unknown detector, or ``"library"`` with a bundle without a library.
     """
 
-    def __init__(self, bundle, precision: str = "auto", threads: int = 1) -> None:
+    def __init__(self, bundle, precision: str = "auto", threads: int = 1, detector: str = "auto") -> None:
         from .backends import OnnxRuntimeBackend
+
+        if detector not in DETECTORS:
+            raise ConfigError(f"novelty_detector must be one of {DETECTORS}, got {detector!r}")
 
         nov = bundle.manifest.get("novelty")
         if not nov:
@@ -772,6 +980,27 @@ class NoveltyModel:
                     self.references = np.asarray(d["spectrum_prototypes"], dtype=np.float32)
             except (OSError, ValueError, KeyError) as exc:
                 raise BundleError(f"{bundle.path}: unreadable novelty prototypes: {exc}") from exc
+        self.library: SpectralLibrary | None = None
+        self.library_threshold = math.nan
+        lib = nov.get("library")
+        if lib:
+            name = files.get("library")
+            if not name or not bundle.has_file(name):
+                raise BundleError(f"{bundle.path}: the novelty section names a spectral library but has no file")
+            try:
+                self.library_threshold = float(lib["threshold"])
+                self.library = SpectralLibrary.load(bundle.file(name), int(lib["shift_points"]),
+                                                    int(lib.get("highpass_points", HIGHPASS_POINTS)))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BundleError(f"{bundle.path}: invalid spectral-library section: {exc}") from exc
+            if self.library.lines.shape[1] != bundle.grid.n_points:
+                raise BundleError(f"{bundle.path}: the spectral library has {self.library.lines.shape[1]} points, "
+                                  f"the grid {bundle.grid.n_points}")
+        if detector == "library" and self.library is None:
+            raise ConfigError(f"{bundle.path}: novelty_detector = \"library\" but this bundle has no spectral library "
+                              "(retrain with edge-train --novelty, or use \"autoencoder\")")
+        self.detector = "library" if detector == "auto" and self.library is not None else \
+            ("autoencoder" if detector == "auto" else detector)
 
     def load(self) -> None:
         self.backend.load()
@@ -779,33 +1008,84 @@ class NoveltyModel:
     def close(self) -> None:
         self.backend.close()
 
-    def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Novelty of a batch of preprocessed spectra.
+    def score(self, x: np.ndarray, predicted=None) -> dict[str, np.ndarray]:
+        """Novelty of a batch of preprocessed spectra: :meth:`decide`, then :meth:`complete`.
 
         Parameters
         ----------
         x : numpy.ndarray, shape (B, N) or (B, C, N), float32
             Preprocessed spectra (channel 0 is used).
+        predicted : sequence of str, length B, optional
+            The classifier's top-1 class names: needed by the library detector. Without them (or for a class
+            the library does not hold) a spectrum is judged by the autoencoder, and ``novelty_detector`` says
+            so.
 
         Returns
         -------
         dict
-            ``novelty_score`` (B,) float64, ``novel`` (B,) bool, ``reconstruction_mse`` (B,) float64.
+            Each shape (B,): ``reconstruction_error`` (the autoencoder's thresholded metric) and
+            ``reconstruction_mse``, float64; ``library_score`` float64 (NaN without a library or a match);
+            ``novelty_score`` and ``novelty_threshold`` float64, of the detector that decided; ``novel`` bool
+            (score > threshold); ``novelty_detector`` str (``"library"`` or ``"autoencoder"``).
 
         Raises
         ------
         BackendError
             If onnxruntime fails.
         """
+        return self.complete(x, self.decide(x, predicted))
+
+    def decide(self, x: np.ndarray, predicted=None) -> dict[str, np.ndarray]:
+        """What a prediction needs before it is published: the :meth:`score` keys, except that the autoencoder
+        runs here only when it decides for a spectrum of the batch (detector ``"autoencoder"``, no
+        ``predicted``, or a class the library does not hold). Otherwise ``reconstruction_error`` and
+        ``reconstruction_mse`` are left out, for :meth:`complete` to add after the predictions are out (the
+        daemon does so: the drift monitor needs them, the decision does not)."""
         x0 = np.ascontiguousarray(primary_channel(x), dtype=np.float32)
+        use_library = self.detector == "library" and self.library is not None and predicted is not None
+        out: dict[str, np.ndarray] = {}
+        unit = None
+        if not use_library:  # the autoencoder decides: run it first, and share its line components
+            out, unit = self._autoencoder(x0)
+        lib = np.full(len(x0), np.nan)
+        if self.library is not None and predicted is not None:
+            lib = self.library.scores(x0, predicted, unit if self.library.window == self.window else None)[0]
+        use_lib = np.isfinite(lib) if use_library else np.zeros(len(x0), dtype=bool)
+        if not use_lib.all() and not out:  # a class without library spectra: the autoencoder decides for it
+            out, _ = self._autoencoder(x0)
+        ae = out.get("reconstruction_error", lib)
+        score = np.where(use_lib, lib, ae)
+        thr = np.where(use_lib, self.library_threshold, self.threshold)
+        out.update({"library_score": lib, "novelty_score": score, "novelty_threshold": thr, "novel": score > thr,
+                    "novelty_detector": np.where(use_lib, "library", "autoencoder")})
+        return out
+
+    def complete(self, x: np.ndarray, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Add the autoencoder's ``reconstruction_error`` and ``reconstruction_mse`` to a :meth:`decide`
+        result of the same ``x`` that lacks them (in place); returns ``out``.
+
+        Raises
+        ------
+        BackendError
+            If onnxruntime fails.
+        """
+        if "reconstruction_error" not in out:
+            out.update(self._autoencoder(np.ascontiguousarray(primary_channel(x), dtype=np.float32))[0])
+        return out
+
+    def _autoencoder(self, x0: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The autoencoder's scores of channel-0 spectra (B, N), and their unit line components."""
         r = self.backend.infer(x0)["reconstruction"]
-        line, mse = residual_scores(x0, r, self.window)
-        score = mse if self.metric == "mse" else line
-        return {"novelty_score": score, "novel": score > self.threshold, "reconstruction_mse": mse}
+        line, mse, unit = residual_scores(x0, r, self.window, return_line_components=True)
+        return {"reconstruction_error": mse if self.metric == "mse" else line, "reconstruction_mse": mse}, unit
 
     def describe(self) -> dict[str, Any]:
-        return {"metric": self.metric, "threshold": self.threshold, "quantile": self.quantile,
-                "precision": self.precision, "model": Path(self.model_path).name}
+        d = {"metric": self.metric, "threshold": self.threshold, "quantile": self.quantile,
+             "precision": self.precision, "model": Path(self.model_path).name, "detector": self.detector}
+        if self.library is not None:
+            d["library"] = {"threshold": self.library_threshold, "spectra": len(self.library.lines),
+                            "shift_points": self.library.shift_points}
+        return d
 
 
 class NoveltyService:
@@ -829,7 +1109,7 @@ class NoveltyService:
 
     @classmethod
     def from_bundle(cls, bundle, drift: Mapping[str, Any] | DriftConfig | None = None, precision: str = "auto",
-                    threads: int = 1) -> NoveltyService | None:
+                    threads: int = 1, detector: str = "auto") -> NoveltyService | None:
         """The bundle's novelty service, or None when the bundle has no novelty section.
 
         Raises
@@ -842,7 +1122,7 @@ class NoveltyService:
         if not bundle.manifest.get("novelty"):
             return None
         cfg = drift if isinstance(drift, DriftConfig) else DriftConfig.from_dict(drift)
-        return cls(NoveltyModel(bundle, precision, threads), cfg, bundle.grid.step_cm1, bundle.grid.axis)
+        return cls(NoveltyModel(bundle, precision, threads, detector), cfg, bundle.grid.step_cm1, bundle.grid.axis)
 
     def load(self, warmup_shape: tuple[int, ...] | None = None) -> None:
         """Load the autoencoder (and run a dummy batch of ``warmup_shape`` = (B, N) when given)."""
@@ -853,9 +1133,14 @@ class NoveltyService:
     def close(self) -> None:
         self.model.close()
 
-    def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def score(self, x: np.ndarray, predicted=None) -> dict[str, np.ndarray]:
         """Per-spectrum novelty of a preprocessed micro-batch (see :meth:`NoveltyModel.score`)."""
-        return self.model.score(x)
+        return self.model.score(x, predicted)
+
+    def decide(self, x: np.ndarray, predicted=None) -> dict[str, np.ndarray]:
+        """The novelty fields a prediction is published with (:meth:`NoveltyModel.decide`); :meth:`observe`
+        adds the autoencoder's scores afterwards when the decision did not need them."""
+        return self.model.decide(x, predicted)
 
     def correction_cm1(self) -> float:
         """The drift compensation for the next spectra, cm⁻¹ (:attr:`DriftMonitor.correction_cm1`)."""
@@ -863,9 +1148,17 @@ class NoveltyService:
 
     def fields(self, out: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
         """The novelty fields of prediction ``i`` of a batch: ``novelty_score``, ``novelty_threshold``,
-        ``novel``, ``reconstruction_mse``."""
-        return {"novelty_score": float(out["novelty_score"][i]), "novelty_threshold": self.model.threshold,
-                "novel": bool(out["novel"][i]), "reconstruction_mse": float(out["reconstruction_mse"][i])}
+        ``novel``, ``novelty_detector`` (which detector decided), ``library_score`` (None without a library
+        match), and ``reconstruction_error`` and ``reconstruction_mse`` when the autoencoder ran before
+        publishing."""
+        lib = float(out["library_score"][i])
+        f = {"novelty_score": float(out["novelty_score"][i]), "novelty_threshold": float(out["novelty_threshold"][i]),
+             "novel": bool(out["novel"][i]), "novelty_detector": str(out["novelty_detector"][i]),
+             "library_score": lib if math.isfinite(lib) else None}
+        if "reconstruction_error" in out:  # computed before publishing (see NoveltyModel.decide)
+            f["reconstruction_error"] = float(out["reconstruction_error"][i])
+            f["reconstruction_mse"] = float(out["reconstruction_mse"][i])
+        return f
 
     def observe(self, seqs: np.ndarray, time_ns: int, spectra: list, x: np.ndarray,
                 out: Mapping[str, np.ndarray], applied_offset_cm1: float = 0.0) -> list[dict[str, Any]]:
@@ -881,10 +1174,12 @@ class NoveltyService:
         x : numpy.ndarray, shape (B, N) or (B, C, N)
             Preprocessed batch.
         out : dict
-            Classifier outputs (``probabilities``) merged with :meth:`score`'s.
+            Classifier outputs (``probabilities``) merged with :meth:`decide`'s; the autoencoder's scores are
+            added to it here when missing.
         applied_offset_cm1 : float
             The drift compensation ``x`` was preprocessed with (:meth:`correction_cm1`), cm⁻¹.
         """
+        self.model.complete(x, out)
         events: list[dict[str, Any]] = []
         is_ref = np.array([bool(self.reference_label) and (s.label or "").strip().lower() == self.reference_label
                            for s in spectra])
@@ -898,7 +1193,7 @@ class NoveltyService:
         keep = ~is_ref
         if keep.any():
             proba = out["probabilities"][keep]
-            events += self.monitor.update(np.asarray(seqs)[keep], time_ns, novelty=out["novelty_score"][keep],
+            events += self.monitor.update(np.asarray(seqs)[keep], time_ns, novelty=out["reconstruction_error"][keep],
                                           residual=out["reconstruction_mse"][keep], msp=proba.max(axis=1),
                                           spectra=x[keep], proba=proba, applied_offset_cm1=applied_offset_cm1)
         return events

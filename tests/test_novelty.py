@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from edge.data import load_spectra
-from edge.errors import ConfigError, PreprocessError
+from edge.errors import BundleError, ConfigError, PreprocessError
 from edge.novelty import (
     DriftConfig,
     DriftMonitor,
     PageHinkley,
+    SpectralLibrary,
     estimate_offsets,
     highpass,
     line_residual_score,
@@ -187,6 +188,79 @@ def test_reference_line_offset_on_a_silicon_like_line():
         reference_line_offset(np.ones(10), np.arange(10.0), 520.7)
 
 
+# -- spectral library -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def library(soysal, real):
+    tr = load_spectra(soysal / "raw_train_labeled_40pct.npz")
+    x = real["pre"](tr.intensities, tr.raman_shift_cm1)
+    return SpectralLibrary.from_spectra(x, tr.labels, real["classes"], 3.0, 1.0), x, tr
+
+
+def test_library_spectrum_matches_itself_within_the_shift_tolerance(library):
+    lib, x, tr = library
+    score, match = lib.scores(x[:40], tr.labels[:40])
+    assert np.all(score < 1e-3) and np.array_equal(match, np.arange(40))  # float16 storage: < 1e-3
+    for shift, inside in ((2.0, True), (3.0, True), (8.0, False)):
+        s, m = lib.scores(shift_spectra(x[:40], shift, 1.0), tr.labels[:40])
+        if inside:
+            assert np.median(s) < 0.02 and np.mean(m == np.arange(40)) > 0.9
+        else:
+            assert np.median(s) > 0.1
+
+
+def test_library_score_is_class_conditional_and_nan_for_an_unknown_class(library, real):
+    lib, x, tr = library
+    te = real["test"]
+    xt = real["pre"](te.intensities)
+    own, _ = lib.scores(xt, te.labels)
+    other = np.array([real["classes"][(real["classes"].index(c) + 1) % 63] for c in te.labels])
+    wrong, _ = lib.scores(xt, other)
+    # a real test spectrum matches the training spectra of its own mineral far better than of another
+    assert np.median(own) < 0.5 < np.median(wrong)
+    assert np.mean(own < wrong) > 0.9
+    s, m = lib.scores(xt[:3], ["Unobtainium", te.labels[1], "Unobtainium"])
+    assert np.isnan(s[[0, 2]]).all() and np.isfinite(s[1]) and list(m[[0, 2]]) == [-1, -1]
+
+
+def test_library_reuses_the_line_components_of_the_residual_score(library, real):
+    from edge.novelty import residual_scores
+
+    lib, _, _ = library
+    te = real["test"]
+    xt = real["pre"](te.intensities[:30])
+    r = np.roll(xt, 2, axis=1)  # any "reconstruction"
+    line, mse, unit = residual_scores(xt, r, return_line_components=True)
+    assert np.allclose(line, residual_scores(xt, r)[0]) and np.allclose(mse, residual_scores(xt, r)[1])
+    assert np.allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
+    shared, _ = lib.scores(xt, te.labels[:30], unit)
+    own, _ = lib.scores(xt, te.labels[:30])
+    assert np.allclose(shared, own, atol=1e-5)
+
+
+def test_library_leave_one_out_calibration_matches_scoring_each_spectrum_against_the_others(library):
+    lib, x, tr = library
+    calib = lib.leave_one_out_scores()
+    assert calib.shape == (len(tr),) and np.all(np.isfinite(calib))  # every class has ≥ 2 spectra
+    for i in (0, 57, 200):
+        keep = np.arange(len(tr)) != i
+        alone = SpectralLibrary(lib.lines[keep], lib.classes[keep], lib.labels, lib.shift_points)
+        s, _ = alone.scores(x[i:i + 1], [tr.labels[i]])
+        # the library query uses the stored float16 line component, the live one the float32 spectrum
+        assert s[0] == pytest.approx(calib[i], abs=2e-3)
+
+
+def test_library_rejects_inconsistent_input(library):
+    lib, x, _ = library
+    with pytest.raises(BundleError):
+        SpectralLibrary(lib.lines[:5], lib.classes[:4], lib.labels, 3)
+    with pytest.raises(BundleError):
+        SpectralLibrary(lib.lines[:5], np.full(5, 99), lib.labels, 3)
+    with pytest.raises(BundleError):
+        SpectralLibrary.from_spectra(x[:2], ["Quartz", "Kryptonite"], lib.labels, 3.0, 1.0)
+    with pytest.raises(PreprocessError):
+        lib.scores(np.zeros((1, 100), np.float32), ["Quartz"])
+
+
 # -- the autoencoder in a bundle -------------------------------------------------------------------------
 def test_threshold_comes_from_held_out_nominal_scores_only(novelty_bundle):
     fit = novelty_bundle["fit"]
@@ -208,7 +282,11 @@ def test_manifest_records_the_novelty_detector_with_hashes(novelty_bundle):
     assert nov["threshold"] == pytest.approx(novelty_bundle["fit"].threshold)
     assert "out-of-fold" in nov["calibration"]["method"]
     assert nov["calibration"]["metrics"]["line_cosine"]["n"] == 340
-    for role in ("pytorch", "prototypes", "onnx_fp32"):
+    lib = nov["library"]
+    assert lib["shift_tolerance_cm1"] == 3.0 and lib["quantile"] == 0.95 and lib["n_spectra"] == 340
+    assert lib["threshold"] == pytest.approx(novelty_bundle["fit"].library_threshold)
+    assert "leave-one-out" in lib["calibration"]["method"]
+    for role in ("pytorch", "prototypes", "onnx_fp32", "library"):
         name = nov["files"][role]
         assert b.manifest["files"][name]["sha256"] == sha256_file(b.path / name)
     cs = nov["classifier_scores"]

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from edge.bundle import Bundle
+from edge.daemon import Daemon, DaemonConfig
 from edge.data import load_spectra
+from edge.errors import ConfigError
 from edge.novelty import NoveltyModel
 from edge.preprocess import Preprocessor
 from edge.shift import shift_spectra
@@ -31,30 +33,79 @@ def test_set(soysal):
     return load_spectra(soysal / "raw_test.npz")
 
 
+def _offline(bundle: Bundle, test_set, predicted=None, detector: str = "auto"):
+    m = NoveltyModel(bundle, precision="auto", detector=detector)
+    m.load()
+    try:
+        return m.score(Preprocessor(bundle.preprocessing)(test_set.intensities, test_set.raman_shift_cm1), predicted)
+    finally:
+        m.close()
+
+
 def test_predictions_carry_novelty_fields_matching_offline_scores(novelty_bundle, test_set):
+    """Default ``novelty_detector = "auto"``: the bundle's spectral library decides ``novel``; the
+    autoencoder's reconstruction error is published next to it, both as scored offline."""
     path = novelty_bundle["path"]
     b = Bundle.load(path)
-    with _Daemon(path) as d:
+    with _Daemon(path, drift={"warmup": 50}) as d:
         for i in range(len(test_set)):
             d.tx.send(test_set.intensities[i], test_set.raman_shift_cm1, id=f"s{i}")
         preds, _ = _collect(d, len(test_set))
         status = d.daemon.status()
     assert len(preds) == len(test_set)
-    m = NoveltyModel(b, precision="auto")
-    m.load()
-    try:
-        offline = m.score(Preprocessor(b.preprocessing)(test_set.intensities, test_set.raman_shift_cm1))
-    finally:
-        m.close()
-    thr = b.manifest["novelty"]["threshold"]
+    top1 = [preds[f"s{i}"]["labels"][0] for i in range(len(test_set))]
+    offline = _offline(b, test_set, top1)
+    lib_thr = b.manifest["novelty"]["library"]["threshold"]
     for i in range(len(test_set)):
         p = preds[f"s{i}"]
-        assert p["novelty_threshold"] == pytest.approx(thr)
-        assert p["novelty_score"] == pytest.approx(float(offline["novelty_score"][i]), rel=1e-5, abs=1e-7)
+        assert p["novelty_detector"] == "library"
+        assert p["novelty_threshold"] == pytest.approx(lib_thr)
+        assert p["novelty_score"] == p["library_score"] == pytest.approx(float(offline["library_score"][i]), abs=1e-6)
+        # the autoencoder does not decide here: it runs after publishing, for the drift monitor only
+        assert "reconstruction_error" not in p and "reconstruction_mse" not in p
         assert p["novel"] is bool(offline["novel"][i])
-        assert p["novel"] == (p["novelty_score"] > thr)
-    assert status["novelty"]["metric"] == "line_cosine"
+        assert p["novel"] == (p["novelty_score"] > lib_thr)
+    flagged = np.mean([preds[f"s{i}"]["novel"] for i in range(len(test_set))])
+    assert 0.0 < flagged < 0.25  # known minerals: about 1 − quantile of them, and never all
+    assert status["novelty"]["metric"] == "line_cosine" and status["novelty"]["detector"] == "library"
     assert status["drift"]["seen"] == len(test_set)
+    # ... and the drift monitor's novelty and residual channels were fed the autoencoder's scores (a channel
+    # never fed would keep the monitor warming up)
+    assert status["drift"]["warming_up"] is False
+    assert status["counters"]["drift_errors"] == 0
+
+
+def test_autoencoder_can_decide_novel_instead(novelty_bundle, test_set):
+    path = novelty_bundle["path"]
+    b = Bundle.load(path)
+    with _Daemon(path, novelty_detector="autoencoder") as d:
+        for i in range(20):
+            d.tx.send(test_set.intensities[i], test_set.raman_shift_cm1, id=f"s{i}")
+        preds, _ = _collect(d, 20)
+    offline = _offline(b, test_set)  # no predictions: the autoencoder decides
+    thr = b.manifest["novelty"]["threshold"]
+    for i in range(20):
+        p = preds[f"s{i}"]
+        assert p["novelty_detector"] == "autoencoder" and p["novelty_threshold"] == pytest.approx(thr)
+        assert p["novelty_score"] == p["reconstruction_error"] and p["reconstruction_mse"] > 0
+        assert p["novelty_score"] == pytest.approx(float(offline["novelty_score"][i]), rel=1e-5, abs=1e-7)
+        assert p["library_score"] is not None  # still computed and published
+        assert p["novel"] == (p["novelty_score"] > thr)
+
+
+def test_bad_novelty_detector_settings_are_config_errors(novelty_bundle, tmp_path):
+    import shutil
+
+    with pytest.raises(ConfigError, match="novelty_detector"):
+        DaemonConfig.from_dict({"bundle": "x", "novelty_detector": "oracle"})
+    no_lib = tmp_path / "bundle"
+    shutil.copytree(novelty_bundle["path"], no_lib)
+    b = Bundle.load(no_lib)
+    del b.manifest["novelty"]["library"]
+    b.save()
+    with pytest.raises(ConfigError, match="no spectral library"):
+        Daemon(DaemonConfig(bundle=str(no_lib), novelty_detector="library"))
+    assert NoveltyModel(Bundle.load(no_lib), detector="auto").detector == "autoencoder"
 
 
 def test_drift_alarm_and_reference_line_over_zeromq(novelty_bundle, test_set):
@@ -128,9 +179,6 @@ def test_drift_compensation_corrects_a_30_cm1_offset_over_zeromq(novelty_bundle,
 
 
 def test_drift_compensation_is_refused_without_novelty(novelty_bundle):
-    from edge.daemon import Daemon, DaemonConfig
-    from edge.errors import ConfigError
-
     with pytest.raises(ConfigError, match="compensate_offset"):
         Daemon(DaemonConfig(bundle=str(novelty_bundle["path"]), novelty=False, drift={"compensate_offset": True}))
     with pytest.raises(ConfigError, match="compensate_offset"):

@@ -34,8 +34,8 @@ def test_nearest_neighbour_distance_skips_self_only_when_asked():
 
 def test_leave_classes_out_short_run_on_real_data(soysal):
     """k = 5 classes withheld from the real 40 % split, one draw, short training: every detector is scored,
-    withheld classes never reach training, and the deep nearest-neighbour detector already separates novel
-    from nominal spectra better than chance."""
+    withheld classes never reach training, and the deep nearest-neighbour and spectral-library detectors
+    already separate novel from nominal spectra better than chance."""
     from edge.data import load_spectra
     from trainer.cli import settings_from_args
 
@@ -54,6 +54,9 @@ def test_leave_classes_out_short_run_on_real_data(soysal):
     for m in run["detectors"].values():
         assert 0.0 <= m["auroc"] <= 1.0 and m["n_novel"] == int(np.isin(test.labels, run["withheld"]).sum()) > 0
     assert run["detectors"]["knn"]["auroc"] > 0.6
+    # the spectral library (the daemon's default detector) too, with its threshold from training spectra only
+    assert run["detectors"]["library"]["auroc"] > 0.6
+    assert run["detectors"]["library"]["threshold"] > 0.0
     assert out["summary"]["5"]["knn"]["auroc_per_draw"] == [run["detectors"]["knn"]["auroc"]]
 
 

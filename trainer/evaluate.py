@@ -15,7 +15,13 @@ scored: those of seen classes are nominal, those of withheld classes novel. Per 
 (scikit-learn), FPR at 95 % TPR, the false-alarm rate on the nominal test spectra at the recorded threshold
 (to compare with 1 − quantile), and the detection rate at that threshold. Detectors (higher = more novel):
 
-- ``ae``: the autoencoder's line residual (the daemon's novelty score; thresholded out-of-fold);
+- ``library``: the spectral-library match (:class:`edge.novelty.SpectralLibrary`; what decides the daemon's
+  ``novel`` by default): the line residual against the best-matching training spectrum of the predicted
+  class within ±3 cm⁻¹; threshold from the training spectra leave-one-out;
+- ``library_msp``: the library score plus ``msp`` (below), both dimensionless in [0, 1] for nominal spectra:
+  does the spectrum match its predicted mineral, and is the classifier sure of it. Evaluation only; its
+  threshold mixes the library's leave-one-out and the classifier's in-sample scores;
+- ``ae``: the autoencoder's line residual (the daemon's reconstruction error; thresholded out-of-fold);
 - ``ae_mse``: the autoencoder's plain mean squared error (threshold out-of-fold);
 - ``msp``: 1 − maximum softmax probability; ``energy``: −logsumexp(logits); ``prototype``: cosine distance of
   the backbone embedding to the nearest class prototype. Their thresholds are in-sample (the classifier's own
@@ -76,7 +82,7 @@ from .errors import TrainerError
 __all__ = ["detector_metrics", "drift_streams", "evaluate_novelty", "leave_classes_out", "main"]
 log = logging.getLogger("trainer.evaluate")
 
-DETECTORS = ("ae", "ae_mse", "msp", "energy", "prototype", "knn")
+DETECTORS = ("library", "library_msp", "ae", "ae_mse", "msp", "energy", "prototype", "knn")
 
 
 # -- metrics ---------------------------------------------------------------------------------------------
@@ -141,8 +147,12 @@ def _train(train: SpectraSet, settings, epochs: int | None, ae_cfg) -> _Models:
     logits, emb = classifier_outputs(res.model, x)
     protos = class_prototypes(emb, encode_labels(train.labels, res.labels), len(res.labels))
     q = ae_cfg.quantile
-    thr = {k: float(np.quantile(v, q)) for k, v in classifier_scores(logits, emb, protos).items()}
+    cs = classifier_scores(logits, emb, protos)
+    thr = {k: float(np.quantile(v, q)) for k, v in cs.items()}
+    fused = nov.library_calibration + cs["msp"]  # training-spectrum order in both
+    thr["library_msp"] = float(np.quantile(fused[np.isfinite(fused)], q))
     thr["ae"] = nov.threshold
+    thr["library"] = nov.library_threshold
     thr["ae_mse"] = float(np.quantile(nov.calibration("mse"), q))
     thr["knn"] = float(np.quantile(nearest_neighbour_distance(emb, emb, leave_one_out=True), q))
     return _Models(res.model, res.labels, nov, protos, thr, time.perf_counter() - t0, emb)
@@ -151,7 +161,7 @@ def _train(train: SpectraSet, settings, epochs: int | None, ae_cfg) -> _Models:
 def _models_from_bundle(path: str) -> _Models:
     """The classifier, autoencoder and thresholds of a bundle trained with ``edge-train --novelty``."""
     from edge.bundle import Bundle
-    from edge.novelty import METRICS
+    from edge.novelty import METRICS, SpectralLibrary
 
     from .autoencoder import AEConfig, NoveltyFit, load_autoencoder
     from .bundle_io import load_model
@@ -167,6 +177,11 @@ def _models_from_bundle(path: str) -> _Models:
     fit = NoveltyFit(load_autoencoder(b), cfg, float(nov["threshold"]), calib, np.zeros(0, dtype=np.int64), {},
                      protos, b.labels, [], 0.0)
     thr = dict(nov["classifier_scores"]["thresholds"])
+    if nov.get("library"):
+        lib = nov["library"]
+        fit.library = SpectralLibrary.load(b.file(nov["files"]["library"]), int(lib["shift_points"]),
+                                           int(lib["highpass_points"]))
+        fit.library_threshold = thr["library"] = float(lib["threshold"])
     thr["ae"] = float(nov["threshold"])
     thr["ae_mse"] = float(np.quantile(calib["mse"], float(nov["quantile"])))
     return _Models(load_model(b), b.labels, fit, eprotos, thr, 0.0)
@@ -180,6 +195,9 @@ def _score(models: _Models, x: np.ndarray) -> dict[str, np.ndarray]:
     out = classifier_scores(logits, emb, models.embedding_prototypes)
     if models.train_embeddings is not None:
         out["knn"] = nearest_neighbour_distance(emb, models.train_embeddings)
+    if models.novelty.library is not None:
+        out["library"] = models.novelty.library.scores(x, np.asarray(models.labels)[logits.argmax(axis=1)])[0]
+        out["library_msp"] = out["library"] + out["msp"]
     a = ae_scores(models.novelty.model, x)
     out["ae"], out["ae_mse"] = a[models.novelty.config.metric], a["mse"]
     z = logits - logits.max(axis=1, keepdims=True)
