@@ -93,6 +93,29 @@ def test_autoencoder_can_decide_novel_instead(novelty_bundle, test_set):
         assert p["novel"] == (p["novelty_score"] > thr)
 
 
+def test_a_class_without_library_spectra_is_judged_by_the_autoencoder(novelty_bundle, test_set):
+    """A mineral added onboard by head-only transfer has no library spectra: the autoencoder decides for that
+    spectrum (and its scores are then in the published fields), the library for the others."""
+    b = Bundle.load(novelty_bundle["path"])
+    m = NoveltyModel(b, precision="auto")
+    m.load()
+    try:
+        x = Preprocessor(b.preprocessing)(test_set.intensities[:4], test_set.raman_shift_cm1)
+        known = list(test_set.labels[:4])
+        only_library = m.decide(x, known)
+        mixed = m.decide(x, ["Transferite"] + known[1:])
+        full = m.score(x, known)
+    finally:
+        m.close()
+    assert "reconstruction_error" not in only_library and list(only_library["novelty_detector"]) == ["library"] * 4
+    assert list(mixed["novelty_detector"]) == ["autoencoder", "library", "library", "library"]
+    assert np.isnan(mixed["library_score"][0])
+    assert mixed["novelty_score"][0] == mixed["reconstruction_error"][0] == pytest.approx(full["reconstruction_error"][0])
+    assert mixed["novelty_threshold"][0] == b.manifest["novelty"]["threshold"]
+    assert np.allclose(mixed["novelty_score"][1:], only_library["novelty_score"][1:])
+    assert np.allclose(full["novelty_score"], only_library["novelty_score"])
+
+
 def test_bad_novelty_detector_settings_are_config_errors(novelty_bundle, tmp_path):
     import shutil
 
