@@ -18,6 +18,7 @@ from typing import Sequence
 from .cli_common import add_logging_args, load_toml, run_cli, setup_logging
 from .daemon import Daemon, DaemonConfig
 from .errors import ConfigError, EdgeError
+from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .preprocess import RamanGrid
 
 log = logging.getLogger("edge.daemon")
@@ -40,7 +41,7 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--head", default=None, help="head file to serve instead of the bundle's own head")
     g.add_argument("--novelty", action=argparse.BooleanOptionalAction, default=None,
                    help="novelty scores and drift alarms when the bundle has an autoencoder (default: on)")
-    g.add_argument("--novelty-detector", choices=["auto", "library", "autoencoder"], default=None,
+    g.add_argument("--novelty-detector", choices=NOVELTY_DETECTORS, default=None,
                    help="which score decides 'novel': the spectral-library match or the autoencoder's reconstruction "
                         "error (default auto: the library when the bundle has one)")
 

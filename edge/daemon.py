@@ -165,7 +165,8 @@ class Daemon:
         self.labels = self.heads.labels
         self._control = None
         self.add_status_hook(self.heads.status)
-        # Novelty and drift (edge.novelty): the autoencoder runs on the same micro-batch as the classifier.
+        # Novelty and drift (edge.novelty): the deciding detector runs on the same micro-batch as the classifier,
+        # before publishing; the autoencoder, when it does not decide, right after (for the drift monitor).
         self.novelty = NoveltyService.from_bundle(self.bundle, config.drift, self.precision, config.threads,
                                                   config.novelty_detector) if config.novelty else None
         if self.novelty is not None:

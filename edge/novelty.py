@@ -67,6 +67,7 @@ __all__ = [
     "AE_FILE_STEM",
     "AE_FP32_FILE",
     "AE_INT8_FILE",
+    "DETECTORS",
     "HIGHPASS_POINTS",
     "LIBRARY_FILE",
     "LIBRARY_SHIFT_TOLERANCE_CM1",
@@ -74,7 +75,6 @@ __all__ = [
     "NOVELTY_SCHEMA",
     "PROTOTYPES_FILE",
     "DriftConfig",
-    "DETECTORS",
     "DriftMonitor",
     "NoveltyModel",
     "NoveltyService",
@@ -114,7 +114,7 @@ def primary_channel(x: np.ndarray) -> np.ndarray:
     return x[:, 0, :] if x.ndim == 3 else x
 
 
-def highpass(x: np.ndarray, window: int = HIGHPASS_POINTS) -> np.ndarray:
+def highpass(x: np.ndarray, window: int = HIGHPASS_POINTS, dtype=np.float64) -> np.ndarray:
     """Line component: spectra minus their centred moving average.
 
     Parameters
@@ -123,16 +123,18 @@ def highpass(x: np.ndarray, window: int = HIGHPASS_POINTS) -> np.ndarray:
         Spectra on a uniform grid.
     window : int
         Moving-average width in grid points (odd, ≥ 3); edges are padded with the edge values.
+    dtype : numpy dtype
+        Precision of the computation and the result (float32 on the daemon's hot paths).
 
     Returns
     -------
-    numpy.ndarray, same shape, float64
+    numpy.ndarray, same shape, ``dtype``
     """
     if window < 3 or window % 2 == 0:
         raise ConfigError(f"high-pass window must be an odd number of points ≥ 3, got {window}")
     from scipy.ndimage import uniform_filter1d
 
-    a = np.asarray(x, dtype=np.float64)
+    a = np.asarray(x, dtype=dtype)
     return a - uniform_filter1d(a, window, axis=-1, mode="nearest")
 
 
@@ -242,17 +244,9 @@ def parabolic_peak(y_minus: np.ndarray, y0: np.ndarray, y_plus: np.ndarray) -> n
     return np.where(np.abs(den) > 1e-12, 0.5 * (y_minus - y_plus) / safe, 0.0)
 
 
-def _unit_lines(x: np.ndarray, window: int) -> np.ndarray:
-    h = highpass(x, window)
-    return h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
-
-
-def _unit_lines32(x: np.ndarray, window: int) -> np.ndarray:
-    """:func:`_unit_lines` in float32 (the library match's hot path: about half the time)."""
-    from scipy.ndimage import uniform_filter1d
-
-    x = np.asarray(x, dtype=np.float32)
-    h = x - uniform_filter1d(x, window, axis=-1, mode="nearest")
+def _unit_lines(x: np.ndarray, window: int, dtype=np.float64) -> np.ndarray:
+    """Line components (:func:`highpass`) scaled to unit norm, in ``dtype``."""
+    h = highpass(x, window, dtype)
     return h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
 
 
@@ -448,7 +442,7 @@ class SpectralLibrary:
             y = np.array([index[str(v)] for v in np.asarray(labels)], dtype=np.int64)
         except KeyError as exc:
             raise BundleError(f"library label {exc} is not a class") from exc
-        lines = _unit_lines32(primary_channel(np.asarray(x)), window)
+        lines = _unit_lines(primary_channel(np.asarray(x)), window, np.float32)
         return cls(lines, y, names, int(round(shift_tolerance_cm1 / step_cm1)), window)
 
     def _lagged(self, u: np.ndarray) -> np.ndarray:
@@ -501,7 +495,7 @@ class SpectralLibrary:
         x0 = primary_channel(np.asarray(x))
         if x0.shape[-1] != self.lines.shape[1]:
             raise PreprocessError(f"spectra have {x0.shape[-1]} points, the library {self.lines.shape[1]}")
-        u = _unit_lines32(x0, self.window) if unit_lines is None else unit_lines
+        u = _unit_lines(x0, self.window, np.float32) if unit_lines is None else unit_lines
         score = np.full(len(x0), np.nan)
         match = np.full(len(x0), -1, dtype=np.int64)
         lags = 2 * self.shift_points + 1
@@ -937,7 +931,7 @@ class NoveltyModel:
         Which score decides ``novel`` (:data:`DETECTORS`): the spectral-library match
         (:class:`SpectralLibrary`, the better detector on the real leave-classes-out evaluation, README
         "Novelty") or the autoencoder's reconstruction error; ``"auto"`` = the library when the bundle has
-        one. Both are always computed and published.
+        one. Both are always computed (see :meth:`decide` for when).
 
     Raises
     ------
@@ -1053,7 +1047,7 @@ class NoveltyModel:
         use_lib = np.isfinite(lib) if use_library else np.zeros(len(x0), dtype=bool)
         if not use_lib.all() and not out:  # a class without library spectra: the autoencoder decides for it
             out, _ = self._autoencoder(x0)
-        ae = out.get("reconstruction_error", lib)
+        ae = out["reconstruction_error"] if out else lib  # (unused where the library decides)
         score = np.where(use_lib, lib, ae)
         thr = np.where(use_lib, self.library_threshold, self.threshold)
         out.update({"library_score": lib, "novelty_score": score, "novelty_threshold": thr, "novel": score > thr,
