@@ -150,14 +150,19 @@ def component_times(bundle: Path, x: np.ndarray, n: int, raw: np.ndarray | None 
     b = Bundle.load(bundle)
     m = NoveltyModel(b, precision="auto", threads=1)
     predicted = np.asarray(b.labels)[np.arange(len(x)) % len(b.labels)]
+
+    def one(i: int) -> tuple[np.ndarray, np.ndarray]:  # batch-1 spectrum and its predicted class
+        k = i % len(x)
+        return x[k:k + 1], predicted[k:k + 1]
+
     m.load()
     try:
-        t = _batch1_ms(lambda i: m.score(x[i % len(x)][None], predicted[i % len(x):i % len(x) + 1]), n)
-        hot = _batch1_ms(lambda i: m.decide(x[i % len(x)][None], predicted[i % len(x):i % len(x) + 1]), n)
+        t = _batch1_ms(lambda i: m.score(*one(i)), n)
+        hot = _batch1_ms(lambda i: m.decide(*one(i)), n)
         scores = m.score(x, predicted)
     finally:
         m.close()
-    lib = _batch1_ms(lambda i: m.library.scores(x[i % len(x)][None], predicted[i % len(x):i % len(x) + 1]), n)
+    lib = _batch1_ms(lambda i: m.library.scores(*one(i)), n)
     mon = DriftMonitor(DriftConfig(warmup=50), m.references, b.grid.step_cm1)
     proba = np.full((1, len(b.labels)), 1.0 / len(b.labels))
 

@@ -529,6 +529,33 @@ class SpectralLibrary:
         return {"lines": self.lines, "classes": self.classes, "labels": np.array(self.labels, dtype=str)}
 
     @classmethod
+    def from_bundle(cls, bundle) -> tuple[SpectralLibrary, float] | None:
+        """The bundle's library and its threshold (``manifest["novelty"]["library"]``), or None without one.
+
+        Raises
+        ------
+        BundleError
+            If the section is there but its file is missing, unreadable or not on the bundle's grid.
+        """
+        nov = bundle.manifest.get("novelty") or {}
+        section = nov.get("library")
+        if not section:
+            return None
+        name = nov.get("files", {}).get("library")
+        if not name or not bundle.has_file(name):
+            raise BundleError(f"{bundle.path}: the novelty section names a spectral library but has no file")
+        try:
+            threshold = float(section["threshold"])
+            lib = cls.load(bundle.file(name), int(section["shift_points"]),
+                           int(section.get("highpass_points", HIGHPASS_POINTS)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{bundle.path}: invalid spectral-library section: {exc}") from exc
+        if lib.lines.shape[1] != bundle.grid.n_points:
+            raise BundleError(f"{bundle.path}: the spectral library has {lib.lines.shape[1]} points, "
+                              f"the grid {bundle.grid.n_points}")
+        return lib, threshold
+
+    @classmethod
     def load(cls, path, shift_points: int, window: int = HIGHPASS_POINTS) -> SpectralLibrary:
         """Read :meth:`arrays` back.
 
@@ -974,22 +1001,7 @@ class NoveltyModel:
                     self.references = np.asarray(d["spectrum_prototypes"], dtype=np.float32)
             except (OSError, ValueError, KeyError) as exc:
                 raise BundleError(f"{bundle.path}: unreadable novelty prototypes: {exc}") from exc
-        self.library: SpectralLibrary | None = None
-        self.library_threshold = math.nan
-        lib = nov.get("library")
-        if lib:
-            name = files.get("library")
-            if not name or not bundle.has_file(name):
-                raise BundleError(f"{bundle.path}: the novelty section names a spectral library but has no file")
-            try:
-                self.library_threshold = float(lib["threshold"])
-                self.library = SpectralLibrary.load(bundle.file(name), int(lib["shift_points"]),
-                                                    int(lib.get("highpass_points", HIGHPASS_POINTS)))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise BundleError(f"{bundle.path}: invalid spectral-library section: {exc}") from exc
-            if self.library.lines.shape[1] != bundle.grid.n_points:
-                raise BundleError(f"{bundle.path}: the spectral library has {self.library.lines.shape[1]} points, "
-                                  f"the grid {bundle.grid.n_points}")
+        self.library, self.library_threshold = SpectralLibrary.from_bundle(bundle) or (None, math.nan)
         if detector == "library" and self.library is None:
             raise ConfigError(f"{bundle.path}: novelty_detector = \"library\" but this bundle has no spectral library "
                               "(retrain with edge-train --novelty, or use \"autoencoder\")")

@@ -177,11 +177,10 @@ def _models_from_bundle(path: str) -> _Models:
     fit = NoveltyFit(load_autoencoder(b), cfg, float(nov["threshold"]), calib, np.zeros(0, dtype=np.int64), {},
                      protos, b.labels, [], 0.0)
     thr = dict(nov["classifier_scores"]["thresholds"])
-    if nov.get("library"):
-        lib = nov["library"]
-        fit.library = SpectralLibrary.load(b.file(nov["files"]["library"]), int(lib["shift_points"]),
-                                           int(lib["highpass_points"]))
-        fit.library_threshold = thr["library"] = float(lib["threshold"])
+    library = SpectralLibrary.from_bundle(b)
+    if library is not None:
+        fit.library, fit.library_threshold = library
+        thr["library"] = fit.library_threshold
     thr["ae"] = float(nov["threshold"])
     thr["ae_mse"] = float(np.quantile(calib["mse"], float(nov["quantile"])))
     return _Models(load_model(b), b.labels, fit, eprotos, thr, 0.0)
