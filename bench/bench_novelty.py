@@ -55,7 +55,8 @@ def default_bundle(out: Path = RESULTS) -> Path:
     try:
         b = Bundle.load(bdir)
         files = b.manifest.get("novelty", {}).get("files", {})
-        if b.has_file("model.int8.onnx") and "onnx_fp32" in files and "library" in files:
+        current_library = "band_power" in (b.manifest["novelty"].get("library") or {})  # else: rebuilt
+        if b.has_file("model.int8.onnx") and "onnx_fp32" in files and current_library:
             return bdir
     except BundleError:
         pass

@@ -11,10 +11,12 @@ import pytest
 from edge.data import load_spectra
 from edge.errors import BundleError, ConfigError, PreprocessError
 from edge.novelty import (
+    LIBRARY_BAND_POWER,
     DriftConfig,
     DriftMonitor,
     PageHinkley,
     SpectralLibrary,
+    band_profiles,
     estimate_offsets,
     highpass,
     line_residual_score,
@@ -243,10 +245,51 @@ def test_library_leave_one_out_calibration_matches_scoring_each_spectrum_against
     assert calib.shape == (len(tr),) and np.all(np.isfinite(calib))  # every class has ≥ 2 spectra
     for i in (0, 57, 200):
         keep = np.arange(len(tr)) != i
-        alone = SpectralLibrary(lib.lines[keep], lib.classes[keep], lib.labels, lib.shift_points)
+        alone = SpectralLibrary(lib.lines[keep], lib.classes[keep], lib.labels, lib.shift_points,
+                                band_power=lib.band_power)
         s, _ = alone.scores(x[i:i + 1], [tr.labels[i]])
         # the library query uses the stored float16 line component, the live one the float32 spectrum
         assert s[0] == pytest.approx(calib[i], abs=2e-3)
+
+
+def test_band_profiles_are_unit_non_negative_and_weigh_a_weak_band_like_a_strong_one():
+    axis = np.arange(200.0, 1592.0)
+    strong = np.exp(-0.5 * ((axis - 464.0) / 4.0) ** 2)
+    weak = 0.15 * np.exp(-0.5 * ((axis - 985.0) / 4.0) ** 2)
+    one, two = strong + 0.2, strong + weak + 0.2  # quartz-like, and the same with a weak second band
+    bp = band_profiles(np.stack([one, two]))
+    assert bp.dtype == np.float64 and np.allclose(np.linalg.norm(bp, axis=1), 1.0) and bp.min() >= 0.0
+    lines = band_profiles(np.stack([one, two]), power=None)  # the signed line components
+    assert np.allclose(lines, _unit(highpass(np.stack([one, two]))))
+    # the weak band barely moves the line-component cosine but halves the band-profile one
+    assert lines[0] @ lines[1] > 0.97 and bp[0] @ bp[1] < 0.8
+    assert band_profiles(np.zeros(50), window=5).tolist() == [0.0] * 50
+    with pytest.raises(ConfigError):
+        band_profiles(one, power=1.5)
+
+
+def _unit(a):
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def test_library_tells_a_mineral_sharing_one_strong_band_from_the_known_one(library, real):
+    """Real RRUFF spectra: sodalite (bands near 265, 465 and 988 cm⁻¹) named quartz (464 cm⁻¹) by a classifier
+    that has never seen sodalite. On signed line components it matches quartz better than 40 % of the known
+    test spectra match their own mineral; the band profiles flag it above their 95 % nominal threshold."""
+    lib, x, tr = library
+    te = real["test"]
+    sodalite = np.flatnonzero(np.asarray(te.labels) == "Sodalite")
+    xs = real["pre"](te.intensities[sodalite])
+    old = SpectralLibrary.from_spectra(x, tr.labels, real["classes"], 3.0, 1.0, band_power=None)
+    xt = real["pre"](te.intensities)
+    for lb in (lib, old):
+        threshold = np.quantile(lb.leave_one_out_scores(), 0.95)
+        as_quartz, _ = lb.scores(xs, ["Quartz"] * len(sodalite))
+        own, _ = lb.scores(xt, te.labels)
+        if lb is old:
+            assert np.all(as_quartz < np.quantile(own, 0.6)) and np.all(as_quartz < threshold)
+        else:
+            assert lb.band_power == LIBRARY_BAND_POWER and np.all(as_quartz > threshold)
 
 
 def test_library_rejects_inconsistent_input(library):
@@ -259,6 +302,20 @@ def test_library_rejects_inconsistent_input(library):
         SpectralLibrary.from_spectra(x[:2], ["Quartz", "Kryptonite"], lib.labels, 3.0, 1.0)
     with pytest.raises(PreprocessError):
         lib.scores(np.zeros((1, 100), np.float32), ["Quartz"])
+    with pytest.raises(BundleError):
+        SpectralLibrary(lib.lines, lib.classes, lib.labels, 3, band_power=0.0)
+
+
+def test_library_similarity_matrix_is_what_scores_compare(library):
+    lib, x, tr = library
+    sim = lib.similarity_matrix()
+    assert sim.shape == (len(tr), len(tr)) and np.allclose(np.diag(sim), 1.0, atol=2e-3)
+    # lag +s of a against b is lag -s of b against a, up to the few edge points a lag drops
+    assert np.abs(sim - sim.T).max() < 0.01
+    calib = lib.leave_one_out_scores()
+    for i in (0, 57, 200):
+        same = np.flatnonzero((lib.classes == lib.classes[i]) & (np.arange(len(tr)) != i))
+        assert 1.0 - sim[i, same].max() == pytest.approx(calib[i], abs=1e-5)
 
 
 # -- the autoencoder in a bundle -------------------------------------------------------------------------
@@ -284,6 +341,7 @@ def test_manifest_records_the_novelty_detector_with_hashes(novelty_bundle):
     assert nov["calibration"]["metrics"]["line_cosine"]["n"] == 340
     lib = nov["library"]
     assert lib["shift_tolerance_cm1"] == 3.0 and lib["quantile"] == 0.95 and lib["n_spectra"] == 340
+    assert lib["band_power"] == LIBRARY_BAND_POWER and "band profile" in lib["definition"]
     assert lib["threshold"] == pytest.approx(novelty_bundle["fit"].library_threshold)
     assert "leave-one-out" in lib["calibration"]["method"]
     for role in ("pytorch", "prototypes", "onnx_fp32", "library"):

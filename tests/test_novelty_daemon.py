@@ -131,6 +131,36 @@ def test_bad_novelty_detector_settings_are_config_errors(novelty_bundle, tmp_pat
     assert NoveltyModel(Bundle.load(no_lib), detector="auto").detector == "autoencoder"
 
 
+def test_a_bundle_from_before_band_profiles_keeps_its_signed_line_library(novelty_bundle, test_set, soysal,
+                                                                          tmp_path):
+    """A library section without ``band_power`` holds signed line components and is scored as such."""
+    import shutil
+
+    from edge.novelty import LIBRARY_FILE, SpectralLibrary
+
+    old = tmp_path / "bundle"
+    shutil.copytree(novelty_bundle["path"], old)
+    b = Bundle.load(old)
+    x = Preprocessor(b.preprocessing)(test_set.intensities, test_set.raman_shift_cm1)
+    new_lib, _ = SpectralLibrary.from_bundle(b)
+    assert new_lib.band_power is not None
+    with np.load(b.file(LIBRARY_FILE)) as d:
+        labels = d["labels"][d["classes"]]
+    train = load_spectra(soysal / "raw_train_labeled_40pct.npz")
+    legacy = SpectralLibrary.from_spectra(Preprocessor(b.preprocessing)(train.intensities, train.raman_shift_cm1),
+                                          train.labels, b.labels, 3.0, b.grid.step_cm1, band_power=None)
+    assert [str(v) for v in labels] == [str(v) for v in train.labels]
+    np.savez(old / LIBRARY_FILE, **legacy.arrays())
+    del b.manifest["novelty"]["library"]["band_power"]
+    b.add_file(LIBRARY_FILE, role="novelty-spectral-library")  # re-hash the replaced file
+    b.save()
+    lib, _ = SpectralLibrary.from_bundle(Bundle.load(old))
+    assert lib.band_power is None
+    s, _ = lib.scores(x, test_set.labels)
+    assert np.allclose(s, legacy.scores(x, test_set.labels)[0])
+    assert not np.allclose(s, new_lib.scores(x, test_set.labels)[0], atol=0.05)
+
+
 def test_drift_alarm_and_reference_line_over_zeromq(novelty_bundle, test_set):
     """200 nominal spectra, then the same spectra offset by 12 cm⁻¹: an ``offset`` alarm on the drift topic,
     dated after the change, with the estimated offset; a silicon-like reference spectrum is measured."""

@@ -31,8 +31,10 @@ spectra the 99 % quantile rests on the 3–4 largest errors and is too noisy to 
 Spectral library (the daemon's default ``novel`` decision)
 ----------------------------------------------------------
 :func:`fit_novelty` also keeps the preprocessed training spectra as a :class:`edge.novelty.SpectralLibrary`:
-a spectrum's library score is the line residual against its best-matching training spectrum of the class the
-classifier names, within ±3 cm⁻¹ (the calibration tolerance). Its threshold is the same quantile of the
+a spectrum's library score is 1 − the cosine similarity of its band profile (:func:`edge.novelty.band_profiles`:
+the positive line component with band heights compressed, so that *which* bands a spectrum has counts, not
+their orientation-dependent heights) with its best-matching training spectrum of the class the classifier
+names, within ±3 cm⁻¹ (the calibration tolerance). Its threshold is the same quantile of the
 leave-one-out scores of the training spectra (each matched against the *other* spectra of its class; nominal
 data only). On the real leave-10-classes-out evaluation it beats the autoencoder and every classifier-only
 score (README, "Novelty").
@@ -547,6 +549,18 @@ def nearest_neighbour_distance(embeddings: np.ndarray, library: np.ndarray, leav
 
 
 # -- bundle ------------------------------------------------------------------------------------------------
+def _library_definition(library: SpectralLibrary) -> str:
+    """The manifest's words for the library score."""
+    line = (f"line component of the preprocessed spectrum (channel 0 minus its {library.window}-point centred "
+            "moving average)")
+    if library.band_power is None:
+        what, rng = f"the {line}", "[0, 2]"
+    else:
+        what, rng = f"the band profile (positive part of the {line}, raised to {library.band_power:g})", "[0, 1]"
+    return (f"1 - max cosine similarity of {what}, shifted by up to ±{library.shift_points} grid points, with "
+            f"the same of the training spectra of the predicted class; dimensionless, in {rng}")
+
+
 def save_novelty(bundle: Bundle, fit: NoveltyFit, classifier=None, train: SpectraSet | None = None) -> dict[str, Any]:
     """Write the autoencoder, prototypes and ``manifest["novelty"]`` into a bundle (and save it).
 
@@ -643,12 +657,10 @@ def save_novelty(bundle: Bundle, fit: NoveltyFit, classifier=None, train: Spectr
         section["files"]["library"] = LIBRARY_FILE
         section["library"] = {
             "detector": "spectral-library-match",
-            "definition": "1 - max cosine similarity of the line component of the preprocessed spectrum (channel 0 "
-                          f"minus its {fit.library.window}-point centred moving average), shifted by up to "
-                          f"±{fit.library.shift_points} grid points, with the line components of the training "
-                          "spectra of the predicted class; dimensionless, in [0, 2]",
+            "definition": _library_definition(fit.library),
             "shift_tolerance_cm1": fit.library.shift_points * bundle.grid.step_cm1,
             "shift_points": fit.library.shift_points, "highpass_points": fit.library.window,
+            "band_power": fit.library.band_power,
             "n_spectra": len(fit.library.lines), "dtype": "float16",
             "quantile": fit.config.quantile, "threshold": fit.library_threshold,
             "calibration": {"method": "leave-one-out: each training spectrum matched against the other training "

@@ -16,8 +16,9 @@ scored: those of seen classes are nominal, those of withheld classes novel. Per 
 (to compare with 1 − quantile), and the detection rate at that threshold. Detectors (higher = more novel):
 
 - ``library``: the spectral-library match (:class:`edge.novelty.SpectralLibrary`; what decides the daemon's
-  ``novel`` by default): the line residual against the best-matching training spectrum of the predicted
-  class within ±3 cm⁻¹; threshold from the training spectra leave-one-out;
+  ``novel`` by default): 1 − cosine of the band profile (:func:`edge.novelty.band_profiles`) with the
+  best-matching training spectrum of the predicted class within ±3 cm⁻¹; threshold from the training spectra
+  leave-one-out;
 - ``library_msp``: the library score plus ``msp`` (below), both dimensionless in [0, 1] for nominal spectra:
   does the spectrum match its predicted mineral, and is the classifier sure of it. Evaluation only; its
   threshold mixes the library's leave-one-out and the classifier's in-sample scores;
