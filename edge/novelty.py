@@ -582,24 +582,24 @@ class SpectralLibrary:
     def similarity_matrix(self) -> np.ndarray:
         """Similarity of every library row with every other, the way :meth:`scores` compares: the largest
         cosine over lags |s| ≤ ``shift_points``, shape (L, L), float32 (diagonal ≈ 1). For studies of the
-        library itself (``bench.library_profile_cv``); O(L²·N) memory-light matrix products."""
-        lagged = self._lagged(self._lines32)  # (L, 2S + 1, N)
-        best = np.full((len(self.lines), len(self.lines)), -np.inf, dtype=np.float32)
-        for j in range(lagged.shape[1]):
-            np.maximum(best, self._lines32 @ lagged[:, j].T, out=best)
-        return best
+        library itself (``bench.library_profile_cv``)."""
+        return self._lag_max(self._lines32, self._lagged(self._lines32).reshape(-1, self.lines.shape[1]))
+
+    def _lag_max(self, queries: np.ndarray, lagged: np.ndarray) -> np.ndarray:
+        """Largest cosine over lags of unit ``queries`` (B, N) with library rows given as their lagged copies
+        flattened row-major by row, then lag (:meth:`_class_block`): shape (B, rows), float32."""
+        lags = 2 * self.shift_points + 1
+        return (queries @ lagged.T).reshape(len(queries), -1, lags).max(axis=2)
 
     def leave_one_out_scores(self) -> np.ndarray:
         """Nominal calibration: each library spectrum scored (as :meth:`scores` scores a spectrum) against the
         *other* spectra of its class, shape (L,), float64; NaN for a class with one spectrum. A threshold is
         a quantile of these."""
         out = np.full(len(self.lines), np.nan)
-        lags = 2 * self.shift_points + 1
         for name, rows in self._rows.items():
             if rows.size < 2:
                 continue
-            _, lagged = self._class_block(name)
-            sim = (self._lines32[rows] @ lagged.T).reshape(rows.size, rows.size, lags).max(axis=2)
+            sim = self._lag_max(self._lines32[rows], self._class_block(name)[1])
             np.fill_diagonal(sim, -np.inf)
             out[rows] = 1.0 - sim.max(axis=1).astype(np.float64)
         return out
