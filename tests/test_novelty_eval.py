@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 
 from trainer.autoencoder import AEConfig, nearest_neighbour_distance  # noqa: E402
-from trainer.evaluate import DETECTORS, detector_metrics, leave_classes_out  # noqa: E402
+from trainer.evaluate import DETECTORS, detector_metrics, leave_classes_out, library_diagnostics  # noqa: E402
 
 
 def test_detector_metrics_on_separable_and_overlapping_scores():
@@ -17,6 +17,34 @@ def test_detector_metrics_on_separable_and_overlapping_scores():
     assert m["auroc"] == 1.0 and m["false_alarm_rate"] == pytest.approx(0.1) and m["detection_rate"] == 1.0
     m = detector_metrics(np.arange(10.0), np.arange(10.0), threshold=8.5)
     assert m["auroc"] == pytest.approx(0.5) and m["fpr_at_95tpr"] >= 0.9
+
+
+def _bands(centres_cm1, axis=np.arange(200.0, 1000.0)):
+    return sum(np.exp(-0.5 * ((axis - c) / 4.0) ** 2) for c in centres_cm1)
+
+
+def test_library_diagnostics_separate_classifier_errors_from_detector_errors():
+    """Three known minerals and one unknown: a known spectrum the classifier names wrongly is a false alarm
+    that a perfect classifier removes (AUROC with the true class = 1); a novel spectrum with the bands of a
+    known mineral is a miss, reported with the mineral it was named after."""
+    from edge.novelty import SpectralLibrary
+
+    known = {"A": [300, 520, 800], "B": [400, 650], "C": [350, 700, 900]}
+    lib_x = np.stack([_bands(c) for c in known.values()])
+    lib = SpectralLibrary.from_spectra(lib_x, list(known), list(known), 3.0, 1.0)
+    x = np.stack([_bands(known["A"]), _bands(known["B"]), _bands(known["C"]),  # seen; C named as A
+                  _bands([330, 600, 750]),                                       # novel, unlike anything
+                  _bands([301, 519, 801])])                                      # novel, A's twin
+    labels = np.array(["A", "B", "C", "N1", "N2"])
+    predicted = np.array(["A", "B", "A", "B", "A"])
+    novel = np.array([False, False, False, True, True])
+    score = lib.scores(x, predicted)[0]
+    g = library_diagnostics(lib, x, score, predicted, labels, novel, threshold=0.3)
+    # the twin N2 scores below the misclassified C: one pair of six out of order
+    assert detector_metrics(score[~novel], score[novel], 0.3)["auroc"] == pytest.approx(5 / 6)
+    assert g["auroc_true_class"] == 1.0 and g["auroc_correct_only"] == 1.0
+    assert [(m["label"], m["predicted"]) for m in g["misses"]] == [("N2", "A")]
+    assert [(f["label"], f["predicted"], f["correct"]) for f in g["false_alarms"]] == [("C", "A", False)]
 
 
 def test_nearest_neighbour_distance_skips_self_only_when_asked():
@@ -58,6 +86,14 @@ def test_leave_classes_out_short_run_on_real_data(soysal):
     assert run["detectors"]["library"]["auroc"] > 0.6
     assert run["detectors"]["library"]["threshold"] > 0.0
     assert out["summary"]["5"]["knn"]["auroc_per_draw"] == [run["detectors"]["knn"]["auroc"]]
+    # where the library loses: its misses and false alarms are exactly the counted ones
+    lib, g = run["detectors"]["library"], run["library_diagnostics"]
+    assert len(g["misses"]) == round((1 - lib["detection_rate"]) * lib["n_novel"])
+    assert len(g["false_alarms"]) == round(lib["false_alarm_rate"] * lib["n_nominal"])
+    assert set(m["label"] for m in g["misses"]) <= set(run["withheld"])
+    assert all(m["score"] <= lib["threshold"] < f["score"] for m in g["misses"] for f in g["false_alarms"])
+    assert 0.0 <= g["auroc_true_class"] <= 1.0 and 0.0 <= g["auroc_correct_only"] <= 1.0
+    assert out["summary"]["5"]["library"]["diagnostics"]["seen_top1"] == run["seen_top1"]
 
 
 def test_step_stream_behind_drift_compensation(novelty_bundle, soysal):

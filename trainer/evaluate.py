@@ -13,7 +13,10 @@ and the autoencoder are trained on the training split without those classes (the
 from its own out-of-fold nominal scores, exactly as ``edge-train --novelty`` does), then the test spectra are
 scored: those of seen classes are nominal, those of withheld classes novel. Per detector: AUROC
 (scikit-learn), FPR at 95 % TPR, the false-alarm rate on the nominal test spectra at the recorded threshold
-(to compare with 1 − quantile), and the detection rate at that threshold. Detectors (higher = more novel):
+(to compare with 1 − quantile), and the detection rate at that threshold. For the library detector, also
+where it loses (:func:`library_diagnostics`): its AUROC with a perfect classifier on the seen classes, the
+novel spectra it misses (which mineral they were named after) and the seen spectra it flags. Detectors
+(higher = more novel):
 
 - ``library``: the spectral-library match (:class:`edge.novelty.SpectralLibrary`; what decides the daemon's
   ``novel`` by default): 1 − cosine of the band profile (:func:`edge.novelty.band_profiles`) with the
@@ -80,7 +83,7 @@ from edge.shift import shift_spectra
 
 from .errors import TrainerError
 
-__all__ = ["detector_metrics", "drift_streams", "evaluate_novelty", "leave_classes_out", "main"]
+__all__ = ["detector_metrics", "drift_streams", "evaluate_novelty", "leave_classes_out", "library_diagnostics", "main"]
 log = logging.getLogger("trainer.evaluate")
 
 DETECTORS = ("library", "library_msp", "ae", "ae_mse", "msp", "energy", "prototype", "knn")
@@ -207,6 +210,55 @@ def _score(models: _Models, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 # -- leave classes out -----------------------------------------------------------------------------------
+def library_diagnostics(library, x: np.ndarray, score: np.ndarray, predicted: np.ndarray, labels: np.ndarray,
+                        novel: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Where the spectral-library detector loses AUROC, and how much a better classifier could win back.
+
+    Parameters
+    ----------
+    library : edge.novelty.SpectralLibrary
+        The run's library (training spectra of the seen classes).
+    x : numpy.ndarray, shape (B, N) or (B, C, N)
+        Preprocessed test spectra.
+    score : numpy.ndarray, shape (B,)
+        Their library scores against the predicted class (the ``library`` detector).
+    predicted, labels : numpy.ndarray, shape (B,), str
+        Predicted and true mineral names.
+    novel : numpy.ndarray, shape (B,), bool
+        Spectra of withheld classes.
+    threshold : float
+        The library's recorded threshold.
+
+    Returns
+    -------
+    dict
+        - ``auroc_true_class``: AUROC when every *seen* spectrum is matched against its true class instead of
+          the predicted one (a perfect classifier on the seen classes; novel spectra unchanged): the ceiling
+          of what classifier accuracy can add to this detector;
+        - ``auroc_correct_only``: AUROC over the correctly classified seen spectra and all novel ones;
+        - ``misses``: novel spectra at or below the threshold (true and predicted mineral, score), lowest
+          first; ``false_alarms``: seen spectra above it (with ``correct``: was the prediction right),
+          highest first.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    seen = ~novel
+    true_score = score.copy()
+    true_score[seen] = library.scores(x[seen], labels[seen])[0]
+    correct = seen & (predicted == labels)
+    keep = correct | novel
+
+    def rows(mask, order):
+        idx = np.flatnonzero(mask)
+        return [{"label": str(labels[i]), "predicted": str(predicted[i]), "score": round(float(score[i]), 4),
+                 **({} if novel[i] else {"correct": bool(predicted[i] == labels[i])})}
+                for i in idx[np.argsort(order * score[idx], kind="stable")]]
+
+    return {"auroc_true_class": float(roc_auc_score(novel, true_score)),
+            "auroc_correct_only": float(roc_auc_score(novel[keep], score[keep])),
+            "misses": rows(novel & (score <= threshold), 1), "false_alarms": rows(seen & (score > threshold), -1)}
+
+
 def leave_classes_out(train: SpectraSet, test: SpectraSet, settings_factory: Callable, ae_cfg, ks: Sequence[int],
                       draws: int, epochs: int | None, seed: int) -> dict[str, Any]:
     """Run the leave-classes-out protocol (module docstring); returns per-run and summary figures."""
@@ -231,8 +283,12 @@ def leave_classes_out(train: SpectraSet, test: SpectraSet, settings_factory: Cal
             novel = np.isin(test.labels, withheld)
             y = encode_labels(test.labels, models.labels)
             top1 = float(np.mean(scores["probabilities"][~novel].argmax(1) == y[~novel]))
+            predicted = np.asarray(models.labels)[scores["probabilities"].argmax(1)]
             run = {"k": k, "draw": d, "withheld": withheld, "n_train": len(sub), "seconds": round(models.seconds, 1),
                    "seen_top1": top1,
+                   "library_diagnostics": library_diagnostics(models.novelty.library, xt, scores["library"], predicted,
+                                                              np.asarray(test.labels), novel,
+                                                              models.thresholds["library"]),
                    "detectors": {name: detector_metrics(scores[name][~novel], scores[name][novel],
                                                         models.thresholds[name]) for name in DETECTORS},
                    "scores": {name: {"nominal": scores[name][~novel].tolist(), "novel": scores[name][novel].tolist()}
@@ -248,7 +304,21 @@ def leave_classes_out(train: SpectraSet, test: SpectraSet, settings_factory: Cal
                            for name in DETECTORS}
         for name in DETECTORS:
             summary[str(k)][name]["auroc_per_draw"] = [r["detectors"][name]["auroc"] for r in rk]
+        diag = [r["library_diagnostics"] for r in rk]
+        summary[str(k)]["library"]["diagnostics"] = {
+            **{m: float(np.mean([g[m] for g in diag])) for m in ("auroc_true_class", "auroc_correct_only")},
+            "seen_top1": float(np.mean([r["seen_top1"] for r in rk])),
+            "misses_by_pair": _counts(f"{m['label']} as {m['predicted']}" for g in diag for m in g["misses"]),
+            "false_alarms_by_class": _counts(f["label"] for g in diag for f in g["false_alarms"]),
+            "false_alarms_misclassified": int(sum(not f["correct"] for g in diag for f in g["false_alarms"]))}
     return {"runs": runs, "summary": summary, "quantile": ae_cfg.quantile}
+
+
+def _counts(names) -> dict[str, int]:
+    """Occurrences of each name, most frequent first (ties alphabetical)."""
+    from collections import Counter
+
+    return dict(sorted(Counter(names).items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 # -- drift streams ---------------------------------------------------------------------------------------
@@ -558,6 +628,12 @@ def _print_summary(result: dict[str, Any]) -> None:
             for name, m in per.items():
                 print(f"  {k:>3} {name:<10} {m['auroc']:6.3f} {m['fpr_at_95tpr']:9.3f} {100 * m['false_alarm_rate']:11.1f}% "
                       f"{100 * m['detection_rate']:7.1f}%")
+            g = per["library"].get("diagnostics")
+            if g:
+                top = ", ".join(f"{p} ×{n}" for p, n in list(g["misses_by_pair"].items())[:4])
+                print(f"      library, seen top-1 {g['seen_top1']:.3f}: AUROC with the true class of every seen spectrum "
+                      f"{g['auroc_true_class']:.3f}, over correctly classified seen spectra {g['auroc_correct_only']:.3f}; "
+                      f"most missed: {top}")
     drift = result.get("drift")
     if drift:
         st = drift["streams"]
