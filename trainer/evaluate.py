@@ -191,15 +191,16 @@ def _models_from_bundle(path: str) -> _Models:
 
 
 def _score(models: _Models, x: np.ndarray) -> dict[str, np.ndarray]:
-    """All detector scores plus probabilities of preprocessed spectra (B, N)."""
+    """All detector scores, the probabilities and the predicted mineral names of preprocessed spectra (B, N)."""
     from .autoencoder import ae_scores, classifier_outputs, classifier_scores, nearest_neighbour_distance
 
     logits, emb = classifier_outputs(models.classifier, x)
     out = classifier_scores(logits, emb, models.embedding_prototypes)
+    out["predicted"] = np.asarray(models.labels)[logits.argmax(axis=1)]
     if models.train_embeddings is not None:
         out["knn"] = nearest_neighbour_distance(emb, models.train_embeddings)
     if models.novelty.library is not None:
-        out["library"] = models.novelty.library.scores(x, np.asarray(models.labels)[logits.argmax(axis=1)])[0]
+        out["library"] = models.novelty.library.scores(x, out["predicted"])[0]
         out["library_msp"] = out["library"] + out["msp"]
     a = ae_scores(models.novelty.model, x)
     out["ae"], out["ae_mse"] = a[models.novelty.config.metric], a["mse"]
@@ -251,7 +252,7 @@ def library_diagnostics(library, x: np.ndarray, score: np.ndarray, predicted: np
     def rows(mask, order):
         idx = np.flatnonzero(mask)
         return [{"label": str(labels[i]), "predicted": str(predicted[i]), "score": round(float(score[i]), 4),
-                 **({} if novel[i] else {"correct": bool(predicted[i] == labels[i])})}
+                 **({} if novel[i] else {"correct": bool(correct[i])})}
                 for i in idx[np.argsort(order * score[idx], kind="stable")]]
 
     return {"auroc_true_class": float(roc_auc_score(novel, true_score)),
@@ -280,7 +281,7 @@ def leave_classes_out(train: SpectraSet, test: SpectraSet, settings_factory: Cal
             scores = _score(models, xt)
             novel = np.isin(test.labels, withheld)
             labels = np.asarray(test.labels)
-            predicted = np.asarray(models.labels)[scores["probabilities"].argmax(1)]
+            predicted = scores["predicted"]
             top1 = float(np.mean(predicted[~novel] == labels[~novel]))
             run = {"k": k, "draw": d, "withheld": withheld, "n_train": len(sub), "seconds": round(models.seconds, 1),
                    "seen_top1": top1,
