@@ -19,8 +19,9 @@ import importlib
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from edge.cli_common import run_cli
 
@@ -29,7 +30,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def default_bundle(out: Path) -> Path:
     """The benchmark bundle: the default model trained on the real 40 % split and exported to INT8 (reused
-    when already built), made the same way as ``edge-demo --data``."""
+    when already built), made the same way as ``edge-demo --data``.
+    """
     from edge.demo import ensure_bundle
 
     bdir = out / "bundle-rruff40"
@@ -68,7 +70,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 
 def bench_impl(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="edge-bench", description="Run benchmarks; results as JSON.")
-    p.add_argument("which", choices=sorted(BENCHES) + ["all"])
+    p.add_argument("which", choices=[*sorted(BENCHES), "all"])
     p.add_argument("--bundle", default=None, help="model bundle (default: build one on the 40 % split)")
     p.add_argument("--out", default=str(RESULTS), help="folder for JSON results")
     p.add_argument("--json", default=None, help="JSON file (single benchmark)")

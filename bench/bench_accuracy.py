@@ -69,9 +69,21 @@ from edge.data import SpectraSet, load_spectra
 from edge.preprocess import PreprocessConfig, Preprocessor, RamanGrid, resample
 from edge.shift import shift_spectra
 
-__all__ = ["run", "peak_positions", "peak_count_features", "snv_derivative", "first_derivative",
-           "knn_scores", "svm_scores", "lr_scores", "minirocket_scores", "aeon_available", "METHODS",
-           "TARGETS_TOP1", "TEAM_EARLIER_TOP1"]
+__all__ = [
+    "METHODS",
+    "TARGETS_TOP1",
+    "TEAM_EARLIER_TOP1",
+    "aeon_available",
+    "first_derivative",
+    "knn_scores",
+    "lr_scores",
+    "minirocket_scores",
+    "peak_count_features",
+    "peak_positions",
+    "run",
+    "snv_derivative",
+    "svm_scores",
+]
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "model_compact.toml"
@@ -301,7 +313,7 @@ def aeon_available() -> bool:
 
 def minirocket_scores(x_train: np.ndarray, y_train: np.ndarray, x_test, n_classes: int, seed: int = 0,
                       n_kernels: int = 10_000):
-    """aeon ``MiniRocketClassifier`` (MiniRocket features, scaling, ``RidgeClassifierCV``): decision values.
+    """Aeon ``MiniRocketClassifier`` (MiniRocket features, scaling, ``RidgeClassifierCV``): decision values.
 
     Parameters
     ----------
@@ -391,9 +403,7 @@ def build_methods(quick: bool = False, config: str | os.PathLike | None = None) 
     -------
     list of Method
     """
-    from trainer.settings import TrainerSettings
-
-    from trainer.settings import apply_shift_tolerance
+    from trainer.settings import TrainerSettings, apply_shift_tolerance
 
     def ours(key: str, label: str, path, tolerance_cm1: float | None = None) -> Method:
         settings = TrainerSettings.from_toml(path)
@@ -509,7 +519,8 @@ def _fit_cnn_compensated(method: Method, d: _Data, seed: int, **_: Any) -> dict[
     """Our CNN behind the daemon's drift compensation: each shifted test set is streamed one spectrum at a
     time (random order, seeded) through :class:`edge.novelty.DriftMonitor`, and every spectrum is
     preprocessed with the offset estimated from the spectra before it removed (``compensate_offset``),
-    exactly as :class:`edge.daemon.Daemon` does. References: class-mean training spectra."""
+    exactly as :class:`edge.daemon.Daemon` does. References: class-mean training spectra.
+    """
     from edge.novelty import DriftConfig, DriftMonitor, class_mean_spectra
     from trainer.train import predict_proba
 
@@ -539,7 +550,7 @@ def _fit_cnn_compensated(method: Method, d: _Data, seed: int, **_: Any) -> dict[
 
 def _int8_check(r, settings, d: _Data, p_fp32: np.ndarray, data_dir: str | None,
                 calibrate_method: str = "minmax") -> dict[str, Any]:
-    """train → save_model (temporary bundle) → export_bundle(int8=True) → score model.int8.onnx."""
+    """Train → save_model (temporary bundle) → export_bundle(int8=True) → score model.int8.onnx."""
     from export.cli import export_bundle
     from export.errors import AccuracyGateError
     from export.quantize import INT8_FILE, QuantConfig, score_onnx
@@ -776,7 +787,8 @@ def _params(summary: dict[str, Any], key: str) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     """The result as a markdown report: top-1 table (rows = methods), macro-F1 and top-3, targets, INT8,
-    pooling study, earlier figures, settings and timings."""
+    pooling study, earlier figures, settings and timings.
+    """
     summary, methods = result["summary"], [m for m in result["methods"] if m["table"]]
     header = "| method | params | " + " | ".join(_colname(c) for c in COLUMNS) + " |"
     rule = "|---|---|" + "---|" * len(COLUMNS)

@@ -27,13 +27,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from firmware_bridge.framing import FrameDecoder  # noqa: E402
-from firmware_bridge.link import InstrumentLink, LinkConfig  # noqa: E402
-from firmware_bridge.protocol import SpectrumMessage, decode_frame, encode_message  # noqa: E402
-from firmware_bridge.simulator import SimulatedInstrument, synthetic_spectra  # noqa: E402
-from firmware_bridge.transport import Backoff  # noqa: E402
+from firmware_bridge.framing import FrameDecoder
+from firmware_bridge.link import InstrumentLink, LinkConfig
+from firmware_bridge.protocol import SpectrumMessage, decode_frame, encode_message
+from firmware_bridge.simulator import SimulatedInstrument, synthetic_spectra
+from firmware_bridge.transport import Backoff
 
 BAUD_RATES = (115_200, 921_600)
 

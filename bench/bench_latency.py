@@ -21,9 +21,9 @@ import zmq
 
 from edge.backends import OnnxRuntimeBackend
 from edge.bundle import Bundle
+from edge.client import PredictionSubscriber, SpectrumSender
 from edge.data import load_spectra
 from edge.demo import _free_port, start_daemon
-from edge.client import PredictionSubscriber, SpectrumSender
 from edge.preprocess import Preprocessor
 
 

@@ -147,7 +147,8 @@ def component_times(bundle: Path, x: np.ndarray, n: int, raw: np.ndarray | None 
                     raw_axis: np.ndarray | None = None) -> dict[str, Any]:
     """Batch-1 cost of the novelty score as the daemon runs it (autoencoder + spectral library against the
     predicted class), of the spectral library alone, of the drift bookkeeping per spectrum, and (with
-    ``raw``) of preprocessing without and with a drift-compensation offset (ms)."""
+    ``raw``) of preprocessing without and with a drift-compensation offset (ms).
+    """
     b = Bundle.load(bundle)
     m = NoveltyModel(b, precision="auto", threads=1)
     predicted = np.asarray(b.labels)[np.arange(len(x)) % len(b.labels)]

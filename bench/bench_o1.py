@@ -56,7 +56,8 @@ def _time_per_call(fn: Callable[[], Any], min_time_s: float, min_calls: int = 20
 
 def _temporary_bundle(folder: pathlib.Path) -> pathlib.Path:
     """An untrained model of the default config (``configs/model_compact.toml``) exported to FP32 and INT8
-    ONNX (timing only)."""
+    ONNX (timing only).
+    """
     import torch
 
     from export.cli import export_bundle

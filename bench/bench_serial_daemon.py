@@ -28,14 +28,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import zmq  # noqa: E402
+import numpy as np
+import zmq
 
-from edge.bundle import Bundle  # noqa: E402
-from edge.data import SpectraSet, load_spectra  # noqa: E402
-from edge.demo import stream_serial  # noqa: E402
-from edge.errors import DataError  # noqa: E402
-from firmware_bridge.protocol import SpectrumMessage, encode_message  # noqa: E402
+from edge.bundle import Bundle
+from edge.data import SpectraSet, load_spectra
+from edge.demo import stream_serial
+from edge.errors import DataError
+from firmware_bridge.protocol import SpectrumMessage, encode_message
 
 BAUD_RATES = (115_200, 921_600)
 

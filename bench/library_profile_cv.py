@@ -95,7 +95,7 @@ def run(ks: Sequence[int] = (5, 10, 15), draws: int = 40,
         print(f"band_power {power!s:>5}: " + "  ".join(f"k={k} {row[f'k{k}']['auroc_mean']:.3f}"
                                                      f" ± {row[f'k{k}']['auroc_sd']:.3f}" for k in ks), flush=True)
     return {"benchmark": "library_profile_cv", "data": "rruff_soysal/raw_train_labeled_40pct.npz (test file unread)",
-            "n_spectra": int(len(labels)), "shift_tolerance_cm1": LIBRARY_SHIFT_TOLERANCE_CM1,
+            "n_spectra": len(labels), "shift_tolerance_cm1": LIBRARY_SHIFT_TOLERANCE_CM1,
             "predictor": "nearest kept training spectrum, signed line component (band_power None)",
             "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import BackendError
 
-__all__ = ["InferenceBackend", "OnnxRuntimeBackend", "BACKENDS", "create_backend"]
+__all__ = ["BACKENDS", "InferenceBackend", "OnnxRuntimeBackend", "create_backend"]
 log = logging.getLogger("edge.backend")
 
 
@@ -49,7 +49,8 @@ class InferenceBackend(Protocol):
     def warmup(self, sample_shape: tuple[int, ...], batch_sizes: tuple[int, ...] = (1,)) -> None:
         """Run dummy batches so the first real spectrum does not pay for lazy initialisation.
 
-        ``sample_shape`` is one preprocessed spectrum's shape: (N,) or (C, N)."""
+        ``sample_shape`` is one preprocessed spectrum's shape: (N,) or (C, N).
+        """
 
     def describe(self) -> dict[str, Any]:
         """Backend name, version, device, model path and precision, as JSON-able values."""
@@ -57,7 +58,7 @@ class InferenceBackend(Protocol):
     def close(self) -> None:
         """Release resources; the backend can be loaded again."""
 
-    def __enter__(self) -> "InferenceBackend": ...
+    def __enter__(self) -> InferenceBackend: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
@@ -132,7 +133,7 @@ class OnnxRuntimeBackend:
     def close(self) -> None:
         self._session = None
 
-    def __enter__(self) -> "OnnxRuntimeBackend":
+    def __enter__(self) -> OnnxRuntimeBackend:
         self.load()
         return self
 

@@ -21,13 +21,14 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import BundleError, ConfigError
 from .preprocess import PreprocessConfig, RamanGrid
 
-__all__ = ["SCHEMA_VERSION", "MANIFEST_NAME", "Bundle", "sha256_file"]
+__all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "Bundle", "sha256_file"]
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -58,7 +59,7 @@ class Bundle:
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | os.PathLike, *, preprocessing: PreprocessConfig, labels: list[str],
-               model: Mapping[str, Any], name: str = "raman-cnn") -> "Bundle":
+               model: Mapping[str, Any], name: str = "raman-cnn") -> Bundle:
         """Start a new bundle in ``path`` (created if needed; an existing manifest is replaced).
 
         Raises
@@ -90,7 +91,7 @@ class Bundle:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, expect_grid: RamanGrid | None = None,
-             verify: bool = True) -> "Bundle":
+             verify: bool = True) -> Bundle:
         """Load and validate a bundle.
 
         Parameters

@@ -13,7 +13,7 @@ import json
 import logging
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .cli_common import add_logging_args, load_toml, run_cli, setup_logging
 from .daemon import Daemon, DaemonConfig

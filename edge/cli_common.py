@@ -10,12 +10,13 @@ import argparse
 import logging
 import sys
 import tomllib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .errors import ConfigError, EdgeError
 
-__all__ = ["add_data_args", "add_logging_args", "setup_logging", "run_cli", "load_toml"]
+__all__ = ["add_data_args", "add_logging_args", "load_toml", "run_cli", "setup_logging"]
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:

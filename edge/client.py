@@ -11,7 +11,8 @@ Examples
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import zmq
@@ -19,7 +20,7 @@ import zmq
 from .errors import EdgeError
 from .wire import TOPICS, decode_payload, encode_payload, encode_spectrum
 
-__all__ = ["SpectrumSender", "PredictionSubscriber", "ControlClient"]
+__all__ = ["ControlClient", "PredictionSubscriber", "SpectrumSender"]
 
 
 class SpectrumSender:
@@ -53,7 +54,7 @@ class SpectrumSender:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "SpectrumSender":
+    def __enter__(self) -> SpectrumSender:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -121,7 +122,7 @@ class PredictionSubscriber:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "PredictionSubscriber":
+    def __enter__(self) -> PredictionSubscriber:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -176,7 +177,8 @@ class ControlClient:
     def load_head(self, path: str | None = None, data: bytes | None = None) -> dict[str, Any]:
         """Ask the daemon to serve a head file: ``path`` on the daemon's machine, or the file's bytes inline.
 
-        Returns the reply: ``ok`` and ``head_version`` etc., or ``ok`` false with ``reason`` and ``error``."""
+        Returns the reply: ``ok`` and ``head_version`` etc., or ``ok`` false with ``reason`` and ``error``.
+        """
         if (path is None) == (data is None):
             raise EdgeError("load_head needs exactly one of path and data")
         return self.request({"cmd": "load_head", **({"path": str(path)} if path is not None else {"head": bytes(data)})})
@@ -188,7 +190,7 @@ class ControlClient:
     def close(self) -> None:
         self.sock.close(linger=0)
 
-    def __enter__(self) -> "ControlClient":
+    def __enter__(self) -> ControlClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

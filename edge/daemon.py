@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import zmq
@@ -35,7 +36,7 @@ from .novelty import DriftConfig, NoveltyService
 from .preprocess import Preprocessor
 from .wire import TOPICS, WIRE_VERSION, SpectrumIn, decode_event, decode_spectrum, encode_payload
 
-__all__ = ["DaemonConfig", "Daemon", "INTERNAL_INPUT"]
+__all__ = ["INTERNAL_INPUT", "Daemon", "DaemonConfig"]
 log = logging.getLogger("edge.daemon")
 INTERNAL_INPUT = "inproc://raman-edge-internal-input"
 
@@ -104,7 +105,7 @@ class DaemonConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DaemonConfig":
+    def from_dict(cls, d: dict[str, Any]) -> DaemonConfig:
         known = set(cls.__dataclass_fields__) - {"extra"}
         unknown = set(d) - known
         if unknown:
@@ -243,7 +244,7 @@ class Daemon:
     def _loop(self, pull, pub, internal) -> None:
         poller = zmq.Poller()
         inputs = [s for s in (pull, internal) if s is not None]
-        for s in inputs + [pub]:
+        for s in [*inputs, pub]:
             poller.register(s, zmq.POLLIN)
         control = self._open_control(poller)
         next_status = time.monotonic() + self.config.status_interval_s
@@ -365,7 +366,8 @@ class Daemon:
         """Publish the input events among ``frames`` (:func:`edge.wire.encode_event`; sent by
         :mod:`edge.serial_input`): ``link`` on the ``link`` topic, ``lost`` on the ``error`` topic with reason
         ``"lost"`` (counted in ``lost``). A malformed event is rejected like a bad spectrum. Returns the other
-        frames, in order."""
+        frames, in order.
+        """
         rest: list[bytes] = []
         for frame in frames:
             try:
@@ -398,7 +400,8 @@ class Daemon:
                     offset_cm1: float = 0.0) -> tuple[list[SpectrumIn], np.ndarray | None]:
         """Preprocess a micro-batch: one vectorised call when every spectrum shares its axis (the usual case
         under a backlog), else, or when that call fails, spectrum by spectrum so that a bad one is rejected
-        alone. ``offset_cm1``: the drift compensation (:meth:`edge.novelty.NoveltyService.correction_cm1`)."""
+        alone. ``offset_cm1``: the drift compensation (:meth:`edge.novelty.NoveltyService.correction_cm1`).
+        """
         if not decoded:
             return [], None
         first = decoded[0]

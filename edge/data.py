@@ -23,11 +23,11 @@ __all__ = [
     "RamanSpectrum",
     "SpectraSet",
     "data_dir",
-    "resolve_data_path",
     "load_npz",
-    "load_rruff_txt",
     "load_rruff_folder",
+    "load_rruff_txt",
     "load_spectra",
+    "resolve_data_path",
 ]
 
 DATA_ENV_VAR = "RAMAN_EDGE_DATA"
@@ -100,7 +100,7 @@ class SpectraSet:
         """Sorted distinct labels."""
         return sorted(set(self.labels.tolist()))
 
-    def subset(self, index) -> "SpectraSet":
+    def subset(self, index) -> SpectraSet:
         """Rows selected by an index array or boolean mask."""
         idx = np.arange(len(self))[index]
         return SpectraSet(self.intensities[idx], self.labels[idx], self.raman_shift_cm1,

@@ -22,11 +22,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import zmq
+
 from firmware_bridge.simulator import FaultConfig, SimulatedInstrument
 
 from .backends import OnnxRuntimeBackend
@@ -170,7 +172,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
             out, err = proc.communicate(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, err = proc.communicate()
+            _out, err = proc.communicate()
         ctx.term()
     if proc.returncode != 0:
         raise EdgeError(f"edge-daemon exited with {proc.returncode}: {err.strip()[-600:]}")

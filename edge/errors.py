@@ -8,14 +8,14 @@ errors (numpy, onnxruntime, zmq, msgpack, OS) are wrapped at the boundary with `
 from __future__ import annotations
 
 __all__ = [
-    "EdgeError",
+    "BackendError",
+    "BundleError",
     "ConfigError",
     "DataError",
-    "PreprocessError",
-    "BundleError",
-    "BackendError",
-    "WireError",
+    "EdgeError",
     "HeadError",
+    "PreprocessError",
+    "WireError",
 ]
 
 

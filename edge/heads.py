@@ -465,7 +465,7 @@ class HeadSwitch:
         """
         try:
             req = msgpack.unpackb(frame, raw=False, max_bin_len=MAX_HEAD_BYTES)
-        except Exception as exc:  # noqa: BLE001 - msgpack raises several types; a reply is always due
+        except Exception as exc:
             return self._refuse("bad_request", f"not a msgpack request: {exc}")
         if not isinstance(req, dict):
             return self._refuse("bad_request", "request must be a map with a 'cmd'")

@@ -147,7 +147,8 @@ def highpass(x: np.ndarray, window: int = HIGHPASS_POINTS, dtype=np.float64) -> 
 
 def reconstruction_error(x: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Mean squared error over the grid, shape (B,), float64, of spectra ``x`` and reconstructions ``r``
-    (both shape (B, N))."""
+    (both shape (B, N)).
+    """
     d = np.asarray(x, dtype=np.float64) - np.asarray(r, dtype=np.float64)
     return np.mean(d * d, axis=-1)
 
@@ -298,7 +299,8 @@ def band_profiles(x: np.ndarray, window: int = HIGHPASS_POINTS, power: float | N
 
 def _profiles_from_lines(h: np.ndarray, power: float | None) -> np.ndarray:
     """:func:`band_profiles` from line components ``h`` (unit or not: their scale cancels); ``h`` itself
-    when ``power`` is None (then it must be unit already)."""
+    when ``power`` is None (then it must be unit already).
+    """
     if power is None:
         return h
     if not 0.0 < power <= 1.0:
@@ -377,7 +379,8 @@ def estimate_offsets(x: np.ndarray, references: np.ndarray, candidates: np.ndarr
 
 def offset_reference_fft(references: np.ndarray, n_points: int, max_lag: int, window: int = HIGHPASS_POINTS) -> np.ndarray:
     """Conjugate FFTs of the unit line components of ``references`` (R, N), as :func:`estimate_offsets`
-    needs them (cache them: they depend on the bundle only). Shape (R, nfft // 2 + 1), complex128."""
+    needs them (cache them: they depend on the bundle only). Shape (R, nfft // 2 + 1), complex128.
+    """
     nfft = 1 << math.ceil(math.log2(n_points + max_lag + 1))
     return np.conj(np.fft.rfft(_unit_lines(np.asarray(references, dtype=np.float64), window), n=nfft, axis=-1))
 
@@ -510,11 +513,12 @@ class SpectralLibrary:
         except KeyError as exc:
             raise BundleError(f"library label {exc} is not a class") from exc
         lines = band_profiles(primary_channel(np.asarray(x)), window, band_power, np.float32)
-        return cls(lines, y, names, int(round(shift_tolerance_cm1 / step_cm1)), window, band_power)
+        return cls(lines, y, names, round(shift_tolerance_cm1 / step_cm1), window, band_power)
 
     def _lagged(self, u: np.ndarray) -> np.ndarray:
         """Unit rows ``u`` (B, N) at every lag, re-normalised: shape (B, 2S + 1, N), float32 (zero fill at the
-        edges)."""
+        edges).
+        """
         b, n = u.shape
         s = self.shift_points
         out = np.zeros((b, 2 * s + 1, n), dtype=np.float32)
@@ -582,19 +586,22 @@ class SpectralLibrary:
     def similarity_matrix(self) -> np.ndarray:
         """Similarity of every library row with every other, the way :meth:`scores` compares: the largest
         cosine over lags |s| ≤ ``shift_points``, shape (L, L), float32 (diagonal ≈ 1). For studies of the
-        library itself (``bench.library_profile_cv``)."""
+        library itself (``bench.library_profile_cv``).
+        """
         return self._lag_max(self._lines32, self._lagged(self._lines32).reshape(-1, self.lines.shape[1]))
 
     def _lag_max(self, queries: np.ndarray, lagged: np.ndarray) -> np.ndarray:
         """Largest cosine over lags of unit ``queries`` (B, N) with library rows given as their lagged copies
-        flattened row-major by row, then lag (:meth:`_class_block`): shape (B, rows), float32."""
+        flattened row-major by row, then lag (:meth:`_class_block`): shape (B, rows), float32.
+        """
         lags = 2 * self.shift_points + 1
         return (queries @ lagged.T).reshape(len(queries), -1, lags).max(axis=2)
 
     def leave_one_out_scores(self) -> np.ndarray:
         """Nominal calibration: each library spectrum scored (as :meth:`scores` scores a spectrum) against the
         *other* spectra of its class, shape (L,), float64; NaN for a class with one spectrum. A threshold is
-        a quantile of these."""
+        a quantile of these.
+        """
         out = np.full(len(self.lines), np.nan)
         for name, rows in self._rows.items():
             if rows.size < 2:
@@ -945,7 +952,8 @@ class DriftMonitor:
     def _background(self, spectra: np.ndarray, proba: np.ndarray | None) -> np.ndarray:
         """Background level of each spectrum: the median of its max-normalised spectrum, minus that of the
         predicted class's mean training spectrum when the classes are known (removes most of the spread
-        between minerals: +25 % effect size for a 20 % background on the real test spectra)."""
+        between minerals: +25 % effect size for a 20 % background on the real test spectra).
+        """
         level = np.median(primary_channel(spectra), axis=-1)
         if proba is not None and self._ref_background is not None and proba.shape[-1] == len(self._ref_background):
             level = level - self._ref_background[np.argmax(proba, axis=-1)]
@@ -1011,7 +1019,8 @@ class DriftMonitor:
     @property
     def correction_cm1(self) -> float:
         """Offset to remove from the next spectra (cm⁻¹): the moving-median estimate when
-        ``compensate_offset`` is on (0 until the estimate exists), else 0."""
+        ``compensate_offset`` is on (0 until the estimate exists), else 0.
+        """
         return float(self.offset_cm1) if self.config.compensate_offset and self.offset_cm1 is not None else 0.0
 
     def status(self) -> dict[str, Any]:
@@ -1129,7 +1138,8 @@ class NoveltyModel:
         runs here only when it decides for a spectrum of the batch (detector ``"autoencoder"``, no
         ``predicted``, or a class the library does not hold). Otherwise ``reconstruction_error`` and
         ``reconstruction_mse`` are left out, for :meth:`complete` to add after the predictions are out (the
-        daemon does so: the drift monitor needs them, the decision does not)."""
+        daemon does so: the drift monitor needs them, the decision does not).
+        """
         x0 = np.ascontiguousarray(primary_channel(x), dtype=np.float32)
         use_library = self.detector == "library" and self.library is not None and predicted is not None
         out: dict[str, np.ndarray] = {}
@@ -1228,7 +1238,8 @@ class NoveltyService:
 
     def decide(self, x: np.ndarray, predicted=None) -> dict[str, np.ndarray]:
         """The novelty fields a prediction is published with (:meth:`NoveltyModel.decide`); :meth:`observe`
-        adds the autoencoder's scores afterwards when the decision did not need them."""
+        adds the autoencoder's scores afterwards when the decision did not need them.
+        """
         return self.model.decide(x, predicted)
 
     def correction_cm1(self) -> float:
@@ -1239,7 +1250,8 @@ class NoveltyService:
         """The novelty fields of prediction ``i`` of a batch: ``novelty_score``, ``novelty_threshold``,
         ``novel``, ``novelty_detector`` (which detector decided), ``library_score`` (None without a library
         match), and ``reconstruction_error`` and ``reconstruction_mse`` when the autoencoder ran before
-        publishing."""
+        publishing.
+        """
         lib = float(out["library_score"][i])
         f = {"novelty_score": float(out["novelty_score"][i]), "novelty_threshold": float(out["novelty_threshold"][i]),
              "novel": bool(out["novel"][i]), "novelty_detector": str(out["novelty_detector"][i]),

@@ -17,8 +17,9 @@ daemon applies exactly what the trainer applied. Train/serve skew is the classic
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from ._validation import as_float_array, check_axis
 from .errors import ConfigError, PreprocessError
 from .shift import shift_spectra
 
-__all__ = ["RamanGrid", "BaselineConfig", "ChannelConfig", "PreprocessConfig", "Preprocessor", "preprocess", "resample"]
+__all__ = ["BaselineConfig", "ChannelConfig", "PreprocessConfig", "Preprocessor", "RamanGrid", "preprocess", "resample"]
 
 NORMALISATIONS = ("max", "minmax", "snv", "none")
 _GRID_TOLERANCE_CM1 = 1e-3
@@ -75,7 +76,7 @@ class RamanGrid:
         return axis.shape == (self.n_points,) and bool(np.max(np.abs(axis - self.axis)) <= tol_cm1)
 
     @classmethod
-    def from_axis(cls, raman_shift_cm1: np.ndarray) -> "RamanGrid":
+    def from_axis(cls, raman_shift_cm1: np.ndarray) -> RamanGrid:
         """Build a grid from a uniform axis (shape (N,), cm⁻¹).
 
         Raises
@@ -96,7 +97,7 @@ class RamanGrid:
         return {"start_cm1": float(self.start_cm1), "step_cm1": float(self.step_cm1), "n_points": int(self.n_points)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RamanGrid":
+    def from_dict(cls, d: Mapping[str, Any]) -> RamanGrid:
         try:
             return cls(float(d["start_cm1"]), float(d["step_cm1"]), int(d["n_points"]))
         except (KeyError, TypeError, ValueError) as exc:
@@ -123,7 +124,7 @@ class BaselineConfig:
         return {"method": self.method, "params": dict(self.params)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "BaselineConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> BaselineConfig:
         if "method" not in d:
             raise ConfigError(f"baseline config needs a 'method', got {dict(d)!r}")
         return cls(str(d["method"]), dict(d.get("params") or {}))
@@ -161,7 +162,7 @@ class ChannelConfig:
                 "normalisation": self.normalisation}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ChannelConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> ChannelConfig:
         unknown = set(d) - {"derivative", "derivative_window", "normalisation"}
         if unknown:
             raise ConfigError(f"unknown channel key(s): {sorted(unknown)}")
@@ -198,7 +199,7 @@ class PreprocessConfig:
     derivative: int = 0
     derivative_window: int = 0
     normalisation: str = "max"
-    extra_channels: tuple["ChannelConfig", ...] = ()
+    extra_channels: tuple[ChannelConfig, ...] = ()
 
     @property
     def n_channels(self) -> int:
@@ -212,9 +213,9 @@ class PreprocessConfig:
         return (self.n_channels, n) if self.extra_channels else (n,)
 
     @property
-    def channels(self) -> tuple["ChannelConfig", ...]:
+    def channels(self) -> tuple[ChannelConfig, ...]:
         """Every channel's derivative and normalisation, channel 0 first."""
-        return (ChannelConfig(self.derivative, self.derivative_window, self.normalisation),) + tuple(self.extra_channels)
+        return (ChannelConfig(self.derivative, self.derivative_window, self.normalisation), *tuple(self.extra_channels))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_channels", tuple(
@@ -235,7 +236,7 @@ class PreprocessConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> PreprocessConfig:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown preprocessing key(s): {sorted(unknown)}")
@@ -368,7 +369,7 @@ class Preprocessor:
             return self._channel(y, cfg.channels[0])
         return np.stack([self._channel(y, c) for c in cfg.channels], axis=-2)
 
-    def _channel(self, y: np.ndarray, c: "ChannelConfig") -> np.ndarray:
+    def _channel(self, y: np.ndarray, c: ChannelConfig) -> np.ndarray:
         if c.derivative:
             y = self._derivative(y, c.derivative_window)
         return _normalise(y, c.normalisation)

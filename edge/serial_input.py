@@ -29,8 +29,15 @@ from typing import Any
 
 import zmq
 
-from firmware_bridge import (Backoff, BridgeError, InstrumentLink, LinkConfig, LinkStateEvent, SpectrumMessage,
-                             StatusMessage)
+from firmware_bridge import (
+    Backoff,
+    BridgeError,
+    InstrumentLink,
+    LinkConfig,
+    LinkStateEvent,
+    SpectrumMessage,
+    StatusMessage,
+)
 
 from .daemon import INTERNAL_INPUT, Daemon
 from .errors import EdgeError
@@ -85,7 +92,7 @@ class SerialInput:
         self.counters = {"pushed": 0, "lost_reported": 0, "push_dropped": 0, "link_errors": 0}
 
     # -- public -------------------------------------------------------------------------------------------
-    def start(self) -> "SerialInput":
+    def start(self) -> SerialInput:
         """Register the status hook and start the thread; returns self.
 
         Raises

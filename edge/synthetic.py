@@ -16,7 +16,7 @@ from .data import SpectraSet
 from .errors import ConfigError
 from .preprocess import RamanGrid
 
-__all__ = ["line_profile", "SyntheticConfig", "SyntheticLibrary", "synthetic_split"]
+__all__ = ["SyntheticConfig", "SyntheticLibrary", "line_profile", "synthetic_split"]
 
 PROFILES = ("gaussian", "lorentzian", "voigt")
 
@@ -79,8 +79,8 @@ class SyntheticConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.profile not in PROFILES + ("mixed",):
-            raise ConfigError(f"profile must be one of {PROFILES + ('mixed',)}, got {self.profile!r}")
+        if self.profile not in (*PROFILES, "mixed"):
+            raise ConfigError(f"profile must be one of {(*PROFILES, 'mixed')}, got {self.profile!r}")
         if self.n_classes < 1 or self.lines_per_class[0] < 1 or self.lines_per_class[1] < self.lines_per_class[0]:
             raise ConfigError("synthetic library needs ≥ 1 class and a valid lines_per_class range")
 

@@ -35,8 +35,20 @@ import numpy as np
 
 from .errors import WireError
 
-__all__ = ["WIRE_VERSION", "TOPICS", "EVENT_TYPES", "SpectrumIn", "pack_array", "unpack_array", "encode_spectrum",
-           "decode_spectrum", "encode_event", "decode_event", "encode_payload", "decode_payload"]
+__all__ = [
+    "EVENT_TYPES",
+    "TOPICS",
+    "WIRE_VERSION",
+    "SpectrumIn",
+    "decode_event",
+    "decode_payload",
+    "decode_spectrum",
+    "encode_event",
+    "encode_payload",
+    "encode_spectrum",
+    "pack_array",
+    "unpack_array",
+]
 
 WIRE_VERSION = 1
 TOPICS = {"prediction": b"prediction", "error": b"error", "status": b"status", "drift": b"drift", "link": b"link"}
@@ -215,7 +227,7 @@ def decode_event(frame: bytes) -> dict[str, Any] | None:
 
 
 def encode_payload(payload: dict[str, Any]) -> bytes:
-    """msgpack bytes of an output payload (prediction, error, status ...)."""
+    """Msgpack bytes of an output payload (prediction, error, status ...)."""
     return msgpack.packb(payload, use_bin_type=True)
 
 

@@ -12,7 +12,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from edge.bundle import Bundle
 from edge.cli_common import add_data_args, add_logging_args, run_cli, setup_logging

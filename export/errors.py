@@ -2,7 +2,7 @@
 
 from edge.errors import EdgeError
 
-__all__ = ["ExportError", "AccuracyGateError"]
+__all__ = ["AccuracyGateError", "ExportError"]
 
 
 class ExportError(EdgeError):

@@ -16,7 +16,7 @@ from trainer.bundle_io import backbone_sha256, load_model
 
 from .errors import ExportError
 
-__all__ = ["export_fp32", "FP32_FILE", "INPUT_NAME", "OUTPUT_NAMES", "OPSET"]
+__all__ = ["FP32_FILE", "INPUT_NAME", "OPSET", "OUTPUT_NAMES", "export_fp32"]
 
 FP32_FILE = "model.onnx"
 INPUT_NAME = "spectra"

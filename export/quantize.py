@@ -1,13 +1,15 @@
 """Step 2 of the export: static QDQ INT8 quantisation with onnxruntime.quantization, and step 3: the
-accuracy gate that compares INT8 with FP32 and refuses to ship a worse model."""
+accuracy gate that compares INT8 with FP32 and refuses to ship a worse model.
+"""
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +19,7 @@ from edge.bundle import Bundle
 from .errors import AccuracyGateError, ExportError
 from .onnx_export import INPUT_NAME, onnx_metadata, set_metadata
 
-__all__ = ["QuantConfig", "quantize_int8", "score_onnx", "compare_models", "INT8_FILE"]
+__all__ = ["INT8_FILE", "QuantConfig", "compare_models", "quantize_int8", "score_onnx"]
 
 INT8_FILE = "model.int8.onnx"
 log = logging.getLogger("export")
@@ -157,7 +159,7 @@ def compare_models(fp32: Path, int8: Path, spectra: np.ndarray, y: np.ndarray, m
     a32 = 100.0 * float(np.mean(p32.argmax(1) == y))
     a8 = 100.0 * float(np.mean(p8.argmax(1) == y))
     b32, b8 = fp32.stat().st_size, int8.stat().st_size
-    res = {"n": int(len(y)), "fp32_top1": a32, "int8_top1": a8, "drop_points": a32 - a8,
+    res = {"n": len(y), "fp32_top1": a32, "int8_top1": a8, "drop_points": a32 - a8,
            "top1_agreement": 100.0 * float(np.mean(p32.argmax(1) == p8.argmax(1))),
            "max_abs_probability_diff": float(np.max(np.abs(p32 - p8))),
            "fp32_bytes": b32, "int8_bytes": b8, "size_ratio": b8 / b32, "max_drop_points": max_drop_points}

@@ -108,7 +108,18 @@ class LinkDown(TransportError):
 
 
 __all__ = [
-    "BridgeError", "FramingError", "CobsError", "CrcError", "FrameLengthError",
-    "FrameTooLargeError", "ProtocolError", "UnsupportedVersion", "UnknownMessageType",
-    "MalformedPayload", "InvalidField", "TransportError", "InvalidUrl", "LinkDown",
+    "BridgeError",
+    "CobsError",
+    "CrcError",
+    "FrameLengthError",
+    "FrameTooLargeError",
+    "FramingError",
+    "InvalidField",
+    "InvalidUrl",
+    "LinkDown",
+    "MalformedPayload",
+    "ProtocolError",
+    "TransportError",
+    "UnknownMessageType",
+    "UnsupportedVersion",
 ]

@@ -9,14 +9,20 @@ they are counted and optionally reported as :class:`Rejection` events.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from . import cobs
 from .crc import crc32
-from .errors import (CobsError, CrcError, FrameLengthError, FrameTooLargeError,
-                     FramingError, ProtocolError, UnsupportedVersion)
-from .wire import (CRC_SIZE, HEADER, HEADER_SIZE, MAX_FRAME_SIZE, OVERHEAD,
-                   PROTOCOL_VERSION, SEQ_MASK)
+from .errors import (
+    CobsError,
+    CrcError,
+    FrameLengthError,
+    FrameTooLargeError,
+    FramingError,
+    ProtocolError,
+    UnsupportedVersion,
+)
+from .wire import CRC_SIZE, HEADER, HEADER_SIZE, MAX_FRAME_SIZE, OVERHEAD, PROTOCOL_VERSION, SEQ_MASK
 
 #: Bytes the decoder may buffer beyond ``max_encoded_size(max_frame_size)``.
 BUFFER_SLACK = 16
@@ -67,7 +73,8 @@ class Rejection:
 class DecoderCounters:
     """Counters of a :class:`FrameDecoder`; ``bytes_discarded`` counts encoded
     bytes of every rejected frame, of overflowing partial frames and of bytes
-    dropped by :meth:`FrameDecoder.reset`."""
+    dropped by :meth:`FrameDecoder.reset`.
+    """
 
     frames_ok: int = 0
     crc_errors: int = 0

@@ -21,13 +21,25 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import ProtocolError
 from .framing import Frame, FrameDecoder
-from .protocol import (Ack, Hello, Message, Nack, ProtocolCounters, ResendRequest, ResendUnavailable,
-                       SeqObservation, SequenceTracker, SpectrumMessage, StatusMessage,
-                       decode_frame, encode_message)
+from .protocol import (
+    Ack,
+    Hello,
+    Message,
+    Nack,
+    ProtocolCounters,
+    ResendRequest,
+    ResendUnavailable,
+    SeqObservation,
+    SequenceTracker,
+    SpectrumMessage,
+    StatusMessage,
+    decode_frame,
+    encode_message,
+)
 from .transport import Backoff, LinkStateEvent, ReconnectingPort
 from .wire import MAX_FRAME_SIZE, MessageType
 

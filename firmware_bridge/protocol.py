@@ -19,15 +19,15 @@ import collections
 import dataclasses
 import enum
 import math
-from typing import Any, ClassVar, Iterable, Union
+from collections.abc import Iterable
+from typing import Any, ClassVar, Union
 
 import msgpack
 import numpy as np
 
 from .errors import InvalidField, MalformedPayload, UnknownMessageType, UnsupportedVersion
 from .framing import Frame, encode_frame
-from .wire import (FLAG_RETRANSMIT, MAX_FRAME_SIZE, PROTOCOL_VERSION, SEQ_HALF, SEQ_MASK,
-                   MessageType, NackReason)
+from .wire import FLAG_RETRANSMIT, MAX_FRAME_SIZE, PROTOCOL_VERSION, SEQ_HALF, SEQ_MASK, MessageType, NackReason
 
 #: Wire dtypes accepted for ``counts`` (key ``counts_dtype``), all little-endian.
 COUNTS_DTYPES = {"f4": np.dtype("<f4"), "u2": np.dtype("<u2"), "u4": np.dtype("<u4")}
@@ -217,7 +217,7 @@ class SpectrumMessage:
         return fields
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> "SpectrumMessage":
+    def from_fields(cls, fields: dict, frame: Frame) -> SpectrumMessage:
         """Validate a decoded payload map (see :func:`decode_frame`)."""
         counts_dtype = _str(fields, "counts_dtype", required=False) or "f4"
         dtype = COUNTS_DTYPES.get(counts_dtype)
@@ -302,7 +302,7 @@ class StatusMessage:
         return fields
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> "StatusMessage":
+    def from_fields(cls, fields: dict, frame: Frame) -> StatusMessage:
         """Validate a decoded payload map."""
         return cls(instrument_id=_str(fields, "instrument_id"), session_id=_int(fields, "session_id"),
                    uptime_ms=_int(fields, "uptime_ms", bits=64), state=_str(fields, "state"),
@@ -329,7 +329,7 @@ class Hello:
         return {"host_id": self.host_id}
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> "Hello":
+    def from_fields(cls, fields: dict, frame: Frame) -> Hello:
         return cls(host_id=_str(fields, "host_id"), seq=frame.seq)
 
 
@@ -345,7 +345,7 @@ class Ack:
         return {}
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> "Ack":
+    def from_fields(cls, fields: dict, frame: Frame) -> Ack:
         return cls(seq=frame.seq)
 
 
@@ -383,7 +383,7 @@ class Nack:
         return fields
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> "Nack":
+    def from_fields(cls, fields: dict, frame: Frame) -> Nack:
         reason = _int(fields, "reason", bits=8)
         known = reason in NackReason._value2member_map_
         return cls(seq=frame.seq, reason=NackReason(reason) if known else reason,
@@ -402,7 +402,7 @@ class ResendRequest:
         return {}
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> "ResendRequest":
+    def from_fields(cls, fields: dict, frame: Frame) -> ResendRequest:
         return cls(seq=frame.seq)
 
 
@@ -427,7 +427,7 @@ class ResendUnavailable:
         return {} if self.oldest_seq is None else {"oldest_seq": int(self.oldest_seq)}
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> "ResendUnavailable":
+    def from_fields(cls, fields: dict, frame: Frame) -> ResendUnavailable:
         return cls(seq=frame.seq, oldest_seq=_int(fields, "oldest_seq", required=False))
 
 
@@ -458,7 +458,7 @@ def message_to_dict(msg: Message) -> dict[str, Any]:
 
 
 def encode_payload(msg: Message) -> bytes:
-    """msgpack payload of ``msg`` (a map with string keys, binary as bin)."""
+    """Msgpack payload of ``msg`` (a map with string keys, binary as bin)."""
     return msgpack.packb(msg.to_fields(), use_bin_type=True)
 
 

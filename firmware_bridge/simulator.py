@@ -34,14 +34,26 @@ import tempfile
 import threading
 import time
 import tty
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
 from .errors import BridgeError, ProtocolError
 from .framing import FrameDecoder, encode_frame
-from .protocol import (COUNTS_DTYPES, Ack, Hello, Nack, ResendRequest, ResendUnavailable, SpectrumMessage,
-                       StatusMessage, decode_frame, encode_message, encode_payload)
+from .protocol import (
+    COUNTS_DTYPES,
+    Ack,
+    Hello,
+    Nack,
+    ResendRequest,
+    ResendUnavailable,
+    SpectrumMessage,
+    StatusMessage,
+    decode_frame,
+    encode_message,
+    encode_payload,
+)
 from .wire import FLAG_RETRANSMIT, RETRYABLE_NACK_REASONS, SEQ_MASK, MessageType
 
 #: ``(raman_shift_cm1 shape (N,), counts shape (N,), metadata)`` -- what a source yields.
@@ -439,7 +451,7 @@ class SimulatedInstrument:
         self.counters = collections.Counter()
 
     # ------------------------------------------------------------------ control
-    def start(self) -> "SimulatedInstrument":
+    def start(self) -> SimulatedInstrument:
         """Start the background thread; returns self."""
         if self._thread is not None:
             raise RuntimeError("simulator already started")
@@ -465,7 +477,7 @@ class SimulatedInstrument:
             error, self._error = self._error, None
             raise BridgeError(f"simulator thread failed: {error!r}") from error
 
-    def __enter__(self) -> "SimulatedInstrument":
+    def __enter__(self) -> SimulatedInstrument:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -14,7 +14,7 @@ import os
 import select
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import serial
 
@@ -98,7 +98,7 @@ class LinkStateEvent:
 
 
 def _supports_exclusive(url: str) -> bool:
-    """pyserial implements ``exclusive`` (flock) only for native POSIX ports."""
+    """Pyserial implements ``exclusive`` (flock) only for native POSIX ports."""
     return os.name == "posix" and ("://" not in url or url.lower().startswith("spy://"))
 
 
@@ -357,7 +357,7 @@ class ReconnectingPort:
         if self.on_state is not None:
             self.on_state(LinkStateEvent(state, reason, attempt))
 
-    def __enter__(self) -> "ReconnectingPort":
+    def __enter__(self) -> ReconnectingPort:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -18,8 +18,17 @@ import numpy as np
 
 from . import cobs
 from .crc import crc32
-from .protocol import (Ack, Hello, Nack, ResendRequest, ResendUnavailable, SpectrumMessage,
-                       StatusMessage, encode_message, message_to_dict)
+from .protocol import (
+    Ack,
+    Hello,
+    Nack,
+    ResendRequest,
+    ResendUnavailable,
+    SpectrumMessage,
+    StatusMessage,
+    encode_message,
+    message_to_dict,
+)
 from .wire import HEADER, MAX_FRAME_SIZE, PROTOCOL_VERSION, MessageType, NackReason
 
 VECTORS_PATH = pathlib.Path(__file__).with_name("test_vectors.json")
@@ -68,7 +77,7 @@ def _spectrum(**overrides: Any) -> SpectrumMessage:
 
 
 def _spectrum_fields(**overrides: Any) -> bytes:
-    """msgpack payload of the reference spectrum with fields replaced/removed (None)."""
+    """Msgpack payload of the reference spectrum with fields replaced/removed (None)."""
     fields = _spectrum().to_fields()
     for key, value in overrides.items():
         if value is None:

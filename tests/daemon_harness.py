@@ -23,7 +23,7 @@ class RunningDaemon:
                                           output="tcp://127.0.0.1:*", **kw), context=self.ctx)
         self.thread = threading.Thread(target=self.daemon.run, daemon=True)
 
-    def __enter__(self) -> "RunningDaemon":
+    def __enter__(self) -> RunningDaemon:
         self.thread.start()
         assert self.daemon.ready.wait(20)
         self.tx = SpectrumSender(self.daemon.endpoints["input"], self.ctx)

@@ -7,8 +7,14 @@ import warnings
 import numpy as np
 import pytest
 
-from bench.bench_accuracy import (PEAK_BIN_CM1, knn_scores, lr_scores, peak_count_features, peak_positions,
-                                  snv_derivative)
+from bench.bench_accuracy import (
+    PEAK_BIN_CM1,
+    knn_scores,
+    lr_scores,
+    peak_count_features,
+    peak_positions,
+    snv_derivative,
+)
 from edge.data import load_npz
 from edge.shift import shift_spectra
 

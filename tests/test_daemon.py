@@ -9,6 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from daemon_harness import RunningDaemon
 
 from edge.backends import OnnxRuntimeBackend
 from edge.bundle import Bundle
@@ -19,8 +20,6 @@ from edge.errors import BundleError, ConfigError
 from edge.journal import read_journal
 from edge.preprocess import Preprocessor, RamanGrid
 from edge.wire import encode_spectrum
-
-from daemon_harness import RunningDaemon
 
 
 def offline_top1(bundle_path, spectra):

@@ -211,7 +211,7 @@ def test_library_spectrum_matches_itself_within_the_shift_tolerance(library):
 
 
 def test_library_score_is_class_conditional_and_nan_for_an_unknown_class(library, real):
-    lib, x, tr = library
+    lib, _x, _tr = library
     te = real["test"]
     xt = real["pre"](te.intensities)
     own, _ = lib.scores(xt, te.labels)
@@ -307,7 +307,7 @@ def test_library_rejects_inconsistent_input(library):
 
 
 def test_library_similarity_matrix_is_what_scores_compare(library):
-    lib, x, tr = library
+    lib, _x, tr = library
     sim = lib.similarity_matrix()
     assert sim.shape == (len(tr), len(tr)) and np.allclose(np.diag(sim), 1.0, atol=2e-3)
     # lag +s of a against b is lag -s of b against a, up to the few edge points a lag drops

@@ -3,9 +3,9 @@ linger 0), with a real bundle and real test spectra."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
+from daemon_harness import RunningDaemon
 
 from edge.bundle import Bundle
 from edge.daemon import Daemon, DaemonConfig
@@ -14,8 +14,6 @@ from edge.errors import ConfigError
 from edge.novelty import NoveltyModel
 from edge.preprocess import Preprocessor
 from edge.shift import shift_spectra
-
-from daemon_harness import RunningDaemon
 
 
 def _Daemon(bundle, **kw) -> RunningDaemon:
@@ -103,7 +101,7 @@ def test_a_class_without_library_spectra_is_judged_by_the_autoencoder(novelty_bu
         x = Preprocessor(b.preprocessing)(test_set.intensities[:4], test_set.raman_shift_cm1)
         known = list(test_set.labels[:4])
         only_library = m.decide(x, known)
-        mixed = m.decide(x, ["Transferite"] + known[1:])
+        mixed = m.decide(x, ["Transferite", *known[1:]])
         full = m.score(x, known)
     finally:
         m.close()

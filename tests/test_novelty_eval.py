@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from trainer.autoencoder import AEConfig, nearest_neighbour_distance  # noqa: E402
-from trainer.evaluate import DETECTORS, detector_metrics, leave_classes_out, library_diagnostics  # noqa: E402
+from trainer.autoencoder import AEConfig, nearest_neighbour_distance
+from trainer.evaluate import DETECTORS, detector_metrics, leave_classes_out, library_diagnostics
 
 
 def test_detector_metrics_on_separable_and_overlapping_scores():

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from edge.errors import ConfigError, PreprocessError
-from edge.preprocess import BaselineConfig, ChannelConfig, PreprocessConfig, Preprocessor, RamanGrid, preprocess, resample
+from edge.preprocess import (
+    BaselineConfig,
+    ChannelConfig,
+    PreprocessConfig,
+    Preprocessor,
+    RamanGrid,
+    preprocess,
+    resample,
+)
 from edge.shift import shift_spectra
 from edge.synthetic import SyntheticLibrary
 
@@ -36,7 +44,7 @@ class BasePreprocessTest:
     def test_dtype_and_shape(self):
         inner = ((self.config.n_channels,) if self.config.extra_channels else ()) + (self.config.grid.n_points,)
         out = self.pre(self.x, self.axis)
-        assert out.dtype == np.float32 and out.shape == (len(self.x),) + inner
+        assert out.dtype == np.float32 and out.shape == (len(self.x), *inner)
         single = self.pre(self.x[0], self.axis)
         assert single.dtype == np.float32 and single.shape == inner
 

@@ -6,8 +6,9 @@ different model. Lists stay lists (TOML and JSON give lists; tuples would not ro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, fields
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from .errors import TrainerError
 

@@ -83,8 +83,8 @@ from edge.novelty import (
 )
 from edge.preprocess import PreprocessConfig, Preprocessor, resample
 
-from .augment import AugmentConfig, augment_batch
 from ._settings import SettingsMixin
+from .augment import AugmentConfig, augment_batch
 from .errors import TrainerError
 
 __all__ = [
@@ -342,7 +342,8 @@ def fit_autoencoder(x_raw: np.ndarray, pre: Preprocessor, cfg: AEConfig | None =
 
 def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Fold index of each spectrum, shape (B,), int64; -1 for spectra of single-spectrum classes (never held
-    out). Each class's spectra are spread over the folds in a random order, starting at a random fold."""
+    out). Each class's spectra are spread over the folds in a random order, starting at a random fold.
+    """
     rng = np.random.default_rng(seed)
     folds = np.full(len(labels), -1, dtype=np.int64)
     for c in sorted(set(labels.tolist())):
@@ -476,7 +477,8 @@ def classifier_outputs(model, x: np.ndarray, batch_size: int = 256) -> tuple[np.
 
 def class_prototypes(embeddings: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
     """Class prototypes: the mean L2-normalised embedding of each class, re-normalised; shape (K, D),
-    float32 (a zero row for a class without spectra)."""
+    float32 (a zero row for a class without spectra).
+    """
     z = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     protos = np.zeros((n_classes, z.shape[1]), dtype=np.float32)
     for c in range(n_classes):

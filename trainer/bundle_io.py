@@ -14,7 +14,7 @@ from edge.errors import BundleError
 from .model import ModelConfig, RamanCNN, count_parameters
 from .settings import TrainerSettings
 
-__all__ = ["save_model", "load_model", "backbone_sha256", "MODEL_FILE"]
+__all__ = ["MODEL_FILE", "backbone_sha256", "load_model", "save_model"]
 
 MODEL_FILE = "model.pt"
 
@@ -22,7 +22,8 @@ MODEL_FILE = "model.pt"
 def backbone_sha256(model: RamanCNN) -> str:
     """SHA-256 (hex) of the backbone weights: every state-dict tensor except the ``classifier`` head, each
     hashed with its name, dtype and shape. A head file names this hash; the daemon refuses a head made for
-    another backbone. Recorded as ``manifest["model"]["backbone_sha256"]``."""
+    another backbone. Recorded as ``manifest["model"]["backbone_sha256"]``.
+    """
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         if name.startswith("classifier."):

@@ -13,8 +13,8 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from edge.cli_common import add_data_args, add_logging_args, run_cli, setup_logging
 from edge.data import load_spectra

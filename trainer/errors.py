@@ -7,4 +7,5 @@ __all__ = ["TrainerError"]
 
 class TrainerError(EdgeError):
     """Root of every error raised on purpose by :mod:`trainer` (a subclass of :class:`edge.errors.EdgeError`,
-    so the CLIs report both the same way)."""
+    so the CLIs report both the same way).
+    """

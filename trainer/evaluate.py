@@ -374,7 +374,8 @@ def run_stream(models: _Models, pre: Preprocessor, stream: dict[str, Any], drift
     """Feed a stream through the scorers and a fresh :class:`DriftMonitor` in micro-batches (with
     ``drift_cfg.compensate_offset``, each batch is preprocessed with the monitor's correction removed, as the
     daemon does). Returns the alarms, the offset estimate after each spectrum, score traces, the predicted
-    class of each spectrum and the correction applied to it."""
+    class of each spectrum and the correction applied to it.
+    """
     mon = DriftMonitor(drift_cfg, models.novelty.prototypes, step_cm1)
     x_all = stream["x_raw"]
     t = len(x_all)

@@ -217,7 +217,8 @@ class RamanCNN(nn.Module):
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features before the classifier, shape (B, embedding_size): the members' embeddings,
-        concatenated."""
+        concatenated.
+        """
         if x.dim() == 2:
             x = x.unsqueeze(1)
         if not len(self.extra_members):

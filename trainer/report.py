@@ -1,5 +1,6 @@
 """Evaluation report: metrics (top-1/top-3, macro-F1, per-class precision/recall/F1, confidence gap),
-confusion matrix and training curve as PNG, written into the bundle's ``report/`` folder."""
+confusion matrix and training curve as PNG, written into the bundle's ``report/`` folder.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["classification_metrics", "shift_curve", "plot_confusion", "plot_training_curve", "plot_shift_curve",
-           "write_report"]
+__all__ = [
+    "classification_metrics",
+    "plot_confusion",
+    "plot_shift_curve",
+    "plot_training_curve",
+    "shift_curve",
+    "write_report",
+]
 
 #: Raman-shift offsets of the accuracy-versus-shift curve, cm⁻¹ (paper §5 used +15 and +30).
 SHIFTS_CM1 = tuple(range(0, 45, 5))
@@ -50,7 +57,7 @@ def classification_metrics(proba: np.ndarray, y_true: np.ndarray, classes: list[
     per_class = {classes[i]: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
                  for i in range(k) if s[i] > 0 or i in labels_present}
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "top1": float(np.mean(pred == y_true)),
         "top3": float(np.mean(top3)),
         "macro_f1": float(f1_score(yt, pred, labels=labels_present, average="macro", zero_division=0)),

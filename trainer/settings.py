@@ -27,7 +27,7 @@ class TrainerSettings:
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainerSettings":
+    def from_dict(cls, d: dict[str, Any]) -> TrainerSettings:
         unknown = set(d) - set(SECTIONS) - {"name", "description"}
         if unknown:
             raise TrainerError(f"unknown model-config section(s): {sorted(unknown)}; expected {SECTIONS}")
@@ -39,7 +39,7 @@ class TrainerSettings:
         )
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "TrainerSettings":
+    def from_toml(cls, path: str | Path) -> TrainerSettings:
         return cls.from_dict(load_toml(path))
 
     def to_dict(self) -> dict[str, Any]:

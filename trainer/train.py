@@ -22,12 +22,12 @@ from edge.data import SpectraSet
 from edge.errors import EdgeError
 from edge.preprocess import PreprocessConfig, Preprocessor, resample
 
-from .augment import AugmentConfig, augment_batch
 from ._settings import SettingsMixin
+from .augment import AugmentConfig, augment_batch
 from .errors import TrainerError
 from .model import ModelConfig, RamanCNN
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "predict_proba", "class_weights", "encode_labels"]
+__all__ = ["TrainConfig", "TrainResult", "class_weights", "encode_labels", "fit", "predict_proba"]
 
 
 @dataclass

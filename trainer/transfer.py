@@ -62,9 +62,9 @@ from edge.errors import EdgeError, PreprocessError
 from edge.heads import HEAD_DTYPES, Head, make_head
 from edge.preprocess import Preprocessor, resample
 
+from ._settings import SettingsMixin
 from .augment import AugmentConfig, augment_batch
 from .bundle_io import backbone_sha256, load_model, save_model
-from ._settings import SettingsMixin
 from .errors import TrainerError
 from .model import ModelConfig, RamanCNN
 from .settings import TrainerSettings
@@ -240,7 +240,8 @@ def embed_views(model: RamanCNN, pre: Preprocessor, spectra: SpectraSet, views: 
 
 def _preprocess_views(pre: Preprocessor, x_aug: np.ndarray, x_pre: np.ndarray) -> np.ndarray:
     """Preprocess augmented copies; a copy the preprocessing cannot scale (e.g. no positive maximum left
-    after a strong negative baseline and a large shift) is replaced by its preprocessed original."""
+    after a strong negative baseline and a large shift) is replaced by its preprocessed original.
+    """
     try:
         return pre(x_aug, None)
     except PreprocessError:
@@ -331,7 +332,8 @@ def fit_head(emb: np.ndarray, y: np.ndarray, n_classes: int, cfg: TransferConfig
 
 def _fit_lda(emb: np.ndarray, y: np.ndarray, n_classes: int, cfg: TransferConfig) -> tuple[np.ndarray, np.ndarray]:
     """Shrinkage LDA as a linear head: W_c = Σ⁻¹ μ_c, b_c = −½ μ_cᵀ Σ⁻¹ μ_c + log π_c (π equal when
-    ``class_weighted``), Σ the Ledoit–Wolf-shrunk pooled within-class covariance."""
+    ``class_weighted``), Σ the Ledoit–Wolf-shrunk pooled within-class covariance.
+    """
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from threadpoolctl import threadpool_limits
 

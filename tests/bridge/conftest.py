@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from firmware_bridge import cobs
-from firmware_bridge.errors import (CrcError, FrameLengthError, FrameTooLargeError, UnsupportedVersion)
-from firmware_bridge.framing import (BUFFER_SLACK, Frame, FrameDecoder, build_frame, encode_frame,
-                                     parse_frame)
+from firmware_bridge.errors import CrcError, FrameLengthError, FrameTooLargeError, UnsupportedVersion
+from firmware_bridge.framing import BUFFER_SLACK, Frame, FrameDecoder, build_frame, encode_frame, parse_frame
 from firmware_bridge.wire import FLAG_RETRANSMIT, MAX_FRAME_SIZE, OVERHEAD, MessageType
 
 
@@ -46,7 +45,7 @@ def test_round_trip_any_chunking():
     # random split points, bytearray and memoryview input
     cuts = np.sort(rng.integers(0, len(wire), 50))
     decoder, got, prev = FrameDecoder(), [], 0
-    for cut in list(cuts) + [len(wire)]:
+    for cut in [*list(cuts), len(wire)]:
         got += decoder.feed(memoryview(bytearray(wire[prev:cut])))
         prev = cut
     assert got == frames

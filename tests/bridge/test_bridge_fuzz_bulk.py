@@ -10,8 +10,15 @@ import numpy as np
 
 from firmware_bridge.errors import ProtocolError
 from firmware_bridge.framing import FrameDecoder
-from firmware_bridge.protocol import (Ack, Nack, ResendUnavailable, SpectrumMessage, StatusMessage,
-                                      decode_frame, encode_message)
+from firmware_bridge.protocol import (
+    Ack,
+    Nack,
+    ResendUnavailable,
+    SpectrumMessage,
+    StatusMessage,
+    decode_frame,
+    encode_message,
+)
 
 N_CORRUPTED = 70_000
 N_RANDOM = 35_000

@@ -37,7 +37,7 @@ def test_cobs_decode_only_raises_cobs_error(data):
 
 def _feed_all(decoder: FrameDecoder, data: bytes, cuts: list[int]) -> list[Frame]:
     out, prev = [], 0
-    for cut in sorted(c % (len(data) + 1) for c in cuts) + [len(data)]:
+    for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
         out += decoder.feed(data[prev:cut])
         prev = cut
         assert decoder.buffered <= decoder.buffer_limit

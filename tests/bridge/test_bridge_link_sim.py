@@ -152,7 +152,7 @@ def test_fault_injector_is_reproducible():
 
 
 def test_synthetic_spectra_shape():
-    axis, counts, meta = next(synthetic_spectra(seed=0))
+    axis, counts, _meta = next(synthetic_spectra(seed=0))
     assert axis.shape == counts.shape == (1392,) and axis.dtype == counts.dtype == np.float32
     assert axis[0] == 200.0 and axis[-1] == 1591.0 and counts.min() >= 0
     assert len(list(itertools.islice(synthetic_spectra(seed=0, count=3), 10))) == 3

@@ -6,13 +6,24 @@ import msgpack
 import numpy as np
 import pytest
 
-from firmware_bridge.errors import (InvalidField, MalformedPayload, ProtocolError, UnknownMessageType,
-                                    UnsupportedVersion)
+from firmware_bridge.errors import InvalidField, MalformedPayload, ProtocolError, UnknownMessageType, UnsupportedVersion
 from firmware_bridge.framing import Frame, FrameDecoder
-from firmware_bridge.protocol import (Ack, Hello, Nack, ResendRequest, ResendUnavailable,
-                                      SequenceTracker, SpectrumMessage, StatusMessage, decode_frame,
-                                      encode_message, evaluate_calibration, message_to_dict, seq_add,
-                                      seq_diff)
+from firmware_bridge.protocol import (
+    Ack,
+    Hello,
+    Nack,
+    ResendRequest,
+    ResendUnavailable,
+    SequenceTracker,
+    SpectrumMessage,
+    StatusMessage,
+    decode_frame,
+    encode_message,
+    evaluate_calibration,
+    message_to_dict,
+    seq_add,
+    seq_diff,
+)
 from firmware_bridge.wire import NackReason
 
 AXIS = (200.0 + np.arange(1392)).astype(np.float32)  # 200 .. 1591 cm^-1
