@@ -69,6 +69,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 
 
 def bench_impl(argv: Sequence[str] | None = None) -> int:
+    """Parse the ``edge-bench`` command line and run the chosen benchmarks; returns the exit code."""
     p = argparse.ArgumentParser(prog="edge-bench", description="Run benchmarks; results as JSON.")
     p.add_argument("which", choices=[*sorted(BENCHES), "all"])
     p.add_argument("--bundle", default=None, help="model bundle (default: build one on the 40 % split)")
@@ -89,6 +90,7 @@ def bench_impl(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``edge-bench``: user errors print one ``error:`` line and exit 1."""
     return run_cli(bench_impl, argv, "edge-bench")
 
 

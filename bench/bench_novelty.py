@@ -211,8 +211,8 @@ def run(bundle: str | Path | None = None, quick: bool = False, data: str = "rruf
             runs.append(daemon_run(bpath, spectra.intensities, spectra.raman_shift_cm1, novelty, n, rate_hz))
     off = [r for r in runs if not r["novelty"]]
     on = [r for r in runs if r["novelty"]]
-    d_e2e = [a["e2e_p50_ms"] - o["e2e_p50_ms"] for a, o in zip(on, off)]
-    d_in = [a["daemon_p50_ms"] - o["daemon_p50_ms"] for a, o in zip(on, off)]
+    d_e2e = [a["e2e_p50_ms"] - o["e2e_p50_ms"] for a, o in zip(on, off, strict=True)]
+    d_in = [a["daemon_p50_ms"] - o["daemon_p50_ms"] for a, o in zip(on, off, strict=True)]
     comp = component_times(bpath, x, 300 if quick else 2000, spectra.intensities, spectra.raman_shift_cm1)
     overhead = float(np.median(d_e2e))
     return {
@@ -231,6 +231,7 @@ def run(bundle: str | Path | None = None, quick: bool = False, data: str = "rruf
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the novelty latency benchmark from the command line; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", default=None, help="bundle with a novelty autoencoder (default: build one)")
     p.add_argument("--json", default=None, help="write the result here")

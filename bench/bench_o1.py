@@ -212,6 +212,7 @@ def plot(result: dict[str, Any], path: str) -> pathlib.Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the O(1)-inference benchmark from the command line; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", default=None, help="write the result as JSON here (and the plot as .png beside it)")
     p.add_argument("--png", default=None, help="plot path (default: the JSON path with .png)")

@@ -185,7 +185,8 @@ def run(c_values: Sequence[int] = (5, 10, 15, 20), draws: int = 3, seed: int = 0
 
         def pooled(mode: str, part: str, rs: list[dict[str, Any]] = rs) -> float | None:
             n = sum(r[mode][f"n_{part}"] for r in rs)
-            return sum(r[mode][f"top1_{part}"] * r[mode][f"n_{part}"] for r in rs if r[mode][f"top1_{part}"] is not None) / n if n else None
+            hits = sum(r[mode][f"top1_{part}"] * r[mode][f"n_{part}"] for r in rs if r[mode][f"top1_{part}"] is not None)
+            return hits / n if n else None
 
         n_old = sum(r["n_test_old"] for r in rs)
         summary[str(c)] = {
@@ -232,6 +233,7 @@ def _table(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the head-only transfer benchmark from the command line; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.add_argument("--c", type=int, nargs="+", default=[5, 10, 15, 20], help="numbers of new classes")

@@ -93,6 +93,7 @@ class OnnxRuntimeBackend:
         self._outputs: list[str] = []
 
     def load(self) -> None:
+        """Create the onnxruntime session (raises BackendError when the model or a provider cannot be loaded)."""
         try:
             import onnxruntime as ort
 
@@ -110,6 +111,7 @@ class OnnxRuntimeBackend:
                 raise BackendError(f"{self.model_path}: model has no {name!r} output (has {self._outputs})")
 
     def infer(self, spectra: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on ``spectra``, shape (B, C, N) float32; returns the named outputs, each shape (B, ...)."""
         if self._session is None:
             raise BackendError("backend used before load() (use 'with backend:')")
         x = np.ascontiguousarray(spectra, dtype=np.float32)
@@ -117,13 +119,15 @@ class OnnxRuntimeBackend:
             outs = self._session.run(None, {self._input: x})
         except Exception as exc:
             raise BackendError(f"onnxruntime inference failed for a batch of shape {x.shape}: {exc}") from exc
-        return dict(zip(self._outputs, outs))
+        return dict(zip(self._outputs, outs, strict=True))
 
     def warmup(self, sample_shape: tuple[int, ...], batch_sizes: tuple[int, ...] = (1,)) -> None:
+        """Run one zero batch of each size so the first real spectrum does not pay for allocation."""
         for b in batch_sizes:
             self.infer(np.zeros((b, *sample_shape), dtype=np.float32))
 
     def describe(self) -> dict[str, Any]:
+        """Backend name, onnxruntime version, providers and model file, for the status message."""
         import onnxruntime as ort
 
         return {"backend": self.name, "version": ort.__version__, "providers": self.providers,
@@ -131,6 +135,7 @@ class OnnxRuntimeBackend:
                 "intra_op_threads": self.intra_op_threads}
 
     def close(self) -> None:
+        """Release the session."""
         self._session = None
 
     def __enter__(self) -> OnnxRuntimeBackend:

@@ -25,6 +25,7 @@ log = logging.getLogger("edge.daemon")
 
 
 def add_daemon_args(parser: argparse.ArgumentParser) -> None:
+    """Add the daemon's options (each overrides the config file) to ``parser``."""
     g = parser.add_argument_group("daemon (override the config file)")
     g.add_argument("--config", default=None, help="daemon config TOML (see configs/daemon.toml)")
     g.add_argument("--bundle", default=None, help="model bundle folder")
@@ -63,7 +64,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[DaemonConfig, RamanGrid 
 
 
 def daemon_impl(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="edge-daemon", description="Classify Raman spectra from ZeroMQ/serial and publish predictions.")
+    """Parse the ``edge-daemon`` command line, build the daemon and serve until stopped; returns the exit code."""
+    p = argparse.ArgumentParser(prog="edge-daemon",
+                                description="Classify Raman spectra from ZeroMQ/serial and publish predictions.")
     add_daemon_args(p)
     add_logging_args(p)
     args = p.parse_args(argv)
@@ -98,6 +101,7 @@ def _start_serial(daemon: Daemon):
 
 
 def daemon_main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``edge-daemon``: user errors print one ``error:`` line and exit 1."""
     return run_cli(daemon_impl, argv, "edge-daemon")
 
 

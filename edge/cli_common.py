@@ -27,11 +27,13 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
 
 
 def add_logging_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``-v/--verbose`` (repeatable) and ``-q/--quiet`` to ``parser``."""
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
 
 def setup_logging(args: argparse.Namespace) -> None:
+    """Configure the root logger from the ``--verbose``/``--quiet`` options in ``args``."""
     level = logging.WARNING if getattr(args, "quiet", False) else (
         logging.DEBUG if getattr(args, "verbose", 0) > 0 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)

@@ -52,6 +52,7 @@ class SpectrumSender:
         self.sock.send(frame)
 
     def close(self) -> None:
+        """Close the socket."""
         self.sock.close()
 
     def __enter__(self) -> SpectrumSender:
@@ -120,6 +121,7 @@ class PredictionSubscriber:
                 yield got
 
     def close(self) -> None:
+        """Close the socket."""
         self.sock.close()
 
     def __enter__(self) -> PredictionSubscriber:
@@ -188,6 +190,7 @@ class ControlClient:
         return self.request({"cmd": "status"})
 
     def close(self) -> None:
+        """Close the socket without lingering."""
         self.sock.close(linger=0)
 
     def __enter__(self) -> ControlClient:

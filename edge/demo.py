@@ -141,7 +141,13 @@ def stream(spectra: SpectraSet, input_ep: str, output_ep: str, rate_hz: float, t
             "send_seconds": t_sent - t_start, "seconds": t_end - t_start, "last_recv_ns": last_recv}
 
 
+def _percentile(a: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile of ``a``, or None when ``a`` is empty."""
+    return float(np.percentile(a, q)) if len(a) else None
+
+
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    """Train and export a bundle if needed, start the daemon and a simulated instrument, stream, and return the summary fields."""
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     if args.data:
@@ -169,7 +175,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            out, err = proc.communicate(timeout=20)
+            _, err = proc.communicate(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
             _out, err = proc.communicate()
@@ -186,16 +192,16 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         offline = np.asarray(bundle.labels)[backend.infer(x)["probabilities"].argmax(1)]
     same = [preds[i]["labels"][0] == offline[k] for k, i in enumerate(ids) if i in preds]
     lat, dms = res["latency_ms"], res["daemon_ms"]
-    pct = (lambda a, q: float(np.percentile(a, q)) if len(a) else None)
     summary = {
         "data": "rruff_soysal raw_test" if args.data else "synthetic",
         "bundle": str(bundle.path), "model_id": bundle.model_id, "precision": precision,
         "sent": len(spectra), "received": len(preds), "rejected": len(res["errors"]),
         "lost": len(spectra) - len(preds) - len(res["errors"]),
         "top1_accuracy": float(np.mean(correct)) if correct else None,
-        "matches_offline": bool(all(same)) and len(same) == len(spectra), "offline_agreement": float(np.mean(same)) if same else None,
-        "latency_ms": {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": float(lat.max()) if len(lat) else None},
-        "daemon_processing_ms": {"p50": pct(dms, 50), "p99": pct(dms, 99)},
+        "matches_offline": bool(all(same)) and len(same) == len(spectra),
+        "offline_agreement": float(np.mean(same)) if same else None,
+        "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99), "max": float(lat.max()) if len(lat) else None},
+        "daemon_processing_ms": {"p50": _percentile(dms, 50), "p99": _percentile(dms, 99)},
         "throughput_spectra_per_s": len(preds) / res["seconds"] if res["seconds"] > 0 else None,
         "send_rate_hz": args.rate, "seconds": res["seconds"], "daemon_exit_code": proc.returncode,
     }
@@ -358,7 +364,6 @@ def run_serial_demo(args: argparse.Namespace, bundle: Bundle, spectra: SpectraSe
         offline = np.asarray(bundle.labels)[backend.infer(x)["probabilities"].argmax(1)]
     same = [preds[i]["labels"][0] == offline[i] for i in seqs]
     lat, dms = res["latency_ms"], res["daemon_ms"]
-    pct = (lambda a, q: float(np.percentile(a, q)) if len(a) else None)
     missing = n - len(set(preds) | set(lost)) - len(res["errors"])
     link = ((res["final_status"] or {}).get("serial") or {}).get("counters", {})
     return {
@@ -369,8 +374,8 @@ def run_serial_demo(args: argparse.Namespace, bundle: Bundle, spectra: SpectraSe
         "top1_accuracy": float(np.mean(correct)) if correct else None,
         "matches_offline": bool(all(same)) and len(same) == n,
         "offline_agreement": float(np.mean(same)) if same else None,
-        "latency_ms": {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": float(lat.max()) if len(lat) else None},
-        "daemon_processing_ms": {"p50": pct(dms, 50), "p99": pct(dms, 99)},
+        "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99), "max": float(lat.max()) if len(lat) else None},
+        "daemon_processing_ms": {"p50": _percentile(dms, 50), "p99": _percentile(dms, 99)},
         "throughput_spectra_per_s": len(preds) / res["seconds"] if res["seconds"] > 0 else None,
         "send_rate_hz": args.rate, "seconds": res["seconds"], "daemon_exit_code": res["daemon_exit_code"],
         "line_faults": bool(args.line_faults),
@@ -423,6 +428,7 @@ def demo_impl(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``edge-demo``: user errors print one ``error:`` line and exit 1."""
     return run_cli(demo_impl, argv, "edge-demo")
 
 

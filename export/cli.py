@@ -28,6 +28,7 @@ log = logging.getLogger("export")
 
 
 def add_quant_args(parser: argparse.ArgumentParser) -> None:
+    """Add the INT8 quantisation options (calibration method, granularity, accuracy gate) to ``parser``."""
     g = parser.add_argument_group("INT8 quantisation")
     g.add_argument("--int8", action="store_true", help="also write a static QDQ INT8 model (accuracy-gated)")
     g.add_argument("--calib", default=None, help="calibration spectra (default: the bundle's training spectra)")
@@ -38,6 +39,7 @@ def add_quant_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Build the ``edge-export`` argument parser."""
     p = argparse.ArgumentParser(prog="edge-export", description="Export a model bundle to ONNX FP32 / INT8.")
     p.add_argument("bundle", help="bundle folder written by edge-train")
     add_quant_args(p)
@@ -95,6 +97,7 @@ def export_bundle(bundle: Bundle, *, int8: bool, calib: str | None = None, val: 
 
 
 def main_impl(argv: Sequence[str] | None = None) -> int:
+    """Parse the ``edge-export`` command line and export the bundle; returns the exit code."""
     args = build_parser().parse_args(argv)
     setup_logging(args)
     bundle = Bundle.load(args.bundle)
@@ -104,7 +107,8 @@ def main_impl(argv: Sequence[str] | None = None) -> int:
     print(f"FP32 ONNX: {bundle.path / 'model.onnx'}")
     nov = bundle.manifest.get("novelty")
     if nov:
-        print(f"novelty autoencoder: {', '.join(bundle.path.joinpath(nov['files'][k]).name for k in ('onnx_fp32', 'onnx_int8') if k in nov['files'])}")
+        names = [bundle.path.joinpath(nov["files"][k]).name for k in ("onnx_fp32", "onnx_int8") if k in nov["files"]]
+        print(f"novelty autoencoder: {', '.join(names)}")
         gate_ae = bundle.metrics.get("export_novelty")
         if args.int8 and gate_ae:
             print(json.dumps({k: gate_ae[k] for k in ("n", "pearson_log_scores", "novel_rate_fp32", "novel_rate_int8",
@@ -117,6 +121,7 @@ def main_impl(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``edge-export``: user errors print one ``error:`` line and exit 1."""
     return run_cli(main_impl, argv, "edge-export")
 
 

@@ -45,6 +45,7 @@ class QuantConfig:
     max_calibration_spectra: int = 512
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as recorded in the manifest's export section."""
         return {"format": "QDQ", "activations": "int8", "weights": "int8", "per_channel": self.per_channel,
                 "calibrate_method": self.calibrate_method, "float_nodes": "Softmax; single-input-channel Conv (per-channel)"}
 

@@ -9,15 +9,16 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from edge.bundle import Bundle  # noqa: E402
-from edge.data import load_spectra  # noqa: E402
-from edge.preprocess import Preprocessor  # noqa: E402
-from export.errors import AccuracyGateError  # noqa: E402
-from export.quantize import score_onnx  # noqa: E402
-from trainer.bundle_io import load_model  # noqa: E402
-from trainer.model import ModelConfig, RamanCNN, count_parameters  # noqa: E402
-from trainer.train import class_weights, encode_labels, predict_proba  # noqa: E402
 import itertools
+
+from edge.bundle import Bundle
+from edge.data import load_spectra
+from edge.preprocess import Preprocessor
+from export.errors import AccuracyGateError
+from export.quantize import score_onnx
+from trainer.bundle_io import load_model
+from trainer.model import ModelConfig, RamanCNN, count_parameters
+from trainer.train import class_weights, encode_labels, predict_proba
 
 
 def test_class_weights_follow_the_paper():
@@ -226,7 +227,8 @@ def test_shift_tolerance_dial_sets_augmentation_and_pooling():
     s = apply_shift_tolerance(s, 60)
     assert s.augmentation.max_shift_cm1 == 60 and s.augmentation.shift_small_cm1 == 5 and s.model.n_pool == 4
     assert s.augmentation.band_ratio == 0.0
-    assert RamanCNN(1392, 5, ModelConfig.from_dict({**s.model.to_dict(), "in_channels": 2}))(torch.zeros(1, 2, 1392)).shape == (1, 5)
+    two_channel = RamanCNN(1392, 5, ModelConfig.from_dict({**s.model.to_dict(), "in_channels": 2}))
+    assert two_channel(torch.zeros(1, 2, 1392)).shape == (1, 5)
     with pytest.raises(TrainerError):
         apply_shift_tolerance(s, -1)
 
@@ -287,7 +289,7 @@ def test_band_ratio_augmentation_changes_band_ratios_not_band_positions(soysal):
     gain = out / np.where(np.abs(x) > 1e-6, x, np.nan)
     assert np.nanmin(gain) > np.exp(-2.0) and np.nanmax(gain) < np.exp(2.0)
     moved, ratio_change = [], []
-    for a, b in zip(x, out):
+    for a, b in zip(x, out, strict=True):
         peaks, _ = find_peaks(a, prominence=0.3 * a.max(), width=(None, 15))  # clear, narrow lines
         moved += [abs(int(np.argmax(b[max(0, q - 3):q + 4])) - (q - max(0, q - 3))) for q in peaks]
         if len(peaks) >= 2:

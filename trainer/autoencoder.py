@@ -181,6 +181,7 @@ class AEConfig(SettingsMixin):
 
 
     def architecture(self) -> dict[str, Any]:
+        """The architecture fields recorded in the manifest."""
         return {k: getattr(self, k) for k in ("patch", "channels", "kernel_sizes", "pools", "latent")}
 
 
@@ -215,7 +216,7 @@ class RamanAutoencoder(nn.Module):
         self.patch = cfg.patch
         c_in = cfg.channels[0]
         enc: list[nn.Module] = [nn.Conv1d(1, c_in, cfg.patch, stride=cfg.patch), nn.LeakyReLU(0.01)]
-        for c, k, p in zip(cfg.channels[1:], cfg.kernel_sizes[1:], cfg.pools[1:]):
+        for c, k, p in zip(cfg.channels[1:], cfg.kernel_sizes[1:], cfg.pools[1:], strict=True):
             enc += [nn.Conv1d(c_in, c, k, stride=p, padding=k // 2), nn.LeakyReLU(0.01)]
             c_in = c
         self.encoder = nn.Sequential(*enc)
@@ -224,7 +225,7 @@ class RamanAutoencoder(nn.Module):
         self.to_latent = nn.Linear(flat, cfg.latent)
         self.from_latent = nn.Sequential(nn.Linear(cfg.latent, flat), nn.LeakyReLU(0.01))
         dec: list[nn.Module] = []
-        for c_out, k, p in zip(reversed(cfg.channels[:-1]), reversed(cfg.kernel_sizes[1:]), reversed(cfg.pools[1:])):
+        for c_out, k, p in zip(reversed(cfg.channels[:-1]), reversed(cfg.kernel_sizes[1:]), reversed(cfg.pools[1:]), strict=True):
             if p > 1:
                 dec.append(nn.Upsample(scale_factor=p, mode="nearest"))
             dec += [nn.Conv1d(c_in, c_out, k, padding=k // 2), nn.LeakyReLU(0.01)]
@@ -248,6 +249,7 @@ class RamanAutoencoder(nn.Module):
         return y[:, : self.n_points]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of ``x``, shape (B, 1, N) float32."""
         return self.decode(self.encode(x))
 
 

@@ -82,6 +82,8 @@ class TrainConfig(SettingsMixin):
 
 @dataclass
 class TrainResult:
+    """A trained network, its class labels and the per-epoch training history."""
+
     model: RamanCNN
     labels: list[str]
     history: list[dict[str, float]] = field(default_factory=list)
@@ -89,6 +91,7 @@ class TrainResult:
 
     @property
     def epochs(self) -> int:
+        """Number of epochs trained."""
         return len(self.history)
 
 

@@ -32,9 +32,9 @@ Two modes:
     the original data.
 
 Outputs: a head file (:mod:`edge.heads` format: int8 weights by default; 63 classes measure 42–43 kB on the
-default 704-wide embedding, ~50 kB on a 1024-wide one) to uplink to a running daemon, and a new bundle (new labels, the same backbone, the head
-in ``model.pt`` as dequantised weights so bundle and head file predict the same; ``edge-export`` makes its
-ONNX, or ``--export``).
+default 704-wide embedding, ~50 kB on a 1024-wide one) to uplink to a running daemon, and a new bundle (new labels,
+the same backbone, the head in ``model.pt`` as dequantised weights so bundle and head file predict the same;
+``edge-export`` makes its ONNX, or ``--export``).
 """
 
 from __future__ import annotations
@@ -260,8 +260,8 @@ def fit_head(emb: np.ndarray, y: np.ndarray, n_classes: int, cfg: TransferConfig
     """Fit a linear softmax head on fixed embeddings (solver ``cfg.solver``, see the module docstring).
 
     Both solvers work on standardised embeddings z = (e − μ) / σ (μ, σ from ``emb``, σ floored at 10 % of
-    the mean standard deviation) and fold the result back, ``W = W_z / σ``, ``b = b_z − W_z · (μ / σ)``, so it applies to raw embeddings. The LDA
-    solver ignores ``init_weight``/``init_bias``.
+    the mean standard deviation) and fold the result back, ``W = W_z / σ``, ``b = b_z − W_z · (μ / σ)``, so it
+    applies to raw embeddings. The LDA solver ignores ``init_weight``/``init_bias``.
 
     Parameters
     ----------
@@ -370,7 +370,9 @@ def _base_head(model: RamanCNN) -> tuple[np.ndarray, np.ndarray]:
             model.classifier.bias.detach().numpy().astype(np.float32).copy())
 
 
-def _replay_from_bundle(base: Bundle, data_dir: str | None) -> tuple[str, SpectraSet | None, tuple[np.ndarray, np.ndarray] | None]:
+def _replay_from_bundle(
+    base: Bundle, data_dir: str | None
+) -> tuple[str, SpectraSet | None, tuple[np.ndarray, np.ndarray] | None]:
     """Old-class replay of a base bundle: stored embeddings, else its recorded training set."""
     if base.has_file(REPLAY_FILE):
         with np.load(base.file(REPLAY_FILE), allow_pickle=False) as z:
@@ -628,12 +630,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def transfer_main(argv: Sequence[str] | None = None) -> int:
+    """Run head-only transfer (``edge-train transfer``) from the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     setup_logging(args)
     base = Bundle.load(args.base)
     grid = base.grid
-    cfg = TransferConfig(mode=args.mode, solver=args.solver, views=args.views, steps=args.steps, seed=args.seed, threads=args.threads,
-                         head_dtype=args.head_dtype)
+    cfg = TransferConfig(mode=args.mode, solver=args.solver, views=args.views, steps=args.steps, seed=args.seed,
+                         threads=args.threads, head_dtype=args.head_dtype)
     new = load_spectra(args.train, grid, args.data_dir)
     replay = load_spectra(args.replay, grid, args.data_dir) if args.replay else None
     result = transfer(base, new, cfg, replay=replay, version=args.head_version, data_dir=args.data_dir)

@@ -13,9 +13,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # allow `pytest tests/bridge` without installing the package
     sys.path.insert(0, str(ROOT))
 
-from firmware_bridge.link import InstrumentLink, LinkConfig  # noqa: E402
-from firmware_bridge.simulator import SimulatedInstrument  # noqa: E402
-from firmware_bridge.transport import Backoff, LinkStateEvent, ReconnectingPort  # noqa: E402
+from firmware_bridge.link import InstrumentLink, LinkConfig
+from firmware_bridge.simulator import SimulatedInstrument
+from firmware_bridge.transport import Backoff, LinkStateEvent, ReconnectingPort
 
 
 class Collector:
