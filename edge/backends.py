@@ -101,11 +101,12 @@ class OnnxRuntimeBackend:
             opts.intra_op_num_threads = self.intra_op_threads
             opts.inter_op_num_threads = 1
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self._session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=self.providers)
+            session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own and generic exceptions
             raise BackendError(f"onnxruntime cannot load {self.model_path}: {exc}") from exc
-        self._input = self._session.get_inputs()[0].name
-        self._outputs = [o.name for o in self._session.get_outputs()]
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self._outputs = [o.name for o in session.get_outputs()]
         for name in self.required_outputs:
             if name not in self._outputs:
                 raise BackendError(f"{self.model_path}: model has no {name!r} output (has {self._outputs})")
@@ -161,4 +162,5 @@ def create_backend(name: str, model_path: str | Path, **kwargs: Any) -> Inferenc
     cls = BACKENDS.get(name)
     if cls is None:
         raise BackendError(f"unknown inference backend {name!r}; available: {sorted(BACKENDS)}")
-    return cls(model_path, **kwargs)
+    backend: InferenceBackend = cls(model_path, **kwargs)
+    return backend

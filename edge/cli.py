@@ -13,7 +13,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .cli_common import add_logging_args, load_toml, run_cli, setup_logging
 from .daemon import Daemon, DaemonConfig
@@ -75,7 +75,7 @@ def daemon_impl(argv: Sequence[str] | None = None) -> int:
     daemon = Daemon(cfg, expect_grid=grid)
     inputs = _start_serial(daemon) if cfg.serial else []
 
-    def shutdown(*_) -> None:
+    def shutdown(*_: object) -> None:
         for stop_input in inputs:  # inputs first: what they delivered, and their loss reports, are drained
             try:
                 stop_input()
@@ -94,7 +94,7 @@ def daemon_impl(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _start_serial(daemon: Daemon):
+def _start_serial(daemon: Daemon) -> list[Callable[[], None]]:
     from .serial_input import start_serial_input
 
     return [start_serial_input(daemon)]

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ def ensure_bundle(bundle_dir: Path, train: str, test: str, steps: int | None, da
 
 
 def start_daemon(bundle: Path, input_ep: str, output_ep: str, journal: str | None,
-                 serial: str | None = None) -> subprocess.Popen:
+                 serial: str | None = None) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "edge", "--bundle", str(bundle), "--input", input_ep, "--output", output_ep, "-q"]
     if journal:
         cmd += ["--journal", journal]
@@ -92,11 +92,11 @@ def start_daemon(bundle: Path, input_ep: str, output_ep: str, journal: str | Non
 
 
 def stream(spectra: SpectraSet, input_ep: str, output_ep: str, rate_hz: float, timeout_s: float,
-           live: bool, ctx: zmq.Context) -> dict[str, Any]:
+           live: bool, ctx: zmq.Context[Any]) -> dict[str, Any]:
     """Send every spectrum as a simulated instrument and collect the daemon's answers."""
     n = len(spectra)
-    preds: dict[str, dict] = {}
-    errors: list[dict] = []
+    preds: dict[str, dict[str, Any]] = {}
+    errors: list[dict[str, Any]] = []
     recv_ns: dict[str, int] = {}
     done = threading.Event()
     with PredictionSubscriber(output_ep, context=ctx) as rx:
@@ -227,7 +227,7 @@ def demo_line_faults(n_spectra: int, seed: int = 7) -> FaultConfig:
                        disconnect_after_frames=tuple(sorted({max(1, n_spectra // 3), max(1, 2 * n_spectra // 3)})))
 
 
-def stream_serial(spectra: SpectraSet, bundle: Path, rate_hz: float, timeout_s: float, live: bool, ctx: zmq.Context,
+def stream_serial(spectra: SpectraSet, bundle: Path, rate_hz: float, timeout_s: float, live: bool, ctx: zmq.Context[Any],
                   *, faults: FaultConfig | None = None, journal: str | None = None,
                   instrument_id: str = "simulated-instrument") -> dict[str, Any]:
     """Stream ``spectra`` from a simulated instrument on a pty into ``edge-daemon --serial`` and collect the answers.
@@ -268,18 +268,18 @@ def stream_serial(spectra: SpectraSet, bundle: Path, rate_hz: float, timeout_s: 
     axis = np.asarray(spectra.raman_shift_cm1, dtype=np.float32)
     acquired_ns = np.zeros(n, dtype=np.int64)
 
-    def source():
+    def source() -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
         for i in range(n):
             acquired_ns[i] = time.time_ns()
             yield axis, spectra.intensities[i], {"sample_label": str(spectra.labels[i]),
                                                  "acquisition_time_ns": int(acquired_ns[i])}
 
-    preds: dict[int, dict] = {}
+    preds: dict[int, dict[str, Any]] = {}
     recv_ns: dict[int, int] = {}
     lost: dict[int, str] = {}
-    errors: list[dict] = []
-    links: list[dict] = []
-    final: dict | None = None
+    errors: list[dict[str, Any]] = []
+    links: list[dict[str, Any]] = []
+    final: dict[str, Any] | None = None
     # The pty exists from here on; the instrument streams only after sim.start() and the link's HELLO, so no
     # spectrum is published before the subscription below is live.
     sim = SimulatedInstrument(source(), transport="pty", rate_hz=rate_hz if rate_hz > 0 else None,
