@@ -295,7 +295,9 @@ def test_cli_edge_bridge_simulate_data_into_edge_daemon_serial(rruff_bundle, raw
     assert sorted(preds) == list(range(8))
     assert [preds[i]["labels"][0] for i in range(8)] == list(expected[:8])
     assert all(preds[i]["instrument_id"] == "cli" and preds[i]["label"] == raw_test.labels[i] for i in range(8))
-    assert "reconnecting" in links and links[-1] == "up"
+    # "reconnecting" events before the port appears may be published before the subscription is live (slow
+    # joiner under load); the retries are tested in test_bad_serial_url_* and test_vanished_port_*; here: the link came up.
+    assert links and links[-1] == "up"
     assert '"stopped"' in out
 
 
