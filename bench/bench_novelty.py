@@ -22,6 +22,7 @@ with ``edge-export --int8`` under ``bench/results/`` (minutes; reused on the nex
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import subprocess
@@ -133,6 +134,11 @@ def daemon_run(bundle: Path, x: np.ndarray, axis: np.ndarray, novelty: bool, n: 
             "daemon_p50_ms": float(np.percentile(b, 50)), "daemon_p99_ms": float(np.percentile(b, 99))}
 
 
+def _preprocess_one(pre: Preprocessor, raw: np.ndarray, raw_axis: np.ndarray | None, offset_cm1: float, i: int) -> np.ndarray:
+    """Preprocess spectrum ``i`` (cyclically) of ``raw`` alone, with the given offset correction."""
+    return pre(raw[i % len(raw)][None], raw_axis, offset_cm1)
+
+
 def _batch1_ms(call: Callable[[int], Any], n: int) -> np.ndarray:
     """Wall time of ``call(i)`` for i = 0 … n−1, ms."""
     t = np.empty(n)
@@ -184,7 +190,7 @@ def component_times(bundle: Path, x: np.ndarray, n: int, raw: np.ndarray | None 
     if raw is not None:
         pre = Preprocessor(b.preprocessing)
         for key, offset in (("preprocess_batch1_p50_ms", 0.0), ("preprocess_compensated_batch1_p50_ms", 12.3)):
-            p = _batch1_ms(lambda i, offset=offset: pre(raw[i % len(raw)][None], raw_axis, offset), n)
+            p = _batch1_ms(functools.partial(_preprocess_one, pre, raw, raw_axis, offset), n)
             out[key] = float(np.percentile(p, 50))
     return out
 

@@ -115,7 +115,7 @@ def compare_autoencoders(fp32: Path, int8: Path, spectra: np.ndarray, threshold:
     l32, l8 = np.log(np.maximum(s32, 1e-12)), np.log(np.maximum(s8, 1e-12))
     r = float(np.corrcoef(l32, l8)[0, 1]) if len(x) > 1 else 1.0
     d32, d8 = s32 > threshold, s8 > threshold
-    res = {"n": len(x), "metric": metric, "threshold": float(threshold), "pearson_log_scores": r,
+    res: dict[str, Any] = {"n": len(x), "metric": metric, "threshold": float(threshold), "pearson_log_scores": r,
            "spearman_scores": float(spearmanr(s32, s8).statistic) if len(x) > 1 else 1.0,
            "max_rel_score_diff": float(np.max(np.abs(s8 - s32) / np.maximum(s32, 1e-12))),
            "novel_rate_fp32": 100.0 * float(d32.mean()), "novel_rate_int8": 100.0 * float(d8.mean()),

@@ -13,6 +13,7 @@ import torch
 
 from edge.bundle import Bundle
 from trainer.bundle_io import backbone_sha256, load_model
+from trainer.model import RamanCNN
 
 from .errors import ExportError
 
@@ -26,11 +27,11 @@ log = logging.getLogger("export")
 
 
 class _WithSoftmax(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: RamanCNN) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, spectra: torch.Tensor):
+    def forward(self, spectra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         embedding = self.model.embedding(spectra)
         logits = self.model.classifier(embedding)
         return logits, torch.softmax(logits, dim=1), embedding
@@ -72,8 +73,8 @@ def set_metadata(path: Path, metadata: dict[str, str]) -> None:
             node.output[j] = short.get(x, x)
     del graph.value_info[:]
     del model.metadata_props[:]
-    for k, v in metadata.items():
-        model.metadata_props.add(key=k, value=v)
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
 
 

@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -653,10 +653,10 @@ def save_novelty(bundle: Bundle, fit: NoveltyFit, classifier=None, train: Spectr
             "quantile": fit.config.quantile,
             "per_class": per_class,
         }
-    if fit.library is not None:
+    if fit.library is not None and fit.library_calibration is not None:
         lib_calib = fit.library_calibration[np.isfinite(fit.library_calibration)]
         arrays["calibration_library"] = lib_calib
-        np.savez(bundle.path / LIBRARY_FILE, **fit.library.arrays())
+        np.savez(bundle.path / LIBRARY_FILE, **cast(dict[str, Any], fit.library.arrays()))
         bundle.add_file(LIBRARY_FILE, role="novelty-spectral-library")
         section["files"]["library"] = LIBRARY_FILE
         section["library"] = {
@@ -672,7 +672,7 @@ def save_novelty(bundle: Bundle, fit: NoveltyFit, classifier=None, train: Spectr
                             "n": int(lib_calib.size),
                             "quantiles": {str(q): float(np.quantile(lib_calib, q)) for q in (0.5, 0.9, 0.95, 0.99)}},
         }
-    np.savez(bundle.path / PROTOTYPES_FILE, **arrays)
+    np.savez(bundle.path / PROTOTYPES_FILE, **cast(dict[str, Any], arrays))
     bundle.add_file(PROTOTYPES_FILE, role="novelty-prototypes")
     bundle.manifest["novelty"] = section
     bundle.save()
@@ -731,16 +731,19 @@ def add_novelty_to_bundle(bundle: Bundle, train: SpectraSet, test: SpectraSet | 
     cfg.__post_init__()
     fit = fit_novelty(train, settings.preprocessing, cfg, classes=bundle.labels)
     section = save_novelty(bundle, fit, classifier=classifier, train=train)
+    library = fit.library
+    if library is None:  # fit_novelty always builds one; a FitResult without it comes only from old bundles
+        raise TrainerError("novelty fit has no spectral library")
     msg = (f"novelty autoencoder: {section['autoencoder']['n_parameters']} parameters, {fit.seconds:.1f} s; "
            f"threshold {fit.threshold:.4g} ({section['metric']}, {100 * cfg.quantile:g} % quantile of "
-           f"{fit.calibration().size} out-of-fold nominal scores); spectral library: {len(fit.library.lines)} "
+           f"{fit.calibration().size} out-of-fold nominal scores); spectral library: {len(library.lines)} "
            f"spectra, threshold {fit.library_threshold:.4g}")
     if test is not None:
         x = Preprocessor(settings.preprocessing)(test.intensities, test.raman_shift_cm1)
         s = ae_scores(fit.model, x)
         rate = float(np.mean(s[cfg.metric] > fit.threshold))
         logits, _ = classifier_outputs(classifier, x)
-        lib, _ = fit.library.scores(x, np.asarray(bundle.labels)[logits.argmax(axis=1)])
+        lib, _ = library.scores(x, np.asarray(bundle.labels)[logits.argmax(axis=1)])
         lib_rate = float(np.mean(lib > fit.library_threshold))
         bundle.metrics["novelty_test"] = {"n": len(test), "source": test.source, "novel_rate": rate,
                                           "library_novel_rate": lib_rate,
