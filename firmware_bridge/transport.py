@@ -137,8 +137,9 @@ def open_port(url: str, baudrate: int = 115200, timeout_s: float | None = 0.1, *
         try:
             return _serial_for_url(url, baudrate, timeout_s, write_timeout_s, exclusive=lock)
         except TypeError:
-            if not lock:  # a handler that rejects the keyword
+            if not lock:  # the TypeError is not about the keyword
                 raise
+            # a handler that rejects the keyword: open it without the lock
             return _serial_for_url(url, baudrate, timeout_s, write_timeout_s, exclusive=False)
     except (serial.SerialException, OSError) as exc:
         raise TransportError(f"cannot open {url}: {exc}") from exc
