@@ -35,9 +35,11 @@ import threading
 import time
 import tty
 from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import BridgeError, ProtocolError
 from .framing import FrameDecoder, encode_frame
@@ -57,7 +59,7 @@ from .protocol import (
 from .wire import FLAG_RETRANSMIT, RETRYABLE_NACK_REASONS, SEQ_MASK, MessageType
 
 #: ``(raman_shift_cm1 shape (N,), counts shape (N,), metadata)`` -- what a source yields.
-SpectrumItem = tuple[np.ndarray, np.ndarray, dict[str, Any]]
+SpectrumItem = tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.floating[Any]], dict[str, Any]]
 
 
 # --------------------------------------------------------------------------- sources
@@ -169,7 +171,7 @@ class FaultInjector:
     def __init__(self, config: FaultConfig, rng: np.random.Generator | None = None) -> None:
         self.config = config
         self.rng = rng if rng is not None else np.random.default_rng(config.seed)
-        self.counters = collections.Counter()
+        self.counters: collections.Counter[str] = collections.Counter()
 
     def _hit(self, rate: float, name: str) -> bool:
         if rate > 0.0 and self.rng.random() < rate:
@@ -177,7 +179,7 @@ class FaultInjector:
             return True
         return False
 
-    def _positions(self, size: int) -> np.ndarray:
+    def _positions(self, size: int) -> npt.NDArray[np.int64]:
         return self.rng.integers(0, size, int(self.rng.integers(1, 4)))
 
     def apply(self, wire: bytes) -> tuple[bytes, bool]:
@@ -248,6 +250,8 @@ class _PtyEndpoint:
         pass
 
     def read(self, n: int) -> bytes:
+        if self.fd is None:  # line down
+            return b""
         try:
             return os.read(self.fd, n)
         except BlockingIOError:
@@ -258,6 +262,8 @@ class _PtyEndpoint:
             raise
 
     def write(self, data: memoryview) -> int:
+        if self.fd is None:  # line down: the frame is lost
+            return len(data)
         try:
             return os.write(self.fd, data)
         except BlockingIOError:
@@ -286,7 +292,7 @@ class _TcpEndpoint:
         self._server: socket.socket | None = None
         self._client: socket.socket | None = None
         self.port = port
-        self.device_path = None
+        self.device_path: str | None = None
         self.reopen()
         self.url = f"socket://127.0.0.1:{self.port}"
 
@@ -307,6 +313,8 @@ class _TcpEndpoint:
         self._server, self.port = server, server.getsockname()[1]
 
     def accept(self) -> None:
+        if self._server is None:  # line down
+            return
         try:
             client, _ = self._server.accept()
         except BlockingIOError:
@@ -316,6 +324,8 @@ class _TcpEndpoint:
         self._client = client
 
     def read(self, n: int) -> bytes:
+        if self._client is None:  # no host connected
+            return b""
         try:
             data = self._client.recv(n)
         except BlockingIOError:
@@ -325,6 +335,8 @@ class _TcpEndpoint:
         return data
 
     def write(self, data: memoryview) -> int:
+        if self._client is None:  # no host connected: the frame is lost
+            return len(data)
         try:
             return self._client.send(data)
         except BlockingIOError:
@@ -400,6 +412,12 @@ class SimulatedInstrument:
         Set when the source is exhausted (heartbeats and resends continue).
     streaming : threading.Event
         Set when spectra start flowing.
+
+    Raises
+    ------
+    ValueError
+        If ``transport`` is unknown, ``rate_hz`` is not positive or ``counts_dtype``
+        is not a wire dtype (``COUNTS_DTYPES``).
     """
 
     def __init__(self, source: Iterable[SpectrumItem], *, transport: str = "pty", tcp_port: int = 0,
@@ -412,6 +430,8 @@ class SimulatedInstrument:
             raise ValueError(f"transport must be 'pty' or 'tcp', not {transport!r}")
         if rate_hz is not None and rate_hz <= 0:
             raise ValueError("rate_hz must be > 0 or None")
+        if counts_dtype not in COUNTS_DTYPES:  # else the thread dies at its first spectrum
+            raise ValueError(f"counts_dtype must be one of {sorted(COUNTS_DTYPES)}, not {counts_dtype!r}")
         self._source = iter(source)
         self.rate_hz = rate_hz
         self.ring_size = ring_size
@@ -448,7 +468,7 @@ class SimulatedInstrument:
         self._next_spectrum_at = 0.0
         self._next_heartbeat_at = 0.0
         self._generated = 0
-        self.counters = collections.Counter()
+        self.counters: collections.Counter[str] = collections.Counter()
 
     # ------------------------------------------------------------------ control
     def start(self) -> SimulatedInstrument:
@@ -536,9 +556,9 @@ class SimulatedInstrument:
             self._stop.wait(min(0.01, self._down_until - now))
             return
         endpoint = self._endpoint
-        rlist = [fd for fd in (endpoint.fd, endpoint.accept_fd) if fd is not None]
-        sending = endpoint.fd is not None and self._has_output() and now >= self._tx_paused_until
-        wlist = [endpoint.fd] if sending else []
+        fd = endpoint.fd
+        rlist = [f for f in (fd, endpoint.accept_fd) if f is not None]
+        wlist = [fd] if fd is not None and self._has_output() and now >= self._tx_paused_until else []
         readable, writable, _ = select.select(rlist, wlist, [], self._timeout(now))
         if endpoint.accept_fd is not None and endpoint.accept_fd in readable:
             endpoint.accept()
@@ -598,7 +618,7 @@ class SimulatedInstrument:
             acquisition_time_ns=int(meta.get("acquisition_time_ns", time.time_ns())),
             integration_time_ms=float(meta.get("integration_time_ms", 100.0)),
             laser_wavelength_nm=float(meta.get("laser_wavelength_nm", 785.0)),
-            raman_shift_cm1=None if calibration is not None else axis, counts=counts,
+            raman_shift_cm1=None if calibration is not None else np.asarray(axis, dtype=np.float32), counts=counts,
             sample_label=meta.get("sample_label"), calibration=calibration,
             counts_dtype=self.counts_dtype, seq=seq)
         payload = encode_payload(msg)
@@ -748,8 +768,12 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _install_stop_signals(stop: threading.Event) -> dict:
-    previous = {}
+#: What :func:`signal.signal` takes and returns.
+_SignalHandler = Callable[[int, FrameType | None], object] | int | None
+
+
+def _install_stop_signals(stop: threading.Event) -> dict[signal.Signals, _SignalHandler]:
+    previous: dict[signal.Signals, _SignalHandler] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
