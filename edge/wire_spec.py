@@ -402,7 +402,9 @@ def validator(schema: dict[str, Any] | None = None, message: str = "prediction")
     """
     from jsonschema import Draft202012Validator, ValidationError, validators
 
-    def x_msgpack(_v: Any, types: list[str], value: Any, _schema: Any) -> Any:
+    def x_msgpack(_v: Any, types: list[str], value: Any, schema: dict[str, Any]) -> Any:
+        if schema.get("x-integral-float") and isinstance(value, float) and value.is_integer():
+            return  # an input integer may arrive as an exactly integral float (range: minimum/maximum)
         if not any(_is(value, t) for t in types):
             yield ValidationError(f"{value!r:.60} is not msgpack {' or '.join(types)}")
 
