@@ -29,7 +29,7 @@ import zmq
 from .backends import create_backend
 from .bundle import Bundle
 from .errors import ConfigError, EdgeError, WireError
-from .heads import HeadSwitch, load_head
+from .heads import MAX_HEAD_BYTES, HeadSwitch, load_head
 from .journal import Journal
 from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .novelty import DriftConfig, NoveltyService
@@ -325,6 +325,7 @@ class Daemon:
             return None
         sock = self.ctx.socket(zmq.REP)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_HEAD_BYTES + 4096)  # an inline head and its request map
         try:
             sock.bind(self.config.control)
         except zmq.ZMQError as exc:

@@ -85,16 +85,18 @@ def test_validator_tells_bin_from_str_and_int_from_float():
     assert not list(validator(message="spectrum").iter_errors(ok))
 
 
-def _section(name: str) -> str:
-    """The text of the docs/wire.md section whose heading names ``name`` in backticks."""
-    m = re.search(rf"^#+ .*`{re.escape(name)}`.*$(.*?)(?=^#+ |\Z)", SPEC, re.S | re.M)
+def _field_table(name: str) -> str:
+    """The field table (``| field | ...``) of the docs/wire.md section whose heading names ``name`` in backticks."""
+    m = re.search(rf"^#+ [^\n]*`{re.escape(name)}`[^\n]*$(.*?)(?=^#+ |\Z)", SPEC, re.S | re.M)
     assert m, f"docs/wire.md has no section for `{name}`"
-    return m.group(1)
+    t = re.search(r"^\| field \|.*?(?=^[^|]|\Z)", m.group(1), re.S | re.M)
+    assert t, f"docs/wire.md, section `{name}`, has no field table"
+    return t.group(0)
 
 
 @pytest.mark.parametrize("name", ["array", *MESSAGES])
 def test_spec_documents_every_field_of_every_message(name):
-    section = _section(name)
+    section = _field_table(name)
     fields = json_schema()["$defs"][name]["properties"]
     missing = [f for f in fields if not re.search(rf"^\| `{re.escape(f)}` \|", section, re.M)]
     assert not missing, f"docs/wire.md, section `{name}`, lacks table rows for {missing}"
