@@ -7,6 +7,8 @@ errors (numpy, onnxruntime, zmq, msgpack, OS) are wrapped at the boundary with `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "BackendError",
     "BundleError",
@@ -55,7 +57,7 @@ class WireError(EdgeError):
         (each None when absent or unreadable), echoed in the ``error`` message (docs/wire.md).
     """
 
-    def __init__(self, message: str, identity: dict[str, object] | None = None) -> None:
+    def __init__(self, message: str, identity: Mapping[str, object] | None = None) -> None:
         super().__init__(message)
         self.identity: dict[str, object] = dict(identity or {})
 

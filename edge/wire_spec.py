@@ -153,8 +153,8 @@ def _f(name: str, required: bool, doc: str, unit: str = "", nil: bool = False, n
 
 _TYPE = lambda value, doc: _s("type", True, doc, const=value)  # noqa: E731
 _V = _i("v", True, f"wire version, exactly {WIRE_VERSION}", const=WIRE_VERSION)
-_U64 = {"minimum": 0, "maximum": UINT64_MAX}
-_ID_LIMITS = {"minLength": 1, "maxLength": MAX_STR_CHARS}
+_U64: dict[str, Any] = {"minimum": 0, "maximum": UINT64_MAX}
+_ID_LIMITS: dict[str, Any] = {"minLength": 1, "maxLength": MAX_STR_CHARS}
 
 ARRAY = Message("array", "part", "An input array: raw little-endian values with dtype and shape.", (
     _s("dtype", True, "numpy dtype string", enum=list(ARRAY_DTYPES)),
@@ -332,13 +332,17 @@ def json_schema() -> dict[str, Any]:
     }
 
 
+_PY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str, "float": float, "bool": bool, "nil": type(None), "bin": (bytes, bytearray), "map": dict,
+    "array": (list, tuple)}
+
+
 def _is(value: Any, t: str) -> bool:
     if t == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     if t == "number":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, {"str": str, "float": float, "bool": bool, "nil": type(None), "bin": (bytes, bytearray),
-                              "map": dict, "array": (list, tuple)}[t])
+    return isinstance(value, _PY_TYPES[t])
 
 
 def check_field(f: Field, value: Any) -> tuple[Any, str | None]:

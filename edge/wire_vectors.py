@@ -63,7 +63,7 @@ def _bad(name: str, msg: Any, fragment: str, message: str = "spectrum", raw: byt
 
 
 def _spectrum_vectors() -> list[dict[str, Any]]:
-    who = {"id": "v-7", "instrument_id": "rover-1", "instrument_seq": 7}
+    who: dict[str, Any] = {"id": "v-7", "instrument_id": "rover-1", "instrument_seq": 7}
     v = [
         _ok("minimal", _spec()),
         _ok("all_fields", _spec(id="s-1", raman_shift_cm1=_arr(_X, "<f8"), sent_ns=_SENT, instrument_id="rover-1",

@@ -228,3 +228,16 @@ def test_oversized_message_is_dropped_by_zeromq_and_the_daemon_lives_on(syntheti
         tx2.close(linger=0)
         status = d.daemon.status()
     assert "ok" in preds and errs == [] and status["counters"]["received"] == 1
+
+
+def test_journal_keeps_payload_keys_named_like_its_own_arguments(tmp_path):
+    """A payload with ``kind`` and ``self`` keys (a drift alarm has ``kind``) is stored whole."""
+    from edge.journal import Journal, read_journal
+
+    j = Journal(tmp_path / "j.bin")
+    j.append("drift", {"type": "drift", "kind": "offset", "self": 1})
+    j.close()
+    assert list(read_journal(tmp_path / "j.bin")) == [{"kind": "drift",
+                                                       "payload": {"type": "drift", "kind": "offset", "self": 1}}]
+    assert j.status()["journal"] == {"path": str(tmp_path / "j.bin"), "records": 1, "not_stored": 0, "alarm": False,
+                                     "error": None}
