@@ -65,6 +65,7 @@ _DTYPES = frozenset(ARRAY_DTYPES)
 EVENT_TYPES = ("link", "lost")
 _MAX_EVENT_BYTES = MAX_EVENT_BYTES  # events are small; a frame above this is never parsed as an event
 _FIELDS = {f.name: f for f in SPECTRUM.fields}
+_IDENTITY = ("id", "instrument_id", "instrument_seq")
 _EVENT_FIELDS = {"link": {f.name: f for f in LINK_EVENT.fields}, "lost": {f.name: f for f in LOST_EVENT.fields}}
 
 
@@ -114,9 +115,9 @@ def unpack_array(m: Any, name: str) -> np.ndarray:
 
 def _check_magnitude(a: np.ndarray, name: str, limit: float) -> None:
     """Refuse finite values beyond ``limit`` (NaN and Inf are left to preprocessing, which names them)."""
-    if a.dtype.kind != "f":
-        return  # integer dtypes of the wire (≤ 32 bits) stay far below every limit
-    big = np.abs(a) > limit  # NaN compares False
+    if a.dtype.kind != "f" or (a.max() <= limit and a.min() >= -limit):
+        return  # integer dtypes of the wire (≤ 32 bits) stay far below every limit; NaN: preprocessing refuses
+    big = np.isfinite(a) & (np.abs(a) > limit)
     if big.any():
         worst = float(np.max(np.abs(a[big])))
         raise WireError(f"{name}: {int(big.sum())} value(s) up to {worst:.3g} exceed ±{limit:.0e}; scale the "
@@ -161,13 +162,21 @@ def encode_spectrum(intensity: np.ndarray, raman_shift_cm1: np.ndarray | None = 
     return msgpack.packb(msg, use_bin_type=True)
 
 
+def _checked(msg: dict[str, Any], keys: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
+    """Check ``keys`` of a decoded map: their values (None when absent or invalid) and the problems found."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for key in keys:
+        value, problem = check_field(_FIELDS[key], msg.get(key))
+        values[key] = None if problem else value
+        if problem:
+            problems.append(problem)
+    return values, problems
+
+
 def _identity(msg: dict[str, Any]) -> dict[str, Any]:
     """``id``, ``instrument_id``, ``instrument_seq`` of a decoded map, each None when absent or invalid."""
-    out: dict[str, Any] = {}
-    for key in ("id", "instrument_id", "instrument_seq"):
-        value, problem = check_field(_FIELDS[key], msg.get(key))
-        out[key] = None if problem else value
-    return out
+    return _checked(msg, _IDENTITY)[0]
 
 
 def peek_identity(frame: bytes) -> dict[str, Any]:
@@ -216,9 +225,9 @@ def decode_spectrum(frame: bytes) -> SpectrumIn:
         raise WireError(f"not a msgpack message: {type(exc).__name__}: {exc}") from exc
     if not isinstance(msg, dict):
         raise WireError(f"message must be a map, got {type(msg).__name__}")
-    identity = _identity(msg)
+    identity, problems = _checked(msg, _IDENTITY)
     try:
-        return _decode_map(msg, identity)
+        return _decode_map(msg, identity, problems)
     except WireError as exc:
         exc.identity = identity
         raise
@@ -226,7 +235,7 @@ def decode_spectrum(frame: bytes) -> SpectrumIn:
         raise WireError(f"malformed spectrum: {type(exc).__name__}: {exc}", identity) from exc
 
 
-def _decode_map(msg: dict[str, Any], identity: dict[str, Any]) -> SpectrumIn:
+def _decode_map(msg: dict[str, Any], identity: dict[str, Any], identity_problems: list[str]) -> SpectrumIn:
     if msg.get("type") != "spectrum":
         raise WireError(f"message type must be 'spectrum', got {msg.get('type')!r:.60}")
     if type(msg.get("v")) is not int or msg["v"] != WIRE_VERSION:
@@ -241,13 +250,11 @@ def _decode_map(msg: dict[str, Any], identity: dict[str, Any]) -> SpectrumIn:
         if axis.shape != intensity.shape:
             raise WireError(f"raman_shift_cm1 has {axis.size} points, intensity {intensity.size}")
         _check_magnitude(axis, "raman_shift_cm1", MAX_ABS_SHIFT_CM1)
-    values = {}
-    for key in ("id", "sent_ns", "instrument_id", "instrument_seq", "label"):
-        values[key], problem = check_field(_FIELDS[key], msg.get(key))
-        if problem:
-            raise WireError(problem)
-    return SpectrumIn(values["id"] or uuid.uuid4().hex[:16], intensity, axis, values["sent_ns"],
-                      values["instrument_id"], values["instrument_seq"], values["label"])
+    values, problems = _checked(msg, ("sent_ns", "label"))
+    if identity_problems or problems:
+        raise WireError((identity_problems + problems)[0])
+    return SpectrumIn(identity["id"] or uuid.uuid4().hex[:16], intensity, axis, values["sent_ns"],
+                      identity["instrument_id"], identity["instrument_seq"], values["label"])
 
 
 def encode_event(kind: str, **fields: Any) -> bytes:
