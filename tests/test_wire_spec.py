@@ -102,3 +102,45 @@ def test_spec_documents_every_field_of_every_message(name):
     assert not missing, f"docs/wire.md, section `{name}`, lacks table rows for {missing}"
     extra = set(re.findall(r"^\| `([a-z_0-9]+)` \|", section, re.M)) - set(fields)
     assert not extra, f"docs/wire.md, section `{name}`, documents fields the code does not have: {extra}"
+
+
+def _fuzz_values():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=8),
+                        st.binary(max_size=16))
+    return st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                         st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+                        max_leaves=12)
+
+
+def test_decoders_raise_only_wire_errors_on_arbitrary_maps():
+    """Any msgpack map with the spectrum's or an event's keys, holding arbitrary values: a decoded spectrum or
+    event, or a WireError, never a foreign exception (which would once have stopped the daemon)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from edge.wire_spec import ARRAY_DTYPES
+
+    fuzz = _fuzz_values()
+    keys = ["id", "raman_shift_cm1", "sent_ns", "instrument_id", "instrument_seq", "label", "state", "reason"]
+    arrays = st.one_of(fuzz, st.fixed_dictionaries({
+        "dtype": st.one_of(st.sampled_from(ARRAY_DTYPES), fuzz),
+        "shape": st.one_of(st.lists(st.integers(-1, 6), max_size=2), fuzz),
+        "data": st.one_of(st.binary(max_size=48), fuzz)}))
+    maps = st.fixed_dictionaries(
+        {"type": st.sampled_from(["spectrum", "spectrum", "link", "lost"]), "v": st.sampled_from([1, 1, 1.0, True]),
+         "intensity": arrays},
+        optional={**{k: fuzz for k in keys}, "raman_shift_cm1": arrays})
+
+    @settings(max_examples=200, deadline=None, derandomize=True)
+    @given(maps)
+    def run(m):
+        frame = msgpack.packb(m, use_bin_type=True)
+        for decode in (decode_spectrum, decode_event):
+            try:
+                decode(frame)
+            except WireError:
+                pass
+
+    run()
