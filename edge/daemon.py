@@ -485,15 +485,15 @@ class Daemon:
             try:
                 return decoded, self.preprocessor(np.stack([s.intensity for s in decoded]), first.raman_shift_cm1,
                                                   offset_cm1)
-            except EdgeError:
-                pass  # find the culprit(s) below
+            except Exception:  # an EdgeError, or a foreign one: find the culprit(s) below
+                pass
         ok, rows = [], []
         for s in decoded:
             try:
                 rows.append(self.preprocessor(s.intensity, s.raman_shift_cm1, offset_cm1))
                 ok.append(s)
-            except EdgeError as exc:
-                self._reject(pub, _reason(exc), str(exc), s.id, received_ns, s.instrument_id, s.instrument_seq)
+            except Exception as exc:  # foreign ones too (reason "internal"): one spectrum, never the daemon
+                self._reject(pub, _reason(exc), _detail(exc), s.id, received_ns, s.instrument_id, s.instrument_seq)
         return ok, (np.stack(rows) if rows else None)
 
     def _publish_predictions(self, pub, spectra: list[SpectrumIn], out: dict[str, np.ndarray], received_ns: int,

@@ -127,7 +127,8 @@ def _arr(a: np.ndarray) -> dict:
 def test_inputs_that_used_to_kill_or_hang_the_daemon_are_answered(novelty_bundle, soysal, tmp_path):
     """Issue #17's crash cases against one running daemon (journal and control on): list and map dtypes, link
     and lost events carrying ``kind``/``self``, load_head with a NUL byte or a FIFO path, float32 ±3e38 and
-    float64 1e300 intensities, a NaN appearing after preprocessing. Each is answered (error topic or control
+    float64 1e300 intensities, a NaN appearing after preprocessing, a foreign exception in preprocessing. Each is
+    answered (error topic or control
     reply); real spectra before and after are classified and the drift statistics stay finite."""
     test = load_spectra(soysal / "raw_test.npz")
     axis = test.raman_shift_cm1
@@ -152,10 +153,13 @@ def test_inputs_that_used_to_kill_or_hang_the_daemon_are_answered(novelty_bundle
               msgpack.packb({"type": "lost", "v": 1, "instrument_seq": 5, "reason": "r", "kind": "k", "self": 2})]
     with RunningDaemon(novelty_bundle["path"], topics=ALL_TOPICS, journal=str(tmp_path / "j.bin"),
                        control="tcp://127.0.0.1:*", drift={"warmup": 20}) as d:
-        # a NaN that appears after preprocessing (fault injected into the one preprocessing call)
+        # faults injected into the one preprocessing call: a NaN appearing after preprocessing, and a foreign
+        # exception (a library bug) for one spectrum
         real_preprocess = d.daemon.preprocessor
 
         def faulty(x, axis=None, offset_cm1=0.0):
+            if (np.atleast_2d(x)[:, 0] == 4343.0).any():
+                raise ZeroDivisionError("injected")
             out = np.array(real_preprocess(x, axis, offset_cm1), copy=True)
             rows = np.atleast_2d(x)[:, 0] == 4242.0
             out.reshape(len(rows), -1)[rows, 7] = np.nan
@@ -169,6 +173,8 @@ def test_inputs_that_used_to_kill_or_hang_the_daemon_are_answered(novelty_bundle
         nan_src = test.intensities[2].copy()
         nan_src[0] = 4242.0
         d.tx.send(nan_src, axis, id="nan-after-preprocess")
+        nan_src[0] = 4343.0
+        d.tx.send(nan_src, axis, id="foreign-exception", instrument_seq=77)
         with ControlClient(d.daemon.endpoints["control"], timeout_s=10, context=d.ctx) as ctl:
             nul = ctl.request({"cmd": "load_head", "path": "/tmp/a\x00b.npz"})
             t0 = time.monotonic()
@@ -176,7 +182,7 @@ def test_inputs_that_used_to_kill_or_hang_the_daemon_are_answered(novelty_bundle
             fifo_s = time.monotonic() - t0
         for i in range(30, 60):
             d.tx.send(test.intensities[i], axis, id=f"after{i}")
-        preds, other = d.messages(60, n_err=len(crashers) + 2, timeout_s=60, trailing_s=0.3)
+        preds, other = d.messages(60, n_err=len(crashers) + 3, timeout_s=60, trailing_s=0.3)
         status = d.daemon.status()
         alive = d.thread.is_alive()
     errors = {e["id"]: e for e in other["error"]}
@@ -186,6 +192,8 @@ def test_inputs_that_used_to_kill_or_hang_the_daemon_are_answered(novelty_bundle
         assert errors[sid]["reason"] == "wire", errors.get(sid)
     assert "exceed" in errors["f32-extreme"]["detail"] and "exceed" in errors["f64-extreme"]["detail"]
     assert errors["nan-after-preprocess"]["reason"] == "preprocess"
+    assert errors["foreign-exception"]["reason"] == "internal" and errors["foreign-exception"]["instrument_seq"] == 77
+    assert "ZeroDivisionError" in errors["foreign-exception"]["detail"]
     assert [m["state"] for m in other["link"]] == ["up"] and "kind" not in other["link"][0]
     assert any(e["reason"] == "lost" and e["instrument_seq"] == 5 for e in other["error"])
     assert nul["ok"] is False and nul["reason"] == "invalid_head"
