@@ -128,8 +128,8 @@ def test_inputs_that_used_to_kill_or_hang_the_daemon_are_answered(novelty_bundle
     """Issue #17's crash cases against one running daemon (journal and control on): list and map dtypes, link
     and lost events carrying ``kind``/``self``, load_head with a NUL byte or a FIFO path, float32 ±3e38 and
     float64 1e300 intensities, a NaN appearing after preprocessing, a foreign exception in preprocessing. Each is
-    answered (error topic or control
-    reply); real spectra before and after are classified and the drift statistics stay finite."""
+    answered (error topic or control reply); real spectra before and after are classified and the drift
+    statistics stay finite."""
     test = load_spectra(soysal / "raw_test.npz")
     axis = test.raman_shift_cm1
     fifo = tmp_path / "head.fifo"
