@@ -28,13 +28,22 @@ import zmq
 
 from .backends import create_backend
 from .bundle import Bundle
-from .errors import ConfigError, EdgeError
-from .heads import HeadSwitch, load_head
+from .errors import ConfigError, EdgeError, WireError
+from .heads import MAX_HEAD_BYTES, HeadSwitch, load_head
 from .journal import Journal
 from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .novelty import DriftConfig, NoveltyService
 from .preprocess import Preprocessor
-from .wire import TOPICS, WIRE_VERSION, SpectrumIn, decode_event, decode_spectrum, encode_payload
+from .wire import (
+    MAX_MESSAGE_BYTES,
+    TOPICS,
+    WIRE_VERSION,
+    SpectrumIn,
+    decode_event,
+    decode_spectrum,
+    encode_payload,
+    peek_identity,
+)
 
 __all__ = ["INTERNAL_INPUT", "Daemon", "DaemonConfig"]
 log = logging.getLogger("edge.daemon")
@@ -118,9 +127,19 @@ class DaemonConfig:
         return cfg
 
 
-def _reason(exc: EdgeError) -> str:
-    """Error-topic reason of a rejection: ``wire``, ``preprocess`` ... (the error class without "Error")."""
+def _reason(exc: Exception) -> str:
+    """Name the error-topic reason of a rejection.
+
+    ``wire``, ``preprocess`` ... (the error class without "Error"); ``internal`` for a foreign exception (a gap
+    in validation, answered like any rejection: docs/wire.md).
+    """
+    if not isinstance(exc, EdgeError):
+        return "internal"
     return type(exc).__name__.replace("Error", "").lower() or "invalid"
+
+
+def _detail(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, EdgeError) else f"{type(exc).__name__}: {exc}"
 
 
 class Daemon:
@@ -176,6 +195,8 @@ class Daemon:
             raise ConfigError("drift compensate_offset needs novelty on and a bundle trained with --novelty "
                               "(its class-mean reference spectra measure the offset)")
         self._journal = Journal(config.journal) if config.journal else None
+        if self._journal is not None:
+            self.add_status_hook(self._journal.status)  # a failed write raises its alarm there
         self._started_ns = time.time_ns()
         self.endpoints: dict[str, str] = {}
 
@@ -230,6 +251,7 @@ class Daemon:
             if self.config.input:
                 pull = self.ctx.socket(zmq.PULL)
                 pull.setsockopt(zmq.RCVHWM, 100000)
+                pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # larger: dropped by ZeroMQ (docs/wire.md)
                 pull.bind(self.config.input)
                 self.endpoints["input"] = pull.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
@@ -269,16 +291,22 @@ class Daemon:
         self._publish_status(pub, final=True)
 
     @staticmethod
-    def _drain(inputs, events, limit: int) -> list[bytes]:
-        frames: list[bytes] = []
+    def _drain(inputs, events, limit: int) -> list[bytes | list[bytes]]:
+        """Receive up to ``limit`` waiting input messages.
+
+        Each is one frame (bytes), or a multipart message (a list of its frames), which :meth:`_process`
+        refuses as one rejection.
+        """
+        frames: list[bytes | list[bytes]] = []
         for s in inputs:
             if s not in events:
                 continue
             while len(frames) < limit:
                 try:
-                    frames.append(s.recv(zmq.NOBLOCK, copy=True))
+                    parts = s.recv_multipart(zmq.NOBLOCK, copy=True)
                 except zmq.Again:
                     break
+                frames.append(parts[0] if len(parts) == 1 else parts)
         return frames
 
     def _handle_subscriptions(self, pub) -> None:
@@ -297,6 +325,7 @@ class Daemon:
             return None
         sock = self.ctx.socket(zmq.REP)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_HEAD_BYTES + 4096)  # an inline head and its request map
         try:
             sock.bind(self.config.control)
         except zmq.ZMQError as exc:
@@ -314,46 +343,46 @@ class Daemon:
                 frame = control.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            reply = self.heads.handle(frame, self.status(), last_seq=self.seq)
+            try:
+                reply = self.heads.handle(frame, self.status(), last_seq=self.seq)
+            except Exception as exc:  # REP must answer every request, and the loop must live on
+                log.exception("control request failed")
+                reply = {"ok": False, "reason": "internal", "error": f"{type(exc).__name__}: {exc}"}
             if reply.get("ok") and "head_version" in reply:
                 self.labels = self.heads.labels
                 self._publish_status(pub)  # subscribers learn the new head version at once
             control.send(encode_payload(reply))
 
-    def _reject(self, pub, reason: str, detail: str, spectrum_id: str | None, received_ns: int) -> None:
+    def _reject(self, pub, reason: str, detail: str, spectrum_id: str | None, received_ns: int,
+                instrument_id: str | None = None, instrument_seq: int | None = None) -> None:
         self.counters["rejected"] += 1
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
         log.warning("rejected spectrum %s: %s: %s", spectrum_id or "?", reason, detail)
         payload = {"type": "error", "v": WIRE_VERSION, "reason": reason, "detail": detail, "id": spectrum_id,
+                   "instrument_id": instrument_id, "instrument_seq": instrument_seq,
                    "received_ns": received_ns, "rejected_total": self.counters["rejected"]}
         if self._journal:
-            self._journal.append("error", **payload)
+            self._journal.append("error", payload)
         pub.send_multipart([TOPICS["error"], encode_payload(payload)])
 
-    def _process(self, frames: list[bytes], pub) -> None:
+    def _process(self, frames: list[bytes | list[bytes]], pub) -> None:
         frames = self._publish_events(frames, pub)  # link/lost events of the serial input: not spectra
         if not frames:
             return
         received_ns = time.time_ns()
         self.counters["received"] += len(frames)
-        decoded: list[SpectrumIn] = []
-        for frame in frames:
-            if self._journal:
-                self._journal.append("spectrum", frame=frame, received_ns=received_ns)
-            try:
-                decoded.append(decode_spectrum(frame))
-            except EdgeError as exc:
-                self._reject(pub, _reason(exc), str(exc), None, received_ns)
+        decoded = self._decode(frames, pub, received_ns)
         correction = self.novelty.correction_cm1() if self.novelty is not None else 0.0
         ok, x = self._preprocess(decoded, pub, received_ns, correction)
+        ok, x = self._reject_nonfinite(ok, x, pub, received_ns)
         if ok:
             try:
                 out = self.heads.apply(self.backend.infer(x))
                 if self.novelty is not None:
                     out.update(self.novelty.decide(x, self.labels[np.argmax(out["probabilities"], axis=1)]))
-            except EdgeError as exc:
+            except Exception as exc:  # an inference failure rejects its batch, never the daemon
                 for s in ok:
-                    self._reject(pub, "inference", str(exc), s.id, received_ns)
+                    self._reject(pub, "inference", _detail(exc), s.id, received_ns, s.instrument_id, s.instrument_seq)
                 ok = []
             else:
                 self._publish_predictions(pub, ok, out, received_ns, correction)
@@ -362,18 +391,60 @@ class Daemon:
         if self._journal:
             self._journal.flush()
 
-    def _publish_events(self, frames: list[bytes], pub) -> list[bytes]:
+    # -- decoding and rejecting (docs/wire.md) ---------------------------------------------------------------
+    def _decode(self, frames: list[bytes | list[bytes]], pub, received_ns: int) -> list[SpectrumIn]:
+        """Decode the input messages; each bad one (a multipart message included) is one answered rejection.
+
+        The rejection echoes the ``id``, ``instrument_id``, ``instrument_seq`` the message carried when they can
+        be read.
+        """
+        decoded: list[SpectrumIn] = []
+        for frame in frames:
+            if self._journal:
+                self._journal.append("spectrum", {"frame": frame if isinstance(frame, bytes) else b"".join(frame),
+                                                  "received_ns": received_ns})
+            try:
+                if not isinstance(frame, bytes):
+                    raise WireError(f"a multipart message of {len(frame)} frames; send each spectrum as one frame",
+                                    peek_identity(frame[0]))
+                decoded.append(decode_spectrum(frame))
+            except Exception as exc:  # every foreign exception too: a bad message is never fatal
+                ident = exc.identity if isinstance(exc, WireError) else {}
+                self._reject(pub, _reason(exc), _detail(exc), ident.get("id"), received_ns,
+                             ident.get("instrument_id"), ident.get("instrument_seq"))
+        return decoded
+
+    def _reject_nonfinite(self, ok: list[SpectrumIn], x: np.ndarray | None, pub,
+                          received_ns: int) -> tuple[list[SpectrumIn], np.ndarray | None]:
+        """Reject every spectrum whose preprocessed row holds NaN or Inf.
+
+        This runs before inference and before any drift statistic sees the batch.
+        """
+        if x is None or not ok:
+            return ok, x
+        good = np.isfinite(x.reshape(len(ok), -1)).all(axis=1)
+        if good.all():
+            return ok, x
+        for s in (s for s, g in zip(ok, good, strict=True) if not g):
+            self._reject(pub, "preprocess", "preprocessing produced NaN or Inf", s.id, received_ns,
+                         s.instrument_id, s.instrument_seq)
+        keep = [s for s, g in zip(ok, good, strict=True) if g]
+        return keep, (x[good] if keep else None)
+
+    def _publish_events(self, frames: list[bytes | list[bytes]], pub) -> list[bytes | list[bytes]]:
         """Publish the input events among ``frames`` (:func:`edge.wire.encode_event`; sent by
         :mod:`edge.serial_input`): ``link`` on the ``link`` topic, ``lost`` on the ``error`` topic with reason
         ``"lost"`` (counted in ``lost``). A malformed event is rejected like a bad spectrum. Returns the other
         frames, in order.
         """
-        rest: list[bytes] = []
+        rest: list[bytes | list[bytes]] = []
         for frame in frames:
             try:
-                event = decode_event(frame)
-            except EdgeError as exc:
-                self._reject(pub, _reason(exc), str(exc), None, time.time_ns())
+                event = decode_event(frame) if isinstance(frame, bytes) else None
+            except Exception as exc:  # a malformed event is one answered rejection, never fatal
+                ident = exc.identity if isinstance(exc, WireError) else {}
+                self._reject(pub, _reason(exc), _detail(exc), ident.get("id"), time.time_ns(),
+                             ident.get("instrument_id"), ident.get("instrument_seq"))
                 continue
             if event is None:
                 rest.append(frame)
@@ -390,7 +461,7 @@ class Daemon:
             else:
                 topic = TOPICS["link"]
             if self._journal:
-                self._journal.append(event["type"], **event)
+                self._journal.append(event["type"], event)
             pub.send_multipart([topic, encode_payload(event)])
         if self._journal and len(rest) < len(frames):
             self._journal.flush()
@@ -414,15 +485,15 @@ class Daemon:
             try:
                 return decoded, self.preprocessor(np.stack([s.intensity for s in decoded]), first.raman_shift_cm1,
                                                   offset_cm1)
-            except EdgeError:
-                pass  # find the culprit(s) below
+            except Exception:  # an EdgeError, or a foreign one: find the culprit(s) below
+                pass
         ok, rows = [], []
         for s in decoded:
             try:
                 rows.append(self.preprocessor(s.intensity, s.raman_shift_cm1, offset_cm1))
                 ok.append(s)
-            except EdgeError as exc:
-                self._reject(pub, _reason(exc), str(exc), s.id, received_ns)
+            except Exception as exc:  # foreign ones too (reason "internal"): one spectrum, never the daemon
+                self._reject(pub, _reason(exc), _detail(exc), s.id, received_ns, s.instrument_id, s.instrument_seq)
         return ok, (np.stack(rows) if rows else None)
 
     def _publish_predictions(self, pub, spectra: list[SpectrumIn], out: dict[str, np.ndarray], received_ns: int,
@@ -447,7 +518,7 @@ class Daemon:
                 payload["offset_correction_cm1"] = offset_correction_cm1
             payload["published_ns"] = time.time_ns()
             if self._journal:
-                self._journal.append("prediction", **payload)
+                self._journal.append("prediction", payload)
             self.counters["published"] += 1  # counted before sending: a subscriber never sees more than counted
             pub.send_multipart([TOPICS["prediction"], encode_payload(payload)])
 
@@ -464,7 +535,7 @@ class Daemon:
             event["v"] = WIRE_VERSION
             log.warning("drift alarm: %s", {k: event[k] for k in ("kind", "statistic", "threshold", "detected_seq", "change_seq")})
             if self._journal:
-                self._journal.append("drift", **event)
+                self._journal.append("drift", event)
             pub.send_multipart([TOPICS["drift"], encode_payload(event)])
 
     def status(self, final: bool = False) -> dict[str, Any]:

@@ -7,6 +7,8 @@ errors (numpy, onnxruntime, zmq, msgpack, OS) are wrapped at the boundary with `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "BackendError",
     "BundleError",
@@ -44,7 +46,20 @@ class BackendError(EdgeError):
 
 
 class WireError(EdgeError):
-    """A message on the wire (ZeroMQ frame, msgpack payload) is malformed."""
+    """A message on the wire (ZeroMQ frame, msgpack payload) is malformed.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, for the ``detail`` of the daemon's ``error`` message.
+    identity : dict, optional
+        The ``id``, ``instrument_id`` and ``instrument_seq`` that could be read from the rejected message
+        (each None when absent or unreadable), echoed in the ``error`` message (docs/wire.md).
+    """
+
+    def __init__(self, message: str, identity: Mapping[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.identity: dict[str, object] = dict(identity or {})
 
 
 class HeadError(EdgeError):
