@@ -151,7 +151,11 @@ def _f(name: str, required: bool, doc: str, unit: str = "", nil: bool = False, n
     return Field(name, (t, "nil") if nil else (t,), required, doc, unit)
 
 
-_TYPE = lambda value, doc: _s("type", True, doc, const=value)  # noqa: E731
+def _TYPE(value: str, doc: str) -> Field:
+    """The required ``type`` field, constant ``value``."""
+    return _s("type", True, doc, const=value)
+
+
 _V = _i("v", True, f"wire version, exactly {WIRE_VERSION}", const=WIRE_VERSION)
 _U64: dict[str, Any] = {"minimum": 0, "maximum": UINT64_MAX}
 _ID_LIMITS: dict[str, Any] = {"minLength": 1, "maxLength": MAX_STR_CHARS}
@@ -245,7 +249,13 @@ ERROR = Message("error", "output", "A refused input (one per refused message) or
     _i("lost_total", False, "lost spectra so far (reason lost)", minimum=1),
 ), topic="error")
 
-_MAP = lambda name, req, doc: Field(name, ("map",), req, doc)  # noqa: E731
+
+
+def _MAP(name: str, required: bool, doc: str) -> Field:
+    """A field whose value is a msgpack map."""
+    return Field(name, ("map",), required, doc)
+
+
 STATUS = Message("status", "output", "Daemon state: periodic, on each new subscription, after a head swap, final.", (
     _TYPE("status", "message type"), _V,
     _s("model_id", True, "the bundle's model id"),
