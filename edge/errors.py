@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "BackendError",
     "BundleError",
+    "CalibrationError",
     "ConfigError",
     "DataError",
     "EdgeError",
@@ -45,6 +46,10 @@ class BackendError(EdgeError):
 
 class WireError(EdgeError):
     """A message on the wire (ZeroMQ frame, msgpack payload) is malformed."""
+
+
+class CalibrationError(EdgeError):
+    """A wavenumber calibration cannot be fitted, or a calibration file is missing, malformed or unusable."""
 
 
 class HeadError(EdgeError):
