@@ -27,6 +27,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,7 +177,7 @@ def fit_line(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm1: floa
         When the window holds fewer than 5 points, the fit does not converge, or the fitted line is not a
         peak inside the window (centre outside, width not positive, or amplitude not positive).
     """
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     fn = _PROFILES.get(profile)
     if fn is None:
@@ -192,7 +193,9 @@ def fit_line(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm1: floa
     step = float(np.median(np.diff(xs)))
     p0 = [float(ys[i] - base), float(xs[i]), max(3.0 * step, 2.0), base, 0.0]
     try:
-        p, _ = curve_fit(fn, xs, ys, p0=p0, maxfev=4000)
+        with warnings.catch_warnings():  # an undetermined covariance is fine: only the centre is used
+            warnings.simplefilter("ignore", OptimizeWarning)
+            p, _ = curve_fit(fn, xs, ys, p0=p0, maxfev=4000)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise CalibrationError(f"line fit near {guess_cm1:.1f} cm⁻¹ failed: {exc}") from exc
     amp, x0, fwhm = float(p[0]), float(p[1]), abs(float(p[2]))
