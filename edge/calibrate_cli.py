@@ -3,8 +3,8 @@
 Examples
 --------
 python -m edge.calibrate_cli --instrument ICV_BW785-Z050 --polystyrene PST.txt --out cal.json
-python -m edge.calibrate_cli --instrument HO785-OP03 --laser-nm 785 --neon Ne.txt --silicon Si.txt \\
-    --out cal.json --plot cal.png
+python -m edge.calibrate_cli --instrument HO785-OP03 --laser-nm 785 --neon Ne.txt --silicon Si.txt --out cal.json
+python -m edge.calibrate_cli --instrument HO785-OP03 --polystyrene PST.txt --out cal.json --plot cal.png
 
 Reads the CHARISMA BWTek (semicolon, decimal comma) and Horiba (two tab-separated columns) text files with
 a private reader (:mod:`edge._vendor_text`, to be replaced by ``edge.io.read_spectra``), prints the residual
