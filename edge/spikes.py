@@ -169,6 +169,8 @@ def remove_spikes(intensity: np.ndarray, config: SpikeConfig | None = None) -> t
     single = y.ndim == 1
     y2 = np.array(y.reshape(1, -1) if single else y.reshape(-1, y.shape[-1]), copy=True)
     counts = np.zeros(y2.shape[0], dtype=np.int64)
+    if y2.shape[1] < 5:  # too short to tell a spike from its neighbours
+        return y2.reshape(y.shape), (counts[0] if single else counts.reshape(y.shape[:-1]))
     diff = np.diff(y2, axis=-1)
     sigma = _noise_sigma(diff)
     flat = y2.reshape(-1)
