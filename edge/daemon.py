@@ -30,6 +30,7 @@ from .backends import create_backend
 from .bundle import Bundle
 from .errors import ConfigError, EdgeError
 from .heads import HeadSwitch, load_head
+from .hygiene import Hygiene, InstrumentConfig
 from .journal import Journal
 from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .novelty import DriftConfig, NoveltyService
@@ -131,20 +132,25 @@ class Daemon:
     config : DaemonConfig
     context : zmq.Context, optional
         Shared context (inputs in other threads connect to :data:`INTERNAL_INPUT` on it).
+    instrument : InstrumentConfig, optional
+        The ``[instrument]`` table: calibration file, laser wavelength, quality gate (:mod:`edge.hygiene`).
 
     Raises
     ------
-    BundleError, BackendError, ConfigError
-        At construction, when the bundle or model cannot be used.
+    BundleError, BackendError, ConfigError, CalibrationError
+        At construction, when the bundle, model or instrument calibration cannot be used.
     """
 
     def __init__(self, config: DaemonConfig, context: zmq.Context | None = None,
-                 expect_grid=None) -> None:
+                 expect_grid=None, instrument: InstrumentConfig | None = None) -> None:
         self.config = config
         self.bundle = Bundle.load(config.bundle, expect_grid=expect_grid)
         self.labels = np.asarray(self.bundle.labels)
         self.preprocessor = Preprocessor(self.bundle.preprocessing)
         self.grid = self.bundle.grid
+        # -- instrument hygiene (edge.hygiene): calibration file loaded (or refused) at start --
+        self.hygiene = Hygiene(instrument, self.grid)
+        # -- end instrument hygiene --
         model_path, self.precision = self.bundle.onnx_model(config.precision)
         self.model_sha256 = self.bundle.manifest["files"][model_path.name]["sha256"]
         self.backend = create_backend(config.backend, model_path, intra_op_threads=config.threads,
@@ -166,6 +172,7 @@ class Daemon:
         self.labels = self.heads.labels
         self._control = None
         self.add_status_hook(self.heads.status)
+        self.add_status_hook(self.hygiene.status)
         # Novelty and drift (edge.novelty): the deciding detector runs on the same micro-batch as the classifier,
         # before publishing; the autoencoder, when it does not decide, right after (for the drift monitor).
         self.novelty = NoveltyService.from_bundle(self.bundle, config.drift, self.precision, config.threads,
@@ -345,7 +352,8 @@ class Daemon:
             except EdgeError as exc:
                 self._reject(pub, _reason(exc), str(exc), None, received_ns)
         correction = self.novelty.correction_cm1() if self.novelty is not None else 0.0
-        ok, x = self._preprocess(decoded, pub, received_ns, correction)
+        decoded = self._calibrate(decoded, pub, received_ns)
+        ok, x, spikes, resampled = self._preprocess(decoded, pub, received_ns, correction)
         if ok:
             try:
                 out = self.heads.apply(self.backend.infer(x))
@@ -356,7 +364,9 @@ class Daemon:
                     self._reject(pub, "inference", str(exc), s.id, received_ns)
                 ok = []
             else:
-                self._publish_predictions(pub, ok, out, received_ns, correction)
+                hygiene = [self.hygiene.fields(q, n) for q, n in zip(self.hygiene.judge(ok, resampled), spikes,
+                                                                      strict=True)]
+                self._publish_predictions(pub, ok, out, received_ns, correction, hygiene)
                 if self.novelty is not None:  # after publishing: drift bookkeeping adds no prediction latency
                     self._publish_drift(pub, ok, x, out, correction)
         if self._journal:
@@ -396,14 +406,27 @@ class Daemon:
             self._journal.flush()
         return rest
 
-    def _preprocess(self, decoded: list[SpectrumIn], pub, received_ns: int,
-                    offset_cm1: float = 0.0) -> tuple[list[SpectrumIn], np.ndarray | None]:
+    def _calibrate(self, decoded: list[SpectrumIn], pub, received_ns: int) -> list[SpectrumIn]:
+        """Put each spectrum on the instrument's calibrated axis (:meth:`edge.hygiene.Hygiene.calibrate`)."""
+        if self.hygiene.calibration is None:
+            return decoded
+        out = []
+        for s in decoded:
+            try:
+                out.append(self.hygiene.calibrate(s))
+            except EdgeError as exc:
+                self._reject(pub, _reason(exc), str(exc), s.id, received_ns)
+        return out
+
+    def _preprocess(self, decoded: list[SpectrumIn], pub, received_ns: int, offset_cm1: float = 0.0
+                    ) -> tuple[list[SpectrumIn], np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """Preprocess a micro-batch: one vectorised call when every spectrum shares its axis (the usual case
         under a backlog), else, or when that call fails, spectrum by spectrum so that a bad one is rejected
         alone. ``offset_cm1``: the drift compensation (:meth:`edge.novelty.NoveltyService.correction_cm1`).
+        Returns the spectra kept, their preprocessed array, spikes removed (B,) and resampled raw spectra (B, N).
         """
         if not decoded:
-            return [], None
+            return [], None, None, None
         first = decoded[0]
         same_axis = all(
             s.intensity.shape == first.intensity.shape
@@ -412,21 +435,27 @@ class Daemon:
             for s in decoded[1:])
         if same_axis and len(decoded) > 1:
             try:
-                return decoded, self.preprocessor(np.stack([s.intensity for s in decoded]), first.raman_shift_cm1,
-                                                  offset_cm1)
+                return decoded, *self.preprocessor.process(np.stack([s.intensity for s in decoded]),
+                                                           first.raman_shift_cm1, offset_cm1)
             except EdgeError:
                 pass  # find the culprit(s) below
-        ok, rows = [], []
+        ok, rows, spikes, raw = [], [], [], []
         for s in decoded:
             try:
-                rows.append(self.preprocessor(s.intensity, s.raman_shift_cm1, offset_cm1))
-                ok.append(s)
+                x, n, r = self.preprocessor.process(s.intensity, s.raman_shift_cm1, offset_cm1)
             except EdgeError as exc:
                 self._reject(pub, _reason(exc), str(exc), s.id, received_ns)
-        return ok, (np.stack(rows) if rows else None)
+                continue
+            rows.append(x)
+            spikes.append(n)
+            raw.append(r)
+            ok.append(s)
+        if not rows:
+            return [], None, None, None
+        return ok, np.stack(rows), np.asarray(spikes, dtype=np.int64), np.stack(raw)
 
     def _publish_predictions(self, pub, spectra: list[SpectrumIn], out: dict[str, np.ndarray], received_ns: int,
-                             offset_correction_cm1: float = 0.0) -> None:
+                             offset_correction_cm1: float = 0.0, hygiene: list[dict[str, Any]] | None = None) -> None:
         proba = out["probabilities"]
         k = min(self.config.top_k, proba.shape[1])
         top = np.argsort(-proba, axis=1, kind="stable")[:, :k]  # ties: lowest class index, as argmax
@@ -445,6 +474,10 @@ class Daemon:
             if self.novelty is not None:
                 payload.update(self.novelty.fields(out, i))
                 payload["offset_correction_cm1"] = offset_correction_cm1
+            if hygiene is not None:  # spikes_removed, quality, labels_trusted, calibration (edge.hygiene)
+                payload.update(hygiene[i])
+                if not hygiene[i]["labels_trusted"]:
+                    payload["novel"] = True  # not a usable Raman spectrum: published, never trusted
             payload["published_ns"] = time.time_ns()
             if self._journal:
                 self._journal.append("prediction", **payload)
