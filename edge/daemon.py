@@ -353,7 +353,7 @@ class Daemon:
                 self._reject(pub, _reason(exc), str(exc), None, received_ns)
         correction = self.novelty.correction_cm1() if self.novelty is not None else 0.0
         decoded = self._calibrate(decoded, pub, received_ns)
-        ok, x, spikes, resampled = self._preprocess(decoded, pub, received_ns, correction)
+        ok, x, spikes, despiked = self._preprocess(decoded, pub, received_ns, correction)
         if ok:
             try:
                 out = self.heads.apply(self.backend.infer(x))
@@ -364,7 +364,7 @@ class Daemon:
                     self._reject(pub, "inference", str(exc), s.id, received_ns)
                 ok = []
             else:
-                hygiene = [self.hygiene.fields(q, n) for q, n in zip(self.hygiene.judge(ok, resampled), spikes,
+                hygiene = [self.hygiene.fields(q, n) for q, n in zip(self.hygiene.judge(ok, despiked), spikes,
                                                                       strict=True)]
                 self._publish_predictions(pub, ok, out, received_ns, correction, hygiene)
                 if self.novelty is not None:  # after publishing: drift bookkeeping adds no prediction latency
@@ -423,7 +423,7 @@ class Daemon:
         """Preprocess a micro-batch: one vectorised call when every spectrum shares its axis (the usual case
         under a backlog), else, or when that call fails, spectrum by spectrum so that a bad one is rejected
         alone. ``offset_cm1``: the drift compensation (:meth:`edge.novelty.NoveltyService.correction_cm1`).
-        Returns the spectra kept, their preprocessed array, spikes removed (B,) and resampled raw spectra (B, N).
+        Returns the spectra kept, their preprocessed array, spikes removed (B,) and the despiked inputs.
         """
         if not decoded:
             return [], None, None, None
@@ -452,7 +452,7 @@ class Daemon:
             ok.append(s)
         if not rows:
             return [], None, None, None
-        return ok, np.stack(rows), np.asarray(spikes, dtype=np.int64), np.stack(raw)
+        return ok, np.stack(rows), np.asarray(spikes, dtype=np.int64), raw
 
     def _publish_predictions(self, pub, spectra: list[SpectrumIn], out: dict[str, np.ndarray], received_ns: int,
                              offset_correction_cm1: float = 0.0, hygiene: list[dict[str, Any]] | None = None) -> None:

@@ -7,7 +7,7 @@ calibration file (:mod:`edge.calibration`), its laser wavelength and the quality
 1. :meth:`Hygiene.calibrate` puts each spectrum on the calibrated axis *before* resampling (a spectrum sent
    on the model grid is on the instrument's uncorrected grid: it is moved too);
 2. the preprocessing removes cosmic-ray spikes and counts them (:meth:`edge.preprocess.Preprocessor.process`);
-3. :meth:`Hygiene.judge` runs the quality gate on the despiked spectra;
+3. :meth:`Hygiene.judge` runs the quality gate on the despiked spectra, on their own pixels;
 4. :meth:`Hygiene.fields` gives each prediction ``spikes_removed``, ``quality`` {ok, reasons},
    ``labels_trusted`` and ``calibration`` {id, sha256}; a spectrum that is not ok is published with
    ``novel = true`` and counted (:meth:`Hygiene.status`).
@@ -117,27 +117,25 @@ class Hygiene:
             self._axis_cache = (key, self.calibration.apply(axis))
         return dataclasses.replace(spectrum, raman_shift_cm1=self._axis_cache[1])
 
-    def judge(self, spectra: Sequence[SpectrumIn], resampled: np.ndarray) -> list[Quality]:
+    def judge(self, spectra: Sequence[SpectrumIn], despiked: np.ndarray | Sequence[np.ndarray]) -> list[Quality]:
         """Quality of each spectrum of a batch.
 
         Parameters
         ----------
         spectra : sequence of SpectrumIn
             The batch (on the calibrated axis).
-        resampled : numpy.ndarray, shape (B, N)
-            The same spectra despiked and resampled onto the grid (:meth:`Preprocessor.process`).
+        despiked : numpy.ndarray, shape (B, M), or sequence of arrays (M_i,)
+            The same spectra after spike removal, on their own axes (:meth:`Preprocessor.process`).
 
         Returns
         -------
         list of Quality
         """
-        g = self.grid.axis
+        band = (self.grid.start_cm1, self.grid.stop_cm1)
         out: list[Quality] = []
-        for s, row in zip(spectra, np.atleast_2d(resampled), strict=True):
-            x = g if s.raman_shift_cm1 is None else s.raman_shift_cm1
-            covered = (g >= x[0]) & (g <= x[-1])
-            out.append(assess(s.intensity, x, self.quality_config, on_grid=row[covered][None, :],
-                              step_cm1=self.grid.step_cm1)[0])
+        for s, row in zip(spectra, despiked, strict=True):
+            x = self.grid.axis if s.raman_shift_cm1 is None else s.raman_shift_cm1
+            out.append(assess(row, x, self.quality_config, band)[0])
         return out
 
     def fields(self, quality: Quality, spikes_removed: int) -> dict[str, Any]:

@@ -339,7 +339,7 @@ class Preprocessor:
 
     def process(self, intensity: np.ndarray, raman_shift_cm1: np.ndarray | None = None,
                 offset_cm1: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Preprocess one spectrum or a batch; also return the spike counts and the resampled raw spectra.
+        """Preprocess one spectrum or a batch; also return the spike counts and the despiked input.
 
         Parameters
         ----------
@@ -360,9 +360,9 @@ class Preprocessor:
             Preprocessed spectra on the grid, N = ``grid.n_points``, C = ``config.n_channels``.
         spikes_removed : numpy.ndarray, shape () or (B,), int64
             Cosmic-ray spikes removed per spectrum (zeros when the step is off).
-        resampled : numpy.ndarray, shape (N,) or (B, N), float32
-            The despiked spectra on the grid before baseline, derivative and normalisation (zero outside the
-            measured range): what the quality gate (:mod:`edge.quality`) judges.
+        despiked : numpy.ndarray, shape (M,) or (B, M)
+            The input after spike removal, on its own axis (the input itself when the step is off): what the
+            quality gate (:mod:`edge.quality`) judges, on the detector's pixels.
 
         Raises
         ------
@@ -387,7 +387,6 @@ class Preprocessor:
             y = y.astype(np.float32, copy=True)
         else:
             y = resample(intensity, raman_shift_cm1, cfg.grid)
-        resampled = y
         if offset_cm1:
             if not np.isfinite(offset_cm1):
                 raise PreprocessError(f"offset_cm1 must be finite, got {offset_cm1!r}")
@@ -395,8 +394,8 @@ class Preprocessor:
         if self._baseline_fn is not None:
             y = self._remove_baseline(y)
         if not cfg.extra_channels:
-            return self._channel(y, cfg.channels[0]), spikes_removed, resampled
-        return np.stack([self._channel(y, c) for c in cfg.channels], axis=-2), spikes_removed, resampled
+            return self._channel(y, cfg.channels[0]), spikes_removed, intensity
+        return np.stack([self._channel(y, c) for c in cfg.channels], axis=-2), spikes_removed, intensity
 
     def _channel(self, y: np.ndarray, c: ChannelConfig) -> np.ndarray:
         if c.derivative:

@@ -227,23 +227,22 @@ def _emission_lines(x: np.ndarray, y: np.ndarray, cfg: QualityConfig) -> tuple[i
 
 
 def assess(intensity: np.ndarray, raman_shift_cm1: np.ndarray, config: QualityConfig | None = None,
-           on_grid: np.ndarray | None = None, step_cm1: float = 1.0) -> list[Quality]:
+           band_range_cm1: tuple[float, float] | None = (200.0, 1591.0)) -> list[Quality]:
     """Judge spectra with the quality gate.
 
     Parameters
     ----------
     intensity : numpy.ndarray, shape (M,) or (B, M)
-        Spectra on their own axis (after spike removal), counts or any linear unit.
+        Spectra on their own axis, the detector's pixels (after spike removal), counts or any linear unit.
     raman_shift_cm1 : numpy.ndarray, shape (M,)
-        Their Raman-shift axis, cm⁻¹, strictly increasing.
+        Their Raman-shift axis, cm⁻¹, strictly increasing (need not be uniform).
     config : QualityConfig, optional
         Thresholds (default :class:`QualityConfig`).
-    on_grid : numpy.ndarray, shape (B, N), optional
-        The same spectra resampled onto a uniform grid, measured part only (the band tests run there, at the
-        resolution the thresholds were set at); None: the band tests run on ``intensity``, whose axis must
-        then be uniform.
-    step_cm1 : float
-        Step of ``on_grid`` (or of ``raman_shift_cm1`` when ``on_grid`` is None), cm⁻¹.
+    band_range_cm1 : (float, float) or None
+        Range the band tests (``low_snr``, luminescence) look at: the model grid's, where the nominal
+        thresholds were set (None: the whole axis). They run on the detector's own points, never on a
+        resampled copy: interpolation correlates the noise and would fool the noise estimate. Saturation and
+        the emission-line test use the whole spectrum.
 
     Returns
     -------
@@ -253,8 +252,12 @@ def assess(intensity: np.ndarray, raman_shift_cm1: np.ndarray, config: QualityCo
     cfg = config or QualityConfig()
     y = np.atleast_2d(np.asarray(intensity, dtype=np.float64))
     x = np.asarray(raman_shift_cm1, dtype=np.float64)
-    g = y if on_grid is None else np.atleast_2d(np.asarray(on_grid, dtype=np.float64))
-    feats = quality_features(g, step_cm1, cfg.broad_window_cm1) if g.shape[-1] >= 5 else None
+    band = np.ones(x.size, dtype=bool) if band_range_cm1 is None else (
+        (x >= band_range_cm1[0]) & (x <= band_range_cm1[1]))
+    feats = None
+    if np.count_nonzero(band) >= 5:
+        xb = x[band]
+        feats = quality_features(y[:, band], float(np.median(np.diff(xb))), cfg.broad_window_cm1)
     out = []
     for i, row in enumerate(y):
         reasons: list[str] = []
@@ -269,16 +272,15 @@ def assess(intensity: np.ndarray, raman_shift_cm1: np.ndarray, config: QualityCo
             reasons.append("flat")
         elif feats is not None:
             snr, contrast = float(feats["snr"][i]), float(feats["contrast"][i])
-            metrics.update(snr=round(snr, 2), contrast=round(contrast, 4))
             signal = float(feats["signal"][i])
-            metrics.update(signal=round(signal, 1))
+            metrics.update(snr=round(snr, 2), contrast=round(contrast, 4), signal=round(signal, 1))
             if snr < cfg.snr_min:  # no band above the noise: a strong smooth signal is luminescence
                 reasons.append("not_raman" if signal >= cfg.signal_min else "low_snr")
-            if cfg.laser_nm is not None and "not_raman" not in reasons:
-                matched, considered = _emission_lines(x, row, cfg)
-                metrics.update(emission_lines=matched)
-                if matched >= cfg.emission_min_lines and matched >= cfg.emission_match * considered:
-                    reasons.append("not_raman")
+        if cfg.laser_nm is not None and "not_raman" not in reasons and span > 0:
+            matched, considered = _emission_lines(x, row, cfg)
+            metrics.update(emission_lines=matched)
+            if matched >= cfg.emission_min_lines and matched >= cfg.emission_match * considered:
+                reasons.append("not_raman")
         out.append(Quality(not reasons, tuple(reasons), metrics))
     return out
 
