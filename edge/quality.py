@@ -14,7 +14,11 @@ trusted. The reasons:
   Savitzky-Golay smoothing over ``broad_window_cm1``) nowhere stands ``snr_min`` local noise units above it
   (a weak one is ``low_snr``); (b) emission lines: with the laser wavelength known, at least
   ``emission_min_lines`` of the strongest peaks, and ``emission_match`` of them, sit on neon lines
-  (:data:`edge.calibration.NEON_NIST_AIR_NM`) under one common axis offset (±15 cm⁻¹).
+  (:data:`edge.calibration.NEON_NIST_AIR_NM`) under one common axis offset (±15 cm⁻¹);
+- ``standard``: a calibration standard, not a sample: a silicon wafer, recognised when at least
+  ``standard_fraction`` of the narrow component's energy (in the band range) lies within ±10 cm⁻¹ of
+  silicon's line (``silicon_cm1``); no nominal mineral comes close (feldspars, whose main band is at
+  ~513 cm⁻¹, reach 0.79 at most on the 40 % training split).
 
 The thresholds are set from nominal data only — training spectra, with simulated faults (lamps, LEDs,
 clipping; :func:`synthetic_faults`) as the check that they fire — by :func:`nominal_thresholds`; the shipped
@@ -35,7 +39,7 @@ from .errors import ConfigError
 __all__ = ["REASONS", "Quality", "QualityConfig", "assess", "nominal_thresholds", "quality_features",
            "synthetic_faults"]
 
-REASONS = ("saturated", "empty", "flat", "low_snr", "not_raman")
+REASONS = ("saturated", "empty", "flat", "low_snr", "not_raman", "standard")
 _SIGMA_FROM_MEDIAN_ABS_DIFF = 1.0 / (0.6744897501960817 * np.sqrt(2.0))
 _SG_CACHE: dict[int, np.ndarray] = {}
 
@@ -64,6 +68,11 @@ class QualityConfig:
         Fraction of the strongest peaks that must sit on lamp lines for ``not_raman``.
     emission_min_lines : int
         Smallest number of peaks on lamp lines for ``not_raman``.
+    standard_fraction : float
+        Share of the band energy within ±10 cm⁻¹ of ``silicon_cm1`` above which a spectrum is the silicon
+        standard (:func:`nominal_thresholds`: the largest nominal share + 0.1).
+    silicon_cm1 : float
+        Silicon's line, cm⁻¹ (520.7; 520.45 in some tools).
     source : str
         Where the thresholds come from (recorded with the results).
     """
@@ -76,6 +85,8 @@ class QualityConfig:
     laser_nm: float | None = None
     emission_match: float = 0.8
     emission_min_lines: int = 3
+    standard_fraction: float = 0.894
+    silicon_cm1: float = 520.7
     source: str = "nominal_thresholds(raw_train_labeled_40pct, quantile 0.005)"
 
     def __post_init__(self) -> None:
@@ -86,6 +97,8 @@ class QualityConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
                 raise ConfigError(f"quality {name} must be a positive number, got {v!r}")
+        if not 0 < self.standard_fraction <= 1 or not (np.isfinite(self.silicon_cm1) and self.silicon_cm1 > 0):
+            raise ConfigError("quality standard_fraction must be in (0, 1] and silicon_cm1 a positive number")
         if not 0 < self.emission_match <= 1 or self.emission_min_lines < 1:
             raise ConfigError("quality emission_match must be in (0, 1] and emission_min_lines ≥ 1")
         for name in ("saturation_counts", "laser_nm"):
@@ -157,7 +170,8 @@ def _broad(y: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def quality_features(intensity: np.ndarray, step_cm1: float, window_cm1: float = 75.0) -> dict[str, np.ndarray]:
+def quality_features(intensity: np.ndarray, step_cm1: float, window_cm1: float = 75.0,
+                     raman_shift_cm1: np.ndarray | None = None, silicon_cm1: float = 520.7) -> dict[str, np.ndarray]:
     """Band SNR and band contrast of spectra on a uniform axis.
 
     Parameters
@@ -168,12 +182,17 @@ def quality_features(intensity: np.ndarray, step_cm1: float, window_cm1: float =
         Axis step, cm⁻¹.
     window_cm1 : float
         Broad-component window, cm⁻¹.
+    raman_shift_cm1 : numpy.ndarray, shape (N,), optional
+        The axis, cm⁻¹ (for ``silicon_fraction``; default: ``step_cm1`` steps from 200 cm⁻¹).
+    silicon_cm1 : float
+        Silicon's line, cm⁻¹.
 
     Returns
     -------
     dict of numpy.ndarray, each shape () or (B,)
-        ``snr``: largest narrow-component value / noise sigma; ``contrast``: largest narrow-component value /
-        the spectrum's range (0 for a flat spectrum).
+        ``snr``: largest narrow-component value / local noise sigma; ``contrast``: largest narrow-component
+        value / the spectrum's range (0 for a flat spectrum); ``signal``: the range in noise units;
+        ``silicon_fraction``: share of the positive narrow component's energy within ±10 cm⁻¹ of silicon.
     """
     y = np.atleast_2d(np.asarray(intensity, dtype=np.float64))
     window = max(5, round(window_cm1 / step_cm1) | 1)
@@ -192,7 +211,12 @@ def quality_features(intensity: np.ndarray, step_cm1: float, window_cm1: float =
     z = residual[:, 1:] / local
     snr = z.max(axis=-1)
     contrast = np.where(span > 0, narrow / np.where(span > 0, span, 1.0), 0.0)
-    out = {"snr": snr, "contrast": contrast, "signal": span / np.maximum(floor[:, 0], 1e-300)}
+    x = (200.0 + step_cm1 * np.arange(y.shape[-1])) if raman_shift_cm1 is None else np.asarray(raman_shift_cm1)
+    energy = np.clip(residual, 0.0, None) ** 2
+    near = np.abs(x - silicon_cm1) <= 10.0
+    silicon = energy[:, near].sum(axis=-1) / np.maximum(energy.sum(axis=-1), 1e-300)
+    out = {"snr": snr, "contrast": contrast, "signal": span / np.maximum(floor[:, 0], 1e-300),
+           "silicon_fraction": silicon}
     return {k: (v[0] if np.ndim(intensity) == 1 else v) for k, v in out.items()}
 
 
@@ -257,7 +281,7 @@ def assess(intensity: np.ndarray, raman_shift_cm1: np.ndarray, config: QualityCo
     feats = None
     if np.count_nonzero(band) >= 5:
         xb = x[band]
-        feats = quality_features(y[:, band], float(np.median(np.diff(xb))), cfg.broad_window_cm1)
+        feats = quality_features(y[:, band], float(np.median(np.diff(xb))), cfg.broad_window_cm1, xb, cfg.silicon_cm1)
     out = []
     for i, row in enumerate(y):
         reasons: list[str] = []
@@ -276,6 +300,10 @@ def assess(intensity: np.ndarray, raman_shift_cm1: np.ndarray, config: QualityCo
             metrics.update(snr=round(snr, 2), contrast=round(contrast, 4), signal=round(signal, 1))
             if snr < cfg.snr_min:  # no band above the noise: a strong smooth signal is luminescence
                 reasons.append("not_raman" if signal >= cfg.signal_min else "low_snr")
+            silicon = float(feats["silicon_fraction"][i])
+            metrics.update(silicon_fraction=round(silicon, 3))
+            if snr >= cfg.snr_min and silicon >= cfg.standard_fraction:
+                reasons.append("standard")
         if cfg.laser_nm is not None and "not_raman" not in reasons and span > 0:
             matched, considered = _emission_lines(x, row, cfg)
             metrics.update(emission_lines=matched)
@@ -287,12 +315,16 @@ def assess(intensity: np.ndarray, raman_shift_cm1: np.ndarray, config: QualityCo
 
 def nominal_thresholds(nominal: np.ndarray, step_cm1: float = 1.0, quantile: float = 0.005,
                        base: QualityConfig | None = None) -> QualityConfig:
-    """Set ``snr_min`` from nominal spectra: the ``quantile`` of their band SNR (nominal data only).
+    """Set ``snr_min`` and ``standard_fraction`` from nominal spectra (nominal data only).
+
+    ``snr_min`` is the ``quantile`` of their band SNR; ``standard_fraction`` the largest share of band energy
+    near silicon's line among them plus 0.1 (no nominal mineral is taken for the standard).
 
     Parameters
     ----------
     nominal : numpy.ndarray, shape (B, N)
-        Nominal Raman spectra on a uniform grid (training spectra; zero-filled ends are cut off per row).
+        Nominal Raman spectra on a uniform grid starting at 200 cm⁻¹ (training spectra; zero-filled ends
+        are cut off per row).
     step_cm1 : float
         Grid step, cm⁻¹.
     quantile : float
@@ -305,14 +337,17 @@ def nominal_thresholds(nominal: np.ndarray, step_cm1: float = 1.0, quantile: flo
     QualityConfig
     """
     cfg = base or QualityConfig()
-    snr = []
+    snr, silicon = [], []
     for row in np.asarray(nominal, dtype=np.float64):
         nz = np.flatnonzero(row)
         if nz.size < 5:
             continue
-        f = quality_features(row[nz[0]:nz[-1] + 1], step_cm1, cfg.broad_window_cm1)
+        axis = 200.0 + step_cm1 * np.arange(nz[0], nz[-1] + 1)
+        f = quality_features(row[nz[0]:nz[-1] + 1], step_cm1, cfg.broad_window_cm1, axis, cfg.silicon_cm1)
         snr.append(float(f["snr"]))
+        silicon.append(float(f["silicon_fraction"]))
     return replace(cfg, snr_min=round(float(np.quantile(snr, quantile)), 3),
+                   standard_fraction=round(min(0.99, max(silicon) + 0.1), 3),
                    source=f"nominal_thresholds({len(snr)} nominal spectra, quantile {quantile:g})")
 
 
