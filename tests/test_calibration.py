@@ -68,7 +68,7 @@ def test_silicon_offset_and_configurable_reference(rng):
 def test_fit_line_uses_a_profile_not_the_highest_sample(rng):
     x = np.arange(500.0, 540.0, 2.0)  # coarse pixels: the highest sample is 1 cm-1 off the centre
     y = 1000 * 4 / ((x - 521.0) ** 2 + 4) + 10
-    centre, fwhm, amp = fit_line(x, y, 520.0, half_window_cm1=15.0)
+    centre, fwhm, _ = fit_line(x, y, 520.0, half_window_cm1=15.0)
     assert x[np.argmax(y)] != pytest.approx(521.0, abs=0.5)
     assert centre == pytest.approx(521.0, abs=0.01) and fwhm == pytest.approx(4.0, abs=0.05)
     with pytest.raises(CalibrationError):

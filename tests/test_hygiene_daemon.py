@@ -9,9 +9,9 @@ from daemon_harness import RunningDaemon
 from edge.calibration import Calibration
 from edge.cli import daemon_main
 from edge.daemon import Daemon, DaemonConfig
+from edge.data import load_spectra
 from edge.errors import CalibrationError
 from edge.hygiene import InstrumentConfig
-from edge.data import load_spectra
 from edge.quality import synthetic_faults
 
 

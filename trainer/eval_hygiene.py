@@ -226,7 +226,8 @@ def hygiene_rows(bundle_dir: str | Path, data_root: str | Path | None = None, se
             daemon.preprocessor = on
         rows["raw_test"]["top1_change_by_spike_removal"] = round(
             rows["raw_test"]["top1"] - rows["raw_test_no_spike_removal"]["top1"], 2)
-        rows["raw_test_spikes"]["top1_minus_raw_test"] = round(rows["raw_test_spikes"]["top1"] - rows["raw_test"]["top1"], 2)
+        rows["raw_test_spikes"]["top1_minus_raw_test"] = round(
+            rows["raw_test_spikes"]["top1"] - rows["raw_test"]["top1"], 2)
 
         charisma = root / "cross_instrument" / "charisma"
         with open(charisma / "labels.csv", newline="", encoding="utf-8") as fh:
@@ -245,8 +246,9 @@ def hygiene_rows(bundle_dir: str | Path, data_root: str | Path | None = None, se
             daemon.hygiene.quality_config = base
             rows[name] = _row(preds, [r["label"] for r in members] if name == "charisma_calcite" else None)
             if name == "charisma_not_raman":
-                rows[name]["by_label"] = {lab: _row([p for p, r in zip(preds, members, strict=True) if r["label"] == lab])
-                                          for lab in NOT_RAMAN}
+                rows[name]["by_label"] = {
+                    lab: _row([p for p, r in zip(preds, members, strict=True) if r["label"] == lab])
+                    for lab in NOT_RAMAN}
         if daemon.novelty is not None:
             daemon.novelty.close()
     rows.update(_calibration_rows(root / "cross_instrument" / "charisma", labels, silicon_cm1))
