@@ -146,8 +146,6 @@ class Quality:
         return {"ok": self.ok, "reasons": list(self.reasons)}
 
 
-_SG_CACHE: dict[int, np.ndarray] = {}
-
 
 def _broad(y: np.ndarray, window: int) -> np.ndarray:
     """Broad component of rows of ``y`` (B, N): a cubic Savitzky-Golay smoothing over ``window`` points.
@@ -385,9 +383,9 @@ def synthetic_faults(nominal: np.ndarray, raman_shift_cm1: np.ndarray, rng: np.r
         width = rng.uniform(2.0, 6.0)
         amp = rng.uniform(0.05, 1.0, lines.size) * rng.uniform(5e3, 6e4)
         lamp[i] += (amp[:, None] * np.exp(-4 * np.log(2) * ((x[None, :] - lines[:, None]) / width) ** 2)).sum(0)
-    centre = rng.uniform(x[0], x[-1], b)[:, None]
-    fwhm = rng.uniform(150.0, 900.0, b)[:, None]
-    led = 300.0 + rng.uniform(2e3, 5e4, b)[:, None] * np.exp(-4 * np.log(2) * ((x[None, :] - centre) / fwhm) ** 2)
+    centre = rng.uniform(x[0], x[-1], (b, 1))
+    fwhm = rng.uniform(150.0, 900.0, (b, 1))
+    led = 300.0 + rng.uniform(2e3, 5e4, (b, 1)) * np.exp(-4 * np.log(2) * ((x[None, :] - centre) / fwhm) ** 2)
     top = 65535.0
     scaled = 1000.0 + np.clip(y, 0, None) / np.maximum(y.max(axis=1, keepdims=True), 1e-12) * top \
         * rng.uniform(2.0, 5.0, (b, 1))

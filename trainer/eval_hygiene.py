@@ -73,7 +73,7 @@ def _run(daemon: Daemon, spectra: Sequence[tuple[np.ndarray, np.ndarray | None]]
     return [by_id.get(str(i), {"type": "error", "reason": "missing"}) for i in range(len(spectra))]
 
 
-def _row(preds: list[dict[str, Any]], truth: Sequence[str] | None = None) -> dict[str, Any]:
+def _row(preds: list[dict[str, Any]], truth: Sequence[str] | np.ndarray | None = None) -> dict[str, Any]:
     ok = [p for p in preds if p.get("type") == "prediction"]
     n = len(preds)
     row: dict[str, Any] = {"n": n, "rejected": n - len(ok)}
