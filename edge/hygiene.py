@@ -133,9 +133,17 @@ class Hygiene:
         """
         band = (self.grid.start_cm1, self.grid.stop_cm1)
         out: list[Quality] = []
-        for s, row in zip(spectra, despiked, strict=True):
-            x = self.grid.axis if s.raman_shift_cm1 is None else s.raman_shift_cm1
-            out.append(assess(row, x, self.quality_config, band)[0])
+        i = 0
+        while i < len(spectra):  # one vectorised call per run of spectra sharing their axis
+            x = self.grid.axis if spectra[i].raman_shift_cm1 is None else spectra[i].raman_shift_cm1
+            j = i + 1
+            while j < len(spectra) and np.shape(despiked[j]) == np.shape(despiked[i]) and (
+                    spectra[j].raman_shift_cm1 is spectra[i].raman_shift_cm1
+                    or (spectra[j].raman_shift_cm1 is not None and spectra[i].raman_shift_cm1 is not None
+                        and np.array_equal(spectra[j].raman_shift_cm1, spectra[i].raman_shift_cm1))):
+                j += 1
+            out += assess(np.stack([np.asarray(despiked[k]) for k in range(i, j)]), x, self.quality_config, band)
+            i = j
         return out
 
     def fields(self, quality: Quality, spikes_removed: int) -> dict[str, Any]:
