@@ -16,9 +16,10 @@ trusted. The reasons:
   ``emission_min_lines`` of the strongest peaks, and ``emission_match`` of them, sit on neon lines
   (:data:`edge.calibration.NEON_NIST_AIR_NM`) under one common axis offset (±15 cm⁻¹);
 - ``standard``: a calibration standard, not a sample: a silicon wafer, recognised when at least
-  ``standard_fraction`` of the narrow component's energy (in the band range) lies within ±10 cm⁻¹ of
-  silicon's line (``silicon_cm1``); no nominal mineral comes close (feldspars, whose main band is at
-  ~513 cm⁻¹, reach 0.79 at most on the 40 % training split).
+  ``standard_fraction`` of the narrow component's energy (in the band range) lies in silicon's signature:
+  within ±10 cm⁻¹ of its line (``silicon_cm1``), plus its second-order band (930-990 cm⁻¹) when the line
+  itself holds ≥ 5 % (phosphates, whose main band is there, have nothing at 520); no nominal mineral comes
+  close (feldspars, main band ~513 cm⁻¹, reach 0.79 at most on the 40 % training split).
 
 The thresholds are set from nominal data only — training spectra, with simulated faults (lamps, LEDs,
 clipping; :func:`synthetic_faults`) as the check that they fire — by :func:`nominal_thresholds`; the shipped
@@ -42,6 +43,7 @@ __all__ = ["REASONS", "Quality", "QualityConfig", "assess", "nominal_thresholds"
 REASONS = ("saturated", "empty", "flat", "low_snr", "not_raman", "standard")
 _SIGMA_FROM_MEDIAN_ABS_DIFF = 1.0 / (0.6744897501960817 * np.sqrt(2.0))
 _SG_CACHE: dict[int, np.ndarray] = {}
+_SILICON_2TO_CM1 = (930.0, 990.0)  # silicon's second-order (2TO) band, strong on some 785 nm instruments
 
 
 def _median_rows(a: np.ndarray) -> np.ndarray:
@@ -196,7 +198,8 @@ def quality_features(intensity: np.ndarray, step_cm1: float, window_cm1: float =
     dict of numpy.ndarray, each shape () or (B,)
         ``snr``: largest narrow-component value / local noise sigma; ``contrast``: largest narrow-component
         value / the spectrum's range (0 for a flat spectrum); ``signal``: the range in noise units;
-        ``silicon_fraction``: share of the positive narrow component's energy within ±10 cm⁻¹ of silicon.
+        ``silicon_fraction``: share of the positive narrow component's energy in silicon's signature: within
+        ±10 cm⁻¹ of its line, plus its second-order band (930-990 cm⁻¹) when the line itself holds ≥ 5 %.
     """
     y = np.atleast_2d(np.asarray(intensity, dtype=np.float64))
     window = max(5, round(window_cm1 / step_cm1) | 1)
@@ -217,8 +220,10 @@ def quality_features(intensity: np.ndarray, step_cm1: float, window_cm1: float =
     contrast = np.where(span > 0, narrow / np.where(span > 0, span, 1.0), 0.0)
     x = (200.0 + step_cm1 * np.arange(y.shape[-1])) if raman_shift_cm1 is None else np.asarray(raman_shift_cm1)
     energy = np.clip(residual, 0.0, None) ** 2
-    near = np.abs(x - silicon_cm1) <= 10.0
-    silicon = energy[:, near].sum(axis=-1) / np.maximum(energy.sum(axis=-1), 1e-300)
+    total = np.maximum(energy.sum(axis=-1), 1e-300)
+    first = energy[:, np.abs(x - silicon_cm1) <= 10.0].sum(axis=-1) / total
+    second = energy[:, (x >= _SILICON_2TO_CM1[0]) & (x <= _SILICON_2TO_CM1[1])].sum(axis=-1) / total
+    silicon = np.where(first >= 0.05, first + second, first)  # the overtone counts only with the line itself
     out = {"snr": snr, "contrast": contrast, "signal": span / np.maximum(floor[:, 0], 1e-300),
            "silicon_fraction": silicon}
     return {k: (v[0] if np.ndim(intensity) == 1 else v) for k, v in out.items()}
