@@ -219,10 +219,12 @@ def quality_features(intensity: np.ndarray, step_cm1: float, window_cm1: float =
     snr = z.max(axis=-1)
     contrast = np.where(span > 0, narrow / np.where(span > 0, span, 1.0), 0.0)
     x = (200.0 + step_cm1 * np.arange(y.shape[-1])) if raman_shift_cm1 is None else np.asarray(raman_shift_cm1)
-    energy = np.clip(residual, 0.0, None) ** 2
+    np.maximum(residual, 0.0, out=residual)
+    energy = residual * residual
     total = np.maximum(energy.sum(axis=-1), 1e-300)
-    first = energy[:, np.abs(x - silicon_cm1) <= 10.0].sum(axis=-1) / total
-    second = energy[:, (x >= _SILICON_2TO_CM1[0]) & (x <= _SILICON_2TO_CM1[1])].sum(axis=-1) / total
+    a, b, c, d = np.searchsorted(x, (silicon_cm1 - 10.0, silicon_cm1 + 10.0, *_SILICON_2TO_CM1))  # x is sorted
+    first = energy[:, a:b].sum(axis=-1) / total
+    second = energy[:, c:d].sum(axis=-1) / total
     silicon = np.where(first >= 0.05, first + second, first)  # the overtone counts only with the line itself
     out = {"snr": snr, "contrast": contrast, "signal": span / np.maximum(floor[:, 0], 1e-300),
            "silicon_fraction": silicon}
