@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zmq
@@ -364,8 +364,8 @@ class Daemon:
                     self._reject(pub, "inference", str(exc), s.id, received_ns)
                 ok = []
             else:
-                hygiene = [self.hygiene.fields(q, n) for q, n in zip(self.hygiene.judge(ok, despiked), spikes,
-                                                                      strict=True)]
+                quality = self.hygiene.judge(ok, cast("list[np.ndarray]", despiked))
+                hygiene = [self.hygiene.fields(q, n) for q, n in zip(quality, cast("np.ndarray", spikes), strict=True)]
                 self._publish_predictions(pub, ok, out, received_ns, correction, hygiene)
                 if self.novelty is not None:  # after publishing: drift bookkeeping adds no prediction latency
                     self._publish_drift(pub, ok, x, out, correction)
@@ -419,7 +419,7 @@ class Daemon:
         return out
 
     def _preprocess(self, decoded: list[SpectrumIn], pub, received_ns: int, offset_cm1: float = 0.0
-                    ) -> tuple[list[SpectrumIn], np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+                    ) -> tuple[list[SpectrumIn], np.ndarray | None, np.ndarray | None, Any]:
         """Preprocess a micro-batch: one vectorised call when every spectrum shares its axis (the usual case
         under a backlog), else, or when that call fails, spectrum by spectrum so that a bad one is rejected
         alone. ``offset_cm1``: the drift compensation (:meth:`edge.novelty.NoveltyService.correction_cm1`).

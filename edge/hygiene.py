@@ -69,6 +69,10 @@ class InstrumentConfig:
         return cls(str(d.get("calibration", "")), laser, dict(d.get("quality") or {}), d.get("grid"))
 
 
+def _same_axis(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return a is b or (a is not None and b is not None and np.array_equal(a, b))
+
+
 class Hygiene:
     """Calibration, quality gate and their per-prediction fields for the daemon (and offline prediction).
 
@@ -135,12 +139,11 @@ class Hygiene:
         out: list[Quality] = []
         i = 0
         while i < len(spectra):  # one vectorised call per run of spectra sharing their axis
-            x = self.grid.axis if spectra[i].raman_shift_cm1 is None else spectra[i].raman_shift_cm1
+            axis = spectra[i].raman_shift_cm1
+            x = self.grid.axis if axis is None else axis
             j = i + 1
-            while j < len(spectra) and np.shape(despiked[j]) == np.shape(despiked[i]) and (
-                    spectra[j].raman_shift_cm1 is spectra[i].raman_shift_cm1
-                    or (spectra[j].raman_shift_cm1 is not None and spectra[i].raman_shift_cm1 is not None
-                        and np.array_equal(spectra[j].raman_shift_cm1, spectra[i].raman_shift_cm1))):
+            while j < len(spectra) and np.shape(despiked[j]) == np.shape(despiked[i]) and _same_axis(
+                    spectra[j].raman_shift_cm1, axis):
                 j += 1
             out += assess(np.stack([np.asarray(despiked[k]) for k in range(i, j)]), x, self.quality_config, band)
             i = j
