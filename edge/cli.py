@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from .cli_common import add_logging_args, load_toml, run_cli, setup_logging
 from .daemon import Daemon, DaemonConfig
 from .errors import ConfigError, EdgeError
+from .hygiene import InstrumentConfig
 from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .preprocess import RamanGrid
 
@@ -45,6 +46,10 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--novelty-detector", choices=NOVELTY_DETECTORS, default=None,
                    help="which score decides 'novel': the spectral-library match or the autoencoder's reconstruction "
                         "error (default auto: the library when the bundle has one)")
+    g.add_argument("--calibration", default=None,
+                   help="instrument calibration file from edge-calibrate (overrides [instrument] calibration)")
+    g.add_argument("--laser-nm", type=float, default=None,
+                   help="laser wavelength, nm (overrides [instrument] laser_nm)")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[DaemonConfig, RamanGrid | None]:
@@ -63,6 +68,17 @@ def config_from_args(args: argparse.Namespace) -> tuple[DaemonConfig, RamanGrid 
     return cfg, (RamanGrid.from_dict(grid) if grid else None)
 
 
+def instrument_from_args(args: argparse.Namespace) -> InstrumentConfig:
+    """Read the ``[instrument]`` table of the config file, with ``--calibration`` / ``--laser-nm`` applied."""
+    raw = load_toml(args.config) if args.config else {}
+    d = dict(raw.get("instrument", {}))
+    if getattr(args, "calibration", None) is not None:
+        d["calibration"] = args.calibration
+    if getattr(args, "laser_nm", None) is not None:
+        d["laser_nm"] = args.laser_nm
+    return InstrumentConfig.from_dict(d)
+
+
 def daemon_impl(argv: Sequence[str] | None = None) -> int:
     """Parse the ``edge-daemon`` command line, build the daemon and serve until stopped; returns the exit code."""
     p = argparse.ArgumentParser(prog="edge-daemon",
@@ -72,7 +88,7 @@ def daemon_impl(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_logging(args)
     cfg, grid = config_from_args(args)
-    daemon = Daemon(cfg, expect_grid=grid)
+    daemon = Daemon(cfg, expect_grid=grid, instrument=instrument_from_args(args))
     inputs = _start_serial(daemon) if cfg.serial else []
 
     def shutdown(*_: object) -> None:

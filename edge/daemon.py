@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zmq
@@ -30,6 +30,7 @@ from .backends import create_backend
 from .bundle import Bundle
 from .errors import ConfigError, EdgeError, WireError
 from .heads import MAX_HEAD_BYTES, HeadSwitch, load_head
+from .hygiene import Hygiene, InstrumentConfig
 from .journal import Journal
 from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .novelty import DriftConfig, NoveltyService
@@ -150,20 +151,25 @@ class Daemon:
     config : DaemonConfig
     context : zmq.Context, optional
         Shared context (inputs in other threads connect to :data:`INTERNAL_INPUT` on it).
+    instrument : InstrumentConfig, optional
+        The ``[instrument]`` table: calibration file, laser wavelength, quality gate (:mod:`edge.hygiene`).
 
     Raises
     ------
-    BundleError, BackendError, ConfigError
-        At construction, when the bundle or model cannot be used.
+    BundleError, BackendError, ConfigError, CalibrationError
+        At construction, when the bundle, model or instrument calibration cannot be used.
     """
 
     def __init__(self, config: DaemonConfig, context: zmq.Context | None = None,
-                 expect_grid=None) -> None:
+                 expect_grid=None, instrument: InstrumentConfig | None = None) -> None:
         self.config = config
         self.bundle = Bundle.load(config.bundle, expect_grid=expect_grid)
         self.labels = np.asarray(self.bundle.labels)
         self.preprocessor = Preprocessor(self.bundle.preprocessing)
         self.grid = self.bundle.grid
+        # -- instrument hygiene (edge.hygiene): calibration file loaded (or refused) at start --
+        self.hygiene = Hygiene(instrument, self.grid)
+        # -- end instrument hygiene --
         model_path, self.precision = self.bundle.onnx_model(config.precision)
         self.model_sha256 = self.bundle.manifest["files"][model_path.name]["sha256"]
         self.backend = create_backend(config.backend, model_path, intra_op_threads=config.threads,
@@ -185,6 +191,7 @@ class Daemon:
         self.labels = self.heads.labels
         self._control = None
         self.add_status_hook(self.heads.status)
+        self.add_status_hook(self.hygiene.status)
         # Novelty and drift (edge.novelty): the deciding detector runs on the same micro-batch as the classifier,
         # before publishing; the autoencoder, when it does not decide, right after (for the drift monitor).
         self.novelty = NoveltyService.from_bundle(self.bundle, config.drift, self.precision, config.threads,
@@ -373,19 +380,26 @@ class Daemon:
         self.counters["received"] += len(frames)
         decoded = self._decode(frames, pub, received_ns)
         correction = self.novelty.correction_cm1() if self.novelty is not None else 0.0
-        ok, x = self._preprocess(decoded, pub, received_ns, correction)
-        ok, x = self._reject_nonfinite(ok, x, pub, received_ns)
+        decoded = self._calibrate(decoded, pub, received_ns)
+        ok, x, spikes, despiked = self._preprocess(decoded, pub, received_ns, correction)
+        good = self._reject_nonfinite(ok, x, pub, received_ns)
+        if good is not None:  # drop the rejected rows from every per-spectrum array
+            ok = [s for s, g in zip(ok, good, strict=True) if g]
+            despiked = [r for r, g in zip(despiked, good, strict=True) if g]
+            x, spikes = (x[good], spikes[good]) if ok and x is not None and spikes is not None else (None, None)
         if ok:
             try:
                 out = self.heads.apply(self.backend.infer(x))
                 if self.novelty is not None:
                     out.update(self.novelty.decide(x, self.labels[np.argmax(out["probabilities"], axis=1)]))
-            except Exception as exc:  # an inference failure rejects its batch, never the daemon
+                quality = self.hygiene.judge(ok, cast("list[np.ndarray]", despiked))
+                hygiene = [self.hygiene.fields(q, n) for q, n in zip(quality, cast("np.ndarray", spikes), strict=True)]
+            except Exception as exc:  # an inference (or quality-gate) failure rejects its batch, never the daemon
                 for s in ok:
                     self._reject(pub, "inference", _detail(exc), s.id, received_ns, s.instrument_id, s.instrument_seq)
                 ok = []
             else:
-                self._publish_predictions(pub, ok, out, received_ns, correction)
+                self._publish_predictions(pub, ok, out, received_ns, correction, hygiene)
                 if self.novelty is not None:  # after publishing: drift bookkeeping adds no prediction latency
                     self._publish_drift(pub, ok, x, out, correction)
         if self._journal:
@@ -414,22 +428,22 @@ class Daemon:
                              ident.get("instrument_id"), ident.get("instrument_seq"))
         return decoded
 
-    def _reject_nonfinite(self, ok: list[SpectrumIn], x: np.ndarray | None, pub,
-                          received_ns: int) -> tuple[list[SpectrumIn], np.ndarray | None]:
+    def _reject_nonfinite(self, ok: list[SpectrumIn], x: np.ndarray | None, pub: Any,
+                          received_ns: int) -> np.ndarray | None:
         """Reject every spectrum whose preprocessed row holds NaN or Inf.
 
-        This runs before inference and before any drift statistic sees the batch.
+        This runs before inference and before any drift statistic sees the batch. Returns the boolean mask of
+        the rows kept, shape (B,), or None when every row is finite.
         """
         if x is None or not ok:
-            return ok, x
+            return None
         good = np.isfinite(x.reshape(len(ok), -1)).all(axis=1)
         if good.all():
-            return ok, x
+            return None
         for s in (s for s, g in zip(ok, good, strict=True) if not g):
             self._reject(pub, "preprocess", "preprocessing produced NaN or Inf", s.id, received_ns,
                          s.instrument_id, s.instrument_seq)
-        keep = [s for s, g in zip(ok, good, strict=True) if g]
-        return keep, (x[good] if keep else None)
+        return good
 
     def _publish_events(self, frames: list[bytes | list[bytes]], pub) -> list[bytes | list[bytes]]:
         """Publish the input events among ``frames`` (:func:`edge.wire.encode_event`; sent by
@@ -467,14 +481,27 @@ class Daemon:
             self._journal.flush()
         return rest
 
-    def _preprocess(self, decoded: list[SpectrumIn], pub, received_ns: int,
-                    offset_cm1: float = 0.0) -> tuple[list[SpectrumIn], np.ndarray | None]:
+    def _calibrate(self, decoded: list[SpectrumIn], pub, received_ns: int) -> list[SpectrumIn]:
+        """Put each spectrum on the instrument's calibrated axis (:meth:`edge.hygiene.Hygiene.calibrate`)."""
+        if self.hygiene.calibration is None:
+            return decoded
+        out = []
+        for s in decoded:
+            try:
+                out.append(self.hygiene.calibrate(s))
+            except Exception as exc:  # foreign ones too (reason "internal"): one spectrum, never the daemon
+                self._reject(pub, _reason(exc), _detail(exc), s.id, received_ns, s.instrument_id, s.instrument_seq)
+        return out
+
+    def _preprocess(self, decoded: list[SpectrumIn], pub, received_ns: int, offset_cm1: float = 0.0
+                    ) -> tuple[list[SpectrumIn], np.ndarray | None, np.ndarray | None, Any]:
         """Preprocess a micro-batch: one vectorised call when every spectrum shares its axis (the usual case
         under a backlog), else, or when that call fails, spectrum by spectrum so that a bad one is rejected
         alone. ``offset_cm1``: the drift compensation (:meth:`edge.novelty.NoveltyService.correction_cm1`).
+        Returns the spectra kept, their preprocessed array, spikes removed (B,) and the despiked inputs.
         """
         if not decoded:
-            return [], None
+            return [], None, None, None
         first = decoded[0]
         same_axis = all(
             s.intensity.shape == first.intensity.shape
@@ -483,21 +510,27 @@ class Daemon:
             for s in decoded[1:])
         if same_axis and len(decoded) > 1:
             try:
-                return decoded, self.preprocessor(np.stack([s.intensity for s in decoded]), first.raman_shift_cm1,
-                                                  offset_cm1)
+                return decoded, *self.preprocessor.process(np.stack([s.intensity for s in decoded]),
+                                                           first.raman_shift_cm1, offset_cm1)
             except Exception:  # an EdgeError, or a foreign one: find the culprit(s) below
                 pass
-        ok, rows = [], []
+        ok, rows, spikes, raw = [], [], [], []
         for s in decoded:
             try:
-                rows.append(self.preprocessor(s.intensity, s.raman_shift_cm1, offset_cm1))
-                ok.append(s)
+                x, n, r = self.preprocessor.process(s.intensity, s.raman_shift_cm1, offset_cm1)
             except Exception as exc:  # foreign ones too (reason "internal"): one spectrum, never the daemon
                 self._reject(pub, _reason(exc), _detail(exc), s.id, received_ns, s.instrument_id, s.instrument_seq)
-        return ok, (np.stack(rows) if rows else None)
+                continue
+            rows.append(x)
+            spikes.append(n)
+            raw.append(r)
+            ok.append(s)
+        if not rows:
+            return [], None, None, None
+        return ok, np.stack(rows), np.asarray(spikes, dtype=np.int64), raw
 
     def _publish_predictions(self, pub, spectra: list[SpectrumIn], out: dict[str, np.ndarray], received_ns: int,
-                             offset_correction_cm1: float = 0.0) -> None:
+                             offset_correction_cm1: float = 0.0, hygiene: list[dict[str, Any]] | None = None) -> None:
         proba = out["probabilities"]
         k = min(self.config.top_k, proba.shape[1])
         top = np.argsort(-proba, axis=1, kind="stable")[:, :k]  # ties: lowest class index, as argmax
@@ -516,6 +549,10 @@ class Daemon:
             if self.novelty is not None:
                 payload.update(self.novelty.fields(out, i))
                 payload["offset_correction_cm1"] = offset_correction_cm1
+            if hygiene is not None:  # spikes_removed, quality, labels_trusted, calibration (edge.hygiene)
+                payload.update(hygiene[i])
+                if not hygiene[i]["labels_trusted"]:
+                    payload["novel"] = True  # not a usable Raman spectrum: published, never trusted
             payload["published_ns"] = time.time_ns()
             if self._journal:
                 self._journal.append("prediction", payload)

@@ -82,12 +82,13 @@ def ensure_bundle(bundle_dir: Path, train: str, test: str, steps: int | None, da
 
 
 def start_daemon(bundle: Path, input_ep: str, output_ep: str, journal: str | None,
-                 serial: str | None = None) -> subprocess.Popen[str]:
+                 serial: str | None = None, extra_args: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "edge", "--bundle", str(bundle), "--input", input_ep, "--output", output_ep, "-q"]
     if journal:
         cmd += ["--journal", journal]
     if serial:
         cmd += ["--serial", serial]
+    cmd += list(extra_args)  # e.g. --calibration FILE --laser-nm 785 (edge-bench latency, issue 15)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

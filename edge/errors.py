@@ -12,6 +12,7 @@ from collections.abc import Mapping
 __all__ = [
     "BackendError",
     "BundleError",
+    "CalibrationError",
     "ConfigError",
     "DataError",
     "EdgeError",
@@ -60,6 +61,10 @@ class WireError(EdgeError):
     def __init__(self, message: str, identity: Mapping[str, object] | None = None) -> None:
         super().__init__(message)
         self.identity: dict[str, object] = dict(identity or {})
+
+
+class CalibrationError(EdgeError):
+    """A wavenumber calibration cannot be fitted, or a calibration file is missing, malformed or unusable."""
 
 
 class HeadError(EdgeError):
