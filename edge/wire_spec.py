@@ -151,6 +151,11 @@ def _f(name: str, required: bool, doc: str, unit: str = "", nil: bool = False, n
     return Field(name, (t, "nil") if nil else (t,), required, doc, unit)
 
 
+def _MAP(name: str, required: bool, doc: str) -> Field:
+    """A field whose value is a msgpack map."""
+    return Field(name, ("map",), required, doc)
+
+
 def _TYPE(value: str, doc: str) -> Field:
     """The required ``type`` field, constant ``value``."""
     return _s("type", True, doc, const=value)
@@ -237,6 +242,11 @@ PREDICTION = Message("prediction", "output", "One classified spectrum.", (
     _f("reconstruction_mse", False, "autoencoder MSE, when the autoencoder decides"),
     _f("offset_correction_cm1", False, "drift compensation applied before preprocessing (novelty on)", "cm-1",
        number=True),
+    _i("spikes_removed", True, "cosmic-ray spikes removed from the spectrum before preprocessing", minimum=0),
+    _MAP("quality", True, "the quality gate: ok (bool), reasons (array of str: saturated, empty, flat, low_snr, "
+                          "not_raman, standard)"),
+    Field("labels_trusted", ("bool",), True, "false when quality is not ok (novel is then true)"),
+    Field("calibration", ("map", "nil"), True, "the instrument calibration applied: id, sha256 (nil without one)"),
 ), topic="prediction")
 
 ERROR = Message("error", "output", "A refused input (one per refused message) or a spectrum the serial link lost.", (
@@ -249,11 +259,6 @@ ERROR = Message("error", "output", "A refused input (one per refused message) or
     _i("lost_total", False, "lost spectra so far (reason lost)", minimum=1),
 ), topic="error")
 
-
-
-def _MAP(name: str, required: bool, doc: str) -> Field:
-    """A field whose value is a msgpack map."""
-    return Field(name, ("map",), required, doc)
 
 
 STATUS = Message("status", "output", "Daemon state: periodic, on each new subscription, after a head swap, final.", (
@@ -271,6 +276,7 @@ STATUS = Message("status", "output", "Daemon state: periodic, on each new subscr
     _MAP("drift", False, "drift monitor state (novelty on; README, Novelty and drift)"),
     _MAP("serial", False, "serial input state (serial input on; README, Serial input)"),
     _MAP("journal", False, "path, records, not_stored, alarm, error (journal on)"),
+    _MAP("hygiene", True, "quality_not_ok, spikes_removed, quality_reasons (counts by reason), calibration"),
 ), topic="status")
 
 DRIFT = Message("drift", "output", "A drift alarm (novelty on).", (

@@ -155,17 +155,18 @@ def test_inputs_that_used_to_kill_or_hang_the_daemon_are_answered(novelty_bundle
                        control="tcp://127.0.0.1:*", drift={"warmup": 20}) as d:
         # faults injected into the one preprocessing call: a NaN appearing after preprocessing, and a foreign
         # exception (a library bug) for one spectrum
-        real_preprocess = d.daemon.preprocessor
+        real_process = d.daemon.preprocessor.process
 
         def faulty(x, axis=None, offset_cm1=0.0):
             if (np.atleast_2d(x)[:, 0] == 4343.0).any():
                 raise ZeroDivisionError("injected")
-            out = np.array(real_preprocess(x, axis, offset_cm1), copy=True)
+            out, spikes, despiked = real_process(x, axis, offset_cm1)
+            out = np.array(out, copy=True)
             rows = np.atleast_2d(x)[:, 0] == 4242.0
             out.reshape(len(rows), -1)[rows, 7] = np.nan
-            return out
+            return out, spikes, despiked
 
-        d.daemon.preprocessor = faulty
+        d.daemon.preprocessor.process = faulty
         for i in range(30):
             d.tx.send(test.intensities[i], axis, id=f"before{i}")
         for frame in [*crashers.values(), *events]:
