@@ -21,9 +21,11 @@ __all__ = [
     "CliParser",
     "add_data_args",
     "add_logging_args",
+    "config_file",
     "existing_dir",
     "existing_file",
     "load_toml",
+    "missing_extra_note",
     "non_negative_float",
     "non_negative_int",
     "positive_float",
@@ -113,6 +115,15 @@ def existing_dir(text: str) -> str:
     return text
 
 
+def missing_extra_note(module: str, extra: str) -> str:
+    """A line for ``--help``: empty when ``module`` is installed, else which extra installs it."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        return ""
+    return f"NOTE: {module} is not installed here; this command needs pip install 'raman-edge[{extra}]'."
+
+
 def require_extra(module: str, extra: str, what: str) -> None:
     """Check that an optional dependency is installed, without importing it.
 
@@ -155,6 +166,25 @@ def setup_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING if getattr(args, "quiet", False) else (
         logging.DEBUG if getattr(args, "verbose", 0) > 0 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+
+
+def config_file(name: str) -> Path:
+    """A shipped configuration file: ``configs/NAME`` of a source checkout, else ``edge/configs/NAME`` of an
+    installed wheel (package data; see setup.py).
+
+    Parameters
+    ----------
+    name : str
+        File name, e.g. ``"model_compact.toml"`` or ``"daemon.toml"``.
+
+    Returns
+    -------
+    pathlib.Path
+        The file's path (it may not exist, e.g. in a stripped install; callers check).
+    """
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "configs" / name
+    return checkout if checkout.is_file() else here / "configs" / name
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -18,13 +18,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge.bundle import Bundle, chmod_umask
-from edge.cli_common import CliParser, add_data_args, add_logging_args, non_negative_float, run_cli, setup_logging
+from edge.cli_common import (
+    CliParser,
+    add_data_args,
+    add_logging_args,
+    missing_extra_note,
+    non_negative_float,
+    require_extra,
+    run_cli,
+    setup_logging,
+)
 from edge.data import load_spectra
 from edge.preprocess import Preprocessor
-from trainer.train import encode_labels
 
 from .errors import ExportError
-from .onnx_export import export_fp32
 from .quantize import INT8_FILE, QuantConfig, compare_models, gate, quantize_int8
 from .tensorrt_check import check_tensorrt_qdq, describe_check
 
@@ -47,7 +54,8 @@ def add_quant_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``edge-export`` argument parser."""
-    p = CliParser(prog="edge-export", description="Export a model bundle to ONNX FP32 / INT8.")
+    p = CliParser(prog="edge-export", description="Export a model bundle to ONNX FP32 / INT8.",
+                  epilog=" ".join(filter(None, (missing_extra_note("torch", "export"), missing_extra_note("onnx", "export")))))
     p.add_argument("bundle", help="bundle folder written by edge-train")
     add_quant_args(p)
     add_data_args(p)
@@ -117,6 +125,10 @@ def export_bundle(bundle: Bundle, *, int8: bool, calib: str | None = None, val: 
     """
     if not max_accuracy_drop >= 0:  # also refuses NaN
         raise ExportError(f"max_accuracy_drop must be ≥ 0 percentage points, got {max_accuracy_drop}")
+    from trainer.train import encode_labels  # torch: imported only when exporting
+
+    from .onnx_export import export_fp32
+
     fp32 = export_fp32(bundle)
     if bundle.manifest.get("novelty"):  # the novelty autoencoder travels with the classifier (export/novelty_export.py)
         from .novelty_export import export_novelty
@@ -171,6 +183,8 @@ def main_impl(argv: Sequence[str] | None = None) -> int:
     """Parse the ``edge-export`` command line and export the bundle; returns the exit code."""
     args = build_parser().parse_args(argv)
     setup_logging(args)
+    require_extra("torch", "export", "edge-export")
+    require_extra("onnx", "export", "edge-export")
     bundle = Bundle.load(args.bundle)
     quant = QuantConfig(per_channel=not args.per_tensor, calibrate_method=args.calibrate_method, tensorrt=args.tensorrt)
     result = export_bundle(bundle, int8=args.int8, calib=args.calib, val=args.val,

@@ -19,7 +19,7 @@ from .errors import ExportError
 __all__ = ["FP32_FILE", "INPUT_NAME", "OPSET", "OUTPUT_NAMES", "export_fp32"]
 
 FP32_FILE = "model.onnx"
-INPUT_NAME = "spectra"
+INPUT_NAME = "spectra"  # also export.quantize.INPUT_NAME (kept free of torch)
 OUTPUT_NAMES = ("logits", "probabilities", "embedding")  # embedding: for onboard head swaps (edge.heads)
 OPSET = 18
 log = logging.getLogger("export")

@@ -17,7 +17,10 @@ from edge.backends import OnnxRuntimeBackend
 from edge.bundle import Bundle
 
 from .errors import AccuracyGateError, ExportError
-from .onnx_export import INPUT_NAME, onnx_metadata, set_metadata
+
+# export.onnx_export imports torch; the quantiser and the gate need only onnx/onnxruntime, so it is imported
+# where used and ``edge-export --help`` stays fast.
+INPUT_NAME = "spectra"  #: the classifier's input (as :data:`export.onnx_export.INPUT_NAME`)
 
 __all__ = ["INT8_FILE", "QuantConfig", "compare_models", "quantize_int8", "score_onnx"]
 
@@ -132,6 +135,8 @@ def quantize_int8(bundle: Bundle, calibration: np.ndarray, cfg: QuantConfig | No
             )
         except Exception as exc:
             raise ExportError(f"INT8 quantisation failed: {exc}") from exc
+    from .onnx_export import onnx_metadata, set_metadata
+
     set_metadata(out, onnx_metadata(bundle))
     return out
 
