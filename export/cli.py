@@ -55,6 +55,7 @@ def add_quant_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``edge-export`` argument parser."""
     p = CliParser(prog="edge-export", description="Export a model bundle to ONNX FP32 / INT8.",
+                  formatter_class=argparse.RawDescriptionHelpFormatter,
                   epilog=" ".join(filter(None, (missing_extra_note("torch", "export"), missing_extra_note("onnx", "export")))))
     p.add_argument("bundle", help="bundle folder written by edge-train")
     add_quant_args(p)

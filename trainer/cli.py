@@ -83,7 +83,8 @@ def settings_from_args(args: argparse.Namespace) -> TrainerSettings:
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``edge-train`` argument parser (imports no torch)."""
     p = CliParser(prog="edge-train", description="Train a compact Raman CNN into a model bundle.",
-                  epilog="subcommands: edge-train explain --help, edge-train transfer --help. "
+                  formatter_class=argparse.RawDescriptionHelpFormatter,  # the note below keeps its pip command whole
+                  epilog="subcommands: edge-train explain --help, edge-train transfer --help\n"
                          + missing_extra_note("torch", "train"))
     p.add_argument("--train", required=True, help=".npz split, RRUFF .txt folder, or synthetic:train")
     p.add_argument("--test", default=None, help="held-out spectra to score (never used for training decisions)")
