@@ -130,6 +130,17 @@ def export_bundle(bundle: Bundle, *, int8: bool, calib: str | None = None, val: 
 
     from .onnx_export import export_fp32
 
+    if int8:  # the gate's inputs are checked before anything is written
+        training = bundle.manifest.get("training", {})
+        calib = calib or training.get("train_source")
+        val = val or training.get("test_source")
+        if not calib:
+            raise ExportError("no calibration spectra: pass --calib PATH (the bundle records no training set)")
+        if not val:
+            raise ExportError("no validation spectra for the accuracy gate: pass --val PATH (the bundle records no test set)")
+        v = load_spectra(val, bundle.grid, data_dir)
+        n_unknown = check_validation_labels(v.labels, bundle.labels, v.source)
+        c = load_spectra(calib, bundle.grid, data_dir)
     fp32 = export_fp32(bundle)
     if bundle.manifest.get("novelty"):  # the novelty autoencoder travels with the classifier (export/novelty_export.py)
         from .novelty_export import export_novelty
@@ -137,18 +148,7 @@ def export_bundle(bundle: Bundle, *, int8: bool, calib: str | None = None, val: 
         export_novelty(bundle, int8=int8, calib=calib, val=val, quant=quant, data_dir=data_dir)
     if not int8:
         return {}
-    training = bundle.manifest.get("training", {})
-    calib = calib or training.get("train_source")
-    val = val or training.get("test_source")
-    if not calib:
-        raise ExportError("no calibration spectra: pass --calib PATH (the bundle records no training set)")
-    if not val:
-        raise ExportError("no validation spectra for the accuracy gate: pass --val PATH (the bundle records no test set)")
     pre = Preprocessor(bundle.preprocessing)
-    grid = bundle.grid
-    v = load_spectra(val, grid, data_dir)
-    n_unknown = check_validation_labels(v.labels, bundle.labels, v.source)
-    c = load_spectra(calib, grid, data_dir)
     quant = quant or QuantConfig()
     fd, tmp_name = tempfile.mkstemp(dir=bundle.path, prefix=".candidate.", suffix=".int8.onnx")
     os.close(fd)

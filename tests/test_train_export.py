@@ -197,7 +197,7 @@ def test_gate_failure_refuses_to_ship_and_keeps_the_previous_int8(rruff_bundle, 
 
     monkeypatch.setattr(export_cli, "compare_models", failing_compare)
     b = Bundle.load(copy)
-    with pytest.raises(AccuracyGateError, match="NOT shipped.*previously shipped INT8 model is kept"):
+    with pytest.raises(AccuracyGateError, match=r"NOT shipped.*previously shipped INT8 model is kept"):
         export_cli.export_bundle(b, int8=True, max_accuracy_drop=0.0)
     b = Bundle.load(copy)  # hashes verified: the old INT8 model is listed, present and unchanged
     assert b.has_file("model.int8.onnx") and sha256_file(copy / "model.int8.onnx") == before

@@ -32,6 +32,8 @@ from edge.cli_common import (
     setup_logging,
 )
 
+from .errors import TrainerError
+
 if TYPE_CHECKING:
     from .settings import TrainerSettings
 
@@ -121,6 +123,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     grid = settings.preprocessing.grid
     train = load_spectra(args.train, grid, args.data_dir)
     test = load_spectra(args.test, grid, args.data_dir) if args.test else None
+    if len(train.classes) < 2:
+        raise TrainerError(f"--train {args.train}: {len(train)} spectra of {len(train.classes)} class(es) "
+                           f"{list(train.classes)[:3]}; a classifier needs at least 2 classes (an .npz split, a folder "
+                           "of RRUFF .txt files, or synthetic:train)")
     log.info("training on %d spectra, %d classes (%s)", len(train), len(train.classes), train.source)
     t0 = time.perf_counter()
     result = fit(train, settings.preprocessing, settings.model, settings.training, settings.augmentation,
