@@ -55,6 +55,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", ["explain", "--bundle", "{T}/none", "--data", "synthetic:test"], "not a model bundle"),
     ("train", ["explain", "--bundle", "{B}", "--data", "synthetic:test", "--index", "-1"], "--index"),
     ("train", ["explain", "--bundle", "{B}", "--data", "synthetic:test", "--index", "100000"], "outside"),
+    ("train", ["transfer", "--base", "{B}", "--train", "synthetic:train", "--out", "{T}/t", "--views", "0"], "--views"),
+    ("train", ["transfer", "--base", "{B}", "--train", "synthetic:train", "--out", "{T}/t", "--steps", "-1"], "--steps"),
+    ("train", ["transfer", "--base", "{T}/none", "--train", "synthetic:train", "--out", "{T}/t"], "not a model bundle"),
     # edge-export
     ("export", ["{B}", "--int8", "--max-accuracy-drop", "-5"], "must be a number ≥ 0"),
     ("export", ["{B}", "--int8", "--max-accuracy-drop", "nan"], "not a finite number"),
