@@ -9,7 +9,6 @@ edge-export bundles/rruff40 --int8 --val rruff_soysal/raw_test.npz --max-accurac
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -197,8 +196,10 @@ def main_impl(argv: Sequence[str] | None = None) -> int:
         print(f"novelty autoencoder: {', '.join(names)}")
         gate_ae = bundle.metrics.get("export_novelty")
         if args.int8 and gate_ae:
-            print(json.dumps({k: gate_ae[k] for k in ("n", "pearson_log_scores", "novel_rate_fp32", "novel_rate_int8",
-                                                      "disagreement_points", "passed")}))
+            print(f"novelty INT8 {'shipped' if gate_ae['passed'] else 'NOT shipped'}: log-score correlation "
+                  f"{gate_ae['pearson_log_scores']:.4f}, novel rate {gate_ae['novel_rate_fp32']:.1f} % (FP32) vs "
+                  f"{gate_ae['novel_rate_int8']:.1f} % (INT8), decisions differ on {gate_ae['disagreement_points']:.2f} "
+                  f"% of {gate_ae['n']} spectra")
     if result:
         print(f"INT8 QDQ:  {bundle.path / INT8_FILE}")
         print(_summary_line(result))

@@ -25,6 +25,21 @@ OPSET = 18
 log = logging.getLogger("export")
 
 
+class _NoTorchvisionNotice(logging.Filter):
+    """Drops the exporter's "torchvision is not installed. Skipping torchvision::nms" (and roi_align, roi_pool,
+    deform_conv2d) warnings: the registry announces every torchvision op it cannot register, on every export,
+    though these models use none of them. Only that message of that one logger is filtered.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("torchvision is not installed")
+
+
+_REGISTRATION_LOGGER = logging.getLogger("torch.onnx._internal.exporter._registration")
+if not any(isinstance(f, _NoTorchvisionNotice) for f in _REGISTRATION_LOGGER.filters):
+    _REGISTRATION_LOGGER.addFilter(_NoTorchvisionNotice())
+
+
 class _WithSoftmax(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()

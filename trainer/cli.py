@@ -130,7 +130,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     log.info("training on %d spectra, %d classes (%s)", len(train), len(train.classes), train.source)
     t0 = time.perf_counter()
     result = fit(train, settings.preprocessing, settings.model, settings.training, settings.augmentation,
-                 progress=not args.no_progress and sys.stderr.isatty())
+                 progress=False if args.no_progress else ("bar" if sys.stderr.isatty() else "lines"))
     metrics: dict = {"train_seconds": round(result.seconds, 2)}
     pre = Preprocessor(settings.preprocessing)
     if test is not None:
