@@ -37,7 +37,8 @@ def default_bundle(out: Path) -> Path:
     from edge.demo import ensure_bundle
 
     bdir = out / "bundle-rruff40"
-    ensure_bundle(bdir, "rruff_soysal/raw_train_labeled_40pct.npz", "rruff_soysal/raw_test.npz", None, None)
+    ensure_bundle(bdir, "rruff_soysal/raw_train_labeled_40pct.npz", "rruff_soysal/raw_test.npz", None, None,
+                  force=True)  # its own results folder: a stale bundle there is replaced
     return bdir
 
 

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .cli_common import CliParser, add_logging_args, load_toml, positive_int, run_cli, setup_logging
 from .daemon import Daemon, DaemonConfig
@@ -74,7 +75,7 @@ def _grid_arg(text: str) -> RamanGrid | str:
         raise argparse.ArgumentTypeError(f"{text!r}: expected START,STEP,N (cm⁻¹, cm⁻¹, points) or 'bundle' ({exc})") from None
 
 
-def instrument_grid(raw: dict, override: RamanGrid | str | None) -> RamanGrid | None:
+def instrument_grid(raw: dict[str, Any], override: RamanGrid | str | None) -> RamanGrid | None:
     """The Raman-shift grid the served bundle must have.
 
     Parameters

@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from edge.bundle import Bundle, chmod_umask
 from edge.cli_common import (
     CliParser,
@@ -67,12 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
 MIN_KNOWN_LABEL_FRACTION = 0.5
 
 
-def check_validation_labels(labels: Sequence[str], bundle_labels: Sequence[str], source: str) -> int:
+def check_validation_labels(labels: Sequence[str] | np.ndarray, bundle_labels: Sequence[str], source: str) -> int:
     """Refuse a validation set whose labels do not match the bundle's classes.
 
     Parameters
     ----------
-    labels : sequence of str, length B
+    labels : sequence of str or numpy.ndarray, shape (B,)
         Labels of the validation spectra.
     bundle_labels : sequence of str
         The bundle's classes.
