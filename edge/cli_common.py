@@ -221,7 +221,10 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     try:
         return int(main(argv) or 0)
     except SystemExit as exc:  # argparse reports usage errors with status 2; every user error here exits 1
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):  # SystemExit("message"): Python would print it; so do we, as one line
+            print(f"{prog or Path(sys.argv[0]).name}: error: {exc.code}", file=sys.stderr)
+            return 1
+        code = 0 if exc.code is None else int(exc.code)
         return 1 if code == 2 else code
     except _user_errors() as exc:
         print(f"{prog or Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)

@@ -225,3 +225,20 @@ def test_demo_where_nothing_arrives_is_one_error_line(monkeypatch):
     monkeypatch.setattr(edge.demo, "run_demo", lambda args: {**nothing, "received": 1, "lost": 2})
     code, out, err = run_main("demo", [])
     assert code == 2 and "p50 n/a" in out and "throughput n/a" in out
+
+
+def test_run_cli_maps_exits_to_the_convention():
+    from edge.cli_common import run_cli
+
+    def raising(code):
+        def main(argv):
+            raise SystemExit(code)
+        return main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert run_cli(raising(2), [], "x") == 1  # argparse's usage error
+        assert run_cli(raising(0), [], "x") == 0  # --help
+        assert run_cli(raising(None), [], "x") == 0
+        assert run_cli(raising("no embedding output"), [], "x") == 1
+    assert err.getvalue() == "x: error: no embedding output\n"
