@@ -97,7 +97,10 @@ def instrument_grid(raw: dict[str, Any], override: RamanGrid | str | None) -> Ra
     ConfigError
         If the config's grid is malformed.
     """
-    grid = override if override is not None else raw.get("instrument", {}).get("grid", None)
+    instrument = raw.get("instrument", {})
+    if not isinstance(instrument, dict):
+        raise ConfigError(f"[instrument] must be a table, got {instrument!r}")
+    grid = override if override is not None else instrument.get("grid", None)
     if grid == "bundle":
         log.warning("instrument grid not checked: serving the bundle's own recorded Raman-shift grid, as asked")
         return None

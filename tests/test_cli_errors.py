@@ -88,6 +88,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("daemon", ["--config", "{T}/unknown.toml"], "unknown daemon setting"),
     ("daemon", ["--config", "{T}/bool-threads.toml"], "daemon.threads must be an integer"),
     ("daemon", ["--config", "{T}/bad-grid.toml"], "instrument.grid"),
+    ("daemon", ["--config", "{T}/bad-instrument.toml"], "[instrument] must be a table"),
     # edge-demo
     ("demo", ["--timeout", "0"], "--timeout: must be a number > 0"),
     ("demo", ["--timeout", "soon"], "not a number"),
@@ -146,6 +147,7 @@ def scratch(tmp_path_factory, synthetic_bundle):
     (t / "unknown.toml").write_text(f'[daemon]\nbundle = "{synthetic_bundle}"\nbundel = "x"\n')
     (t / "bool-threads.toml").write_text(f'[daemon]\nbundle = "{synthetic_bundle}"\nthreads = true\n')
     (t / "bad-grid.toml").write_text(f'[daemon]\nbundle = "{synthetic_bundle}"\n[instrument]\ngrid = 5\n')
+    (t / "bad-instrument.toml").write_text(f'instrument = 5\n[daemon]\nbundle = "{synthetic_bundle}"\n')
     other = t / "other-axis"  # the same model, recorded on another Raman-shift axis
     shutil.copytree(synthetic_bundle, other)
     m = json.loads((other / "manifest.json").read_text())
