@@ -177,11 +177,14 @@ def _percentile(a: Sequence[float], q: float) -> float | None:
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     """Train and export a bundle if needed, start the daemon and a simulated instrument, stream, and return the summary fields."""
+    if args.no_train and not args.bundle:
+        raise ConfigError("--no-train needs --bundle DIR (a ready bundle to serve)")
     work = Path(args.workdir)
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--workdir {work}: cannot create it: {exc}") from exc
+    if not (args.bundle and args.no_train):  # the work folder holds the bundles the demo builds
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--workdir {work}: cannot create it: {exc}") from exc
     if args.data:
         root = Path(args.data)
         train, test = str(root / "raw_train_labeled_40pct.npz"), str(root / "raw_test.npz")
@@ -190,8 +193,6 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     else:
         train, test, stream_set = "synthetic:train", "synthetic:test", "synthetic:stream"
         bundle_dir = Path(args.bundle or work / "bundle-synthetic")
-    if args.no_train and not args.bundle:
-        raise ConfigError("--no-train needs --bundle DIR (a ready bundle to serve)")
     bundle = Bundle.load(args.bundle) if args.bundle and args.no_train else ensure_bundle(
         bundle_dir, train, test, args.steps or (None if args.data else SYNTHETIC_STEPS), args.data_dir,
         force=not args.bundle)
