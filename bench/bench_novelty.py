@@ -63,7 +63,8 @@ def default_bundle(out: Path = RESULTS) -> Path:
         pass
     out.mkdir(parents=True, exist_ok=True)
     for cmd in ([sys.executable, "-m", "trainer", "--train", "rruff_soysal/raw_train_labeled_40pct.npz",
-                 "--test", "rruff_soysal/raw_test.npz", "--out", str(bdir), "--no-progress", "-q", "--novelty"],
+                 "--test", "rruff_soysal/raw_test.npz", "--out", str(bdir), "--no-progress", "-q", "--novelty",
+                 "--force"],  # its own results folder: a stale bundle there is rebuilt
                 [sys.executable, "-m", "export", str(bdir), "--int8", "-q"]):
         r = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if r.returncode != 0:

@@ -28,6 +28,7 @@ import zmq
 
 from .backends import create_backend
 from .bundle import Bundle
+from .config_check import check_field_types
 from .errors import ConfigError, EdgeError, WireError
 from .heads import MAX_HEAD_BYTES, HeadSwitch, load_head
 from .hygiene import Hygiene, InstrumentConfig
@@ -93,6 +94,11 @@ class DaemonConfig:
         the bundle's spectral library when it has one, else the autoencoder.
     drift : dict
         Drift-monitor settings (``[daemon.drift]``; :class:`edge.novelty.DriftConfig`).
+    providers : list of str
+        onnxruntime execution providers in order of preference (e.g. ``["TensorrtExecutionProvider",
+        "CUDAExecutionProvider"]`` on a Jetson with onnxruntime-gpu); an unavailable one is refused at start.
+    allow_cpu_fallback : bool
+        Run on the CPU provider instead when a requested provider is unavailable (default: refuse).
     """
 
     bundle: str = ""
@@ -112,20 +118,32 @@ class DaemonConfig:
     novelty: bool = True
     novelty_detector: str = "auto"
     drift: dict[str, Any] = field(default_factory=dict)
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    allow_cpu_fallback: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DaemonConfig:
+        """Settings from a ``[daemon]`` table (unknown keys, wrong types and out-of-range values: ConfigError)."""
         known = set(cls.__dataclass_fields__) - {"extra"}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown daemon setting(s): {sorted(unknown)}; known: {sorted(known)}")
+        check_field_types(cls, d, "daemon")  # issue 18: max_batch = "lots" is a ConfigError, not a TypeError
         cfg = cls(**d)
         if cfg.max_batch < 1 or cfg.top_k < 1 or cfg.threads < 1:
             raise ConfigError("max_batch, top_k and threads must be ≥ 1")
+        if cfg.precision not in ("auto", "int8", "fp32") or cfg.status_interval_s <= 0 or cfg.serial_baudrate < 1:
+            raise ConfigError("precision must be auto, int8 or fp32; status_interval_s and serial_baudrate > 0 "
+                              f"(got {cfg.precision!r}, {cfg.status_interval_s!r}, {cfg.serial_baudrate!r})")
         if cfg.novelty_detector not in NOVELTY_DETECTORS:
             raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {cfg.novelty_detector!r}")
         return cfg
+
+
+def _providers(backend: object) -> list[str]:
+    """Execution providers the backend runs on (the session's, once loaded), for the status message."""
+    return list(getattr(backend, "active_providers", None) or getattr(backend, "providers", None) or [])
 
 
 def _reason(exc: Exception) -> str:
@@ -165,6 +183,8 @@ class Daemon:
         self.config = config
         self.bundle = Bundle.load(config.bundle, expect_grid=expect_grid)
         self.labels = np.asarray(self.bundle.labels)
+        if config.top_k > len(self.labels):
+            raise ConfigError(f"top_k = {config.top_k} exceeds the bundle's {len(self.labels)} classes")
         self.preprocessor = Preprocessor(self.bundle.preprocessing)
         self.grid = self.bundle.grid
         # -- instrument hygiene (edge.hygiene): calibration file loaded (or refused) at start --
@@ -172,8 +192,10 @@ class Daemon:
         # -- end instrument hygiene --
         model_path, self.precision = self.bundle.onnx_model(config.precision)
         self.model_sha256 = self.bundle.manifest["files"][model_path.name]["sha256"]
+        ep = {"providers": config.providers, "allow_cpu_fallback": config.allow_cpu_fallback} \
+            if config.backend == "onnxruntime" else {}
         self.backend = create_backend(config.backend, model_path, intra_op_threads=config.threads,
-                                      precision=self.precision)
+                                      precision=self.precision, **ep)
         self.ctx = context or zmq.Context.instance()
         self.stop_event = threading.Event()
         self.ready = threading.Event()
@@ -570,14 +592,17 @@ class Daemon:
             return
         for event in events:
             event["v"] = WIRE_VERSION
-            log.warning("drift alarm: %s", {k: event[k] for k in ("kind", "statistic", "threshold", "detected_seq", "change_seq")})
+            log.warning("drift alarm: %s",
+                        {k: event[k] for k in ("kind", "statistic", "threshold", "detected_seq", "change_seq")})
             if self._journal:
                 self._journal.append("drift", event)
             pub.send_multipart([TOPICS["drift"], encode_payload(event)])
 
     def status(self, final: bool = False) -> dict[str, Any]:
+        """The status message: model, precision, backend and its execution providers, counters, uptime."""
         st = {"type": "status", "v": WIRE_VERSION, "model_id": self.bundle.model_id, "precision": self.precision,
-              "backend": self.config.backend, "counters": dict(self.counters), "rejections": dict(self.rejections),
+              "backend": self.config.backend, "providers": _providers(self.backend),
+              "counters": dict(self.counters), "rejections": dict(self.rejections),
               "uptime_s": (time.time_ns() - self._started_ns) / 1e9, "final": final, "time_ns": time.time_ns()}
         for hook in self._status_hooks:
             st.update(hook())

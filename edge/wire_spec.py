@@ -266,6 +266,7 @@ STATUS = Message("status", "output", "Daemon state: periodic, on each new subscr
     _s("model_id", True, "the bundle's model id"),
     _s("precision", True, "classifier served", enum=["int8", "fp32"]),
     _s("backend", True, "inference backend"),
+    Field("providers", ("array",), True, "onnxruntime execution providers in use, in order (array of str)"),
     _MAP("counters", True, "received, published, rejected, batches, subscriptions, lost, drift_errors (ints)"),
     _MAP("rejections", True, "rejections by reason (ints)"),
     _f("uptime_s", True, "seconds since the daemon started", "s"),

@@ -23,6 +23,7 @@ import collections
 import dataclasses
 import errno
 import json
+import math
 import os
 import queue
 import select
@@ -36,7 +37,7 @@ import time
 import tty
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -735,34 +736,64 @@ def _default_source(args: argparse.Namespace) -> Iterable[SpectrumItem]:
     return synthetic_spectra(seed=args.seed, count=args.count)
 
 
+def _number_type(low: float, high: float = math.inf, *, integer: bool = False,
+                 low_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type=`` that parses a number and checks it lies in [low, high] (or (low, high])."""
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if integer else 'a number'}") from None
+        if not (math.isfinite(value) and (value > low if low_open else value >= low) and value <= high):
+            lo = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"must be in {lo}{low:g}, {high:g}], got {text}")
+        return value
+    return parse
+
+
+_PROBABILITY = _number_type(0.0, 1.0)
+_NON_NEGATIVE = _number_type(0.0)
+_POSITIVE = _number_type(0.0, low_open=True)
+_COUNT = _number_type(1, integer=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit with status 1, as every user error of the raman-edge command lines."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-bridge", description="Instrument serial bridge tools.")
+    parser = _Parser(prog="edge-bridge", description="Instrument serial bridge tools.")
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="run a simulated spectrometer on a pty or TCP port")
     where = sim.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", action="store_true", help="serve a pseudo-terminal (prints its path)")
-    where.add_argument("--tcp", type=int, metavar="PORT", help="serve socket://127.0.0.1:PORT (0: any)")
-    sim.add_argument("--rate", type=float, default=50.0, help="spectra per second (default 50)")
-    sim.add_argument("--count", type=int, default=None, help="number of spectra (default: endless)")
-    sim.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
-    sim.add_argument("--ring-size", type=int, default=256)
-    sim.add_argument("--heartbeat", type=float, default=0.5, help="STATUS period in seconds")
+    where.add_argument("--tcp", type=_number_type(0, 65535, integer=True), metavar="PORT",
+                       help="serve socket://127.0.0.1:PORT (0: any)")
+    sim.add_argument("--rate", type=_NON_NEGATIVE, default=50.0, help="spectra per second (default 50; 0: as fast as the link)")
+    sim.add_argument("--count", type=_COUNT, default=None, help="number of spectra (default: endless)")
+    sim.add_argument("--duration", type=_POSITIVE, default=None, help="seconds to run (default: until Ctrl-C)")
+    sim.add_argument("--ring-size", type=_COUNT, default=256)
+    sim.add_argument("--heartbeat", type=_POSITIVE, default=0.5, help="STATUS period in seconds")
     sim.add_argument("--instrument-id", default="sim-0")
     sim.add_argument("--counts-dtype", choices=("f4", "u2", "u4"), default="f4")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--no-wait-for-host", action="store_true", help="stream before the first HELLO")
     for name in ("bit-flip", "drop-byte", "duplicate-byte", "truncate", "garbage", "stall"):
-        sim.add_argument(f"--{name}-rate", type=float, default=0.0, help="probability per frame")
-    sim.add_argument("--byte-error-rate", type=float, default=0.0, help="probability per byte")
-    sim.add_argument("--stall-s", type=float, default=0.1)
-    sim.add_argument("--disconnect-after", type=int, nargs="*", default=(), metavar="N",
+        sim.add_argument(f"--{name}-rate", type=_PROBABILITY, default=0.0, help="probability per frame, in [0, 1]")
+    sim.add_argument("--byte-error-rate", type=_PROBABILITY, default=0.0, help="probability per byte, in [0, 1]")
+    sim.add_argument("--stall-s", type=_NON_NEGATIVE, default=0.1)
+    sim.add_argument("--disconnect-after", type=_COUNT, nargs="*", default=(), metavar="N",
                      help="disconnect after the N-th spectrum (repeatable list)")
-    sim.add_argument("--disconnect-down-s", type=float, default=0.5)
+    sim.add_argument("--disconnect-down-s", type=_NON_NEGATIVE, default=0.5)
     listen = sub.add_parser("listen", help="receive spectra from URL and print one line each")
     listen.add_argument("url")
-    listen.add_argument("--baudrate", type=int, default=115200)
-    listen.add_argument("--count", type=int, default=None, help="stop after this many spectra")
-    listen.add_argument("--duration", type=float, default=None)
+    listen.add_argument("--baudrate", type=_COUNT, default=115200)
+    listen.add_argument("--count", type=_COUNT, default=None, help="stop after this many spectra")
+    listen.add_argument("--duration", type=_POSITIVE, default=None)
     listen.add_argument("--ack", action="store_true", help="ACK every spectrum")
     listen.add_argument("--no-resend", action="store_true")
     return parser

@@ -1,5 +1,6 @@
 """Training on real data (short), export parity torch ↔ ONNX FP32 ↔ INT8, and the INT8 accuracy gate."""
 
+import os
 import subprocess
 import sys
 
@@ -178,23 +179,83 @@ def test_int8_model_is_qdq(rruff_bundle):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
 
-def test_gate_failure_refuses_to_ship(rruff_bundle, tmp_path):
+def test_gate_failure_refuses_to_ship_and_keeps_the_previous_int8(rruff_bundle, tmp_path, monkeypatch):
     import shutil
 
-    from export.cli import export_bundle
+    import export.cli as export_cli
+    from edge.bundle import sha256_file
 
     copy = tmp_path / "b"
     shutil.copytree(rruff_bundle, copy)
+    before = sha256_file(copy / "model.int8.onnx")
+    real_compare = export_cli.compare_models
+
+    def failing_compare(*args, **kwargs):  # the real comparison, judged by an impossible rule
+        res = real_compare(*args, **kwargs)
+        res["passed"] = False
+        return res
+
+    monkeypatch.setattr(export_cli, "compare_models", failing_compare)
     b = Bundle.load(copy)
+    with pytest.raises(AccuracyGateError, match=r"NOT shipped.*previously shipped INT8 model is kept"):
+        export_cli.export_bundle(b, int8=True, max_accuracy_drop=0.0)
+    b = Bundle.load(copy)  # hashes verified: the old INT8 model is listed, present and unchanged
+    assert b.has_file("model.int8.onnx") and sha256_file(copy / "model.int8.onnx") == before
+    assert b.metrics["export"]["passed"] is False and b.metrics["export"]["kept_previous_int8"] is True
+    assert not list(copy.glob(".candidate.*")), "the rejected candidate must be removed"
+    # without a previous INT8 model, nothing is shipped
+    b.manifest["files"].pop("model.int8.onnx")
+    (copy / "model.int8.onnx").unlink()
+    b.save()
     with pytest.raises(AccuracyGateError, match="NOT shipped"):
-        export_bundle(b, int8=True, max_accuracy_drop=-1.0)  # impossible: INT8 must beat FP32 by a point
-    b = Bundle.load(copy)
-    assert not b.has_file("model.int8.onnx") and not (copy / "model.int8.onnx").exists()
-    assert b.metrics["export"]["passed"] is False
-    # ... and the CLI exits 1 with one error line, no traceback
+        export_cli.export_bundle(b, int8=True, max_accuracy_drop=0.0)
+    assert not (copy / "model.int8.onnx").exists() and not Bundle.load(copy).has_file("model.int8.onnx")
+
+
+def test_gate_refuses_negative_drop_and_foreign_validation_labels(rruff_bundle, tmp_path):
+    import shutil
+
+    from edge.bundle import sha256_file
+    from export.cli import export_bundle
+    from export.errors import ExportError
+
+    copy = tmp_path / "b"
+    shutil.copytree(rruff_bundle, copy)
+    before = sha256_file(copy / "model.int8.onnx")
+    with pytest.raises(ExportError, match="≥ 0"):
+        export_bundle(Bundle.load(copy), int8=True, max_accuracy_drop=-1.0)
+    with pytest.raises(ExportError, match="validation labels do not match the bundle's: 0 of 120"):
+        export_bundle(Bundle.load(copy), int8=True, val="synthetic:test")
+    assert sha256_file(copy / "model.int8.onnx") == before
     r = subprocess.run([sys.executable, "-m", "export", str(copy), "--int8", "--max-accuracy-drop", "-1"],
                        capture_output=True, text=True)
-    assert r.returncode == 1 and "NOT shipped" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "must be a number ≥ 0" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_tensorrt_check_flags_asymmetric_int8_and_passes_the_tensorrt_export(synthetic_bundle, tmp_path):
+    import shutil
+
+    from export.cli import export_bundle
+    from export.quantize import QuantConfig
+    from export.tensorrt_check import check_tensorrt_qdq
+
+    default = check_tensorrt_qdq(Bundle.load(synthetic_bundle).file("model.int8.onnx"))
+    assert not default["meets_rules"]  # onnxruntime's CPU defaults: asymmetric activations, int32 bias
+    assert any("non-zero zero points" in v for v in default["violations"])
+    assert any("int32" in v for v in default["violations"])
+    assert not check_tensorrt_qdq(Bundle.load(synthetic_bundle).file("model.onnx"))["meets_rules"]  # no Q/DQ at all
+    copy = tmp_path / "b"
+    shutil.copytree(synthetic_bundle, copy)
+    b = Bundle.load(copy)
+    res = export_bundle(b, int8=True, max_accuracy_drop=5.0, quant=QuantConfig(tensorrt=True))
+    assert res["tensorrt"]["meets_rules"], res["tensorrt"]["violations"]
+    saved = Bundle.load(copy)
+    assert saved.metrics["export"]["tensorrt"]["meets_rules"] is True
+    assert saved.manifest["files"]["model.int8.onnx"]["activation_symmetric"] is True
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("model.int8.onnx", "manifest.json"):  # the process umask, not mkstemp's 0600
+        assert (copy / f).stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_report_is_written(tmp_path, soysal):

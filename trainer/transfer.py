@@ -56,7 +56,14 @@ import torch
 from torch import nn
 
 from edge.bundle import Bundle
-from edge.cli_common import add_data_args, add_logging_args, setup_logging
+from edge.cli_common import (
+    CliParser,
+    add_data_args,
+    add_logging_args,
+    non_negative_int,
+    positive_int,
+    setup_logging,
+)
 from edge.data import SpectraSet, load_spectra
 from edge.errors import EdgeError, PreprocessError
 from edge.heads import HEAD_DTYPES, Head, make_head
@@ -600,7 +607,7 @@ def write_transfer_bundle(out: str | Path, base: Bundle, result: TransferResult,
 
 # -- CLI --------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="edge-train transfer",
         description="Head-only transfer: learn new minerals on the frozen backbone of a bundle; writes an "
                     "uplinkable head file and a new bundle.")
@@ -618,10 +625,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", choices=SOLVERS, default="logistic",
                    help="logistic: softmax regression, old rows from the base head (default); lda: shrinkage "
                         "LDA, closed form")
-    p.add_argument("--views", type=int, default=TransferConfig.views, help="augmented views per spectrum")
-    p.add_argument("--steps", type=int, default=TransferConfig.steps, help="head optimisation steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--views", type=positive_int, default=TransferConfig.views, help="augmented views per spectrum")
+    p.add_argument("--steps", type=positive_int, default=TransferConfig.steps, help="head optimisation steps")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     p.add_argument("--export", action="store_true", help="run edge-export on the new bundle")
     p.add_argument("--int8", action="store_true", help="with --export: also the INT8 model (accuracy-gated)")
     add_data_args(p)
