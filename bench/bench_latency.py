@@ -31,6 +31,7 @@ from edge.preprocess import Preprocessor
 
 
 def machine() -> dict[str, Any]:
+    """The host's CPU, core count, load average and library versions, recorded with every result."""
     import os
 
     import onnxruntime
@@ -132,6 +133,7 @@ def bench_daemon(bundle: Path, x: np.ndarray, axis: np.ndarray, rate_hz: float =
 
 
 def run(bundle: str | Path, data: str = "rruff_soysal/raw_test.npz", quick: bool = False) -> dict[str, Any]:
+    """Time onnxruntime batch 1/64, the preprocessing components and the daemon end to end; returns the JSON."""
     b = Bundle.load(bundle)
     spectra = load_spectra(data, b.grid)
     x = Preprocessor(b.preprocessing)(spectra.intensities, spectra.raman_shift_cm1)

@@ -59,7 +59,7 @@ def _finish(x: list[float], y: list[float], path: str, layout: str) -> VendorSpe
     return VendorSpectrum(xa[keep], ya[keep], layout)
 
 
-def read_vendor_text(path: str | os.PathLike) -> VendorSpectrum:
+def read_vendor_text(path: str | os.PathLike[str]) -> VendorSpectrum:
     """Read a BWTek (semicolon, decimal comma) or Horiba (two tab-separated columns) text file.
 
     Parameters

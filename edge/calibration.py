@@ -392,7 +392,7 @@ class Calibration:
             "lines": self.lines, "rms_cm1": float(self.rms_cm1),
         }
 
-    def save(self, path: str | os.PathLike) -> str:
+    def save(self, path: str | os.PathLike[str]) -> str:
         """Write the calibration file (JSON); returns and records its SHA-256."""
         text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
         try:
@@ -440,7 +440,7 @@ class Calibration:
         return cal
 
 
-def load_calibration(path: str | os.PathLike) -> Calibration:
+def load_calibration(path: str | os.PathLike[str]) -> Calibration:
     """Read and validate an instrument calibration file.
 
     Parameters

@@ -57,10 +57,10 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import numpy as np
@@ -168,14 +168,17 @@ class Head:
 
     @property
     def n_classes(self) -> int:
+        """Number of classes K."""
         return int(self.weight.shape[0])
 
     @property
     def embedding_size(self) -> int:
+        """Length D of the backbone embedding the head reads."""
         return int(self.weight.shape[1])
 
     @property
     def payload_sha256(self) -> str:
+        """SHA-256 of the stored arrays, labels, version and backbone hash (what the file's meta records)."""
         return _payload_sha256(self.stored, self.labels, self.version, self.backbone_sha256)
 
     def logits(self, embedding: np.ndarray) -> np.ndarray:
@@ -229,10 +232,11 @@ class Head:
                 **{k: v for k, v in self.info.items() if k not in _RESERVED}}
         buf = io.BytesIO()
         np.savez_compressed(buf, meta=np.array(json.dumps(meta, ensure_ascii=False)),
-                            labels=np.array(self.labels, dtype=str), bias=self.bias.astype(np.float32), **self.stored)
+                            labels=np.array(self.labels, dtype=str), bias=self.bias.astype(np.float32),
+                            **cast(dict[str, Any], self.stored))
         return buf.getvalue()
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the head file atomically; returns its path.
 
         Raises
@@ -260,7 +264,7 @@ _RESERVED = {"format", "format_version", "version", "backbone_sha256", "embeddin
              "payload_sha256"}
 
 
-def make_head(weight: np.ndarray, bias: np.ndarray, labels, backbone_sha256: str, version: str,
+def make_head(weight: np.ndarray, bias: np.ndarray, labels: Sequence[str] | np.ndarray, backbone_sha256: str, version: str,
               dtype: str = "int8", **info: Any) -> Head:
     """Build a head from float weights, quantised to ``dtype`` (what is stored is what is served).
 
@@ -312,7 +316,7 @@ def _check(w: np.ndarray, b: np.ndarray, labels: tuple[str, ...], version: str, 
         raise HeadError(f"backbone_sha256 must be 64 lowercase hex digits, got {backbone[:20]!r}")
 
 
-def load_head(source: str | os.PathLike | bytes | bytearray) -> Head:
+def load_head(source: str | os.PathLike[str] | bytes | bytearray) -> Head:
     """Read and validate a head file.
 
     Parameters
@@ -373,7 +377,7 @@ def load_head(source: str | os.PathLike | bytes | bytearray) -> Head:
     return Head(w, arrays["bias"].copy(), labels, backbone, version, dtype, info, stored)
 
 
-def _read_regular_file(path: str | os.PathLike, where: str) -> bytes:
+def _read_regular_file(path: str | os.PathLike[str], where: str) -> bytes:
     """Read a head file without ever blocking.
 
     The file is opened non-blocking and refused unless it is a regular file (a FIFO or a device would stall

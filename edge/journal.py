@@ -37,7 +37,7 @@ class Journal:
         If the file cannot be opened.
     """
 
-    def __init__(self, path: str | os.PathLike, fsync: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], fsync: bool = False) -> None:
         self.path = Path(path)
         self.fsync = fsync
         try:
@@ -116,7 +116,7 @@ class Journal:
                 self._fail(exc, self._pending)
 
 
-def read_journal(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+def read_journal(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Yield the records of a journal in order, ``{"kind", "payload"}`` (a torn final record is skipped)."""
     data = Path(path).read_bytes()
     pos = 0

@@ -62,8 +62,9 @@ def _run(daemon: Daemon, spectra: Sequence[tuple[np.ndarray, np.ndarray | None]]
          ) -> list[dict[str, Any]]:
     """Predictions (one dict per spectrum, in order; an ``error`` dict for a rejection) via the daemon path."""
     pub = _Collector()
-    frames = [encode_spectrum(np.asarray(y, dtype=np.float32), None if x is None else np.asarray(x, np.float64),
-                              id=str(i)) for i, (y, x) in enumerate(spectra)]
+    frames: list[bytes | list[bytes]] = [
+        encode_spectrum(np.asarray(y, dtype=np.float32), None if x is None else np.asarray(x, np.float64), id=str(i))
+        for i, (y, x) in enumerate(spectra)]
     for k in range(0, len(frames), batch):
         daemon._process(frames[k:k + batch], pub)
     by_id: dict[str, dict[str, Any]] = {}
