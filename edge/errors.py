@@ -11,6 +11,7 @@ __all__ = [
     "BackendError",
     "BundleError",
     "ConfigError",
+    "CoverageError",
     "DataError",
     "EdgeError",
     "HeadError",
@@ -33,6 +34,10 @@ class DataError(EdgeError):
 
 class PreprocessError(EdgeError):
     """A spectrum cannot be preprocessed: NaN/Inf, empty or unsorted axis, mismatched lengths."""
+
+
+class CoverageError(PreprocessError):
+    """A spectrum's measured range covers less of the model's grid than the bundle was trained for."""
 
 
 class BundleError(EdgeError):

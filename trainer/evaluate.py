@@ -676,6 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--skip-drift", action="store_true", help="no drift part")
     add_data_args(n)
     add_logging_args(n)
+    from .eval_instruments import add_parser as add_instruments_parser  # issue #14: other instruments' spectra
+
+    add_instruments_parser(sub)
     return p
 
 
@@ -684,6 +687,11 @@ def main_impl(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     setup_logging(args)
+    if args.what == "instruments":
+        from .eval_instruments import run
+
+        run(args)
+        return 0
     import torch
 
     torch.set_num_threads(1)
