@@ -173,8 +173,12 @@ class Daemon:
         if self.novelty is not None:
             self.add_status_hook(self.novelty.status)
         elif DriftConfig.from_dict(config.drift).compensate_offset:
-            raise ConfigError("drift compensate_offset needs novelty on and a bundle trained with --novelty "
-                              "(its class-mean reference spectra measure the offset)")
+            if "compensate_offset" in config.drift:  # asked for explicitly: refuse rather than run uncorrected
+                raise ConfigError("drift compensate_offset needs novelty on and a bundle trained with --novelty "
+                                  "(its class-mean reference spectra measure the offset)")
+            # On by default (issue #14), but this bundle has no reference spectra: say so once, loudly.
+            log.warning("drift compensation (on by default) is OFF: %s", "novelty is off" if not config.novelty
+                        else "the bundle has no novelty section (retrain with edge-train --novelty)")
         self._journal = Journal(config.journal) if config.journal else None
         self._started_ns = time.time_ns()
         self.endpoints: dict[str, str] = {}

@@ -303,7 +303,7 @@ def load_rruff_folder(path: str | os.PathLike, grid: RamanGrid | None = None, st
     path : path-like
         The folder.
     grid : RamanGrid, optional
-        Target grid (default: the paper's 200–1591 cm⁻¹).
+        Target grid (default: the paper's 200-1591 cm⁻¹).
     strict : bool
         Raise on the first bad file instead of skipping it.
 

@@ -758,7 +758,12 @@ class DriftConfig:
     offset_max_lag_cm1 : float
         Largest offset searched, cm⁻¹.
     offset_top_k : int
-        Reference spectra (the classifier's top classes) correlated with each spectrum.
+        Reference spectra (the classifier's top classes) correlated with each spectrum; 0: every class's
+        reference (needed with a precise network: under a large drift its top classes are wrong, so their
+        references cannot measure the drift).
+    offset_min_estimates : int
+        Offset estimates needed before the moving median (and the compensation) exists; 0: half the window
+        (at least 3).
     offset_min_quality : float
         Offset estimates whose peak normalised correlation is below this are ignored.
     offset_batch : int
@@ -787,6 +792,7 @@ class DriftConfig:
     offset_alarm_cm1: float = 3.0
     offset_max_lag_cm1: float = 40.0
     offset_top_k: int = 3
+    offset_min_estimates: int = 0
     offset_batch: int = 8
     offset_min_quality: float = 0.5
     reference_line_cm1: float = 520.7
@@ -798,8 +804,11 @@ class DriftConfig:
         bad = set(self.channels) - set(CHANNELS)
         if bad:
             raise ConfigError(f"unknown drift channel(s) {sorted(bad)}; known: {', '.join(CHANNELS)}")
-        if self.warmup < 10 or self.offset_window < 1 or self.offset_top_k < 1 or self.offset_batch < 1 or self.clip <= 0:
-            raise ConfigError("drift warmup must be ≥ 10; offset_window, offset_top_k, offset_batch ≥ 1; clip > 0")
+        if self.warmup < 10 or self.offset_window < 1 or self.offset_top_k < 0 or self.offset_batch < 1 or self.clip <= 0:
+            raise ConfigError("drift warmup must be ≥ 10; offset_window, offset_batch ≥ 1; offset_top_k ≥ 0; clip > 0")
+        if not 0 <= self.offset_min_estimates <= self.offset_window:
+            raise ConfigError(f"offset_min_estimates must be in [0, offset_window = {self.offset_window}], got "
+                              f"{self.offset_min_estimates!r}")
         if self.offset_alarm_cm1 <= 0 or self.offset_max_lag_cm1 <= 0:
             raise ConfigError("offset_alarm_cm1 and offset_max_lag_cm1 must be > 0")
         if not isinstance(self.compensate_offset, bool):
@@ -937,7 +946,7 @@ class DriftMonitor:
             # Offsets are estimated in blocks of ``offset_batch`` spectra: one vectorised FFT correlation per
             # block instead of per spectrum (the daemon's micro-batches hold one spectrum at low rates).
             k = min(cfg.offset_top_k, len(self.references))
-            cand = (np.argsort(-proba, axis=1, kind="stable")[:, :k] if proba is not None
+            cand = (np.argsort(-proba, axis=1, kind="stable")[:, :k] if proba is not None and k > 0
                     else np.broadcast_to(np.arange(len(self.references)), (len(seq), len(self.references))))
             x0 = primary_channel(spectra)
             for i in range(len(seq)):
@@ -979,7 +988,7 @@ class DriftMonitor:
 
     def _offset_step(self, s: int, time_ns: int) -> dict[str, Any] | None:
         cfg = self.config
-        if len(self.offsets) < max(3, cfg.offset_window // 2):
+        if len(self.offsets) < (cfg.offset_min_estimates or max(3, cfg.offset_window // 2)):
             return None
         self.offset_cm1 = float(np.median([o for _, o in self.offsets]))
         mag = abs(self.offset_cm1)

@@ -122,8 +122,12 @@ def read_charisma(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
-def build_rows(classes: Sequence[str], root: Path, names: Sequence[str] = ROW_NAMES) -> dict[str, Row]:
+def build_rows(classes: Sequence[str], root: Path, names: Sequence[str] = ROW_NAMES,
+               test_path: str | Path | None = None) -> dict[str, Row]:
     """The evaluation rows named ``names`` from the data folder ``root``.
+
+    ``test_path`` replaces ``rruff_soysal/raw_test.npz`` as the source of the ``raw_test*`` rows (a ``.npz``
+    split; e.g. a held-out part of a training split when choosing a recipe).
 
     Raises
     ------
@@ -133,7 +137,7 @@ def build_rows(classes: Sequence[str], root: Path, names: Sequence[str] = ROW_NA
     known = set(classes)
     rows = {n: Row(n, novel=n == "rruff2026_novel") for n in names}
     if any(n.startswith("raw_test") for n in names):
-        test = load_npz(root / RAW_TEST)
+        test = load_npz(Path(test_path) if test_path else root / RAW_TEST)
         axis = test.raman_shift_cm1
         variants: dict[str, Callable[[], tuple[np.ndarray | None, np.ndarray]]] = {
             "raw_test": lambda: (None, test.intensities),
@@ -241,7 +245,8 @@ def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict
 
 def evaluate_instruments(bundle: str | Path, data_root: str | Path | None = None, seed: int = 0,
                          names: Sequence[str] = ROW_NAMES, daemon_settings: dict[str, Any] | None = None,
-                         extra_rows: Sequence[Callable[[Any, Path], dict[str, Row]]] = ()) -> dict[str, Any]:
+                         extra_rows: Sequence[Callable[[Any, Path], dict[str, Row]]] = (),
+                         test_path: str | Path | None = None) -> dict[str, Any]:
     """Score a bundle on every row (see the module docstring).
 
     Parameters
@@ -257,6 +262,8 @@ def evaluate_instruments(bundle: str | Path, data_root: str | Path | None = None
         Daemon settings overriding its defaults.
     extra_rows : sequence of callables
         ``f(bundle, data_root) -> {name: Row}``: further rows (other modules' checks) scored the same way.
+    test_path : path-like, optional
+        Source of the ``raw_test*`` rows instead of ``raw_test.npz`` (:func:`build_rows`).
 
     Returns
     -------
@@ -271,7 +278,7 @@ def evaluate_instruments(bundle: str | Path, data_root: str | Path | None = None
 
     root = data_dir(data_root)
     b = Bundle.load(bundle)
-    rows = build_rows(b.labels, root, names)
+    rows = build_rows(b.labels, root, names, test_path)
     for f in extra_rows:
         rows.update(f(b, root))
     result: dict[str, Any] = {"bundle": str(bundle), "model_id": b.model_id, "seed": seed,
