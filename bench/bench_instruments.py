@@ -35,6 +35,9 @@ TRAIN = "rruff_soysal/raw_train_labeled_40pct.npz"
 COMP_TOP3 = {"drift": {"compensate_offset": True, "offset_top_k": 3}}
 COMP_ALL = {"drift": {"compensate_offset": True, "offset_top_k": 0}}
 COMP_ALL_FAST = {"drift": {"compensate_offset": True, "offset_top_k": 0, "offset_batch": 1, "offset_min_estimates": 3}}
+COMP_TOP3_FAST = {"drift": {"compensate_offset": True, "offset_top_k": 3, "offset_batch": 1, "offset_min_estimates": 3}}
+COMP_HYBRID_FAST = {"drift": {"compensate_offset": True, "offset_top_k": 3, "offset_fallback_all": True,
+                              "offset_all_margin": 0.1, "offset_batch": 1, "offset_min_estimates": 3}}
 NO_COMP = {"drift": {"compensate_offset": False}}
 
 #: Recipes measured for issue #14: extra ``edge-train`` arguments and ``[daemon]`` settings over the defaults.
@@ -55,6 +58,10 @@ for _t in (5, 10, 15, 40):
     RECIPES[f"t{_t}_range_no_compensation"] = {"train": _args, "config": RANGE_AUG, "daemon": NO_COMP}
     RECIPES[f"t{_t}_range_compensation_all"] = {"train": _args, "config": RANGE_AUG, "daemon": COMP_ALL}
     RECIPES[f"t{_t}_range_compensation_all_fast"] = {"train": _args, "config": RANGE_AUG, "daemon": COMP_ALL_FAST}
+    RECIPES[f"t{_t}_range_compensation_top3"] = {"train": _args, "config": RANGE_AUG, "daemon": COMP_TOP3}
+    RECIPES[f"t{_t}_range_compensation_top3_fast"] = {"train": _args, "config": RANGE_AUG, "daemon": COMP_TOP3_FAST}
+    RECIPES[f"t{_t}_range_compensation_hybrid_fast"] = {"train": _args, "config": RANGE_AUG, "daemon": COMP_HYBRID_FAST}
+    RECIPES[f"t{_t}_compensation_hybrid_fast"] = {"train": _args, "daemon": COMP_HYBRID_FAST}
 
 
 def _toml_value(v: Any) -> str:

@@ -761,6 +761,14 @@ class DriftConfig:
         Reference spectra (the classifier's top classes) correlated with each spectrum; 0: every class's
         reference (needed with a precise network: under a large drift its top classes are wrong, so their
         references cannot measure the drift).
+    offset_fallback_all : bool
+        Also correlate each spectrum with every class's reference, and take that match instead of the top
+        classes' when its peak correlation is higher by more than ``offset_all_margin``: under a drift larger
+        than a precise network tolerates its top classes are wrong and match poorly, while without drift the
+        top classes keep the estimate (the best match over all references alone can be another mineral at a
+        large lag, e.g. calcite read as cerussite 34 cm⁻¹ away).
+    offset_all_margin : float
+        Margin of peak normalised correlation for ``offset_fallback_all`` (≥ 0).
     offset_min_estimates : int
         Offset estimates needed before the moving median (and the compensation) exists; 0: half the window
         (at least 3).
@@ -792,6 +800,8 @@ class DriftConfig:
     offset_alarm_cm1: float = 3.0
     offset_max_lag_cm1: float = 40.0
     offset_top_k: int = 3
+    offset_fallback_all: bool = False
+    offset_all_margin: float = 0.1
     offset_min_estimates: int = 0
     offset_batch: int = 8
     offset_min_quality: float = 0.5
@@ -806,6 +816,9 @@ class DriftConfig:
             raise ConfigError(f"unknown drift channel(s) {sorted(bad)}; known: {', '.join(CHANNELS)}")
         if self.warmup < 10 or self.offset_window < 1 or self.offset_top_k < 0 or self.offset_batch < 1 or self.clip <= 0:
             raise ConfigError("drift warmup must be ≥ 10; offset_window, offset_batch ≥ 1; offset_top_k ≥ 0; clip > 0")
+        if not isinstance(self.offset_fallback_all, bool) or not self.offset_all_margin >= 0:
+            raise ConfigError("offset_fallback_all must be true or false and offset_all_margin ≥ 0, got "
+                              f"{self.offset_fallback_all!r}, {self.offset_all_margin!r}")
         if not 0 <= self.offset_min_estimates <= self.offset_window:
             raise ConfigError(f"offset_min_estimates must be in [0, offset_window = {self.offset_window}], got "
                               f"{self.offset_min_estimates!r}")
@@ -976,6 +989,10 @@ class DriftMonitor:
         applied = np.array([p[3] for p in self._pending])
         self._pending = []
         off, quality, _ = estimate_offsets(x, self.references, cand, self.max_lag, references_fft=self._ref_fft)
+        if cfg.offset_fallback_all and cand.shape[1] < len(self.references):
+            off_all, q_all, _ = estimate_offsets(x, self.references, None, self.max_lag, references_fft=self._ref_fft)
+            better = q_all > quality + cfg.offset_all_margin
+            off, quality = np.where(better, off_all, off), np.where(better, q_all, quality)
         per_offset = np.where(quality >= cfg.offset_min_quality, off * self.step_cm1 + applied, np.nan)
         events = []
         for s, o in zip(seqs, per_offset):

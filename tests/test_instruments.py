@@ -174,3 +174,21 @@ def test_short_edge_eval_instruments_run(novelty_bundle, tmp_path, data_root):
     assert r["rruff2026_raw_in63"]["top1"] > 80.0  # the zero cliff gave ~55 % (issue #14)
     assert 0.0 <= r["rruff2026_novel"]["flagged"] <= 100.0
     assert (tmp_path / "instruments.png").exists()
+
+
+@pytest.mark.realdata
+def test_daemon_rejects_too_short_coverage_on_its_error_topic(rruff_bundle, tmp_path):
+    from trainer.eval_instruments import Row, score_row
+
+    path = tmp_path / "bundle"
+    shutil.copytree(rruff_bundle, path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["preprocessing"]["min_coverage"] = 0.6  # what the bundle was trained for
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    x = raw_counts(3)
+    row = Row("coverage")
+    row.add(*truncate_spectra(x[0], GRID.axis, 600.0, 1200.0), "Calcite")  # 43 % of the grid: refused
+    row.add(*truncate_spectra(x[1], GRID.axis, None, 1300.0), "Calcite")   # 79 %: served
+    row.add(None, x[2], "Calcite")                                        # on the grid: served
+    r = score_row(path, row, daemon_settings={"novelty": False})
+    assert r["rejected"] == 1 and r["rejections"] == {"coverage": 1} and r["n"] == 3

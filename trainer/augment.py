@@ -137,6 +137,8 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
         u = (u - u.mean(axis=1, keepdims=True)) / np.maximum(u.std(axis=1, keepdims=True), 1e-6)
         sigma = rng.uniform(0.0, cfg.band_ratio, (b, 1)) * on[:, None]
         out = (out * np.exp(sigma * u)).astype(np.float32)
+    if cfg.range_probability > 0:  # the instrument's range first: background and noise are then measured on it
+        out = _cut_ranges(out, rng.random(b) < cfg.range_probability * on, rng, step_cm1, min_coverage)
     peak = np.abs(out).max(axis=1, keepdims=True) + 1e-12
     if cfg.fluorescence > 0:
         t = np.linspace(0.0, 1.0, n, dtype=np.float32)[None, :]
@@ -162,8 +164,6 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
         out = out + (rng.standard_normal((b, n)) * sd).astype(np.float32)
     if cfg.intensity_scale > 0:
         out = out * (1.0 + rng.uniform(-cfg.intensity_scale, cfg.intensity_scale, (b, 1)) * on[:, None])
-    if cfg.range_probability > 0:
-        out = _cut_ranges(out, rng.random(b) < cfg.range_probability * on, rng, step_cm1, min_coverage)
     return out.astype(np.float32)
 
 
@@ -184,5 +184,6 @@ def _cut_ranges(x: np.ndarray, rows: np.ndarray, rng: np.random.Generator, step_
         head = drop if where == 0 else (0 if where == 1 else int(rng.integers(drop + 1)))
         stop = n - 1 - (drop - head)
         ax, cut = truncate_spectra(x[i], axis, axis[head], axis[stop])
-        out[i] = resample(cut, ax, grid)
+        if cut.max() > 0.05 * x[i].max():  # a cut that keeps no band (only the zero fill of the data): skip it
+            out[i] = resample(cut, ax, grid)
     return out

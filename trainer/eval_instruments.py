@@ -186,7 +186,8 @@ class _Capture:
         self.messages.setdefault(frames[0], []).append(decode_payload(frames[1]))
 
 
-def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict[str, Any] | None = None,
+              details: bool = False) -> dict[str, Any]:
     """Stream one row through a fresh daemon (:class:`edge.daemon.Daemon`, no sockets) and score it.
 
     Parameters
@@ -198,6 +199,9 @@ def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict
         Seeds the streaming order.
     daemon_settings : dict, optional
         ``[daemon]`` settings overriding the daemon's defaults (e.g. ``{"drift": {"compensate_offset": False}}``).
+    details : bool
+        Also return ``predictions``: per published spectrum (row order) its ``label``, ``predicted``,
+        ``novelty_score``, ``novelty_threshold`` and ``offset_correction_cm1``.
 
     Returns
     -------
@@ -240,6 +244,10 @@ def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict
         "rejections": dict(daemon.rejections),
         "final_correction_cm1": daemon.novelty.correction_cm1() if daemon.novelty is not None else 0.0,
     }
+    if details:
+        out["predictions"] = [{"label": row.labels[i], "predicted": m["labels"][0],
+                               "novelty_score": m.get("novelty_score"), "novelty_threshold": m.get("novelty_threshold"),
+                               "offset_correction_cm1": m.get("offset_correction_cm1")} for i, m in sorted(preds.items())]
     return out
 
 
