@@ -800,14 +800,14 @@ class DriftConfig:
     offset_alarm_cm1: float = 3.0
     offset_max_lag_cm1: float = 40.0
     offset_top_k: int = 3
-    offset_fallback_all: bool = False
-    offset_all_margin: float = 0.1
-    offset_min_estimates: int = 0
-    offset_batch: int = 8
+    offset_fallback_all: bool = True
+    offset_all_margin: float = 0.2
+    offset_min_estimates: int = 3
+    offset_batch: int = 1
     offset_min_quality: float = 0.5
     reference_line_cm1: float = 520.7
     reference_label: str = "silicon"
-    compensate_offset: bool = False
+    compensate_offset: bool = True
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
