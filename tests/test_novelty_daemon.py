@@ -220,7 +220,7 @@ def test_drift_compensation_corrects_a_30_cm1_offset_over_zeromq(novelty_bundle,
     assert [e["kind"] for e in drift].count("offset") == 1
     y = np.array([labels.index(c) for c in test_set.labels[idx]])
     top1 = np.array([preds[f"s{i}"]["labels"][0] == labels[y[i]] for i in range(len(raw))])
-    with _Daemon(novelty_bundle["path"]) as d:  # the same spectra, no compensation
+    with _Daemon(novelty_bundle["path"], drift={"compensate_offset": False}) as d:  # the same spectra, uncorrected
         for i in np.flatnonzero(late):
             d.tx.send(raw[i], test_set.raman_shift_cm1, id=f"s{i}")
         plain, _ = _collect(d, int(late.sum()))

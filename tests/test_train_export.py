@@ -198,7 +198,7 @@ def test_gate_failure_refuses_to_ship(rruff_bundle, tmp_path):
 
 def test_report_is_written(tmp_path, soysal):
     r = subprocess.run([sys.executable, "-m", "trainer", "--train", "synthetic:train", "--test", "synthetic:test",
-                        "--out", str(tmp_path / "b"), "--steps", "30", "--no-progress", "-q"],
+                        "--out", str(tmp_path / "b"), "--steps", "30", "--no-progress", "--no-novelty", "-q"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     b = Bundle.load(tmp_path / "b")
