@@ -38,6 +38,10 @@ COMP_ALL_FAST = {"drift": {"compensate_offset": True, "offset_top_k": 0, "offset
 COMP_TOP3_FAST = {"drift": {"compensate_offset": True, "offset_top_k": 3, "offset_batch": 1, "offset_min_estimates": 3}}
 COMP_HYBRID_FAST = {"drift": {"compensate_offset": True, "offset_top_k": 3, "offset_fallback_all": True,
                               "offset_all_margin": 0.1, "offset_batch": 1, "offset_min_estimates": 3}}
+COMP_HYBRID_MIN3 = {"drift": {"offset_min_estimates": 3}}  # over the daemon defaults (which use 5)
+COMP_HYBRID_MIN2 = {"drift": {"offset_min_estimates": 2}}
+COMP_HYBRID_MIN8 = {"drift": {"offset_min_estimates": 8}}
+COMP_HYBRID_MARGIN03 = {"drift": {"offset_all_margin": 0.3}}
 NO_COMP = {"drift": {"compensate_offset": False}}
 
 #: Recipes measured for issue #14: extra ``edge-train`` arguments and ``[daemon]`` settings over the defaults.
@@ -62,6 +66,9 @@ for _t in (5, 10, 15, 40):
     RECIPES[f"t{_t}_range_compensation_top3_fast"] = {"train": _args, "config": RANGE_AUG, "daemon": COMP_TOP3_FAST}
     RECIPES[f"t{_t}_range_compensation_hybrid_fast"] = {"train": _args, "config": RANGE_AUG, "daemon": COMP_HYBRID_FAST}
     RECIPES[f"t{_t}_compensation_hybrid_fast"] = {"train": _args, "daemon": COMP_HYBRID_FAST}
+    for _name, _d in (("min3", COMP_HYBRID_MIN3), ("min2", COMP_HYBRID_MIN2), ("min8", COMP_HYBRID_MIN8),
+                      ("margin03", COMP_HYBRID_MARGIN03)):
+        RECIPES[f"t{_t}_range_daemon_default_{_name}"] = {"train": _args, "config": RANGE_AUG, "daemon": _d}
 
 
 def _toml_value(v: Any) -> str:
@@ -132,17 +139,23 @@ def _dev_split(seed: int, work: pathlib.Path, data_root: str | None) -> tuple[pa
 
 
 def run(recipe: str = "default", seeds: int = 3, dev: bool = False, json_path: str | None = None,
-        work: str | None = None, data_root: str | None = None, retrain: bool = False) -> dict[str, Any]:
-    """Train, export and evaluate ``recipe`` for ``seeds`` seeds; write and return the JSON result."""
+        work: str | None = None, data_root: str | None = None, retrain: bool = False,
+        bundle_dir: str | None = None) -> dict[str, Any]:
+    """Train, export and evaluate ``recipe`` for ``seeds`` seeds; write and return the JSON result.
+
+    ``bundle_dir``: evaluate the bundles ``seed0``, ``seed1``, ... already in that folder (trained by an earlier
+    run of a recipe with the same training settings) instead of the recipe's own folder.
+    """
     from edge.bundle import Bundle
     from trainer.eval_instruments import evaluate_instruments
 
     spec = RECIPES[recipe]
     mode = "dev" if dev else "test"
     # Bundles are shared by the recipes that train alike (they differ in daemon settings only).
-    work_dir = pathlib.Path(work or "/tmp/raman-edge-bench-instruments") / mode / _train_key(spec)
+    work_dir = (pathlib.Path(bundle_dir) if bundle_dir else
+                pathlib.Path(work or "/tmp/raman-edge-bench-instruments") / mode / _train_key(spec))
     work_dir.mkdir(parents=True, exist_ok=True)
-    config = _recipe_config(spec.get("config"), work_dir)
+    config = [] if bundle_dir else _recipe_config(spec.get("config"), work_dir)
     log = work_dir / "commands.log"
     per_seed = []
     for seed in range(seeds):
@@ -204,8 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--work", default=None, help="folder for the bundles (default under /tmp)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--retrain", action="store_true", help="train again even if the bundle exists")
+    p.add_argument("--bundle-dir", default=None, help="evaluate the seed bundles already in this folder")
     a = p.parse_args(argv)
-    run(a.recipe, a.seeds, a.dev, a.json, a.work, a.data_dir, a.retrain)
+    run(a.recipe, a.seeds, a.dev, a.json, a.work, a.data_dir, a.retrain, a.bundle_dir)
     return 0
 
 

@@ -802,7 +802,7 @@ class DriftConfig:
     offset_top_k: int = 3
     offset_fallback_all: bool = True
     offset_all_margin: float = 0.2
-    offset_min_estimates: int = 3
+    offset_min_estimates: int = 5
     offset_batch: int = 1
     offset_min_quality: float = 0.5
     reference_line_cm1: float = 520.7
