@@ -38,7 +38,8 @@ COMP_ALL_FAST = {"drift": {"compensate_offset": True, "offset_top_k": 0, "offset
 COMP_TOP3_FAST = {"drift": {"compensate_offset": True, "offset_top_k": 3, "offset_batch": 1, "offset_min_estimates": 3}}
 COMP_HYBRID_FAST = {"drift": {"compensate_offset": True, "offset_top_k": 3, "offset_fallback_all": True,
                               "offset_all_margin": 0.1, "offset_batch": 1, "offset_min_estimates": 3}}
-COMP_HYBRID_MIN3 = {"drift": {"offset_min_estimates": 3}}  # over the daemon defaults (which use 5)
+COMP_HYBRID_MIN3 = {"drift": {"offset_min_estimates": 3, "offset_min_classes": 1}}  # the defaults before
+COMP_HYBRID_CLASSES1 = {"drift": {"offset_min_classes": 1}}
 COMP_HYBRID_MIN2 = {"drift": {"offset_min_estimates": 2}}
 COMP_HYBRID_MIN8 = {"drift": {"offset_min_estimates": 8}}
 COMP_HYBRID_MARGIN03 = {"drift": {"offset_all_margin": 0.3}}
@@ -66,7 +67,8 @@ for _t in (5, 10, 15, 40):
     RECIPES[f"t{_t}_range_compensation_top3_fast"] = {"train": _args, "config": RANGE_AUG, "daemon": COMP_TOP3_FAST}
     RECIPES[f"t{_t}_range_compensation_hybrid_fast"] = {"train": _args, "config": RANGE_AUG, "daemon": COMP_HYBRID_FAST}
     RECIPES[f"t{_t}_compensation_hybrid_fast"] = {"train": _args, "daemon": COMP_HYBRID_FAST}
-    for _name, _d in (("min3", COMP_HYBRID_MIN3), ("min2", COMP_HYBRID_MIN2), ("min8", COMP_HYBRID_MIN8),
+    RECIPES[f"t{_t}_range_daemon_default"] = {"train": _args, "config": RANGE_AUG, "daemon": {}}
+    for _name, _d in (("min3", COMP_HYBRID_MIN3), ("classes1", COMP_HYBRID_CLASSES1), ("min2", COMP_HYBRID_MIN2), ("min8", COMP_HYBRID_MIN8),
                       ("margin03", COMP_HYBRID_MARGIN03)):
         RECIPES[f"t{_t}_range_daemon_default_{_name}"] = {"train": _args, "config": RANGE_AUG, "daemon": _d}
 

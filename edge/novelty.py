@@ -769,6 +769,12 @@ class DriftConfig:
         large lag, e.g. calcite read as cerussite 34 cm⁻¹ away).
     offset_all_margin : float
         Margin of peak normalised correlation for ``offset_fallback_all`` (≥ 0).
+    offset_min_classes : int
+        Drift compensation applies the estimate only when the estimates in the window matched the references
+        of at least this many different classes: an offset belongs to the instrument and shows on every
+        mineral, while a stream of one mineral can match another mineral's reference at a large lag just as
+        well (calcite as cerussite 31 cm⁻¹ away, as dolomite 8 cm⁻¹ away: CHARISMA calcite, docs/instruments.md).
+        The estimate and its alarm are unaffected. 1: no such condition.
     offset_min_estimates : int
         Offset estimates needed before the moving median (and the compensation) exists; 0: half the window
         (at least 3).
@@ -803,6 +809,7 @@ class DriftConfig:
     offset_fallback_all: bool = True
     offset_all_margin: float = 0.2
     offset_min_estimates: int = 5
+    offset_min_classes: int = 3
     offset_batch: int = 1
     offset_min_quality: float = 0.5
     reference_line_cm1: float = 520.7
@@ -819,6 +826,9 @@ class DriftConfig:
         if not isinstance(self.offset_fallback_all, bool) or not self.offset_all_margin >= 0:
             raise ConfigError("offset_fallback_all must be true or false and offset_all_margin ≥ 0, got "
                               f"{self.offset_fallback_all!r}, {self.offset_all_margin!r}")
+        if not 1 <= self.offset_min_classes <= self.offset_window:
+            raise ConfigError(f"offset_min_classes must be in [1, offset_window = {self.offset_window}], got "
+                              f"{self.offset_min_classes!r}")
         if not 0 <= self.offset_min_estimates <= self.offset_window:
             raise ConfigError(f"offset_min_estimates must be in [0, offset_window = {self.offset_window}], got "
                               f"{self.offset_min_estimates!r}")
@@ -896,7 +906,7 @@ class DriftMonitor:
             self._ref_fft = offset_reference_fft(self.references, self.references.shape[1], self.max_lag)
         # Expected background level of each class: the same statistic on its mean training spectrum.
         self._ref_background = None if self.references is None else np.median(self.references, axis=-1)
-        self.offsets: deque[tuple[int, float]] = deque(maxlen=cfg.offset_window)
+        self.offsets: deque[tuple[int, float, int]] = deque(maxlen=cfg.offset_window)  # (seq, cm⁻¹, reference)
         self._pending: list[tuple[int, np.ndarray, np.ndarray, float]] = []
         self.offset_cm1: float | None = None
         self.offset_alarmed = False
@@ -988,16 +998,18 @@ class DriftMonitor:
         cand = np.stack([p[2] for p in self._pending])
         applied = np.array([p[3] for p in self._pending])
         self._pending = []
-        off, quality, _ = estimate_offsets(x, self.references, cand, self.max_lag, references_fft=self._ref_fft)
+        off, quality, best = estimate_offsets(x, self.references, cand, self.max_lag, references_fft=self._ref_fft)
         if cfg.offset_fallback_all and cand.shape[1] < len(self.references):
-            off_all, q_all, _ = estimate_offsets(x, self.references, None, self.max_lag, references_fft=self._ref_fft)
+            off_all, q_all, best_all = estimate_offsets(x, self.references, None, self.max_lag,
+                                                        references_fft=self._ref_fft)
             better = q_all > quality + cfg.offset_all_margin
             off, quality = np.where(better, off_all, off), np.where(better, q_all, quality)
+            best = np.where(better, best_all, best)
         per_offset = np.where(quality >= cfg.offset_min_quality, off * self.step_cm1 + applied, np.nan)
         events = []
-        for s, o in zip(seqs, per_offset):
+        for s, o, r in zip(seqs, per_offset, best):
             if np.isfinite(o):
-                self.offsets.append((s, float(o)))
+                self.offsets.append((s, float(o), int(r)))
                 ev = self._offset_step(s, time_ns)
                 if ev is not None:
                     events.append(ev)
@@ -1007,7 +1019,7 @@ class DriftMonitor:
         cfg = self.config
         if len(self.offsets) < (cfg.offset_min_estimates or max(3, cfg.offset_window // 2)):
             return None
-        self.offset_cm1 = float(np.median([o for _, o in self.offsets]))
+        self.offset_cm1 = float(np.median([o for _, o, _ in self.offsets]))
         mag = abs(self.offset_cm1)
         if mag > cfg.offset_alarm_cm1 / 2 and self._offset_run_start is None:
             self._offset_run_start = (s, time_ns)
@@ -1047,7 +1059,12 @@ class DriftMonitor:
         """Offset to remove from the next spectra (cm⁻¹): the moving-median estimate when
         ``compensate_offset`` is on (0 until the estimate exists), else 0.
         """
-        return float(self.offset_cm1) if self.config.compensate_offset and self.offset_cm1 is not None else 0.0
+        cfg = self.config
+        if not cfg.compensate_offset or self.offset_cm1 is None:
+            return 0.0
+        if len({r for _, _, r in self.offsets}) < cfg.offset_min_classes:
+            return 0.0  # one mineral's stream cannot tell an instrument offset from another mineral's lines
+        return float(self.offset_cm1)
 
     def status(self) -> dict[str, Any]:
         """Current state for the daemon's status messages."""

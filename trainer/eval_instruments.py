@@ -3,8 +3,8 @@
 Every row is streamed, one spectrum per message in a seeded random order, through the daemon's own code
 path: :class:`edge.daemon.Daemon` with its default settings (or the ones given), its preprocessing (range
 coverage, edge extension, drift compensation), inference, novelty decision and drift monitor, with the
-ZeroMQ sockets replaced by an in-process capture of what it publishes. A fresh daemon serves each row, so
-the drift compensation of one row never leaks into the next.
+ZeroMQ sockets replaced by an in-process capture of what it publishes. A fresh daemon serves each row (and
+each instrument of a row), so the drift compensation of one row never leaks into the next.
 
 Rows (``{"rows": {NAME: {"n", "top1", "flagged", ...}}}``):
 
@@ -15,7 +15,9 @@ Rows (``{"rows": {NAME: {"n", "top1", "flagged", ...}}}``):
 * ``rruff2026_raw_in63``, ``rruff2026_processed_in63``: the 2026-format RRUFF files of the minerals the bundle
   knows, read from the original ``.txt`` files (:func:`edge.data.load_rruff_txt`) on their native axes;
 * ``rruff2026_novel``: the files of the minerals it does not know (``flagged``: the fraction flagged novel);
-* ``charisma_calcite``: calcite from six other lab spectrometers (CHARISMA round robin).
+* ``charisma_calcite``: calcite from six other lab spectrometers (CHARISMA round robin), each instrument's
+  spectra through a daemon of its own (as deployed); ``charisma_calcite_one_stream``: the same 20 spectra
+  through one daemon, whose drift monitor then sees six instruments' offsets at once (a stress test).
 
 ``top1`` and ``flagged`` are percentages; ``rejected`` counts spectra the daemon refused (e.g. reason
 ``coverage``), which count as wrong in ``top1``.
@@ -44,7 +46,7 @@ log = logging.getLogger("trainer.eval_instruments")
 
 ROW_NAMES = ("raw_test", "raw_test_shift15", "raw_test_shift30", "raw_test_range_end1300",
              "raw_test_range_end1450", "raw_test_range_start400", "rruff2026_raw_in63",
-             "rruff2026_processed_in63", "rruff2026_novel", "charisma_calcite")
+             "rruff2026_processed_in63", "rruff2026_novel", "charisma_calcite", "charisma_calcite_one_stream")
 RRUFF2026 = "cross_instrument/rruff_2026_oriented"
 CHARISMA = "cross_instrument/charisma"
 RAW_TEST = "rruff_soysal/raw_test.npz"
@@ -63,16 +65,21 @@ class Row:
         True mineral of each spectrum.
     novel : bool
         The minerals are not among the bundle's classes: the row measures ``flagged`` only.
+    instruments : list of str
+        Which instrument measured each spectrum: each instrument's spectra are streamed through a daemon of
+        their own, as deployed (one daemon per instrument; its drift monitor sees one instrument). Empty: one.
     """
 
     name: str
     spectra: list[tuple[np.ndarray | None, np.ndarray]] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     novel: bool = False
+    instruments: list[str] = field(default_factory=list)
 
-    def add(self, axis: np.ndarray | None, intensity: np.ndarray, label: str) -> None:
+    def add(self, axis: np.ndarray | None, intensity: np.ndarray, label: str, instrument: str = "") -> None:
         self.spectra.append((axis, np.asarray(intensity, dtype=np.float32)))
         self.labels.append(label)
+        self.instruments.append(instrument)
 
 
 def read_charisma(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +170,7 @@ def build_rows(classes: Sequence[str], root: Path, names: Sequence[str] = ROW_NA
             name = "rruff2026_novel" if s.label not in known else f"rruff2026_{kind}_in63"
             if name in rows:
                 rows[name].add(s.raman_shift_cm1, s.intensity, s.label)
-    if "charisma_calcite" in rows:
+    if "charisma_calcite" in rows or "charisma_calcite_one_stream" in rows:
         folder = root / CHARISMA
         try:
             with open(folder / "labels.csv", newline="", encoding="utf-8") as fh:
@@ -172,7 +179,10 @@ def build_rows(classes: Sequence[str], root: Path, names: Sequence[str] = ROW_NA
             raise DataError(f"{folder / 'labels.csv'}: cannot read the labels: {exc}") from exc
         for r in entries:
             ax, y = read_charisma(folder / r["file"])
-            rows["charisma_calcite"].add(ax, y, "Calcite")
+            if "charisma_calcite" in rows:  # one daemon per lab instrument, as deployed
+                rows["charisma_calcite"].add(ax, y, "Calcite", r["lab_instrument"])
+            if "charisma_calcite_one_stream" in rows:  # the six instruments through one daemon (a stress test)
+                rows["charisma_calcite_one_stream"].add(ax, y, "Calcite")
     return rows
 
 
@@ -215,13 +225,48 @@ def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict
     BundleError, ConfigError, BackendError
         When the daemon cannot serve the bundle with these settings.
     """
-    from edge.daemon import Daemon, DaemonConfig
+    from edge.daemon import DaemonConfig
 
     cfg = DaemonConfig.from_dict({"input": "", "output": "", "max_batch": 1, **(daemon_settings or {}),
                                   "bundle": str(bundle)})
-    daemon = Daemon(cfg)
     pub = _Capture()
     order = np.random.default_rng(seed).permutation(len(row.spectra))
+    instruments = row.instruments or [""] * len(row.spectra)
+    rejected, rejections, corrections = 0, {}, {}
+    for instrument in sorted(set(instruments)):
+        daemon = _stream(cfg, row, [i for i in order if instruments[i] == instrument], pub)
+        rejected += daemon.counters["rejected"]
+        for k, v in daemon.rejections.items():
+            rejections[k] = rejections.get(k, 0) + v
+        corrections[instrument] = daemon.novelty.correction_cm1() if daemon.novelty is not None else 0.0
+    preds = {int(m["id"]): m for m in pub.messages[TOPICS["prediction"]]}
+    n = len(row.spectra)
+    correct = sum(1 for i, m in preds.items() if m["labels"][0] == row.labels[i])
+    flagged = [bool(m.get("novel")) for m in preds.values() if "novel" in m]
+    out: dict[str, Any] = {
+        "n": n,
+        "top1": None if row.novel else 100.0 * correct / max(n, 1),
+        "flagged": 100.0 * sum(flagged) / n if flagged else None,
+        "rejected": rejected,
+        "rejections": rejections,
+        "final_correction_cm1": corrections if row.instruments and any(row.instruments) else corrections[""],
+    }
+    if details:
+        out["predictions"] = [{"label": row.labels[i], "predicted": m["labels"][0],
+                               "novelty_score": m.get("novelty_score"), "novelty_threshold": m.get("novelty_threshold"),
+                               "offset_correction_cm1": m.get("offset_correction_cm1")} for i, m in sorted(preds.items())]
+    return out
+
+
+def _stream(cfg: Any, row: Row, order: Sequence[int], pub: _Capture) -> Any:
+    """Stream ``row``'s spectra ``order`` one message at a time through a fresh daemon; return the daemon.
+
+    The daemon's own per-message handler runs (``Daemon._process``: decode, preprocess, infer, novelty, drift
+    monitor, publish); only its sockets are replaced by ``pub``.
+    """
+    from edge.daemon import Daemon
+
+    daemon = Daemon(cfg)
     with daemon.backend:
         if daemon.novelty is not None:
             daemon.novelty.load()
@@ -232,23 +277,7 @@ def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict
         finally:
             if daemon.novelty is not None:
                 daemon.novelty.close()
-    preds = {int(m["id"]): m for m in pub.messages[TOPICS["prediction"]]}
-    n = len(row.spectra)
-    correct = sum(1 for i, m in preds.items() if m["labels"][0] == row.labels[i])
-    flagged = [bool(m.get("novel")) for m in preds.values() if "novel" in m]
-    out: dict[str, Any] = {
-        "n": n,
-        "top1": None if row.novel else 100.0 * correct / max(n, 1),
-        "flagged": 100.0 * sum(flagged) / n if flagged else None,
-        "rejected": daemon.counters["rejected"],
-        "rejections": dict(daemon.rejections),
-        "final_correction_cm1": daemon.novelty.correction_cm1() if daemon.novelty is not None else 0.0,
-    }
-    if details:
-        out["predictions"] = [{"label": row.labels[i], "predicted": m["labels"][0],
-                               "novelty_score": m.get("novelty_score"), "novelty_threshold": m.get("novelty_threshold"),
-                               "offset_correction_cm1": m.get("offset_correction_cm1")} for i, m in sorted(preds.items())]
-    return out
+    return daemon
 
 
 def evaluate_instruments(bundle: str | Path, data_root: str | Path | None = None, seed: int = 0,
