@@ -769,6 +769,10 @@ class DriftConfig:
         large lag, e.g. calcite read as cerussite 34 cm⁻¹ away).
     offset_all_margin : float
         Margin of peak normalised correlation for ``offset_fallback_all`` (≥ 0).
+    offset_fallback_max : int
+        At most this many spectra of an offset block (the worst top-k matches) are searched against every
+        reference: the search costs ~1.5–3 ms per spectrum on one core, so this bounds it under a backlog
+        (micro-batches of up to ``max_batch`` spectra) while spectra arriving one by one are all searched.
     offset_min_classes : int
         Drift compensation applies the estimate only when the estimates in the window matched the references
         of at least this many different classes: an offset belongs to the instrument and shows on every
@@ -808,6 +812,7 @@ class DriftConfig:
     offset_top_k: int = 3
     offset_fallback_all: bool = True
     offset_all_margin: float = 0.2
+    offset_fallback_max: int = 4
     offset_min_estimates: int = 5
     offset_min_classes: int = 3
     offset_batch: int = 1
@@ -823,9 +828,11 @@ class DriftConfig:
             raise ConfigError(f"unknown drift channel(s) {sorted(bad)}; known: {', '.join(CHANNELS)}")
         if self.warmup < 10 or self.offset_window < 1 or self.offset_top_k < 0 or self.offset_batch < 1 or self.clip <= 0:
             raise ConfigError("drift warmup must be ≥ 10; offset_window, offset_batch ≥ 1; offset_top_k ≥ 0; clip > 0")
-        if not isinstance(self.offset_fallback_all, bool) or not self.offset_all_margin >= 0:
-            raise ConfigError("offset_fallback_all must be true or false and offset_all_margin ≥ 0, got "
-                              f"{self.offset_fallback_all!r}, {self.offset_all_margin!r}")
+        if not isinstance(self.offset_fallback_all, bool) or not self.offset_all_margin >= 0 or \
+                self.offset_fallback_max < 1:
+            raise ConfigError("offset_fallback_all must be true or false, offset_all_margin ≥ 0 and "
+                              f"offset_fallback_max ≥ 1, got {self.offset_fallback_all!r}, "
+                              f"{self.offset_all_margin!r}, {self.offset_fallback_max!r}")
         if not 1 <= self.offset_min_classes <= self.offset_window:
             raise ConfigError(f"offset_min_classes must be in [1, offset_window = {self.offset_window}], got "
                               f"{self.offset_min_classes!r}")
@@ -999,12 +1006,19 @@ class DriftMonitor:
         applied = np.array([p[3] for p in self._pending])
         self._pending = []
         off, quality, best = estimate_offsets(x, self.references, cand, self.max_lag, references_fft=self._ref_fft)
-        if cfg.offset_fallback_all and cand.shape[1] < len(self.references):
-            off_all, q_all, best_all = estimate_offsets(x, self.references, None, self.max_lag,
+        # Every reference only where it can win (peak correlations are ≤ 1): the all-reference search costs
+        # ~20× the top-k one, and good top-k matches (the usual case once the offset is compensated) skip it.
+        # Under a backlog, at most ``offset_fallback_max`` per block, the worst top-k matches first.
+        rows = np.flatnonzero(quality < 1.0 - cfg.offset_all_margin) if cfg.offset_fallback_all and \
+            cand.shape[1] < len(self.references) else np.zeros(0, dtype=np.intp)
+        rows = rows[np.argsort(quality[rows], kind="stable")[:cfg.offset_fallback_max]]
+        if rows.size:
+            off_all, q_all, best_all = estimate_offsets(x[rows], self.references, None, self.max_lag,
                                                         references_fft=self._ref_fft)
-            better = q_all > quality + cfg.offset_all_margin
-            off, quality = np.where(better, off_all, off), np.where(better, q_all, quality)
-            best = np.where(better, best_all, best)
+            better = q_all > quality[rows] + cfg.offset_all_margin
+            off[rows] = np.where(better, off_all, off[rows])
+            quality[rows] = np.where(better, q_all, quality[rows])
+            best[rows] = np.where(better, best_all, best[rows])
         per_offset = np.where(quality >= cfg.offset_min_quality, off * self.step_cm1 + applied, np.nan)
         events = []
         for s, o, r in zip(seqs, per_offset, best):
