@@ -16,6 +16,7 @@ On stop (SIGINT/SIGTERM in the CLI) the loop drains what was received, publishes
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -144,6 +145,10 @@ class Daemon:
         self.bundle = Bundle.load(config.bundle, expect_grid=expect_grid)
         self.labels = np.asarray(self.bundle.labels)
         self.preprocessor = Preprocessor(self.bundle.preprocessing)
+        # Spectra of the calibration standard (label = the drift monitor's reference_label) are measured, not
+        # classified: the bundle's minimum range coverage does not refuse them.
+        self._reference_preprocessor = Preprocessor(dataclasses.replace(self.bundle.preprocessing, min_coverage=0.0))
+        self._reference_label = DriftConfig.from_dict(config.drift).reference_label.strip().lower()
         self.grid = self.bundle.grid
         model_path, self.precision = self.bundle.onnx_model(config.precision)
         self.model_sha256 = self.bundle.manifest["files"][model_path.name]["sha256"]
@@ -423,7 +428,9 @@ class Daemon:
         ok, rows = [], []
         for s in decoded:
             try:
-                rows.append(self.preprocessor(s.intensity, s.raman_shift_cm1, offset_cm1))
+                reference = bool(self._reference_label) and (s.label or "").strip().lower() == self._reference_label
+                pre = self._reference_preprocessor if reference else self.preprocessor
+                rows.append(pre(s.intensity, s.raman_shift_cm1, offset_cm1))
                 ok.append(s)
             except EdgeError as exc:
                 self._reject(pub, _reason(exc), str(exc), s.id, received_ns)

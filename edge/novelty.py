@@ -1009,9 +1009,11 @@ class DriftMonitor:
         # Every reference only where it can win (peak correlations are ≤ 1): the all-reference search costs
         # ~20× the top-k one, and good top-k matches (the usual case once the offset is compensated) skip it.
         # Under a backlog, at most ``offset_fallback_max`` per block, the worst top-k matches first.
+        # The others that could have lost to it are left out of this block's estimates rather than trusted.
         rows = np.flatnonzero(quality < 1.0 - cfg.offset_all_margin) if cfg.offset_fallback_all and \
             cand.shape[1] < len(self.references) else np.zeros(0, dtype=np.intp)
-        rows = rows[np.argsort(quality[rows], kind="stable")[:cfg.offset_fallback_max]]
+        rows, unsearched = np.split(rows[np.argsort(quality[rows], kind="stable")], [cfg.offset_fallback_max])
+        quality[unsearched] = -np.inf
         if rows.size:
             off_all, q_all, best_all = estimate_offsets(x[rows], self.references, None, self.max_lag,
                                                         references_fft=self._ref_fft)

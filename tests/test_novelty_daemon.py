@@ -45,7 +45,7 @@ def test_predictions_carry_novelty_fields_matching_offline_scores(novelty_bundle
     autoencoder's reconstruction error is published next to it, both as scored offline."""
     path = novelty_bundle["path"]
     b = Bundle.load(path)
-    with _Daemon(path, drift={"warmup": 50}) as d:
+    with _Daemon(path, drift={"warmup": 50, "compensate_offset": False}) as d:
         for i in range(len(test_set)):
             d.tx.send(test_set.intensities[i], test_set.raman_shift_cm1, id=f"s{i}")
         preds, _ = _collect(d, len(test_set))
