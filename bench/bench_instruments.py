@@ -73,6 +73,13 @@ for _t in (5, 10, 15, 40):
         RECIPES[f"t{_t}_range_daemon_default_{_name}"] = {"train": _args, "config": RANGE_AUG, "daemon": _d}
 
 
+#: The default before issue #14 (T = 40, no range augmentation, no coverage minimum; compensation was off),
+#: with the new edge-level extension (it is the one resample now).
+OLD_DEFAULT = {"preprocessing": {"min_coverage": 0.0}, "augmentation": {"range_probability": 0.0}}
+RECIPES["old_default"] = {"train": ["--shift-tolerance-cm1", "40", "--novelty-quantile", "0.95"], "config": OLD_DEFAULT,
+                          "daemon": {"drift": {"compensate_offset": False}}}
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
