@@ -133,8 +133,8 @@ DIAL_ROWS = {
 #: percentile calibration (``edge-export --int8 --calibrate-method percentile``).
 INT8_CHECKS = {"compact": "minmax", "compact_calibrated": "percentile"}
 #: Rows of ours compared with the peers and the targets, in this order.
-OUR_ROWS = ("default", "compact", "compact_dial", "ensemble", "ensemble_dial", "compact_compensated", "compact_dial_compensated",
-            "ensemble_compensated", "ensemble_dial_compensated")
+OUR_ROWS = ("default", "compact", "compact_dial", "ensemble", "ensemble_dial", "compact_compensated",
+            "compact_dial_compensated", "ensemble_compensated", "ensemble_dial_compensated")
 PEER_KEYS = ("paper_m2", "paper_m16", "knn_peaks", "svm_peaks", "lr_snv_deriv", "minirocket")
 
 
@@ -1205,7 +1205,8 @@ def _encode(labels: np.ndarray, classes: list[str]) -> np.ndarray:
     return encode_labels(labels, classes)
 
 
-METHODS = ["default", "compact", "compact_calibrated", "compact_compensated", "ensemble_compensated", "ensemble", "ensemble_calibrated", "paper_m2", "paper_m16", "knn_peaks", "svm_peaks", "lr_snv_deriv", "minirocket",
+METHODS = ["default", "compact", "compact_calibrated", "compact_compensated", "ensemble_compensated", "ensemble",
+           "ensemble_calibrated", "paper_m2", "paper_m16", "knn_peaks", "svm_peaks", "lr_snv_deriv", "minirocket",
            "paper_m64", "paper_m2_n1", "paper_m2_n10"]
 
 

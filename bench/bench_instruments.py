@@ -68,7 +68,8 @@ for _t in (5, 10, 15, 40):
     RECIPES[f"t{_t}_range_compensation_hybrid_fast"] = {"train": _args, "config": RANGE_AUG, "daemon": COMP_HYBRID_FAST}
     RECIPES[f"t{_t}_compensation_hybrid_fast"] = {"train": _args, "daemon": COMP_HYBRID_FAST}
     RECIPES[f"t{_t}_range_daemon_default"] = {"train": _args, "config": RANGE_AUG, "daemon": {}}
-    for _name, _d in (("min3", COMP_HYBRID_MIN3), ("classes1", COMP_HYBRID_CLASSES1), ("min2", COMP_HYBRID_MIN2), ("min8", COMP_HYBRID_MIN8),
+    for _name, _d in (("min3", COMP_HYBRID_MIN3), ("classes1", COMP_HYBRID_CLASSES1), ("min2", COMP_HYBRID_MIN2),
+                      ("min8", COMP_HYBRID_MIN8),
                       ("margin03", COMP_HYBRID_MARGIN03)):
         RECIPES[f"t{_t}_range_daemon_default_{_name}"] = {"train": _args, "config": RANGE_AUG, "daemon": _d}
 

@@ -771,7 +771,7 @@ class DriftConfig:
         Margin of peak normalised correlation for ``offset_fallback_all`` (≥ 0).
     offset_fallback_max : int
         At most this many spectra of an offset block (the worst top-k matches) are searched against every
-        reference: the search costs ~1.5–3 ms per spectrum on one core, so this bounds it under a backlog
+        reference: the search costs ~1.5 to 3 ms per spectrum on one core, so this bounds it under a backlog
         (micro-batches of up to ``max_batch`` spectra) while spectra arriving one by one are all searched.
     offset_min_classes : int
         Drift compensation applies the estimate only when the estimates in the window matched the references
@@ -1007,7 +1007,7 @@ class DriftMonitor:
         self._pending = []
         off, quality, best = estimate_offsets(x, self.references, cand, self.max_lag, references_fft=self._ref_fft)
         # Every reference only where it can win (peak correlations are ≤ 1): the all-reference search costs
-        # ~20× the top-k one, and good top-k matches (the usual case once the offset is compensated) skip it.
+        # ~20 times the top-k one, and good top-k matches (the usual case once the offset is compensated) skip it.
         # Under a backlog, at most ``offset_fallback_max`` per block, the worst top-k matches first.
         # The others that could have lost to it are left out of this block's estimates rather than trusted.
         rows = np.flatnonzero(quality < 1.0 - cfg.offset_all_margin) if cfg.offset_fallback_all and \

@@ -203,7 +203,7 @@ class PreprocessConfig:
         edge level (default) or zero (the paper's construction; a raw spectrum on a fluorescence baseline
         then ends in a cliff the network reads as a band).
     min_coverage : float
-        Smallest fraction of the grid (0–1) a measured range must cover; shorter ranges raise
+        Smallest fraction of the grid (0 to 1) a measured range must cover; shorter ranges raise
         :class:`CoverageError` instead of being guessed at (the daemon rejects them on its error topic with
         reason ``coverage``). The trainer records the coverage its range augmentation trained for. 0: off.
     """
@@ -436,7 +436,7 @@ class Preprocessor:
                 if covered < cfg.min_coverage:
                     x = check_axis(raman_shift_cm1)
                     raise CoverageError(
-                        f"measured range {x[0]:.1f}–{x[-1]:.1f} cm⁻¹ covers {100 * covered:.1f} % of the model "
+                        f"measured range {x[0]:.1f} to {x[-1]:.1f} cm⁻¹ covers {100 * covered:.1f} % of the model "
                         f"grid ({cfg.grid.describe()}); this model was trained for at least "
                         f"{100 * cfg.min_coverage:.1f} %")
             y = resample(intensity, raman_shift_cm1, cfg.grid, cfg.outside_range)

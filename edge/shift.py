@@ -1,6 +1,7 @@
-"""Raman-shift offsets and measured-range truncation: the project's shift function (shifted test sets,
-augmentation, drift streams) and its partial-range counterpart (spectra another instrument measured over a
-shorter range).
+"""Raman-shift offsets and measured-range truncation of spectra.
+
+The project's shift function (shifted test sets, augmentation, drift streams) and its partial-range
+counterpart (spectra another instrument measured over a shorter range).
 """
 
 from __future__ import annotations
@@ -91,9 +92,9 @@ def truncate_spectra(spectra: np.ndarray, raman_shift_cm1: np.ndarray, start_cm1
     lo = -np.inf if start_cm1 is None else float(start_cm1)
     hi = np.inf if stop_cm1 is None else float(stop_cm1)
     if np.isnan(lo) or np.isnan(hi) or lo >= hi:
-        raise PreprocessError(f"truncation range must have start < stop, got {start_cm1!r}–{stop_cm1!r} cm⁻¹")
+        raise PreprocessError(f"truncation range must have start < stop, got {start_cm1!r} to {stop_cm1!r} cm⁻¹")
     keep = (axis >= lo) & (axis <= hi)
     if np.count_nonzero(keep) < 2:
-        raise PreprocessError(f"fewer than 2 points of the axis ({axis[0]:.1f}–{axis[-1]:.1f} cm⁻¹) lie within "
-                              f"{lo:g}–{hi:g} cm⁻¹")
+        raise PreprocessError(f"fewer than 2 points of the axis ({axis[0]:.1f} to {axis[-1]:.1f} cm⁻¹) lie "
+                              f"within {lo:g} to {hi:g} cm⁻¹")
     return axis[keep].copy(), x[..., keep].astype(np.float32, copy=True)

@@ -169,12 +169,14 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
 
 def _cut_ranges(x: np.ndarray, rows: np.ndarray, rng: np.random.Generator, step_cm1: float,
                 min_coverage: float) -> np.ndarray:
-    """Cut the ``rows`` of ``x`` (B, N) to a random shorter range (≥ ``min_coverage`` of N points kept: a
-    third of them lose the start, a third the end, a third both) and extend them as the daemon would.
+    """Cut the ``rows`` of ``x`` (B, N) to random shorter ranges and extend them as the daemon would.
+
+    At least ``min_coverage`` of the N points are kept: a third of the rows lose the start, a third the end,
+    a third both.
     """
     if not 0.0 < min_coverage < 1.0:
         raise TrainerError(f"range augmentation needs a preprocessing min_coverage in (0, 1), got {min_coverage}")
-    b, n = x.shape
+    n = x.shape[1]
     grid = RamanGrid(0.0, step_cm1, n)
     axis = grid.axis
     out = x.copy()

@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "novelty decision need the bundle's reference spectra (issue #14); --no-novelty skips it")
     g.add_argument("--novelty-epochs", type=int, default=None, help="autoencoder epochs (default 60)")
     g.add_argument("--novelty-quantile", type=float, default=0.9,
-                   help="threshold quantile of the nominal training scores (default 0.9: chosen on the cross-instrument "
-                        "development set, docs/instruments.md)")
+                   help="threshold quantile of the nominal training scores (default 0.9: chosen on the "
+                        "cross-instrument development set, docs/instruments.md)")
     add_model_args(p)
     add_data_args(p)
     add_logging_args(p)

@@ -1,4 +1,4 @@
-"""``edge-eval instruments``: is a bundle right on another spectrometer's spectra? (issue #14)
+"""``edge-eval instruments``: is a bundle right on another spectrometer's spectra (issue #14).
 
 Every row is streamed, one spectrum per message in a seeded random order, through the daemon's own code
 path: :class:`edge.daemon.Daemon` with its default settings (or the ones given), its preprocessing (range
@@ -77,14 +77,17 @@ class Row:
     instruments: list[str] = field(default_factory=list)
 
     def add(self, axis: np.ndarray | None, intensity: np.ndarray, label: str, instrument: str = "") -> None:
+        """Append one spectrum (axis shape (M,) cm⁻¹ or None, intensity shape (M,)) with its label."""
         self.spectra.append((axis, np.asarray(intensity, dtype=np.float32)))
         self.labels.append(label)
         self.instruments.append(instrument)
 
 
 def read_charisma(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a CHARISMA round-robin spectrum: BWTek (``;``-separated, decimal comma, ``key;value`` header,
-    columns ``Raman Shift`` and ``Dark Subtracted #1``) or Horiba (two tab-separated columns).
+    """Read a CHARISMA round-robin spectrum.
+
+    BWTek files: ``;``-separated, decimal comma, a ``key;value`` header, columns ``Raman Shift`` and
+    ``Dark Subtracted #1``. Horiba files: two tab-separated columns.
 
     Returns
     -------
@@ -131,7 +134,7 @@ def read_charisma(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def build_rows(classes: Sequence[str], root: Path, names: Sequence[str] = ROW_NAMES,
                test_path: str | Path | None = None) -> dict[str, Row]:
-    """The evaluation rows named ``names`` from the data folder ``root``.
+    """Build the evaluation rows named ``names`` from the data folder ``root``.
 
     ``test_path`` replaces ``rruff_soysal/raw_test.npz`` as the source of the ``raw_test*`` rows (a ``.npz``
     split; e.g. a held-out part of a training split when choosing a recipe).
@@ -232,7 +235,9 @@ def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict
     pub = _Capture()
     order = np.random.default_rng(seed).permutation(len(row.spectra))
     instruments = row.instruments or [""] * len(row.spectra)
-    rejected, rejections, corrections = 0, {}, {}
+    rejected = 0
+    rejections: dict[str, int] = {}
+    corrections: dict[str, float] = {}
     for instrument in sorted(set(instruments)):
         daemon = _stream(cfg, row, [i for i in order if instruments[i] == instrument], pub)
         rejected += daemon.counters["rejected"]
@@ -253,8 +258,10 @@ def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict
     }
     if details:
         out["predictions"] = [{"label": row.labels[i], "predicted": m["labels"][0],
-                               "novelty_score": m.get("novelty_score"), "novelty_threshold": m.get("novelty_threshold"),
-                               "offset_correction_cm1": m.get("offset_correction_cm1")} for i, m in sorted(preds.items())]
+                               "novelty_score": m.get("novelty_score"),
+                               "novelty_threshold": m.get("novelty_threshold"),
+                               "offset_correction_cm1": m.get("offset_correction_cm1")}
+                              for i, m in sorted(preds.items())]
     return out
 
 
@@ -371,7 +378,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: Any) -> dict[str, Any]:
-    """The ``instruments`` subcommand: evaluate, write JSON and plot, print the table."""
+    """Run the ``instruments`` subcommand: evaluate, write JSON and plot, print the table."""
     settings = {"drift": {"compensate_offset": False}} if args.no_compensation else None
     result = evaluate_instruments(args.bundle, args.data_dir, args.seed, args.rows, settings)
     out = Path(args.json)
@@ -379,8 +386,8 @@ def run(args: Any) -> dict[str, Any]:
     out.write_text(json.dumps(result, indent=2) + "\n")
     plot = write_plot(result, Path(args.plot) if args.plot else out.with_suffix(".png"))
     for name, r in result["rows"].items():
-        top1 = "–" if r["top1"] is None else f"{r['top1']:.1f}"
-        flagged = "–" if r["flagged"] is None else f"{r['flagged']:.1f}"
+        top1 = "-" if r["top1"] is None else f"{r['top1']:.1f}"
+        flagged = "-" if r["flagged"] is None else f"{r['flagged']:.1f}"
         print(f"{name:28s} n={r['n']:4d}  top-1 {top1:>5s} %  flagged {flagged:>5s} %  rejected {r['rejected']}")
     print(f"wrote {out}" + (f" and {plot}" if plot else ""))
     return result

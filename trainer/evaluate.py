@@ -608,7 +608,8 @@ def evaluate_novelty(args: argparse.Namespace) -> dict[str, Any]:
             _train(train, settings_factory(), args.epochs, AEConfig(**ae_cfg.to_dict()))
         thresholds = models.thresholds
         pre = Preprocessor(base.preprocessing)
-        drift = drift_streams(models, test, pre, DriftConfig(compensate_offset=False), args.seed, args.noise, args.repeats, args.n_nominal)
+        drift = drift_streams(models, test, pre, DriftConfig(compensate_offset=False), args.seed, args.noise,
+                              args.repeats, args.n_nominal)
         result["drift"] = {k: v for k, v in drift.items() if k != "_plots"}
         result["drift"]["model_seconds"] = round(models.seconds, 1)
         result["drift"]["thresholds"] = thresholds
