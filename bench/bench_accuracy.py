@@ -133,8 +133,8 @@ DIAL_ROWS = {
 #: percentile calibration (``edge-export --int8 --calibrate-method percentile``).
 INT8_CHECKS = {"compact": "minmax", "compact_calibrated": "percentile"}
 #: Rows of ours compared with the peers and the targets, in this order.
-OUR_ROWS = ("compact", "compact_dial", "ensemble", "ensemble_dial", "compact_compensated", "compact_dial_compensated",
-            "ensemble_compensated", "ensemble_dial_compensated")
+OUR_ROWS = ("default", "compact", "compact_dial", "ensemble", "ensemble_dial", "compact_compensated",
+            "compact_dial_compensated", "ensemble_compensated", "ensemble_dial_compensated")
 PEER_KEYS = ("paper_m2", "paper_m16", "knn_peaks", "svm_peaks", "lr_snv_deriv", "minirocket")
 
 
@@ -420,10 +420,11 @@ def build_methods(quick: bool = False, config: str | os.PathLike | None = None) 
     epochs = 15 if quick else None
     mr_kernels = 2_000 if quick else 10_000
 
-    def compensated(m: Method) -> Method:
+    def compensated(m: Method, drift: dict[str, Any] | None = None) -> Method:
         from edge.novelty import DriftConfig
 
-        m.settings = {**m.settings, "drift_compensation": DriftConfig(compensate_offset=True).to_dict(),
+        cfg = DriftConfig.from_dict(drift) if drift is not None else DriftConfig(compensate_offset=True)
+        m.settings = {**m.settings, "drift_compensation": cfg.to_dict(),
                       "stream": "test spectra one at a time, in a random order seeded by the seed"}
         m.fn = _fit_cnn_compensated
         return m
@@ -432,7 +433,11 @@ def build_methods(quick: bool = False, config: str | os.PathLike | None = None) 
         return Method(key, label, True, _paper_settings(m, n, units, epochs), table, _fit_cnn)
 
     return [
-        ours("compact", f"ours: compact CNN ({pathlib.Path(config).name}, default T=40)", config),
+        # The shipped default (issue #14): edge-train's defaults (the config) behind the daemon's default drift
+        # settings (compensation on, offset against every class's reference).
+        compensated(ours("default", f"ours: the default ({pathlib.Path(config).name} + daemon defaults: drift "
+                                    "compensation)", config), {}),
+        ours("compact", f"ours: compact CNN ({pathlib.Path(config).name}), no compensation", config),
         ours("compact_calibrated", f"ours: same, {t5}", config, CALIBRATED_TOLERANCE_CM1),
         ours("ensemble", "ours: 2 half-width members (model_ensemble.toml, T=40)", ENSEMBLE_CONFIG),
         ours("ensemble_calibrated", f"ours: 2 half-width members, {t5}", ENSEMBLE_CONFIG, CALIBRATED_TOLERANCE_CM1),
@@ -1200,7 +1205,8 @@ def _encode(labels: np.ndarray, classes: list[str]) -> np.ndarray:
     return encode_labels(labels, classes)
 
 
-METHODS = ["compact", "compact_calibrated", "compact_compensated", "ensemble_compensated", "ensemble", "ensemble_calibrated", "paper_m2", "paper_m16", "knn_peaks", "svm_peaks", "lr_snv_deriv", "minirocket",
+METHODS = ["default", "compact", "compact_calibrated", "compact_compensated", "ensemble_compensated", "ensemble",
+           "ensemble_calibrated", "paper_m2", "paper_m16", "knn_peaks", "svm_peaks", "lr_snv_deriv", "minirocket",
            "paper_m64", "paper_m2_n1", "paper_m2_n10"]
 
 

@@ -16,6 +16,7 @@ On stop (SIGINT/SIGTERM in the CLI) the loop drains what was received, publishes
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -186,6 +187,10 @@ class Daemon:
         if config.top_k > len(self.labels):
             raise ConfigError(f"top_k = {config.top_k} exceeds the bundle's {len(self.labels)} classes")
         self.preprocessor = Preprocessor(self.bundle.preprocessing)
+        # Spectra of the calibration standard (label = the drift monitor's reference_label) are measured, not
+        # classified: the bundle's minimum range coverage does not refuse them.
+        self._reference_preprocessor = Preprocessor(dataclasses.replace(self.bundle.preprocessing, min_coverage=0.0))
+        self._reference_label = DriftConfig.from_dict(config.drift).reference_label.strip().lower()
         self.grid = self.bundle.grid
         # -- instrument hygiene (edge.hygiene): calibration file loaded (or refused) at start --
         self.hygiene = Hygiene(instrument, self.grid)
@@ -221,8 +226,12 @@ class Daemon:
         if self.novelty is not None:
             self.add_status_hook(self.novelty.status)
         elif DriftConfig.from_dict(config.drift).compensate_offset:
-            raise ConfigError("drift compensate_offset needs novelty on and a bundle trained with --novelty "
-                              "(its class-mean reference spectra measure the offset)")
+            if "compensate_offset" in config.drift:  # asked for explicitly: refuse rather than run uncorrected
+                raise ConfigError("drift compensate_offset needs novelty on and a bundle trained with --novelty "
+                                  "(its class-mean reference spectra measure the offset)")
+            # On by default (issue #14), but this bundle has no reference spectra: say so once, loudly.
+            log.warning("drift compensation (on by default) is OFF: %s", "novelty is off" if not config.novelty
+                        else "the bundle has no novelty section (retrain with edge-train --novelty)")
         self._journal = Journal(config.journal) if config.journal else None
         if self._journal is not None:
             self.add_status_hook(self._journal.status)  # a failed write raises its alarm there
@@ -539,7 +548,9 @@ class Daemon:
         ok, rows, spikes, raw = [], [], [], []
         for s in decoded:
             try:
-                x, n, r = self.preprocessor.process(s.intensity, s.raman_shift_cm1, offset_cm1)
+                reference = bool(self._reference_label) and (s.label or "").strip().lower() == self._reference_label
+                pre = self._reference_preprocessor if reference else self.preprocessor
+                x, n, r = pre.process(s.intensity, s.raman_shift_cm1, offset_cm1)
             except Exception as exc:  # foreign ones too (reason "internal"): one spectrum, never the daemon
                 self._reject(pub, _reason(exc), _detail(exc), s.id, received_ns, s.instrument_id, s.instrument_seq)
                 continue

@@ -6,6 +6,7 @@ environment variable, else ``../shared/data`` (relative to the working directory
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import zipfile
@@ -31,10 +32,14 @@ __all__ = [
     "resolve_data_path",
 ]
 
+log = logging.getLogger("edge.data")
+
 DATA_ENV_VAR = "RAMAN_EDGE_DATA"
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_NUMBER_LINE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?[,;\s]")
+_FILETYPE_KIND = re.compile(r"\b(RAW|Processed)\b", re.IGNORECASE)
 _RRUFF_NAME = re.compile(
-    r"^(?P<name>[^_]+(?:_[^_]+)*?)__(?P<rruff_id>R\d+(?:-\d+)?)__Raman__(?P<laser_nm>\d+(?:\.\d+)?)__"
+    r"^(?P<name>[^_]+(?:_[^_]+)*?)__(?P<rruff_id>[RX]\d+(?:-\d+)?)__Raman__(?P<laser_nm>\d+(?:\.\d+)?)__"
     r".*?Raman_Data_(?P<kind>RAW|Processed)__"
 )
 
@@ -74,6 +79,8 @@ class SpectraSet:
     metadata : list of dict, length B
     source : str
         Where the set came from (path or generator description).
+    skipped : list of (str, str)
+        Files of a folder that could not be loaded, with the reason (see :func:`load_rruff_folder`).
     """
 
     intensities: np.ndarray
@@ -81,6 +88,7 @@ class SpectraSet:
     raman_shift_cm1: np.ndarray
     metadata: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.intensities.ndim != 2 or self.intensities.shape[0] != len(self.labels):
@@ -202,11 +210,25 @@ def _parse_rruff_filename(name: str) -> dict[str, Any]:
 
 
 def load_rruff_txt(path: str | os.PathLike) -> RamanSpectrum:
-    """Read one original RRUFF text file.
+    """Read one original RRUFF text file (the classic and the 2026 export format).
 
-    Format: ``##KEY=value`` header lines (UTF-8, CRLF or LF), ``shift, intensity`` lines, ``##END=``.
-    The laser wavelength (nm) and RAW/Processed kind come from the file name (after ``Raman__``) and the
-    ``##RAMAN WAVELENGTH`` header where present.
+    Format: ``##KEY=value`` header lines (UTF-8, CRLF or LF), ``shift, intensity`` lines, ``##END=``. A header
+    line that does not start with ``##`` and is not a data line continues the previous header's value (the
+    2026 export wraps some ``##ORIENTATION`` values). The laser wavelength (nm) and RAW/Processed kind come
+    from the file name (after ``Raman__``; R-IDs ``R…`` and ``X…``) and, where the name does not carry them,
+    from the ``##RAMAN WAVELENGTH`` and ``##FILETYPE`` headers.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.txt`` file.
+
+    Returns
+    -------
+    RamanSpectrum
+        Axis shape (M,) float64 cm⁻¹ (sorted, repeated shifts dropped), intensity shape (M,) float32, the
+        file-name mineral as label, the header keys plus ``laser_wavelength_nm``, ``data_kind``
+        (``"RAW"``/``"Processed"``) and ``source_path`` as metadata.
 
     Raises
     ------
@@ -221,6 +243,7 @@ def load_rruff_txt(path: str | os.PathLike) -> RamanSpectrum:
     meta: dict[str, Any] = {}
     shifts: list[float] = []
     values: list[float] = []
+    last_key: str | None = None
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line:
@@ -229,7 +252,11 @@ def load_rruff_txt(path: str | os.PathLike) -> RamanSpectrum:
             key, _, value = line[2:].partition("=")
             if key.strip().upper() == "END":
                 break
-            meta[key.strip()] = value.strip()
+            last_key = key.strip()
+            meta[last_key] = value.strip()
+            continue
+        if last_key is not None and not shifts and not _NUMBER_LINE.match(line + " "):
+            meta[last_key] = f"{meta[last_key]} {line}".strip()  # a header value continued on the next line
             continue
         parts = [s for s in re.split(r"[,\s]+", line) if s]
         if len(parts) != 2:
@@ -246,7 +273,11 @@ def load_rruff_txt(path: str | os.PathLike) -> RamanSpectrum:
         try:
             meta["laser_wavelength_nm"] = float(meta["RAMAN WAVELENGTH"])
         except ValueError:
-            pass
+            log.debug("%s: unreadable RAMAN WAVELENGTH %r", p, meta["RAMAN WAVELENGTH"])
+    if "data_kind" not in meta and meta.get("FILETYPE"):
+        m = _FILETYPE_KIND.search(str(meta["FILETYPE"]))
+        if m:
+            meta["data_kind"] = "RAW" if m[1].upper() == "RAW" else "Processed"
     meta["source_path"] = str(p)
     x = np.asarray(shifts)
     y = np.asarray(values, dtype=np.float32)
@@ -263,40 +294,68 @@ def load_rruff_txt(path: str | os.PathLike) -> RamanSpectrum:
     return RamanSpectrum(axis, y, str(label), meta)
 
 
-def load_rruff_folder(path: str | os.PathLike, grid: RamanGrid | None = None) -> SpectraSet:
+def load_rruff_folder(path: str | os.PathLike, grid: RamanGrid | None = None, strict: bool = False) -> SpectraSet:
     """Read every ``*.txt`` RRUFF file in a folder and resample them onto ``grid`` (no normalisation).
+
+    Past each file's measured range the values extend its edge level (:func:`edge.preprocess.resample`).
+    A file that cannot be read or does not overlap the grid is skipped: it is logged (warning) and listed in
+    the result's ``skipped`` with its reason, and the rest load. With ``strict`` it is refused instead.
+
+    Parameters
+    ----------
+    path : path-like
+        The folder.
+    grid : RamanGrid, optional
+        Target grid (default: the paper's 200-1591 cm⁻¹).
+    strict : bool
+        Raise on the first bad file instead of skipping it.
+
+    Returns
+    -------
+    SpectraSet
+        Intensities shape (B, N) float32 on the grid, labels, metadata per file, ``skipped`` files.
 
     Raises
     ------
     DataError
-        If the folder holds no ``.txt`` file, or a file is invalid or does not overlap the grid.
+        If the folder holds no ``.txt`` file, none loads, or (``strict``) one file is invalid.
     """
     folder = Path(path)
     files = sorted(folder.glob("*.txt"))
     if not files:
         raise DataError(f"{folder}: no RRUFF .txt files")
     grid = grid or RamanGrid()
-    rows, labels, metas = [], [], []
+    rows, labels, metas, skipped = [], [], [], []
     for f in files:
-        s = load_rruff_txt(f)
         try:
-            rows.append(resample(s.intensity, s.raman_shift_cm1, grid))
-        except PreprocessError as exc:
-            raise DataError(f"{f}: {exc}") from exc
+            s = load_rruff_txt(f)
+            try:
+                rows.append(resample(s.intensity, s.raman_shift_cm1, grid))
+            except PreprocessError as exc:
+                raise DataError(f"{f}: {exc}") from exc
+        except DataError as exc:
+            if strict:
+                raise DataError(f"{exc} (strict: the folder is refused)") from exc
+            log.warning("skipped %s: %s", f.name, exc)
+            skipped.append((str(f), str(exc)))
+            continue
         labels.append(s.label)
         metas.append(s.metadata)
-    return SpectraSet(np.stack(rows), np.asarray(labels), grid.axis, metas, str(folder))
+    if not rows:
+        raise DataError(f"{folder}: none of its {len(files)} .txt files loads; first: {skipped[0][1]}")
+    return SpectraSet(np.stack(rows), np.asarray(labels), grid.axis, metas, str(folder), skipped)
 
 
 def load_spectra(path: str | os.PathLike, grid: RamanGrid | None = None,
-                 data_root: str | os.PathLike | None = None) -> SpectraSet:
+                 data_root: str | os.PathLike | None = None, strict: bool = False) -> SpectraSet:
     """Load an ``.npz`` split, a RRUFF ``.txt`` file, a folder of them, or a synthetic split.
 
     ``synthetic:train`` and ``synthetic:test`` (optionally ``synthetic:test:SEED``) name the embedded
     synthetic library's splits (see :func:`edge.synthetic.synthetic_split`).
 
     Relative paths that do not exist are looked up in the data folder (see :func:`data_dir`), so
-    ``rruff_soysal/raw_test.npz`` works from anywhere.
+    ``rruff_soysal/raw_test.npz`` works from anywhere. ``strict``: a folder with an unreadable file is
+    refused instead of loaded without it (:func:`load_rruff_folder`).
 
     Raises
     ------
@@ -309,7 +368,7 @@ def load_spectra(path: str | os.PathLike, grid: RamanGrid | None = None,
         return synthetic_split(str(path), grid)
     p = resolve_data_path(path, data_root)
     if p.is_dir():
-        return load_rruff_folder(p, grid)
+        return load_rruff_folder(p, grid, strict)
     if p.suffix == ".npz":
         return load_npz(p)
     if p.suffix == ".txt":

@@ -14,6 +14,7 @@ __all__ = [
     "BundleError",
     "CalibrationError",
     "ConfigError",
+    "CoverageError",
     "DataError",
     "EdgeError",
     "HeadError",
@@ -36,6 +37,10 @@ class DataError(EdgeError):
 
 class PreprocessError(EdgeError):
     """A spectrum cannot be preprocessed: NaN/Inf, empty or unsorted axis, mismatched lengths."""
+
+
+class CoverageError(PreprocessError):
+    """A spectrum's measured range covers less of the model's grid than the bundle was trained for."""
 
 
 class BundleError(EdgeError):

@@ -758,7 +758,30 @@ class DriftConfig:
     offset_max_lag_cm1 : float
         Largest offset searched, cm⁻¹.
     offset_top_k : int
-        Reference spectra (the classifier's top classes) correlated with each spectrum.
+        Reference spectra (the classifier's top classes) correlated with each spectrum; 0: every class's
+        reference (needed with a precise network: under a large drift its top classes are wrong, so their
+        references cannot measure the drift).
+    offset_fallback_all : bool
+        Also correlate each spectrum with every class's reference, and take that match instead of the top
+        classes' when its peak correlation is higher by more than ``offset_all_margin``: under a drift larger
+        than a precise network tolerates its top classes are wrong and match poorly, while without drift the
+        top classes keep the estimate (the best match over all references alone can be another mineral at a
+        large lag, e.g. calcite read as cerussite 34 cm⁻¹ away).
+    offset_all_margin : float
+        Margin of peak normalised correlation for ``offset_fallback_all`` (≥ 0).
+    offset_fallback_max : int
+        At most this many spectra of an offset block (the worst top-k matches) are searched against every
+        reference: the search costs ~1.5 to 3 ms per spectrum on one core, so this bounds it under a backlog
+        (micro-batches of up to ``max_batch`` spectra) while spectra arriving one by one are all searched.
+    offset_min_classes : int
+        Drift compensation applies the estimate only when the estimates in the window matched the references
+        of at least this many different classes: an offset belongs to the instrument and shows on every
+        mineral, while a stream of one mineral can match another mineral's reference at a large lag just as
+        well (calcite as cerussite 31 cm⁻¹ away, as dolomite 8 cm⁻¹ away: CHARISMA calcite, docs/instruments.md).
+        The estimate and its alarm are unaffected. 1: no such condition.
+    offset_min_estimates : int
+        Offset estimates needed before the moving median (and the compensation) exists; 0: half the window
+        (at least 3).
     offset_min_quality : float
         Offset estimates whose peak normalised correlation is below this are ignored.
     offset_batch : int
@@ -787,19 +810,35 @@ class DriftConfig:
     offset_alarm_cm1: float = 3.0
     offset_max_lag_cm1: float = 40.0
     offset_top_k: int = 3
-    offset_batch: int = 8
+    offset_fallback_all: bool = True
+    offset_all_margin: float = 0.2
+    offset_fallback_max: int = 4
+    offset_min_estimates: int = 5
+    offset_min_classes: int = 3
+    offset_batch: int = 1
     offset_min_quality: float = 0.5
     reference_line_cm1: float = 520.7
     reference_label: str = "silicon"
-    compensate_offset: bool = False
+    compensate_offset: bool = True
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
         bad = set(self.channels) - set(CHANNELS)
         if bad:
             raise ConfigError(f"unknown drift channel(s) {sorted(bad)}; known: {', '.join(CHANNELS)}")
-        if self.warmup < 10 or self.offset_window < 1 or self.offset_top_k < 1 or self.offset_batch < 1 or self.clip <= 0:
-            raise ConfigError("drift warmup must be ≥ 10; offset_window, offset_top_k, offset_batch ≥ 1; clip > 0")
+        if self.warmup < 10 or self.offset_window < 1 or self.offset_top_k < 0 or self.offset_batch < 1 or self.clip <= 0:
+            raise ConfigError("drift warmup must be ≥ 10; offset_window, offset_batch ≥ 1; offset_top_k ≥ 0; clip > 0")
+        if not isinstance(self.offset_fallback_all, bool) or not self.offset_all_margin >= 0 or \
+                self.offset_fallback_max < 1:
+            raise ConfigError("offset_fallback_all must be true or false, offset_all_margin ≥ 0 and "
+                              f"offset_fallback_max ≥ 1, got {self.offset_fallback_all!r}, "
+                              f"{self.offset_all_margin!r}, {self.offset_fallback_max!r}")
+        if not 1 <= self.offset_min_classes <= self.offset_window:
+            raise ConfigError(f"offset_min_classes must be in [1, offset_window = {self.offset_window}], got "
+                              f"{self.offset_min_classes!r}")
+        if not 0 <= self.offset_min_estimates <= self.offset_window:
+            raise ConfigError(f"offset_min_estimates must be in [0, offset_window = {self.offset_window}], got "
+                              f"{self.offset_min_estimates!r}")
         if self.offset_alarm_cm1 <= 0 or self.offset_max_lag_cm1 <= 0:
             raise ConfigError("offset_alarm_cm1 and offset_max_lag_cm1 must be > 0")
         if not isinstance(self.compensate_offset, bool):
@@ -874,7 +913,7 @@ class DriftMonitor:
             self._ref_fft = offset_reference_fft(self.references, self.references.shape[1], self.max_lag)
         # Expected background level of each class: the same statistic on its mean training spectrum.
         self._ref_background = None if self.references is None else np.median(self.references, axis=-1)
-        self.offsets: deque[tuple[int, float]] = deque(maxlen=cfg.offset_window)
+        self.offsets: deque[tuple[int, float, int]] = deque(maxlen=cfg.offset_window)  # (seq, cm⁻¹, reference)
         self._pending: list[tuple[int, np.ndarray, np.ndarray, float]] = []
         self.offset_cm1: float | None = None
         self.offset_alarmed = False
@@ -937,7 +976,7 @@ class DriftMonitor:
             # Offsets are estimated in blocks of ``offset_batch`` spectra: one vectorised FFT correlation per
             # block instead of per spectrum (the daemon's micro-batches hold one spectrum at low rates).
             k = min(cfg.offset_top_k, len(self.references))
-            cand = (np.argsort(-proba, axis=1, kind="stable")[:, :k] if proba is not None
+            cand = (np.argsort(-proba, axis=1, kind="stable")[:, :k] if proba is not None and k > 0
                     else np.broadcast_to(np.arange(len(self.references)), (len(seq), len(self.references))))
             x0 = primary_channel(spectra)
             for i in range(len(seq)):
@@ -966,12 +1005,27 @@ class DriftMonitor:
         cand = np.stack([p[2] for p in self._pending])
         applied = np.array([p[3] for p in self._pending])
         self._pending = []
-        off, quality, _ = estimate_offsets(x, self.references, cand, self.max_lag, references_fft=self._ref_fft)
+        off, quality, best = estimate_offsets(x, self.references, cand, self.max_lag, references_fft=self._ref_fft)
+        # Every reference only where it can win (peak correlations are ≤ 1): the all-reference search costs
+        # ~20 times the top-k one, and good top-k matches (the usual case once the offset is compensated) skip it.
+        # Under a backlog, at most ``offset_fallback_max`` per block, the worst top-k matches first.
+        # The others that could have lost to it are left out of this block's estimates rather than trusted.
+        rows = np.flatnonzero(quality < 1.0 - cfg.offset_all_margin) if cfg.offset_fallback_all and \
+            cand.shape[1] < len(self.references) else np.zeros(0, dtype=np.intp)
+        rows, unsearched = np.split(rows[np.argsort(quality[rows], kind="stable")], [cfg.offset_fallback_max])
+        quality[unsearched] = -np.inf
+        if rows.size:
+            off_all, q_all, best_all = estimate_offsets(x[rows], self.references, None, self.max_lag,
+                                                        references_fft=self._ref_fft)
+            better = q_all > quality[rows] + cfg.offset_all_margin
+            off[rows] = np.where(better, off_all, off[rows])
+            quality[rows] = np.where(better, q_all, quality[rows])
+            best[rows] = np.where(better, best_all, best[rows])
         per_offset = np.where(quality >= cfg.offset_min_quality, off * self.step_cm1 + applied, np.nan)
         events = []
-        for s, o in zip(seqs, per_offset):
+        for s, o, r in zip(seqs, per_offset, best):
             if np.isfinite(o):
-                self.offsets.append((s, float(o)))
+                self.offsets.append((s, float(o), int(r)))
                 ev = self._offset_step(s, time_ns)
                 if ev is not None:
                     events.append(ev)
@@ -979,9 +1033,9 @@ class DriftMonitor:
 
     def _offset_step(self, s: int, time_ns: int) -> dict[str, Any] | None:
         cfg = self.config
-        if len(self.offsets) < max(3, cfg.offset_window // 2):
+        if len(self.offsets) < (cfg.offset_min_estimates or max(3, cfg.offset_window // 2)):
             return None
-        self.offset_cm1 = float(np.median([o for _, o in self.offsets]))
+        self.offset_cm1 = float(np.median([o for _, o, _ in self.offsets]))
         mag = abs(self.offset_cm1)
         if mag > cfg.offset_alarm_cm1 / 2 and self._offset_run_start is None:
             self._offset_run_start = (s, time_ns)
@@ -1021,7 +1075,12 @@ class DriftMonitor:
         """Offset to remove from the next spectra (cm⁻¹): the moving-median estimate when
         ``compensate_offset`` is on (0 until the estimate exists), else 0.
         """
-        return float(self.offset_cm1) if self.config.compensate_offset and self.offset_cm1 is not None else 0.0
+        cfg = self.config
+        if not cfg.compensate_offset or self.offset_cm1 is None:
+            return 0.0
+        if len({r for _, _, r in self.offsets}) < cfg.offset_min_classes:
+            return 0.0  # one mineral's stream cannot tell an instrument offset from another mineral's lines
+        return float(self.offset_cm1)
 
     def status(self) -> dict[str, Any]:
         """Current state for the daemon's status messages."""

@@ -134,7 +134,7 @@ def test_compensated_spectra_still_report_the_instruments_own_offset(real):
             mon.update(np.arange(a, min(a + 8, len(x))), a, spectra=x[a:a + 8], applied_offset_cm1=applied)
         assert abs(mon.offset_cm1 - 20.0) < 1.5, applied
         assert mon.correction_cm1 == pytest.approx(mon.offset_cm1)
-    off = DriftMonitor(DriftConfig(channels=()), real["refs"], 1.0)  # compensation off: estimate, no correction
+    off = DriftMonitor(DriftConfig(channels=(), compensate_offset=False), real["refs"], 1.0)  # estimate, no correction
     off.update(np.arange(len(raw)), 0, spectra=real["pre"](raw))
     assert abs(off.offset_cm1 - 20.0) < 1.5 and off.correction_cm1 == 0.0
 

@@ -45,7 +45,7 @@ def test_predictions_carry_novelty_fields_matching_offline_scores(novelty_bundle
     autoencoder's reconstruction error is published next to it, both as scored offline."""
     path = novelty_bundle["path"]
     b = Bundle.load(path)
-    with _Daemon(path, drift={"warmup": 50}) as d:
+    with _Daemon(path, drift={"warmup": 50, "compensate_offset": False}) as d:
         for i in range(len(test_set)):
             d.tx.send(test_set.intensities[i], test_set.raman_shift_cm1, id=f"s{i}")
         preds, _ = _collect(d, len(test_set))
@@ -220,7 +220,7 @@ def test_drift_compensation_corrects_a_30_cm1_offset_over_zeromq(novelty_bundle,
     assert [e["kind"] for e in drift].count("offset") == 1
     y = np.array([labels.index(c) for c in test_set.labels[idx]])
     top1 = np.array([preds[f"s{i}"]["labels"][0] == labels[y[i]] for i in range(len(raw))])
-    with _Daemon(novelty_bundle["path"]) as d:  # the same spectra, no compensation
+    with _Daemon(novelty_bundle["path"], drift={"compensate_offset": False}) as d:  # the same spectra, uncorrected
         for i in np.flatnonzero(late):
             d.tx.send(raw[i], test_set.raman_shift_cm1, id=f"s{i}")
         plain, _ = _collect(d, int(late.sum()))

@@ -113,7 +113,7 @@ def test_step_stream_behind_drift_compensation(novelty_bundle, soysal):
     test = load_spectra(soysal / "raw_test.npz")
     pre = Preprocessor(Bundle.load(novelty_bundle["path"]).preprocessing)
     s = make_stream(test, "step", np.random.default_rng(0), noise=0.01)
-    cfg = DriftConfig()
+    cfg = DriftConfig(compensate_offset=False)  # the plain run; compensation is on by default
     plain = run_stream(models, pre, s, cfg, 1.0)
     comp = run_stream(models, pre, s, dataclasses.replace(cfg, compensate_offset=True), 1.0)
     assert abs(plain["offset_estimate"][-1] - 10.0) < 2.0 and np.all(plain["trace"]["correction"] == 0.0)

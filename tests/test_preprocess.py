@@ -162,14 +162,18 @@ class TestBaseline(BasePreprocessTest):
         assert np.median(np.abs(out)) < 0.05
 
 
-def test_resample_is_exact_on_the_grid_and_zero_outside():
+def test_resample_is_exact_on_the_grid_and_edge_level_or_zero_outside():
     grid = RamanGrid()
     x = np.random.default_rng(0).random(1392).astype(np.float32)
     np.testing.assert_array_equal(resample(x, grid.axis, grid), x)
     axis = np.linspace(500, 1000, 400)
-    out = resample(np.ones(400), axis, grid)
+    out = resample(np.ones(400), axis, grid, outside_range="zero")
     assert np.all(out[grid.axis < 500] == 0) and np.all(out[grid.axis > 1000] == 0)
     assert np.all(out[(grid.axis >= 500) & (grid.axis <= 1000)] == 1)
+    ramp = 2.0 + axis / 1000.0  # the default extends each end with its level over the last 10 cm⁻¹
+    out = resample(ramp, axis, grid)
+    np.testing.assert_allclose(out[grid.axis < 500], ramp[axis <= 510].mean(), rtol=1e-6)
+    np.testing.assert_allclose(out[grid.axis > 1000], ramp[axis >= 990].mean(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs,match", [

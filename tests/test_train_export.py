@@ -260,7 +260,7 @@ def test_tensorrt_check_flags_asymmetric_int8_and_passes_the_tensorrt_export(syn
 
 def test_report_is_written(tmp_path, soysal):
     r = subprocess.run([sys.executable, "-m", "trainer", "--train", "synthetic:train", "--test", "synthetic:test",
-                        "--out", str(tmp_path / "b"), "--steps", "30", "--no-progress", "-q"],
+                        "--out", str(tmp_path / "b"), "--steps", "30", "--no-progress", "--no-novelty", "-q"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     b = Bundle.load(tmp_path / "b")
@@ -301,7 +301,9 @@ def test_shift_curve_on_real_data_degrades_gracefully(rruff_bundle, soysal):
     curve = shift_curve(load_model(b), Preprocessor(b.preprocessing), load_spectra(soysal / "raw_test.npz"), b.labels)
     top = {c["shift_cm1"]: c["top1"] for c in curve}
     assert list(top) == [float(s) for s in range(0, 45, 5)]
-    assert top[30.0] > 0.5 * top[0.0]  # trained with ±30 cm⁻¹ shift augmentation
+    # The default network is precise (trained within ±5 cm⁻¹; the daemon's drift compensation handles larger
+    # offsets, tests/test_novelty_daemon.py): it holds within its tolerance and the curve shows where it ends.
+    assert top[5.0] >= 0.85 * top[0.0] and top[30.0] < 0.7 * top[0.0]
 
 
 def test_grad_cam_curves(rruff_bundle, soysal, tmp_path):

@@ -3,7 +3,9 @@
 Each transform mimics a nuisance of a real instrument: a Raman-shift offset (calibration or temperature
 drift; edge padding as :func:`edge.shift.shift_spectra`), a small axis stretch (resample-and-interpolate:
 calibration scale error), intensity scaling (laser power, focus), a smooth fluorescence background
-(scaled tanh and cosine terms) and Gaussian noise.
+(scaled tanh and cosine terms), Gaussian noise, and a shorter measured range (another instrument's range:
+the spectrum is cut and extended past its new ends exactly as :func:`edge.preprocess.resample` extends a
+partial-range spectrum).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from edge.shift import shift_spectra
+from edge.preprocess import RamanGrid, resample
+from edge.shift import shift_spectra, truncate_spectra
 
 from ._settings import SettingsMixin
+from .errors import TrainerError
 
 __all__ = ["AugmentConfig", "augment_batch"]
 
@@ -51,6 +55,10 @@ class AugmentConfig(SettingsMixin):
         spectrum's maximum: residual fluorescence of either sign, as left by imperfect background handling.
     probability : float
         Probability that a spectrum of the batch is augmented at all.
+    range_probability : float
+        Probability that an augmented spectrum is cut to a shorter measured range (a random start, end, or
+        both, keeping at least the preprocessing's ``min_coverage`` of the grid) and extended past its new
+        ends by :func:`edge.preprocess.resample` (the daemon's own handling of a partial range).
     """
 
     _kind: ClassVar[str] = "augmentation"
@@ -65,11 +73,13 @@ class AugmentConfig(SettingsMixin):
     band_ratio: float = 0.0
     baseline: float = 0.0
     probability: float = 0.9
+    range_probability: float = 0.0
 
 
 
 
-def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, step_cm1: float = 1.0) -> np.ndarray:
+def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, step_cm1: float = 1.0,
+                  min_coverage: float = 0.0) -> np.ndarray:
     """Augment a batch of spectra.
 
     Parameters
@@ -82,11 +92,19 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
         Source of randomness (seeded by the trainer).
     step_cm1 : float
         Grid spacing, cm⁻¹.
+    min_coverage : float
+        Smallest fraction of the grid a cut range keeps (``range_probability``; the bundle's recorded
+        ``min_coverage``).
 
     Returns
     -------
     numpy.ndarray, shape (B, N), float32
         Augmented copy.
+
+    Raises
+    ------
+    TrainerError
+        If range augmentation is on without a ``min_coverage`` in (0, 1).
     """
     b, n = x.shape
     on = rng.random(b) < cfg.probability
@@ -119,6 +137,8 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
         u = (u - u.mean(axis=1, keepdims=True)) / np.maximum(u.std(axis=1, keepdims=True), 1e-6)
         sigma = rng.uniform(0.0, cfg.band_ratio, (b, 1)) * on[:, None]
         out = (out * np.exp(sigma * u)).astype(np.float32)
+    if cfg.range_probability > 0:  # the instrument's range first: background and noise are then measured on it
+        out = _cut_ranges(out, rng.random(b) < cfg.range_probability * on, rng, step_cm1, min_coverage)
     peak = np.abs(out).max(axis=1, keepdims=True) + 1e-12
     if cfg.fluorescence > 0:
         t = np.linspace(0.0, 1.0, n, dtype=np.float32)[None, :]
@@ -145,3 +165,27 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
     if cfg.intensity_scale > 0:
         out = out * (1.0 + rng.uniform(-cfg.intensity_scale, cfg.intensity_scale, (b, 1)) * on[:, None])
     return out.astype(np.float32)
+
+
+def _cut_ranges(x: np.ndarray, rows: np.ndarray, rng: np.random.Generator, step_cm1: float,
+                min_coverage: float) -> np.ndarray:
+    """Cut the ``rows`` of ``x`` (B, N) to random shorter ranges and extend them as the daemon would.
+
+    At least ``min_coverage`` of the N points are kept: a third of the rows lose the start, a third the end,
+    a third both.
+    """
+    if not 0.0 < min_coverage < 1.0:
+        raise TrainerError(f"range augmentation needs a preprocessing min_coverage in (0, 1), got {min_coverage}")
+    n = x.shape[1]
+    grid = RamanGrid(0.0, step_cm1, n)
+    axis = grid.axis
+    out = x.copy()
+    for i in np.flatnonzero(rows):
+        drop = int(rng.uniform(0.0, 1.0 - min_coverage) * n)
+        where = rng.integers(3)
+        head = drop if where == 0 else (0 if where == 1 else int(rng.integers(drop + 1)))
+        stop = n - 1 - (drop - head)
+        ax, cut = truncate_spectra(x[i], axis, axis[head], axis[stop])
+        if cut.max() > 0.05 * x[i].max():  # a cut that keeps no band (only the zero fill of the data): skip it
+            out[i] = resample(cut, ax, grid)
+    return out

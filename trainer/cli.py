@@ -95,11 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="model name (default: the config's name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("novelty detection (trainer/autoencoder.py)")
-    g.add_argument("--novelty", action=argparse.BooleanOptionalAction, default=False,
-                   help="also fit the novelty autoencoder and its nominal-only threshold (6 autoencoder fits, "
-                        "~1 min on 1 thread: off by default)")
+    g.add_argument("--novelty", action=argparse.BooleanOptionalAction, default=True,
+                   help="also fit the novelty autoencoder, its nominal-only threshold and the spectral library "
+                        "(~20-60 s on 1 thread). On by default: the daemon's default drift compensation and "
+                        "novelty decision need the bundle's reference spectra (issue #14); --no-novelty skips it")
     g.add_argument("--novelty-epochs", type=positive_int, default=None, help="autoencoder epochs (default 60)")
-    g.add_argument("--novelty-quantile", type=probability, default=None, help="threshold quantile (default 0.95)")
+    g.add_argument("--novelty-quantile", type=probability, default=0.9,
+                   help="threshold quantile of the nominal training scores (default 0.9: chosen on the "
+                        "cross-instrument development set, docs/instruments.md)")
     add_model_args(p)
     add_data_args(p)
     add_logging_args(p)

@@ -620,7 +620,8 @@ def evaluate_novelty(args: argparse.Namespace) -> dict[str, Any]:
             _train(train, settings_factory(), args.epochs, AEConfig(**ae_cfg.to_dict()))
         thresholds = models.thresholds
         pre = Preprocessor(base.preprocessing)
-        drift = drift_streams(models, test, pre, DriftConfig(), args.seed, args.noise, args.repeats, args.n_nominal)
+        drift = drift_streams(models, test, pre, DriftConfig(compensate_offset=False), args.seed, args.noise,
+                              args.repeats, args.n_nominal)
         result["drift"] = {k: v for k, v in drift.items() if k != "_plots"}
         result["drift"]["model_seconds"] = round(models.seconds, 1)
         result["drift"]["thresholds"] = thresholds
@@ -689,6 +690,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--skip-drift", action="store_true", help="no drift part")
     add_data_args(n)
     add_logging_args(n)
+    from .eval_instruments import add_parser as add_instruments_parser  # issue #14: other instruments' spectra
+
+    add_instruments_parser(sub)
     return p
 
 
@@ -697,6 +701,11 @@ def main_impl(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     setup_logging(args)
+    if args.what == "instruments":
+        from .eval_instruments import run
+
+        run(args)
+        return 0
     require_extra("torch", "train", "edge-eval")
     import torch
 
