@@ -4,14 +4,31 @@ import json
 
 import pytest
 
-from trainer.eval_hygiene import hygiene_rows, main
+from trainer.eval_hygiene import main
 
 pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")
-def rows(rruff_bundle, data_root):
-    return hygiene_rows(rruff_bundle, data_root, seed=0)
+def rows(rruff_bundle, data_root, tmp_path_factory):
+    """The hygiene rows as ``edge-eval instruments`` writes them (merged with its own ``raw_test`` row)."""
+    from trainer.evaluate import main as eval_main
+
+    out = tmp_path_factory.mktemp("instruments") / "rows.json"
+    assert eval_main(["instruments", "--bundle", str(rruff_bundle), "--json", str(out), "--rows", "raw_test",
+                      "--data-dir", str(data_root)]) == 0
+    return json.loads(out.read_text())["rows"]
+
+
+def test_merged_rows_keep_both_measures():
+    from trainer.eval_instruments import merge_rows
+
+    rows = {"raw_test": {"n": 150, "top1": 85.0}}
+    merge_rows(rows, {"raw_test": {"n": 150, "top1": 84.0, "top1_change_by_spike_removal": 0.0},
+                      "raw_test_spikes": {"n": 150, "top1": 84.5}})
+    assert rows == {"raw_test": {"n": 150, "top1": 85.0, "hygiene_n": 150, "hygiene_top1": 84.0,
+                                 "top1_change_by_spike_removal": 0.0},
+                    "raw_test_spikes": {"n": 150, "top1": 84.5}}
 
 
 def test_spike_rows(rows):

@@ -164,7 +164,7 @@ def test_short_edge_eval_instruments_run(novelty_bundle, tmp_path, data_root):
     out = tmp_path / "instruments.json"
     rows = ["raw_test", "raw_test_range_end1300", "rruff2026_raw_in63", "rruff2026_novel", "charisma_calcite"]
     assert main(["instruments", "--bundle", str(novelty_bundle["path"]), "--json", str(out), "--rows", *rows,
-                 "--data-dir", str(data_root)]) == 0
+                 "--data-dir", str(data_root), "--no-hygiene"]) == 0
     result = json.loads(out.read_text())
     r = result["rows"]
     assert list(r) == rows

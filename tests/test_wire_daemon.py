@@ -71,8 +71,8 @@ def test_every_vector_is_answered_by_a_running_daemon_as_specified(synthetic_bun
             else:
                 want = case["decoded"]
                 assert topic in ("prediction", "error"), case["name"]
-                if topic == "error":
-                    assert msg["reason"] == "preprocess", (case["name"], msg)
+                if topic == "error":  # too short for the model's axis: outside it, or covering too little of it
+                    assert msg["reason"] in ("preprocess", "coverage"), (case["name"], msg)
                 if want["id"] is not None:
                     assert msg["id"] == want["id"]
                 assert (msg["instrument_id"], msg["instrument_seq"]) == (want["instrument_id"], want["instrument_seq"])

@@ -25,6 +25,7 @@ Rows (``{"rows": {NAME: {"n", "top1", "flagged", ...}}}``):
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import logging
@@ -343,9 +344,9 @@ def write_plot(result: dict[str, Any], path: Path) -> Path | None:
     except ImportError:
         log.warning("no plot: matplotlib is not installed (pip install 'raman-edge[reports]')")
         return None
-    names = list(result["rows"])
-    top1 = [result["rows"][n]["top1"] or 0.0 for n in names]
-    flagged = [result["rows"][n]["flagged"] or 0.0 for n in names]
+    names = [n for n, r in result["rows"].items() if "top1" in r or "flagged" in r]
+    top1 = [result["rows"][n].get("top1") or 0.0 for n in names]
+    flagged = [result["rows"][n].get("flagged") or 0.0 for n in names]
     fig, ax = plt.subplots(figsize=(9, 4))
     pos = np.arange(len(names))
     ax.bar(pos - 0.2, top1, 0.4, label="top-1 %")
@@ -373,21 +374,42 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-compensation", action="store_true",
                    help="daemon with drift compensation off (default: the daemon's own default)")
     p.add_argument("--plot", default=None, help="PNG bar chart (default: next to --json)")
+    p.add_argument("--hygiene", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score the instrument-hygiene rows: spikes, quality gate, standards, calibration "
+                        "(trainer/eval_hygiene.py)")
     add_data_args(p)
     add_logging_args(p)
 
 
+def merge_rows(rows: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) -> None:
+    """Add ``extra`` rows to ``rows`` in place; where a row exists in both, its own measures are kept and the
+    extra ones join it (a name both give is prefixed ``hygiene_``).
+    """
+    for name, row in extra.items():
+        if name not in rows:
+            rows[name] = row
+            continue
+        for key, value in row.items():
+            rows[name][f"hygiene_{key}" if key in rows[name] else key] = value
+
+
 def run(args: Any) -> dict[str, Any]:
     """Run the ``instruments`` subcommand: evaluate, write JSON and plot, print the table."""
+    from .eval_hygiene import hygiene_rows
+
     settings = {"drift": {"compensate_offset": False}} if args.no_compensation else None
     result = evaluate_instruments(args.bundle, args.data_dir, args.seed, args.rows, settings)
+    if args.hygiene:
+        merge_rows(result["rows"], hygiene_rows(args.bundle, args.data_dir, args.seed))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     plot = write_plot(result, Path(args.plot) if args.plot else out.with_suffix(".png"))
     for name, r in result["rows"].items():
-        top1 = "-" if r["top1"] is None else f"{r['top1']:.1f}"
-        flagged = "-" if r["flagged"] is None else f"{r['flagged']:.1f}"
-        print(f"{name:28s} n={r['n']:4d}  top-1 {top1:>5s} %  flagged {flagged:>5s} %  rejected {r['rejected']}")
+        if "n" not in r:  # the calibration rows: a table of their own in the JSON
+            continue
+        top1 = "-" if r.get("top1") is None else f"{r['top1']:.1f}"
+        flagged = "-" if r.get("flagged") is None else f"{r['flagged']:.1f}"
+        print(f"{name:28s} n={r['n']:4d}  top-1 {top1:>5s} %  flagged {flagged:>5s} %  rejected {r.get('rejected', '-')}")
     print(f"wrote {out}" + (f" and {plot}" if plot else ""))
     return result
