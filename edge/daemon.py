@@ -27,6 +27,7 @@ import numpy as np
 import zmq
 
 from .backends import create_backend
+from .batch import classify_batch, rejection_reason
 from .bundle import Bundle
 from .errors import ConfigError, EdgeError
 from .heads import HeadSwitch, load_head
@@ -116,11 +117,6 @@ class DaemonConfig:
         if cfg.novelty_detector not in NOVELTY_DETECTORS:
             raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {cfg.novelty_detector!r}")
         return cfg
-
-
-def _reason(exc: EdgeError) -> str:
-    """Error-topic reason of a rejection: ``wire``, ``preprocess`` ... (the error class without "Error")."""
-    return type(exc).__name__.replace("Error", "").lower() or "invalid"
 
 
 class Daemon:
@@ -343,22 +339,17 @@ class Daemon:
             try:
                 decoded.append(decode_spectrum(frame))
             except EdgeError as exc:
-                self._reject(pub, _reason(exc), str(exc), None, received_ns)
+                self._reject(pub, rejection_reason(exc), str(exc), None, received_ns)
         correction = self.novelty.correction_cm1() if self.novelty is not None else 0.0
-        ok, x = self._preprocess(decoded, pub, received_ns, correction)
-        if ok:
-            try:
-                out = self.heads.apply(self.backend.infer(x))
-                if self.novelty is not None:
-                    out.update(self.novelty.decide(x, self.labels[np.argmax(out["probabilities"], axis=1)]))
-            except EdgeError as exc:
-                for s in ok:
-                    self._reject(pub, "inference", str(exc), s.id, received_ns)
-                ok = []
-            else:
-                self._publish_predictions(pub, ok, out, received_ns, correction)
-                if self.novelty is not None:  # after publishing: drift bookkeeping adds no prediction latency
-                    self._publish_drift(pub, ok, x, out, correction)
+        # preprocess → infer → novelty → result fields: the one path edge-predict shares (edge.batch)
+        res = classify_batch(decoded, self.preprocessor, self.backend, self.heads, self.labels, self.novelty,
+                             self.config.top_k, correction)
+        for s, reason, detail in res.rejected:
+            self._reject(pub, reason, detail, s.id, received_ns)
+        if res.accepted:
+            self._publish_predictions(pub, res.accepted, res.fields, received_ns)
+            if self.novelty is not None:  # after publishing: drift bookkeeping adds no prediction latency
+                self._publish_drift(pub, res.accepted, res.x, res.out, correction)
         if self._journal:
             self._journal.flush()
 
@@ -373,7 +364,7 @@ class Daemon:
             try:
                 event = decode_event(frame)
             except EdgeError as exc:
-                self._reject(pub, _reason(exc), str(exc), None, time.time_ns())
+                self._reject(pub, rejection_reason(exc), str(exc), None, time.time_ns())
                 continue
             if event is None:
                 rest.append(frame)
@@ -396,55 +387,20 @@ class Daemon:
             self._journal.flush()
         return rest
 
-    def _preprocess(self, decoded: list[SpectrumIn], pub, received_ns: int,
-                    offset_cm1: float = 0.0) -> tuple[list[SpectrumIn], np.ndarray | None]:
-        """Preprocess a micro-batch: one vectorised call when every spectrum shares its axis (the usual case
-        under a backlog), else, or when that call fails, spectrum by spectrum so that a bad one is rejected
-        alone. ``offset_cm1``: the drift compensation (:meth:`edge.novelty.NoveltyService.correction_cm1`).
-        """
-        if not decoded:
-            return [], None
-        first = decoded[0]
-        same_axis = all(
-            s.intensity.shape == first.intensity.shape
-            and (s.raman_shift_cm1 is None) == (first.raman_shift_cm1 is None)
-            and (s.raman_shift_cm1 is None or np.array_equal(s.raman_shift_cm1, first.raman_shift_cm1))
-            for s in decoded[1:])
-        if same_axis and len(decoded) > 1:
-            try:
-                return decoded, self.preprocessor(np.stack([s.intensity for s in decoded]), first.raman_shift_cm1,
-                                                  offset_cm1)
-            except EdgeError:
-                pass  # find the culprit(s) below
-        ok, rows = [], []
-        for s in decoded:
-            try:
-                rows.append(self.preprocessor(s.intensity, s.raman_shift_cm1, offset_cm1))
-                ok.append(s)
-            except EdgeError as exc:
-                self._reject(pub, _reason(exc), str(exc), s.id, received_ns)
-        return ok, (np.stack(rows) if rows else None)
-
-    def _publish_predictions(self, pub, spectra: list[SpectrumIn], out: dict[str, np.ndarray], received_ns: int,
-                             offset_correction_cm1: float = 0.0) -> None:
-        proba = out["probabilities"]
-        k = min(self.config.top_k, proba.shape[1])
-        top = np.argsort(-proba, axis=1, kind="stable")[:, :k]  # ties: lowest class index, as argmax
+    def _publish_predictions(self, pub, spectra: list[SpectrumIn], fields: list[dict[str, Any]],
+                             received_ns: int) -> None:
         self.counters["batches"] += 1
-        for i, s in enumerate(spectra):
+        for s, f in zip(spectra, fields, strict=True):
             self.seq += 1
             payload = {
                 "type": "prediction", "v": WIRE_VERSION, "id": s.id, "seq": self.seq,
-                "labels": self.labels[top[i]].tolist(),
-                "probabilities": [float(p) for p in proba[i, top[i]]],
+                "labels": f["labels"], "probabilities": f["probabilities"],
                 "model_id": self.bundle.model_id, "model_sha256": self.model_sha256, "precision": self.precision,
                 "head_version": self.heads.version,
                 "received_ns": received_ns, "sent_ns": s.sent_ns, "batch_size": len(spectra),
                 "instrument_id": s.instrument_id, "instrument_seq": s.instrument_seq, "label": s.label,
             }
-            if self.novelty is not None:
-                payload.update(self.novelty.fields(out, i))
-                payload["offset_correction_cm1"] = offset_correction_cm1
+            payload.update({k: v for k, v in f.items() if k not in ("labels", "probabilities")})
             payload["published_ns"] = time.time_ns()
             if self._journal:
                 self._journal.append("prediction", **payload)
