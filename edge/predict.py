@@ -315,6 +315,7 @@ def write_rows(rows: list[dict[str, Any]], out: str | os.PathLike) -> Path:
         raise ConfigError(f"{p}: output must end in one of {', '.join(OUTPUT_FORMATS)}")
     cols = _columns(rows)
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
         if ext == ".parquet":
             try:
                 import pyarrow as pa
