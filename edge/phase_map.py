@@ -84,15 +84,17 @@ def write_phase_map(rows: list[dict[str, Any]], map_shape: tuple[int, int], out_
     grid = phase_grid(rows, map_shape)
     counts = Counter(grid.ravel().tolist())
     minerals = [p for p, _ in counts.most_common() if p not in (NOVEL, REJECTED)]
-    palette = list(plt.get_cmap("tab20").colors) + list(plt.get_cmap("tab20b").colors)
+    tab10 = list(plt.get_cmap("tab10").colors)
+    palette = tab10[:7] + tab10[8:] + list(plt.get_cmap("tab20b").colors)  # tab10's grey is kept for "novel"
     colours = {m: palette[i % len(palette)] for i, m in enumerate(minerals)}
-    colours[NOVEL] = (0.78, 0.78, 0.78)
+    colours[NOVEL] = tab10[7]
     colours[REJECTED] = (0.0, 0.0, 0.0)
     order = [*minerals, NOVEL, REJECTED]
     index = {p: i for i, p in enumerate(order)}
     img = np.vectorize(index.__getitem__)(grid)
     n_rows, n_cols = map_shape
-    fig, ax = plt.subplots(figsize=(min(12, 3 + n_cols / 12), min(10, 2 + max(n_rows, 2) / 12)), dpi=120)
+    fig, ax = plt.subplots(figsize=(min(14, 5 + n_cols / 8), 3.0 if n_rows < 4 else min(10, 3 + n_rows / 8)),
+                           dpi=120)
     extent = None
     if step_um is not None:
         dy, dx = step_um
@@ -106,6 +108,9 @@ def write_phase_map(rows: list[dict[str, Any]], map_shape: tuple[int, int], out_
               interpolation="nearest", extent=extent, aspect="auto" if n_rows < 4 else "equal")
     handles = [Patch(facecolor=colours[p], edgecolor="k", label=f"{p} ({counts[p]} px)") for p in order if counts[p]]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    if n_rows == 1:
+        ax.set_yticks([])
+        ax.set_ylabel("")
     ax.set_title(title or f"phase map ({n_rows} x {n_cols} pixels)", fontsize=9)
     fig.tight_layout()
     try:

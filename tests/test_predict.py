@@ -18,8 +18,8 @@ from edge.io import read_spectra
 from edge.predict import Predictor, predict, write_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
-from daemon_harness import RunningDaemon  # noqa: E402
-from synthetic_map import build_map, write_map  # noqa: E402
+from daemon_harness import RunningDaemon
+from synthetic_map import build_map, write_map
 
 pytestmark = pytest.mark.realdata
 # A Mars-relevant basalt assemblage (olivine, pyroxene, plagioclase, hematite), all among the 63 classes.

@@ -65,7 +65,11 @@ def settings_from_args(args: argparse.Namespace) -> TrainerSettings:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-train", description="Train a compact Raman CNN into a model bundle.")
-    p.add_argument("--train", required=True, help=".npz split, RRUFF .txt folder, or synthetic:train")
+    p.add_argument("--train", required=True,
+                   help=".npz split, synthetic:train, or spectrum files/folders of any edge.io format")
+    p.add_argument("--labels", default=None,
+                   help="labels of --train files: a file,label CSV, or 'subfolders' (one sub-folder per mineral); "
+                        "RRUFF files name their own")
     p.add_argument("--test", default=None, help="held-out spectra to score (never used for training decisions)")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--name", default=None, help="model name (default: the config's name)")
@@ -87,7 +91,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args)
     settings = settings_from_args(args)
     grid = settings.preprocessing.grid
-    train = load_spectra(args.train, grid, args.data_dir)
+    train = load_spectra(args.train, grid, args.data_dir, labels=args.labels)
     test = load_spectra(args.test, grid, args.data_dir) if args.test else None
     log.info("training on %d spectra, %d classes (%s)", len(train), len(train.classes), train.source)
     t0 = time.perf_counter()
