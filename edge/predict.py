@@ -207,15 +207,16 @@ class PredictionResult:
                 "unreadable_files": len(self.unreadable)}
 
 
-def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: str | os.PathLike | Predictor, *,
+def predict(paths: str | os.PathLike | Iterable[str | os.PathLike] | ReadResult, bundle: str | os.PathLike | Predictor, *,
             strict: bool = False, progress: bool | Callable[[int], Any] = False, scheduler: str | None = None,
             read_options: dict[str, Any] | None = None, **predictor_options: Any) -> PredictionResult:
     """Classify the spectra of files, folders, globs and maps with a bundle.
 
     Parameters
     ----------
-    paths : path-like or iterable of them
-        Files (any :mod:`edge.io` format), folders (read recursively) or glob patterns.
+    paths : path-like or iterable of them, or edge.io.ReadResult
+        Files (any :mod:`edge.io` format), folders (read recursively) or glob patterns; or spectra already
+        read (:func:`edge.io.read_spectra`, or built in memory).
     bundle : path-like or Predictor
         Model bundle folder (or an open :class:`Predictor`).
     strict : bool
@@ -241,7 +242,10 @@ def predict(paths: str | os.PathLike | Iterable[str | os.PathLike], bundle: str 
     BundleError, BackendError, ConfigError
         If the bundle or options cannot be used.
     """
-    read = read_spectra(paths, strict=strict, **(read_options or {}))
+    if isinstance(paths, ReadResult):
+        read = paths
+    else:
+        read = read_spectra(paths, strict=strict, **(read_options or {}))
     result = PredictionResult(unreadable=list(read.failures), maps=[s for s in read if s.map_shape is not None])
     total = read.n_spectra
     tick, bar = _progress(progress, total)
