@@ -207,8 +207,9 @@ class PredictionResult:
                 "unreadable_files": len(self.unreadable)}
 
 
-def predict(paths: str | os.PathLike | Iterable[str | os.PathLike] | ReadResult, bundle: str | os.PathLike | Predictor, *,
-            strict: bool = False, progress: bool | Callable[[int], Any] = False, scheduler: str | None = None,
+def predict(paths: str | os.PathLike | Iterable[str | os.PathLike] | ReadResult,
+            bundle: str | os.PathLike | Predictor, *,
+            strict: bool = False, progress: bool | Callable[[int], Any] = False, scheduler: Any = None,
             read_options: dict[str, Any] | None = None, **predictor_options: Any) -> PredictionResult:
     """Classify the spectra of files, folders, globs and maps with a bundle.
 
