@@ -15,10 +15,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from .errors import ConfigError, EdgeError
 from .io import ReadResult
+from .wire import SpectrumIn
 
-__all__ = ["DISTRIBUTED_EXTRA", "classify_chunk", "predict_distributed"]
+__all__ = ["DISTRIBUTED_EXTRA", "classify_chunk", "pack_batch", "predict_distributed", "unpack_batch"]
 DISTRIBUTED_EXTRA = "distributed"
 _PREDICTORS: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
 _LOCK = threading.Lock()
@@ -47,7 +50,34 @@ def _predictor(bundle: str, options: tuple[tuple[str, Any], ...]) -> Any:
     return pred
 
 
-def classify_chunk(bundle: str, options: tuple[tuple[str, Any], ...], batches: list[list[tuple[dict, Any]]]
+Segment = tuple[np.ndarray | None, np.ndarray, list[dict[str, Any]]]
+
+
+def pack_batch(batch: list[tuple[dict[str, Any], SpectrumIn]]) -> list[Segment]:
+    """Pack a batch for the wire: runs of spectra sharing one axis become (axis, intensities (b, M), rows).
+
+    One array per run instead of one small object per spectrum: the axis travels once per run, and pickling
+    costs a few large buffers instead of thousands of small ones.
+    """
+    segments: list[Segment] = []
+    start = 0
+    for j in range(1, len(batch) + 1):
+        if j == len(batch) or batch[j][1].raman_shift_cm1 is not batch[start][1].raman_shift_cm1 \
+                or batch[j][1].intensity.shape != batch[start][1].intensity.shape:
+            part = batch[start:j]
+            segments.append((part[0][1].raman_shift_cm1, np.stack([s.intensity for _, s in part]),
+                             [row for row, _ in part]))
+            start = j
+    return segments
+
+
+def unpack_batch(segments: list[Segment]) -> list[tuple[dict[str, Any], SpectrumIn]]:
+    """Inverse of :func:`pack_batch` (intensity rows are views of the segment arrays)."""
+    return [(row, SpectrumIn(row["id"], x[j], axis, label=row.get("label")))
+            for axis, x, rows in segments for j, row in enumerate(rows)]
+
+
+def classify_chunk(bundle: str, options: tuple[tuple[str, Any], ...], batches: list[list[Segment]]
                    ) -> list[dict[str, Any]]:
     """Worker task: classify consecutive batches with the worker's cached predictor.
 
@@ -57,7 +87,7 @@ def classify_chunk(bundle: str, options: tuple[tuple[str, Any], ...], batches: l
         Bundle folder, readable on the worker.
     options : tuple of (name, value)
         :class:`edge.predict.Predictor` settings.
-    batches : list of batches of (row, edge.wire.SpectrumIn)
+    batches : list of packed batches (:func:`pack_batch`)
 
     Returns
     -------
@@ -66,7 +96,8 @@ def classify_chunk(bundle: str, options: tuple[tuple[str, Any], ...], batches: l
     """
     pred = _predictor(bundle, options)
     rows: list[dict[str, Any]] = []
-    for batch in batches:
+    for packed in batches:
+        batch = unpack_batch(packed)
         outs = pred.classify([s for _, s in batch])
         rows += [{**row, **out, **pred.model_fields} for (row, _), out in zip(batch, outs, strict=True)]
     return rows
@@ -113,11 +144,11 @@ def predict_distributed(read: ReadResult, bundle: str | os.PathLike, scheduler: 
     except (OSError, TimeoutError) as exc:
         raise ConfigError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from exc
     try:
-        chunks: list[list[list[tuple[dict, Any]]]] = [[]]
+        chunks: list[list[list[Segment]]] = [[]]
         for batch in iter_batches(read, batch_size):
             if len(chunks[-1]) == chunk_batches:
                 chunks.append([])
-            chunks[-1].append(batch)
+            chunks[-1].append(pack_batch(batch))
         chunks = [c for c in chunks if c]
         futures = [client.submit(classify_chunk, bundle_path, options, c, retries=retries, pure=False)
                    for c in chunks]

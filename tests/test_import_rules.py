@@ -27,7 +27,7 @@ def test_io_and_predict_import_and_read_text_without_optional_extras(tmp_path):
             "import edge.io, edge.predict, edge.predict_cli, edge.batch\n"
             f"s = edge.io.read_file({str(f)!r}); print(s.intensities.shape)\n"
             "try:\n"
-            "    edge.io.io_require = edge.io._common.require('wdf', 'WDF', 'renishaw-wdf')\n"
+            "    edge.io._common.require('wdf', 'WDF', 'renishaw-wdf')\n"
             "except edge.errors.DataError as exc:\n"
             "    print(exc)\n"
             "print(sorted(m for m in " + repr(OPTIONAL) + " if sys.modules.get(m) is not None))\n")
