@@ -120,6 +120,16 @@ def test_wdf_line_map_has_positions_and_shape(formats):
     assert md["map_col"] == 3 and md["x_um"] == pytest.approx(m.positions_um[3, 0])
 
 
+@needs_formats
+def test_spc_map_is_arranged_with_map_shape(formats):
+    s = read_file(formats / "spc/raman-sion.spc")
+    assert s.map_shape is None and "map_shape" in s.metadata["map_note"]
+    m = read_file(formats / "spc/raman-sion.spc", map_shape=(6, 6))
+    assert m.map_shape == (6, 6) and m.spectrum_metadata(7)["map_row"] == 1
+    with pytest.raises(DataError, match="does not hold"):
+        read_file(formats / "spc/raman-sion.spc", map_shape=(5, 6))
+
+
 def test_charisma_files_read_with_the_readme_columns(data_root):
     root = data_root / "cross_instrument" / "charisma"
     rows = list(csv.DictReader(open(root / "labels.csv")))

@@ -155,6 +155,41 @@ def test_dask_localcluster_gives_the_single_process_rows(rruff_bundle, data_root
     assert sum(loaded.values()) >= 1 and all(v <= 1 for v in loaded.values())  # one session per worker
 
 
+@pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason="needs the [distributed] extra")
+def test_dask_retries_a_failing_task(rruff_bundle, data_root):
+    from distributed import Client, LocalCluster
+
+    def make_flaky() -> None:  # runs on each worker: the first task there raises, later ones work
+        import edge.distributed as ed
+
+        real, state = ed._predictor, {"calls": 0}
+
+        def flaky(*a, **k):
+            state["calls"] += 1
+            if state["calls"] == 1:
+                raise RuntimeError("simulated worker fault")
+            return real(*a, **k)
+
+        ed._predictor = flaky
+
+    paths = [data_root / "cross_instrument" / "charisma"]
+    single = predict(paths, rruff_bundle, batch_size=8)
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                      processes=True) as cluster, Client(cluster) as client:
+        client.run(make_flaky)
+        dist = predict(paths, rruff_bundle, scheduler=client, batch_size=8)
+    assert [r["labels"] for r in dist.rows] == [r["labels"] for r in single.rows]
+
+
+def test_parquet_round_trip(rruff_bundle, data_root, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    res = predict([data_root / "cross_instrument" / "charisma" / "TOP_Ho633"], rruff_bundle)
+    write_rows(res.rows, tmp_path / "r.parquet")
+    table = pq.read_table(tmp_path / "r.parquet").to_pylist()
+    assert [t["predicted"] for t in table] == [r["predicted"] for r in res.rows]
+    assert table[0]["labels"] == res.rows[0]["labels"]
+
+
 def test_unknown_scheduler_extra_missing(monkeypatch, rruff_bundle, data_root):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ConfigError, match=r"needs the \[distributed\] extra"):
