@@ -157,11 +157,12 @@ class Predictor:
 def _spectra_in(src: Spectra) -> Iterator[tuple[dict[str, Any], SpectrumIn]]:
     for i in range(len(src)):
         m = src.spectrum_metadata(i)
-        row = {"file": src.source, "index": i, "id": f"{Path(src.source).name}#{i}"}
+        sid = f"{Path(src.source).name}#{i}"
+        row: dict[str, Any] = {"file": src.source, "index": i, "id": sid}
         for k in ("map_row", "map_col", "x_um", "y_um", "label"):
             if k in m:
                 row[k] = m[k]
-        yield row, SpectrumIn(row["id"], src.intensities[i], src.raman_shift_cm1, label=m.get("label"))
+        yield row, SpectrumIn(sid, src.intensities[i], src.raman_shift_cm1, label=m.get("label"))
 
 
 def iter_batches(read: ReadResult, batch_size: int) -> Iterator[list[tuple[dict[str, Any], SpectrumIn]]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..data import load_rruff_txt
 from ._common import Spectra, finish
@@ -33,6 +34,6 @@ def read_rruff(path: str | Path) -> Spectra:
     s = load_rruff_txt(p)
     meta = dict(s.metadata)
     header = {k: v for k, v in meta.items() if k.isupper() or " " in k}
-    out = {"format": "RRUFF text", "header": header, "instrument": "RRUFF",
+    out: dict[str, Any] = {"format": "RRUFF text", "header": header, "instrument": "RRUFF",
            **{k: meta[k] for k in ("laser_wavelength_nm", "data_kind", "file_rruff_id") if k in meta}}
     return finish(p, s.raman_shift_cm1, s.intensity, out, labels=[s.label])
