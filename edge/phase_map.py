@@ -86,7 +86,7 @@ def write_phase_map(rows: list[dict[str, Any]], map_shape: tuple[int, int], out_
     minerals = [p for p, _ in counts.most_common() if p not in (NOVEL, REJECTED)]
     tab10 = [plt.get_cmap("tab10")(i) for i in range(10)]
     palette = tab10[:7] + tab10[8:] + [plt.get_cmap("tab20b")(i) for i in range(20)]  # tab10 grey: "novel"
-    colours: dict[str, tuple[float, ...]] = {m: palette[i % len(palette)] for i, m in enumerate(minerals)}
+    colours: dict[str, Any] = {m: palette[i % len(palette)] for i, m in enumerate(minerals)}
     colours[NOVEL] = tab10[7]
     colours[REJECTED] = (0.0, 0.0, 0.0)
     order = [*minerals, NOVEL, REJECTED]
