@@ -121,6 +121,19 @@ def test_wdf_line_map_has_positions_and_shape(formats):
 
 
 @needs_formats
+@pytest.mark.parametrize("rel", ["spc/raman-sion.spc", "wdf/line.wdf", "jcamp/tannic_acid.jdx", "sif/raman1.sif",
+                                 "spe/S0N_50x.spe", "text/bwtek_PST10_iR532_Probe_100_3000msx7.txt"])
+@pytest.mark.parametrize("keep", [0, 64, 700])
+def test_truncated_files_are_refused_in_one_line(formats, tmp_path, rel, keep):
+    src = formats / rel
+    cut = tmp_path / src.name
+    cut.write_bytes(src.read_bytes()[:keep])
+    with pytest.raises(DataError) as info:
+        read_file(cut, laser_nm=532.0)
+    assert "\n" not in str(info.value) and str(cut) in str(info.value)
+
+
+@needs_formats
 def test_spc_map_is_arranged_with_map_shape(formats):
     s = read_file(formats / "spc/raman-sion.spc")
     assert s.map_shape is None and "map_shape" in s.metadata["map_note"]

@@ -91,6 +91,8 @@ def detect_format(path: str | os.PathLike) -> str:
             head = f.read(4096)
     except OSError as exc:
         raise DataError(f"{p}: cannot read: {exc}") from exc
+    if not head.strip():
+        raise DataError(f"{p}: empty file")
     for magic, fmt in _MAGIC:
         if head.startswith(magic):
             return fmt

@@ -8,6 +8,7 @@ wavelength: ``laser_nm=`` or the file's ``RamanExWavelength``. Frames (kinetic s
 from __future__ import annotations
 
 import datetime as _dt
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,28 @@ from ..errors import DataError
 from ._common import Spectra, finish, require
 
 __all__ = ["read_sif"]
+
+
+class _NoReadPastEnd(io.BufferedReader):
+    """The open file; reading past the end raises ``EOFError``.
+
+    ``sif-parser`` 0.3.6 loops forever on a truncated file (its word reader never sees the end): it reads
+    through this object instead of the open file.
+    """
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Read ``size`` bytes; an empty result for a positive ``size`` raises ``EOFError``."""
+        b = super().read(size)
+        if size is not None and size > 0 and not b:
+            raise EOFError("unexpected end of file (truncated?)")
+        return b
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        """Read one line; at the end of the file raise ``EOFError``."""
+        b = super().readline(size)
+        if not b:
+            raise EOFError("unexpected end of file (truncated?)")
+        return b
 
 
 def read_sif(path: str | Path, *, laser_nm: float | None = None) -> Spectra:
@@ -36,7 +59,8 @@ def read_sif(path: str | Path, *, laser_nm: float | None = None) -> Spectra:
     p = Path(path)
     sif = require("sif_parser", "SIF", "sif-parser")
     try:
-        data, info = sif.np_open(str(p))
+        with _NoReadPastEnd(io.FileIO(p, "rb")) as f:
+            data, info = sif.np_open(f)
         x = sif.utils.extract_calibration(info)
     except Exception as exc:  # the library's parse failures, wrapped at the boundary
         raise DataError(f"{p}: cannot read as SIF: {type(exc).__name__}: {exc}") from exc

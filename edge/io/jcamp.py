@@ -51,6 +51,9 @@ def read_jcamp(path: str | Path, *, allow_non_raman: bool = False, laser_nm: flo
         y = np.asarray(d["y"], dtype=np.float64)
     except Exception as exc:  # the library's parse failures, wrapped at the boundary
         raise DataError(f"{p}: cannot read as JCAMP-DX: {type(exc).__name__}: {exc}") from exc
+    npoints = d.get("npoints")
+    if isinstance(npoints, (int, float)) and int(npoints) != x.size:
+        raise DataError(f"{p}: holds {x.size} of its NPOINTS={int(npoints)} points (truncated or corrupt)")
     data_type = str(d.get("datatype", d.get("data type", ""))).upper()
     if "RAMAN" not in data_type and not allow_non_raman:
         raise DataError(f"{p}: JCAMP-DX DATA TYPE {data_type or '(none)'!r} is not a Raman spectrum "
