@@ -66,3 +66,18 @@ def test_edge_train_refuses_unlabelled_folder_in_one_line(tmp_path):
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "error:" in lines[0] and "--labels" in lines[0], r.stderr
+
+
+@pytest.mark.realdata
+def test_edge_train_reads_a_folder_with_its_labels_table(data_root, tmp_path):
+    pytest.importorskip("torch")
+    root = data_root / "cross_instrument" / "charisma"
+    r = subprocess.run([sys.executable, "-m", "trainer.cli", "--train", str(root), "--labels", str(root / "labels.csv"),
+                        "--steps", "2", "--out", str(tmp_path / "b"), "--no-progress"], capture_output=True, text=True,
+                       env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert r.returncode == 0, r.stderr
+    import json
+
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["labels"] == ["Calcite", "LED", "NIST_SRM", "NeonLamp", "Polystyrene", "Silicon"]
+    assert "training on 94 spectra, 6 classes" in r.stderr

@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labels of --train files: a file,label CSV, or 'subfolders' (one sub-folder per mineral); "
                         "RRUFF files name their own")
     p.add_argument("--test", default=None, help="held-out spectra to score (never used for training decisions)")
+    p.add_argument("--test-labels", default=None, help="labels of --test files (as --labels)")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--name", default=None, help="model name (default: the config's name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -92,7 +93,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_args(args)
     grid = settings.preprocessing.grid
     train = load_spectra(args.train, grid, args.data_dir, labels=args.labels)
-    test = load_spectra(args.test, grid, args.data_dir) if args.test else None
+    test = load_spectra(args.test, grid, args.data_dir, labels=args.test_labels) if args.test else None
     log.info("training on %d spectra, %d classes (%s)", len(train), len(train.classes), train.source)
     t0 = time.perf_counter()
     result = fit(train, settings.preprocessing, settings.model, settings.training, settings.augmentation,
