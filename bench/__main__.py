@@ -18,13 +18,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.cli_common import run_cli
+from edge.cli_common import CliParser, existing_dir, run_cli
+from edge.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -36,7 +38,8 @@ def default_bundle(out: Path) -> Path:
     from edge.demo import ensure_bundle
 
     bdir = out / "bundle-rruff40"
-    ensure_bundle(bdir, "rruff_soysal/raw_train_labeled_40pct.npz", "rruff_soysal/raw_test.npz", None, None)
+    ensure_bundle(bdir, "rruff_soysal/raw_train_labeled_40pct.npz", "rruff_soysal/raw_test.npz", None, None,
+                  force=True)  # its own results folder: a stale bundle there is replaced
     return bdir
 
 
@@ -71,26 +74,40 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 
 
 def bench_impl(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="edge-bench", description="Run benchmarks; results as JSON.")
+    """Parse the ``edge-bench`` command line and run the chosen benchmarks; returns the exit code."""
+    p = CliParser(prog="edge-bench", description="Run benchmarks; results as JSON.")
     p.add_argument("which", choices=[*sorted(BENCHES), "all"])
-    p.add_argument("--bundle", default=None, help="model bundle (default: build one on the 40 % split)")
+    p.add_argument("--bundle", type=existing_dir, default=None, help="model bundle (default: build one on the 40 %% split)")
     p.add_argument("--out", default=str(RESULTS), help="folder for JSON results")
     p.add_argument("--json", default=None, help="JSON file (single benchmark)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = p.parse_args(argv)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    try:  # before any benchmark runs: an unwritable --out must not cost an hour of measurements
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".edge-bench-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write results there: {exc.strerror or exc}") from exc
+    if args.json and not (Path(args.json).parent.is_dir() and os.access(Path(args.json).parent, os.W_OK)):
+        raise ConfigError(f"--json {args.json}: its folder does not exist or is not writable")
     names = sorted(BENCHES) if args.which == "all" else [args.which]
     for name in names:
         t = time.perf_counter()
         result = {"benchmark": name, **BENCHES[name](args), "wall_seconds": None}
         result["wall_seconds"] = round(time.perf_counter() - t, 1)
         path = Path(args.json) if args.json and len(names) == 1 else Path(args.out) / f"{name}.json"
-        path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        try:
+            path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot write the result: {exc.strerror or exc}") from exc
         print(f"{name}: written to {path}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``edge-bench``: user errors print one ``error:`` line and exit 1."""
     return run_cli(bench_impl, argv, "edge-bench")
 
 

@@ -176,6 +176,7 @@ def run(out: dict, *, quick: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the serial-bridge benchmark from the command line; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=pathlib.Path, help="write the results to this file")
     parser.add_argument("--quick", action="store_true", help="shorter timings")

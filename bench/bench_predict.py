@@ -56,7 +56,7 @@ def run(bundle: str | Path, quick: bool = False, n: int | None = None) -> dict[s
 
     n = n or (10_000 if quick else 100_000)
     read = make_input(n)
-    settings = {"batch_size": 64, "threads": 1}
+    settings: dict[str, Any] = {"batch_size": 64, "threads": 1}
     single, t1 = _timed(lambda: predict(read, bundle, **settings))
     runs: dict[str, Any] = {"single_process": {**t1, "spectra_per_s": round(n / t1["seconds"], 1)}}
     labels = [r["predicted"] for r in single.rows]

@@ -125,6 +125,7 @@ def run(quick: bool = False, bundle: str | pathlib.Path | None = None) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the serial-daemon benchmark from the command line; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default=None, help="model bundle (default: the benchmark bundle)")
     parser.add_argument("--json", type=pathlib.Path, help="write the results to this file")

@@ -94,6 +94,7 @@ def run(c_values: Sequence[int] = (5, 10, 15, 20), draws: int = 3, seed: int = 0
         ``runs`` (one entry per (c, draw)), ``summary`` by c (mean, std, min, max over draws, and the
         top-1 pooled over all draws' test spectra), the settings and timings.
     """
+    views_kw: dict[str, Any] = {} if views is None else {"views": views}
     import torch
 
     from edge.bundle import Bundle
@@ -159,8 +160,7 @@ def run(c_values: Sequence[int] = (5, 10, 15, 20), draws: int = 3, seed: int = 0
                     "backbone_seconds": round(t_backbone, 1), "base_old_top1": base_old_top1,
                 }
                 for mode in ("new-only", "extend"):
-                    cfg = TransferConfig(mode=mode, seed=d, head_dtype=head_dtype, solver=solver,
-                                         **({"views": views} if views is not None else {}))
+                    cfg = TransferConfig(mode=mode, seed=d, head_dtype=head_dtype, solver=solver, **views_kw)
                     t1 = time.perf_counter()
                     r = transfer(base, tr.subset(is_new_tr), cfg, model=res.model,
                                  replay=tr.subset(~is_new_tr) if mode == "extend" else None)
@@ -185,7 +185,8 @@ def run(c_values: Sequence[int] = (5, 10, 15, 20), draws: int = 3, seed: int = 0
 
         def pooled(mode: str, part: str, rs: list[dict[str, Any]] = rs) -> float | None:
             n = sum(r[mode][f"n_{part}"] for r in rs)
-            return sum(r[mode][f"top1_{part}"] * r[mode][f"n_{part}"] for r in rs if r[mode][f"top1_{part}"] is not None) / n if n else None
+            hits = sum(r[mode][f"top1_{part}"] * r[mode][f"n_{part}"] for r in rs if r[mode][f"top1_{part}"] is not None)
+            return hits / n if n else None
 
         n_old = sum(r["n_test_old"] for r in rs)
         summary[str(c)] = {
@@ -205,8 +206,7 @@ def run(c_values: Sequence[int] = (5, 10, 15, 20), draws: int = 3, seed: int = 0
     result = {
         "benchmark": "head-only transfer (paper Table 11 protocol)", "quick": quick,
         "train": tr.source, "test": te.source, "c_values": list(c_values), "draws": draws, "seed": seed,
-        "settings": settings.to_dict(), "transfer": TransferConfig(head_dtype=head_dtype, solver=solver,
-                                                                   **({"views": views} if views is not None else {})).to_dict(),
+        "settings": settings.to_dict(), "transfer": TransferConfig(head_dtype=head_dtype, solver=solver, **views_kw).to_dict(),
         "runs": runs, "summary": summary, "seconds": round(time.perf_counter() - t_start, 1),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
                     "torch_threads": 1},
@@ -232,6 +232,7 @@ def _table(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the head-only transfer benchmark from the command line; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.add_argument("--c", type=int, nargs="+", default=[5, 10, 15, 20], help="numbers of new classes")

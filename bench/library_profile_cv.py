@@ -101,6 +101,7 @@ def run(ks: Sequence[int] = (5, 10, 15), draws: int = 40,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the band-power cross-validation from the command line; returns the exit code."""
     ap = argparse.ArgumentParser(prog="python -m bench.library_profile_cv", description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 15], help="classes withheld per draw")
     ap.add_argument("--draws", type=int, default=40)

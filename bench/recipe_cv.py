@@ -101,6 +101,7 @@ def run(overrides: dict[str, Any], config: str | pathlib.Path, draws: int = 3, s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the training-split proxy cross-validation of one recipe; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("name")
     p.add_argument("overrides", nargs="?", default="{}", help="JSON merged into the config's sections")

@@ -1,3 +1,4 @@
+"""``python -m edge``: the daemon (same as ``edge-daemon``)."""
 import sys
 
 from .cli import daemon_main

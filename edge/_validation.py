@@ -6,11 +6,13 @@ Kept in one module (as pybaselines does) so that every boundary answers bad inpu
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .errors import PreprocessError
 
 
-def as_float_array(values, name: str, *, ndim: tuple[int, ...] = (1, 2), dtype=np.float32) -> np.ndarray:
+def as_float_array(values: ArrayLike, name: str, *, ndim: tuple[int, ...] = (1, 2),
+                   dtype: DTypeLike = np.float32) -> np.ndarray:
     """Return ``values`` as a finite floating array with an allowed number of dimensions.
 
     Parameters
@@ -48,7 +50,7 @@ def as_float_array(values, name: str, *, ndim: tuple[int, ...] = (1, 2), dtype=n
     return arr
 
 
-def check_axis(raman_shift_cm1, *, min_points: int = 2, name: str = "raman_shift_cm1") -> np.ndarray:
+def check_axis(raman_shift_cm1: ArrayLike, *, min_points: int = 2, name: str = "raman_shift_cm1") -> np.ndarray:
     """Validate a Raman-shift axis.
 
     Parameters

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,8 +89,11 @@ def synthetic_source(seed: int = 0, count: int | None = None) -> Iterator[tuple[
     yield from itertools.islice(items, count)
 
 
-def _source_factory(data: str | None):
-    def factory(args: argparse.Namespace):
+Source = Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any]]]
+
+
+def _source_factory(data: str | None) -> Callable[[argparse.Namespace], Source]:
+    def factory(args: argparse.Namespace) -> Source:
         if data is None:
             return synthetic_source(seed=args.seed, count=args.count)
         return spectra_source(load_spectra(data), count=args.count)  # DataError: exit 1 with one line

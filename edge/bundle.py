@@ -28,7 +28,7 @@ from typing import Any
 from .errors import BundleError, ConfigError
 from .preprocess import PreprocessConfig, RamanGrid
 
-__all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "Bundle", "sha256_file"]
+__all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "Bundle", "chmod_umask", "sha256_file"]
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -43,6 +43,17 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def chmod_umask(path: str | os.PathLike, mode: int = 0o666) -> None:
+    """Give a file the permissions an ordinary ``open()`` would: ``mode`` less the process umask.
+
+    ``tempfile.mkstemp`` creates files with mode 0600 whatever the umask; a file written that way and moved
+    into place (atomic write) would be unreadable for a daemon running as another user.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
 
 
 class Bundle:
@@ -154,25 +165,31 @@ class Bundle:
     # -- accessors ----------------------------------------------------------------------------------------
     @property
     def grid(self) -> RamanGrid:
+        """The model's Raman-shift grid (cm⁻¹)."""
         return RamanGrid.from_dict(self.manifest["raman_shift"])
 
     @property
     def preprocessing(self) -> PreprocessConfig:
+        """The preprocessing the model was trained with."""
         return PreprocessConfig.from_dict(self.manifest["preprocessing"])
 
     @property
     def labels(self) -> list[str]:
+        """Class names, in output order."""
         return list(self.manifest["labels"])
 
     @property
     def model_id(self) -> str:
+        """The model's identifier."""
         return str(self.manifest["model_id"])
 
     @property
     def metrics(self) -> dict[str, Any]:
+        """The manifest's metrics section (created empty if absent)."""
         return self.manifest.setdefault("metrics", {})
 
     def has_file(self, name: str) -> bool:
+        """Whether the manifest lists ``name``."""
         return name in self.manifest["files"]
 
     def file(self, name: str, verify: bool = True) -> Path:
@@ -210,6 +227,7 @@ class Bundle:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(self.manifest, f, indent=2, ensure_ascii=False, default=_json_default)
                 f.write("\n")
+            chmod_umask(tmp)
             os.replace(tmp, mpath)
         except (OSError, TypeError) as exc:
             Path(tmp).unlink(missing_ok=True)

@@ -32,7 +32,7 @@ class SpectrumSender:
         The daemon's input endpoint, e.g. ``tcp://127.0.0.1:5555``.
     """
 
-    def __init__(self, endpoint: str, context: zmq.Context | None = None) -> None:
+    def __init__(self, endpoint: str, context: zmq.Context[Any] | None = None) -> None:
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.SNDHWM, 100000)
@@ -52,6 +52,7 @@ class SpectrumSender:
         self.sock.send(frame)
 
     def close(self) -> None:
+        """Close the socket."""
         self.sock.close()
 
     def __enter__(self) -> SpectrumSender:
@@ -74,7 +75,7 @@ class PredictionSubscriber:
     """
 
     def __init__(self, endpoint: str, topics: Iterable[str] = ("prediction", "error", "status"),
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context[Any] | None = None) -> None:
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, 100000)
@@ -120,6 +121,7 @@ class PredictionSubscriber:
                 yield got
 
     def close(self) -> None:
+        """Close the socket."""
         self.sock.close()
 
     def __enter__(self) -> PredictionSubscriber:
@@ -143,14 +145,14 @@ class ControlClient:
         Longest wait for a reply, seconds.
     """
 
-    def __init__(self, endpoint: str, timeout_s: float = 10.0, context: zmq.Context | None = None) -> None:
+    def __init__(self, endpoint: str, timeout_s: float = 10.0, context: zmq.Context[Any] | None = None) -> None:
         self.ctx = context or zmq.Context.instance()
         self.endpoint = endpoint
         self.timeout_s = float(timeout_s)
         self.sock = self._connect()
 
-    def _connect(self) -> zmq.Socket:
-        sock = self.ctx.socket(zmq.REQ)
+    def _connect(self) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         try:
             sock.connect(self.endpoint)
@@ -179,15 +181,18 @@ class ControlClient:
 
         Returns the reply: ``ok`` and ``head_version`` etc., or ``ok`` false with ``reason`` and ``error``.
         """
-        if (path is None) == (data is None):
-            raise EdgeError("load_head needs exactly one of path and data")
-        return self.request({"cmd": "load_head", **({"path": str(path)} if path is not None else {"head": bytes(data)})})
+        if path is not None and data is None:
+            return self.request({"cmd": "load_head", "path": str(path)})
+        if data is not None and path is None:
+            return self.request({"cmd": "load_head", "head": bytes(data)})
+        raise EdgeError("load_head needs exactly one of path and data")
 
     def status(self) -> dict[str, Any]:
         """The daemon's status (counters, head version)."""
         return self.request({"cmd": "status"})
 
     def close(self) -> None:
+        """Close the socket without lingering."""
         self.sock.close(linger=0)
 
     def __enter__(self) -> ControlClient:

@@ -21,21 +21,32 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zmq
 
 from .backends import create_backend
-from .batch import classify_batch, rejection_reason
+from .batch import classify_batch, rejection_detail, rejection_reason
 from .bundle import Bundle
-from .errors import ConfigError, EdgeError
-from .heads import HeadSwitch, load_head
+from .config_check import check_field_types
+from .errors import ConfigError, EdgeError, WireError
+from .heads import MAX_HEAD_BYTES, HeadSwitch, load_head
+from .hygiene import Hygiene, InstrumentConfig
 from .journal import Journal
 from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .novelty import DriftConfig, NoveltyService
 from .preprocess import Preprocessor
-from .wire import TOPICS, WIRE_VERSION, SpectrumIn, decode_event, decode_spectrum, encode_payload
+from .wire import (
+    MAX_MESSAGE_BYTES,
+    TOPICS,
+    WIRE_VERSION,
+    SpectrumIn,
+    decode_event,
+    decode_spectrum,
+    encode_payload,
+    peek_identity,
+)
 
 __all__ = ["INTERNAL_INPUT", "Daemon", "DaemonConfig"]
 log = logging.getLogger("edge.daemon")
@@ -84,6 +95,11 @@ class DaemonConfig:
         the bundle's spectral library when it has one, else the autoencoder.
     drift : dict
         Drift-monitor settings (``[daemon.drift]``; :class:`edge.novelty.DriftConfig`).
+    providers : list of str
+        onnxruntime execution providers in order of preference (e.g. ``["TensorrtExecutionProvider",
+        "CUDAExecutionProvider"]`` on a Jetson with onnxruntime-gpu); an unavailable one is refused at start.
+    allow_cpu_fallback : bool
+        Run on the CPU provider instead when a requested provider is unavailable (default: refuse).
     """
 
     bundle: str = ""
@@ -103,20 +119,32 @@ class DaemonConfig:
     novelty: bool = True
     novelty_detector: str = "auto"
     drift: dict[str, Any] = field(default_factory=dict)
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    allow_cpu_fallback: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DaemonConfig:
+        """Settings from a ``[daemon]`` table (unknown keys, wrong types and out-of-range values: ConfigError)."""
         known = set(cls.__dataclass_fields__) - {"extra"}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown daemon setting(s): {sorted(unknown)}; known: {sorted(known)}")
+        check_field_types(cls, d, "daemon")  # issue 18: max_batch = "lots" is a ConfigError, not a TypeError
         cfg = cls(**d)
         if cfg.max_batch < 1 or cfg.top_k < 1 or cfg.threads < 1:
             raise ConfigError("max_batch, top_k and threads must be ≥ 1")
+        if cfg.precision not in ("auto", "int8", "fp32") or cfg.status_interval_s <= 0 or cfg.serial_baudrate < 1:
+            raise ConfigError("precision must be auto, int8 or fp32; status_interval_s and serial_baudrate > 0 "
+                              f"(got {cfg.precision!r}, {cfg.status_interval_s!r}, {cfg.serial_baudrate!r})")
         if cfg.novelty_detector not in NOVELTY_DETECTORS:
             raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {cfg.novelty_detector!r}")
         return cfg
+
+
+def _providers(backend: object) -> list[str]:
+    """Execution providers the backend runs on (the session's, once loaded), for the status message."""
+    return list(getattr(backend, "active_providers", None) or getattr(backend, "providers", None) or [])
 
 
 class Daemon:
@@ -127,24 +155,33 @@ class Daemon:
     config : DaemonConfig
     context : zmq.Context, optional
         Shared context (inputs in other threads connect to :data:`INTERNAL_INPUT` on it).
+    instrument : InstrumentConfig, optional
+        The ``[instrument]`` table: calibration file, laser wavelength, quality gate (:mod:`edge.hygiene`).
 
     Raises
     ------
-    BundleError, BackendError, ConfigError
-        At construction, when the bundle or model cannot be used.
+    BundleError, BackendError, ConfigError, CalibrationError
+        At construction, when the bundle, model or instrument calibration cannot be used.
     """
 
     def __init__(self, config: DaemonConfig, context: zmq.Context | None = None,
-                 expect_grid=None) -> None:
+                 expect_grid=None, instrument: InstrumentConfig | None = None) -> None:
         self.config = config
         self.bundle = Bundle.load(config.bundle, expect_grid=expect_grid)
         self.labels = np.asarray(self.bundle.labels)
+        if config.top_k > len(self.labels):
+            raise ConfigError(f"top_k = {config.top_k} exceeds the bundle's {len(self.labels)} classes")
         self.preprocessor = Preprocessor(self.bundle.preprocessing)
         self.grid = self.bundle.grid
+        # -- instrument hygiene (edge.hygiene): calibration file loaded (or refused) at start --
+        self.hygiene = Hygiene(instrument, self.grid)
+        # -- end instrument hygiene --
         model_path, self.precision = self.bundle.onnx_model(config.precision)
         self.model_sha256 = self.bundle.manifest["files"][model_path.name]["sha256"]
+        ep = {"providers": config.providers, "allow_cpu_fallback": config.allow_cpu_fallback} \
+            if config.backend == "onnxruntime" else {}
         self.backend = create_backend(config.backend, model_path, intra_op_threads=config.threads,
-                                      precision=self.precision)
+                                      precision=self.precision, **ep)
         self.ctx = context or zmq.Context.instance()
         self.stop_event = threading.Event()
         self.ready = threading.Event()
@@ -162,6 +199,7 @@ class Daemon:
         self.labels = self.heads.labels
         self._control = None
         self.add_status_hook(self.heads.status)
+        self.add_status_hook(self.hygiene.status)
         # Novelty and drift (edge.novelty): the deciding detector runs on the same micro-batch as the classifier,
         # before publishing; the autoencoder, when it does not decide, right after (for the drift monitor).
         self.novelty = NoveltyService.from_bundle(self.bundle, config.drift, self.precision, config.threads,
@@ -172,6 +210,8 @@ class Daemon:
             raise ConfigError("drift compensate_offset needs novelty on and a bundle trained with --novelty "
                               "(its class-mean reference spectra measure the offset)")
         self._journal = Journal(config.journal) if config.journal else None
+        if self._journal is not None:
+            self.add_status_hook(self._journal.status)  # a failed write raises its alarm there
         self._started_ns = time.time_ns()
         self.endpoints: dict[str, str] = {}
 
@@ -226,6 +266,7 @@ class Daemon:
             if self.config.input:
                 pull = self.ctx.socket(zmq.PULL)
                 pull.setsockopt(zmq.RCVHWM, 100000)
+                pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # larger: dropped by ZeroMQ (docs/wire.md)
                 pull.bind(self.config.input)
                 self.endpoints["input"] = pull.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
@@ -265,16 +306,22 @@ class Daemon:
         self._publish_status(pub, final=True)
 
     @staticmethod
-    def _drain(inputs, events, limit: int) -> list[bytes]:
-        frames: list[bytes] = []
+    def _drain(inputs, events, limit: int) -> list[bytes | list[bytes]]:
+        """Receive up to ``limit`` waiting input messages.
+
+        Each is one frame (bytes), or a multipart message (a list of its frames), which :meth:`_process`
+        refuses as one rejection.
+        """
+        frames: list[bytes | list[bytes]] = []
         for s in inputs:
             if s not in events:
                 continue
             while len(frames) < limit:
                 try:
-                    frames.append(s.recv(zmq.NOBLOCK, copy=True))
+                    parts = s.recv_multipart(zmq.NOBLOCK, copy=True)
                 except zmq.Again:
                     break
+                frames.append(parts[0] if len(parts) == 1 else parts)
         return frames
 
     def _handle_subscriptions(self, pub) -> None:
@@ -293,6 +340,7 @@ class Daemon:
             return None
         sock = self.ctx.socket(zmq.REP)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_HEAD_BYTES + 4096)  # an inline head and its request map
         try:
             sock.bind(self.config.control)
         except zmq.ZMQError as exc:
@@ -310,61 +358,85 @@ class Daemon:
                 frame = control.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            reply = self.heads.handle(frame, self.status(), last_seq=self.seq)
+            try:
+                reply = self.heads.handle(frame, self.status(), last_seq=self.seq)
+            except Exception as exc:  # REP must answer every request, and the loop must live on
+                log.exception("control request failed")
+                reply = {"ok": False, "reason": "internal", "error": f"{type(exc).__name__}: {exc}"}
             if reply.get("ok") and "head_version" in reply:
                 self.labels = self.heads.labels
                 self._publish_status(pub)  # subscribers learn the new head version at once
             control.send(encode_payload(reply))
 
-    def _reject(self, pub, reason: str, detail: str, spectrum_id: str | None, received_ns: int) -> None:
+    def _reject(self, pub, reason: str, detail: str, spectrum_id: str | None, received_ns: int,
+                instrument_id: str | None = None, instrument_seq: int | None = None) -> None:
         self.counters["rejected"] += 1
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
         log.warning("rejected spectrum %s: %s: %s", spectrum_id or "?", reason, detail)
         payload = {"type": "error", "v": WIRE_VERSION, "reason": reason, "detail": detail, "id": spectrum_id,
+                   "instrument_id": instrument_id, "instrument_seq": instrument_seq,
                    "received_ns": received_ns, "rejected_total": self.counters["rejected"]}
         if self._journal:
-            self._journal.append("error", **payload)
+            self._journal.append("error", payload)
         pub.send_multipart([TOPICS["error"], encode_payload(payload)])
 
-    def _process(self, frames: list[bytes], pub) -> None:
+    def _process(self, frames: list[bytes | list[bytes]], pub) -> None:
         frames = self._publish_events(frames, pub)  # link/lost events of the serial input: not spectra
         if not frames:
             return
         received_ns = time.time_ns()
         self.counters["received"] += len(frames)
-        decoded: list[SpectrumIn] = []
-        for frame in frames:
-            if self._journal:
-                self._journal.append("spectrum", frame=frame, received_ns=received_ns)
-            try:
-                decoded.append(decode_spectrum(frame))
-            except EdgeError as exc:
-                self._reject(pub, rejection_reason(exc), str(exc), None, received_ns)
+        decoded = self._decode(frames, pub, received_ns)
         correction = self.novelty.correction_cm1() if self.novelty is not None else 0.0
-        # preprocess → infer → novelty → result fields: the one path edge-predict shares (edge.batch)
+        # calibrate → preprocess → infer → novelty → quality → result fields: the one path edge-predict shares
         res = classify_batch(decoded, self.preprocessor, self.backend, self.heads, self.labels, self.novelty,
-                             self.config.top_k, correction)
+                             self.config.top_k, correction, self.hygiene)
         for s, reason, detail in res.rejected:
-            self._reject(pub, reason, detail, s.id, received_ns)
+            self._reject(pub, reason, detail, s.id, received_ns, s.instrument_id, s.instrument_seq)
         if res.accepted:
             self._publish_predictions(pub, res.accepted, res.fields, received_ns)
             if self.novelty is not None:  # after publishing: drift bookkeeping adds no prediction latency
-                self._publish_drift(pub, res.accepted, res.x, res.out, correction)
+                self._publish_drift(pub, res.accepted, cast("np.ndarray", res.x), res.out, correction)
         if self._journal:
             self._journal.flush()
 
-    def _publish_events(self, frames: list[bytes], pub) -> list[bytes]:
+    # -- decoding and rejecting (docs/wire.md) ---------------------------------------------------------------
+    def _decode(self, frames: list[bytes | list[bytes]], pub, received_ns: int) -> list[SpectrumIn]:
+        """Decode the input messages; each bad one (a multipart message included) is one answered rejection.
+
+        The rejection echoes the ``id``, ``instrument_id``, ``instrument_seq`` the message carried when they can
+        be read.
+        """
+        decoded: list[SpectrumIn] = []
+        for frame in frames:
+            if self._journal:
+                self._journal.append("spectrum", {"frame": frame if isinstance(frame, bytes) else b"".join(frame),
+                                                  "received_ns": received_ns})
+            try:
+                if not isinstance(frame, bytes):
+                    raise WireError(f"a multipart message of {len(frame)} frames; send each spectrum as one frame",
+                                    peek_identity(frame[0]))
+                decoded.append(decode_spectrum(frame))
+            except Exception as exc:  # every foreign exception too: a bad message is never fatal
+                ident = exc.identity if isinstance(exc, WireError) else {}
+                self._reject(pub, rejection_reason(exc), rejection_detail(exc), ident.get("id"), received_ns,
+                             ident.get("instrument_id"), ident.get("instrument_seq"))
+        return decoded
+
+    def _publish_events(self, frames: list[bytes | list[bytes]], pub) -> list[bytes | list[bytes]]:
         """Publish the input events among ``frames`` (:func:`edge.wire.encode_event`; sent by
         :mod:`edge.serial_input`): ``link`` on the ``link`` topic, ``lost`` on the ``error`` topic with reason
         ``"lost"`` (counted in ``lost``). A malformed event is rejected like a bad spectrum. Returns the other
         frames, in order.
         """
-        rest: list[bytes] = []
+        rest: list[bytes | list[bytes]] = []
         for frame in frames:
             try:
-                event = decode_event(frame)
-            except EdgeError as exc:
-                self._reject(pub, rejection_reason(exc), str(exc), None, time.time_ns())
+                event = decode_event(frame) if isinstance(frame, bytes) else None
+            except Exception as exc:  # a malformed event is one answered rejection, never fatal
+                ident = exc.identity if isinstance(exc, WireError) else {}
+                self._reject(pub, rejection_reason(exc), rejection_detail(exc), ident.get("id"), time.time_ns(),
+                             ident.get("instrument_id"), ident.get("instrument_seq"))
                 continue
             if event is None:
                 rest.append(frame)
@@ -381,7 +453,7 @@ class Daemon:
             else:
                 topic = TOPICS["link"]
             if self._journal:
-                self._journal.append(event["type"], **event)
+                self._journal.append(event["type"], event)
             pub.send_multipart([topic, encode_payload(event)])
         if self._journal and len(rest) < len(frames):
             self._journal.flush()
@@ -400,10 +472,11 @@ class Daemon:
                 "received_ns": received_ns, "sent_ns": s.sent_ns, "batch_size": len(spectra),
                 "instrument_id": s.instrument_id, "instrument_seq": s.instrument_seq, "label": s.label,
             }
+            # novelty fields, offset_correction_cm1, hygiene fields (edge.batch.result_fields)
             payload.update({k: v for k, v in f.items() if k not in ("labels", "probabilities")})
             payload["published_ns"] = time.time_ns()
             if self._journal:
-                self._journal.append("prediction", **payload)
+                self._journal.append("prediction", payload)
             self.counters["published"] += 1  # counted before sending: a subscriber never sees more than counted
             pub.send_multipart([TOPICS["prediction"], encode_payload(payload)])
 
@@ -418,14 +491,17 @@ class Daemon:
             return
         for event in events:
             event["v"] = WIRE_VERSION
-            log.warning("drift alarm: %s", {k: event[k] for k in ("kind", "statistic", "threshold", "detected_seq", "change_seq")})
+            log.warning("drift alarm: %s",
+                        {k: event[k] for k in ("kind", "statistic", "threshold", "detected_seq", "change_seq")})
             if self._journal:
-                self._journal.append("drift", **event)
+                self._journal.append("drift", event)
             pub.send_multipart([TOPICS["drift"], encode_payload(event)])
 
     def status(self, final: bool = False) -> dict[str, Any]:
+        """The status message: model, precision, backend and its execution providers, counters, uptime."""
         st = {"type": "status", "v": WIRE_VERSION, "model_id": self.bundle.model_id, "precision": self.precision,
-              "backend": self.config.backend, "counters": dict(self.counters), "rejections": dict(self.rejections),
+              "backend": self.config.backend, "providers": _providers(self.backend),
+              "counters": dict(self.counters), "rejections": dict(self.rejections),
               "uptime_s": (time.time_ns() - self._started_ns) / 1e9, "final": final, "time_ns": time.time_ns()}
         for hook in self._status_hooks:
             st.update(hook())

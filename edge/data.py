@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,8 @@ def load_npz(path: str | os.PathLike) -> SpectraSet:
         If the file is missing, unreadable, lacks a key, or holds invalid values.
     """
     p = Path(path)
+    if p.is_file() and not zipfile.is_zipfile(p):  # np.load would answer with an allow_pickle hint
+        raise DataError(f"{p}: not an .npz archive (numpy.savez writes a zip with X, y, raman_shift_cm1)")
     try:
         with np.load(p, allow_pickle=False) as d:
             missing = {"X", "y", "raman_shift_cm1"} - set(d.files)

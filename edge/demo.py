@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,19 @@ from firmware_bridge.simulator import FaultConfig, SimulatedInstrument
 
 from .backends import OnnxRuntimeBackend
 from .bundle import Bundle
-from .cli_common import run_cli
+from .cli_common import (
+    CliParser,
+    existing_dir,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    require_extra,
+    run_cli,
+)
 from .client import PredictionSubscriber, SpectrumSender
 from .data import SpectraSet, load_spectra
-from .errors import BundleError, EdgeError
+from .demo_view import LiveView
+from .errors import BundleError, ConfigError, EdgeError
 from .preprocess import Preprocessor
 
 __all__ = ["main", "run_demo"]
@@ -51,18 +61,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(cmd: list[str], what: str) -> None:
+def _run(cmd: list[str], what: str) -> list[str]:
+    """Run a step as a subprocess; returns its output lines (a failure: one EdgeError line, the step's own error)."""
     print(f"[demo] {what}: {' '.join(cmd[2:])}", flush=True)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    tail = proc.stdout.strip().splitlines()[-12:]
+    lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
     if proc.returncode != 0:
-        raise EdgeError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(tail))
-    for line in tail[-2:]:
-        print(f"[demo]   {line}", flush=True)
+        last = next((line for line in reversed(lines) if "error:" in line), lines[-1] if lines else "no output")
+        raise EdgeError(f"{what} failed (exit {proc.returncode}): {last.split('error:', 1)[-1].strip()}")
+    return lines
 
 
-def ensure_bundle(bundle_dir: Path, train: str, test: str, steps: int | None, data_dir: str | None) -> Bundle:
-    """Reuse ``bundle_dir`` when it holds an INT8 model trained on ``train``; else train and export it."""
+def ensure_bundle(bundle_dir: Path, train: str, test: str, steps: int | None, data_dir: str | None,
+                  force: bool = False) -> Bundle:
+    """Reuse ``bundle_dir`` when it holds an INT8 model trained on ``train``; else train and export it.
+
+    ``force`` lets the training replace another bundle in ``bundle_dir`` (the demo's own work folder); without
+    it, a different bundle there is an error (edge-train refuses to overwrite it).
+
+    Raises
+    ------
+    ConfigError
+        If a bundle must be trained and torch (the ``[train]`` extra) is not installed.
+    EdgeError
+        If training or export fails (the step's own error line).
+    """
     try:
         b = Bundle.load(bundle_dir)
         if b.has_file("model.int8.onnx") and b.manifest.get("training", {}).get("train_source", "").endswith(
@@ -71,34 +94,43 @@ def ensure_bundle(bundle_dir: Path, train: str, test: str, steps: int | None, da
             return b
     except BundleError:
         pass
+    require_extra("torch", "export", "edge-demo (it trains and exports a bundle; on a device, pass --bundle DIR "
+                  "--no-train with a bundle built on a workstation)")
+    require_extra("onnx", "export", "edge-demo")
     py = sys.executable
     extra = ["--data-dir", data_dir] if data_dir else []
     cmd = [py, "-m", "trainer", "--train", train, "--test", test, "--out", str(bundle_dir), "--no-progress", "-q", *extra]
     if steps:
         cmd += ["--steps", str(steps)]
-    _run(cmd, "training")
-    _run([py, "-m", "export", str(bundle_dir), "--int8", "-q", *extra], "INT8 export")
+    if force:
+        cmd += ["--force"]
+    print(f"[demo]   {_run(cmd, 'training')[-1]}", flush=True)
+    out = _run([py, "-m", "export", str(bundle_dir), "--int8", "-q", *extra], "INT8 export")
+    gate = next((line for line in out if line.startswith("INT8 gate")), out[-1] if out else "")
+    print(f"[demo]   {gate}", flush=True)
     return Bundle.load(bundle_dir)
 
 
 def start_daemon(bundle: Path, input_ep: str, output_ep: str, journal: str | None,
-                 serial: str | None = None) -> subprocess.Popen:
+                 serial: str | None = None, extra_args: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "edge", "--bundle", str(bundle), "--input", input_ep, "--output", output_ep, "-q"]
     if journal:
         cmd += ["--journal", journal]
     if serial:
         cmd += ["--serial", serial]
+    cmd += list(extra_args)  # e.g. --calibration FILE --laser-nm 785 (edge-bench latency, issue 15)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def stream(spectra: SpectraSet, input_ep: str, output_ep: str, rate_hz: float, timeout_s: float,
-           live: bool, ctx: zmq.Context) -> dict[str, Any]:
+           live: bool, ctx: zmq.Context[Any]) -> dict[str, Any]:
     """Send every spectrum as a simulated instrument and collect the daemon's answers."""
     n = len(spectra)
-    preds: dict[str, dict] = {}
-    errors: list[dict] = []
+    preds: dict[str, dict[str, Any]] = {}
+    errors: list[dict[str, Any]] = []
     recv_ns: dict[str, int] = {}
     done = threading.Event()
+    view = LiveView(n, enabled=live)
     with PredictionSubscriber(output_ep, context=ctx) as rx:
         rx.wait_ready(timeout_s=30)
 
@@ -112,10 +144,7 @@ def stream(spectra: SpectraSet, input_ep: str, output_ep: str, rate_hz: float, t
                 if topic == "prediction":
                     recv_ns[msg["id"]] = time.time_ns()
                     preds[msg["id"]] = msg
-                    if live:
-                        ok = "ok " if msg["labels"][0] == msg.get("label") else "   "
-                        print(f"  {ok}#{msg['seq']:<5d} {msg['id']:>12s} → {msg['labels'][0]:<24s} "
-                              f"p={msg['probabilities'][0]:.2f}  (true: {msg.get('label')})", flush=True)
+                    view.prediction(msg, msg["id"])
                 elif topic == "error":
                     errors.append(msg)
 
@@ -134,6 +163,7 @@ def stream(spectra: SpectraSet, input_ep: str, output_ep: str, rate_hz: float, t
             listener.join(timeout_s)
         done.set()
         t_end = time.perf_counter()
+        view.close()
     lat = np.array([(recv_ns[k] - p["sent_ns"]) / 1e6 for k, p in preds.items()])
     daemon_ms = np.array([(p["published_ns"] - p["received_ns"]) / 1e6 for p in preds.values()])
     last_recv = max(recv_ns.values()) if recv_ns else 0
@@ -141,9 +171,21 @@ def stream(spectra: SpectraSet, input_ep: str, output_ep: str, rate_hz: float, t
             "send_seconds": t_sent - t_start, "seconds": t_end - t_start, "last_recv_ns": last_recv}
 
 
+def _percentile(a: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile of ``a``, or None when ``a`` is empty."""
+    return float(np.percentile(a, q)) if len(a) else None
+
+
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    """Train and export a bundle if needed, start the daemon and a simulated instrument, stream, and return the summary fields."""
+    if args.no_train and not args.bundle:
+        raise ConfigError("--no-train needs --bundle DIR (a ready bundle to serve)")
     work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
+    if not (args.bundle and args.no_train):  # the work folder holds the bundles the demo builds
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--workdir {work}: cannot create it: {exc}") from exc
     if args.data:
         root = Path(args.data)
         train, test = str(root / "raw_train_labeled_40pct.npz"), str(root / "raw_test.npz")
@@ -153,7 +195,8 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         train, test, stream_set = "synthetic:train", "synthetic:test", "synthetic:stream"
         bundle_dir = Path(args.bundle or work / "bundle-synthetic")
     bundle = Bundle.load(args.bundle) if args.bundle and args.no_train else ensure_bundle(
-        bundle_dir, train, test, args.steps or (None if args.data else SYNTHETIC_STEPS), args.data_dir)
+        bundle_dir, train, test, args.steps or (None if args.data else SYNTHETIC_STEPS), args.data_dir,
+        force=not args.bundle)
     spectra = load_spectra(stream_set, bundle.grid, args.data_dir)
     if args.limit:
         spectra = spectra.subset(slice(0, args.limit))
@@ -169,7 +212,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            out, err = proc.communicate(timeout=20)
+            _, err = proc.communicate(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
             _out, err = proc.communicate()
@@ -186,16 +229,16 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         offline = np.asarray(bundle.labels)[backend.infer(x)["probabilities"].argmax(1)]
     same = [preds[i]["labels"][0] == offline[k] for k, i in enumerate(ids) if i in preds]
     lat, dms = res["latency_ms"], res["daemon_ms"]
-    pct = (lambda a, q: float(np.percentile(a, q)) if len(a) else None)
     summary = {
         "data": "rruff_soysal raw_test" if args.data else "synthetic",
         "bundle": str(bundle.path), "model_id": bundle.model_id, "precision": precision,
         "sent": len(spectra), "received": len(preds), "rejected": len(res["errors"]),
         "lost": len(spectra) - len(preds) - len(res["errors"]),
         "top1_accuracy": float(np.mean(correct)) if correct else None,
-        "matches_offline": bool(all(same)) and len(same) == len(spectra), "offline_agreement": float(np.mean(same)) if same else None,
-        "latency_ms": {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": float(lat.max()) if len(lat) else None},
-        "daemon_processing_ms": {"p50": pct(dms, 50), "p99": pct(dms, 99)},
+        "matches_offline": bool(all(same)) and len(same) == len(spectra),
+        "offline_agreement": float(np.mean(same)) if same else None,
+        "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99), "max": float(lat.max()) if len(lat) else None},
+        "daemon_processing_ms": {"p50": _percentile(dms, 50), "p99": _percentile(dms, 99)},
         "throughput_spectra_per_s": len(preds) / res["seconds"] if res["seconds"] > 0 else None,
         "send_rate_hz": args.rate, "seconds": res["seconds"], "daemon_exit_code": proc.returncode,
     }
@@ -221,7 +264,7 @@ def demo_line_faults(n_spectra: int, seed: int = 7) -> FaultConfig:
                        disconnect_after_frames=tuple(sorted({max(1, n_spectra // 3), max(1, 2 * n_spectra // 3)})))
 
 
-def stream_serial(spectra: SpectraSet, bundle: Path, rate_hz: float, timeout_s: float, live: bool, ctx: zmq.Context,
+def stream_serial(spectra: SpectraSet, bundle: Path, rate_hz: float, timeout_s: float, live: bool, ctx: zmq.Context[Any],
                   *, faults: FaultConfig | None = None, journal: str | None = None,
                   instrument_id: str = "simulated-instrument") -> dict[str, Any]:
     """Stream ``spectra`` from a simulated instrument on a pty into ``edge-daemon --serial`` and collect the answers.
@@ -262,18 +305,19 @@ def stream_serial(spectra: SpectraSet, bundle: Path, rate_hz: float, timeout_s: 
     axis = np.asarray(spectra.raman_shift_cm1, dtype=np.float32)
     acquired_ns = np.zeros(n, dtype=np.int64)
 
-    def source():
+    def source() -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
         for i in range(n):
             acquired_ns[i] = time.time_ns()
             yield axis, spectra.intensities[i], {"sample_label": str(spectra.labels[i]),
                                                  "acquisition_time_ns": int(acquired_ns[i])}
 
-    preds: dict[int, dict] = {}
+    preds: dict[int, dict[str, Any]] = {}
     recv_ns: dict[int, int] = {}
     lost: dict[int, str] = {}
-    errors: list[dict] = []
-    links: list[dict] = []
-    final: dict | None = None
+    errors: list[dict[str, Any]] = []
+    links: list[dict[str, Any]] = []
+    final: dict[str, Any] | None = None
+    view = LiveView(n, enabled=live)
     # The pty exists from here on; the instrument streams only after sim.start() and the link's HELLO, so no
     # spectrum is published before the subscription below is live.
     sim = SimulatedInstrument(source(), transport="pty", rate_hz=rate_hz if rate_hz > 0 else None,
@@ -299,21 +343,17 @@ def stream_serial(spectra: SpectraSet, bundle: Path, rate_hz: float, timeout_s: 
                     seq = msg["instrument_seq"]
                     recv_ns[seq], preds[seq] = time.time_ns(), msg
                     t_end = time.perf_counter()
-                    if live:
-                        ok = "ok " if msg["labels"][0] == msg.get("label") else "   "
-                        print(f"  {ok}#{msg['seq']:<5d} seq {seq:<5d} → {msg['labels'][0]:<24s} "
-                              f"p={msg['probabilities'][0]:.2f}  (true: {msg.get('label')})", flush=True)
+                    view.prediction(msg, f"seq {seq}")
                 elif topic == "error" and msg.get("reason") == "lost":
                     lost[msg["instrument_seq"]] = msg["detail"]
                     t_end = time.perf_counter()
-                    if live:
-                        print(f"  LOST seq {msg['instrument_seq']}: {msg['detail']}", flush=True)
+                    view.lost_spectrum(f"seq {msg['instrument_seq']}: {msg['detail']}")
                 elif topic == "error":
                     errors.append(msg)
                 elif topic == "link":
                     links.append(msg)
-                    if live:
-                        print(f"  [link {msg['state']}] {msg.get('reason', '')}", flush=True)
+                    view.event(f"link {msg['state']}: {msg.get('reason', '')}")
+            view.close()
             proc.send_signal(signal.SIGTERM)  # drains, publishes its final status (with the link counters), exits
             terminated = True
             deadline = time.monotonic() + 20
@@ -358,7 +398,6 @@ def run_serial_demo(args: argparse.Namespace, bundle: Bundle, spectra: SpectraSe
         offline = np.asarray(bundle.labels)[backend.infer(x)["probabilities"].argmax(1)]
     same = [preds[i]["labels"][0] == offline[i] for i in seqs]
     lat, dms = res["latency_ms"], res["daemon_ms"]
-    pct = (lambda a, q: float(np.percentile(a, q)) if len(a) else None)
     missing = n - len(set(preds) | set(lost)) - len(res["errors"])
     link = ((res["final_status"] or {}).get("serial") or {}).get("counters", {})
     return {
@@ -369,8 +408,8 @@ def run_serial_demo(args: argparse.Namespace, bundle: Bundle, spectra: SpectraSe
         "top1_accuracy": float(np.mean(correct)) if correct else None,
         "matches_offline": bool(all(same)) and len(same) == n,
         "offline_agreement": float(np.mean(same)) if same else None,
-        "latency_ms": {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": float(lat.max()) if len(lat) else None},
-        "daemon_processing_ms": {"p50": pct(dms, 50), "p99": pct(dms, 99)},
+        "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99), "max": float(lat.max()) if len(lat) else None},
+        "daemon_processing_ms": {"p50": _percentile(dms, 50), "p99": _percentile(dms, 99)},
         "throughput_spectra_per_s": len(preds) / res["seconds"] if res["seconds"] > 0 else None,
         "send_rate_hz": args.rate, "seconds": res["seconds"], "daemon_exit_code": res["daemon_exit_code"],
         "line_faults": bool(args.line_faults),
@@ -382,19 +421,21 @@ def run_serial_demo(args: argparse.Namespace, bundle: Bundle, spectra: SpectraSe
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-demo", description="Train (or reuse) → INT8 → daemon → live stream → summary.")
-    p.add_argument("--data", default=None, help="folder of the paper's splits (rruff_soysal); default: synthetic spectra")
+    """Build the ``edge-demo`` argument parser."""
+    p = CliParser(prog="edge-demo", description="Train (or reuse) → INT8 → daemon → live stream → summary.")
+    p.add_argument("--data", type=existing_dir, default=None,
+                   help="folder of the paper's splits (rruff_soysal); default: synthetic spectra")
     p.add_argument("--data-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--bundle", default=None, help="bundle folder to use or create")
     p.add_argument("--no-train", action="store_true", help="use --bundle as it is")
     p.add_argument("--workdir", default="edge-demo-work", help="where bundles are built")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help=f"training steps (default: the model config's; {SYNTHETIC_STEPS} for synthetic data)")
-    p.add_argument("--rate", type=float, default=500.0, help="spectra per second sent (0: as fast as possible)")
-    p.add_argument("--limit", type=int, default=0, help="stream only the first N spectra")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all predictions")
+    p.add_argument("--rate", type=non_negative_float, default=500.0, help="spectra per second sent (0: as fast as possible)")
+    p.add_argument("--limit", type=positive_int, default=None, help="stream only the first N spectra")
+    p.add_argument("--timeout", type=positive_float, default=60.0, help="seconds to wait for all predictions")
     p.add_argument("--journal", default=None, help="daemon journal file")
-    p.add_argument("--no-live", action="store_true", help="do not print each prediction")
+    p.add_argument("--no-live", action="store_true", help="no live view (sample predictions and a progress line)")
     p.add_argument("--json", default=None, help="write the summary JSON here")
     p.add_argument("--serial", action="store_true",
                    help="stream over a pty from a simulated instrument (firmware_bridge protocol) into edge-daemon --serial")
@@ -403,26 +444,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fmt(value: float | None, spec: str = ".2f", unit: str = "") -> str:
+    """A figure of the summary, or "n/a" when there is none (e.g. nothing arrived)."""
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
 def demo_impl(argv: Sequence[str] | None = None) -> int:
+    """``edge-demo``: run the demo and print its summary; returns 0, or 2 when spectra were lost or the daemon's
+    answers differ from offline inference.
+    """
     args = build_parser().parse_args(argv)
+    if args.line_faults and not args.serial:
+        raise ConfigError("--line-faults applies to --serial only")
+    if args.json:
+        _check_writable(Path(args.json))
     summary = run_demo(args)
+    if summary["sent"] and not summary["received"]:
+        raise EdgeError(f"no prediction arrived within --timeout {args.timeout:g} s ({summary['sent']} spectra sent, "
+                        f"{summary['rejected']} rejected); is the daemon overloaded? try a longer --timeout")
     lat = summary["latency_ms"]
-    print(f"\n[demo] sent {summary['sent']}, received {summary['received']}, lost {summary['lost']}, "
-          f"rejected {summary['rejected']}; top-1 {100 * (summary['top1_accuracy'] or 0):.1f} %; "
+    acc = summary["top1_accuracy"]
+    print(f"[demo] sent {summary['sent']}, received {summary['received']}, lost {summary['lost']}, "
+          f"rejected {summary['rejected']}; top-1 {_fmt(None if acc is None else 100 * acc, '.1f', ' %')}; "
           f"matches offline onnxruntime: {summary['matches_offline']}")
-    print(f"[demo] end-to-end latency p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms; "
-          f"throughput {summary['throughput_spectra_per_s']:.0f} spectra/s at a send rate of {summary['send_rate_hz']:g}/s")
+    print(f"[demo] end-to-end latency p50 {_fmt(lat['p50'], '.2f', ' ms')}, p99 {_fmt(lat['p99'], '.2f', ' ms')}; "
+          f"throughput {_fmt(summary['throughput_spectra_per_s'], '.0f')} spectra/s at a send rate of "
+          f"{summary['send_rate_hz']:g}/s")
     if "link" in summary:
         link = summary["link"]
         print(f"[demo] serial link: {summary['lost_reported']} reported lost; CRC errors {link['crc_errors']}, "
               f"recovered by resend {link['seqs_recovered']}, connects {link['connects']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        try:
+            Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        except OSError as exc:
+            raise ConfigError(f"--json {args.json}: cannot write: {exc}") from exc
         print(f"[demo] summary written to {args.json}")
     return 0 if summary["lost"] == 0 and summary["matches_offline"] else 2
 
 
+def _check_writable(path: Path) -> None:
+    """Refuse an output file whose folder does not exist or is not writable (before minutes of work)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ConfigError(f"{path}: cannot write there (is a folder, or its folder is missing or not writable)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``edge-demo``: user errors print one ``error:`` line and exit 1."""
     return run_cli(demo_impl, argv, "edge-demo")
 
 

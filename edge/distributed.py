@@ -23,7 +23,7 @@ from .wire import SpectrumIn
 
 __all__ = ["DISTRIBUTED_EXTRA", "classify_chunk", "pack_batch", "predict_distributed", "unpack_batch"]
 DISTRIBUTED_EXTRA = "distributed"
-_PREDICTORS: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+_PREDICTORS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
 
 
@@ -40,7 +40,7 @@ def _predictor(bundle: str, options: tuple[tuple[str, Any], ...]) -> Any:
     """Return the worker's Predictor for ``bundle`` (loaded once per process, then reused)."""
     from .predict import Predictor
 
-    key = (bundle, options)
+    key = (bundle, repr(options))
     with _LOCK:  # a worker with several threads loads the session once
         pred = _PREDICTORS.get(key)
         if pred is None:
@@ -103,7 +103,7 @@ def classify_chunk(bundle: str, options: tuple[tuple[str, Any], ...], batches: l
     return rows
 
 
-def predict_distributed(read: ReadResult, bundle: str | os.PathLike, scheduler: Any, *,
+def predict_distributed(read: ReadResult, bundle: str | os.PathLike[str], scheduler: Any, *,
                         progress: Callable[[int], Any] | None = None, chunk_batches: int = 16, retries: int = 2,
                         **predictor_options: Any) -> list[dict[str, Any]]:
     """Classify a read on a Dask cluster; the rows equal :func:`edge.predict.predict`'s single-process rows.

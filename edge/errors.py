@@ -7,9 +7,12 @@ errors (numpy, onnxruntime, zmq, msgpack, OS) are wrapped at the boundary with `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "BackendError",
     "BundleError",
+    "CalibrationError",
     "ConfigError",
     "DataError",
     "EdgeError",
@@ -44,7 +47,24 @@ class BackendError(EdgeError):
 
 
 class WireError(EdgeError):
-    """A message on the wire (ZeroMQ frame, msgpack payload) is malformed."""
+    """A message on the wire (ZeroMQ frame, msgpack payload) is malformed.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, for the ``detail`` of the daemon's ``error`` message.
+    identity : dict, optional
+        The ``id``, ``instrument_id`` and ``instrument_seq`` that could be read from the rejected message
+        (each None when absent or unreadable), echoed in the ``error`` message (docs/wire.md).
+    """
+
+    def __init__(self, message: str, identity: Mapping[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.identity: dict[str, object] = dict(identity or {})
+
+
+class CalibrationError(EdgeError):
+    """A wavenumber calibration cannot be fitted, or a calibration file is missing, malformed or unusable."""
 
 
 class HeadError(EdgeError):

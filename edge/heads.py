@@ -42,7 +42,9 @@ Requests and replies are msgpack maps. Requests::
 Replies always carry ``ok`` (bool). ``load_head`` answers ``{"ok": true, "head_version", "previous_version",
 "n_classes", "last_seq_previous_head"}`` (predictions with ``seq`` up to that number used the previous head,
 all later ones the new head), or ``{"ok": false, "reason", "error"}`` with ``reason`` one of ``"bad_request"``,
-``"invalid_head"``, ``"backbone_mismatch"``, ``"no_embedding_output"``; a refused head is counted in the
+``"invalid_head"``, ``"backbone_mismatch"``, ``"no_embedding_output"`` (or ``"internal"``: the daemon wraps
+any unexpected error into that answer); a ``path`` must name a regular
+file (a FIFO or device is refused, never opened blocking); a refused head is counted in the
 status (``head.rejected``) and the head in service stays.
 """
 
@@ -53,6 +55,7 @@ import io
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -331,13 +334,7 @@ def load_head(source: str | os.PathLike | bytes | bytearray) -> Head:
         data, where = bytes(source), "inline head"
     else:
         where = str(source)
-        try:
-            size = Path(source).stat().st_size
-            if size > MAX_HEAD_BYTES:
-                raise HeadError(f"{where}: {size} bytes is larger than a head may be ({MAX_HEAD_BYTES})")
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            raise HeadError(f"cannot read head file {where}: {exc}") from exc
+        data = _read_regular_file(source, where)
     if len(data) > MAX_HEAD_BYTES:
         raise HeadError(f"{where}: {len(data)} bytes is larger than a head may be ({MAX_HEAD_BYTES})")
     try:
@@ -374,6 +371,35 @@ def load_head(source: str | os.PathLike | bytes | bytearray) -> Head:
         raise HeadError(f"{where}: head payload does not match its SHA-256 (corrupted or edited)")
     info = {k: v for k, v in meta.items() if k not in _RESERVED}
     return Head(w, arrays["bias"].copy(), labels, backbone, version, dtype, info, stored)
+
+
+def _read_regular_file(path: str | os.PathLike, where: str) -> bytes:
+    """Read a head file without ever blocking.
+
+    The file is opened non-blocking and refused unless it is a regular file (a FIFO or a device would stall
+    the daemon's loop); at most :data:`MAX_HEAD_BYTES` are read.
+
+    Raises
+    ------
+    HeadError
+        Not a readable regular file, a path with a NUL byte, or too large.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except (OSError, ValueError, TypeError) as exc:  # ValueError: NUL byte in the path
+        raise HeadError(f"cannot read head file {where!r}: {exc}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise HeadError(f"head file {where!r} is not a regular file")
+        if st.st_size > MAX_HEAD_BYTES:
+            raise HeadError(f"{where}: {st.st_size} bytes is larger than a head may be ({MAX_HEAD_BYTES})")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(MAX_HEAD_BYTES + 1)
+    except OSError as exc:
+        raise HeadError(f"cannot read head file {where!r}: {exc}") from exc
+    finally:
+        os.close(fd)
 
 
 class HeadSwitch:
@@ -481,6 +507,8 @@ class HeadSwitch:
             head = load_head(src)
         except HeadError as exc:
             return self._refuse("invalid_head", str(exc))
+        except Exception as exc:  # a validation gap: still an answered refusal, never a dead control loop
+            return self._refuse("invalid_head", f"{type(exc).__name__}: {exc}")
         try:
             self.check(head)
         except HeadError as exc:

@@ -46,7 +46,7 @@ def phase_grid(rows: list[dict[str, Any]], map_shape: tuple[int, int]) -> np.nda
     return grid
 
 
-def write_phase_map(rows: list[dict[str, Any]], map_shape: tuple[int, int], out_png: str | os.PathLike, *,
+def write_phase_map(rows: list[dict[str, Any]], map_shape: tuple[int, int], out_png: str | os.PathLike[str], *,
                     step_um: tuple[float, float] | None = None, title: str = "") -> dict[str, int]:
     """Draw a phase map: one colour per mineral, novel pixels grey, rejected (low-quality) pixels black.
 

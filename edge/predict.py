@@ -29,6 +29,7 @@ from .batch import classify_batch
 from .bundle import Bundle
 from .errors import ConfigError, DataError
 from .heads import HeadSwitch, load_head
+from .hygiene import Hygiene, InstrumentConfig
 from .io import ReadResult, Spectra, read_spectra
 from .novelty import NoveltyService
 from .preprocess import Preprocessor
@@ -61,6 +62,8 @@ class Predictor:
     novelty_detector : {"auto", "library", "autoencoder"}
     head : str
         Head file to serve instead of the bundle's own head (``""``: none).
+    instrument : edge.hygiene.InstrumentConfig, optional
+        The daemon's ``[instrument]`` settings: calibration file, laser wavelength, quality gate.
 
     Raises
     ------
@@ -68,7 +71,7 @@ class Predictor:
         When the bundle, model or options cannot be used.
     """
 
-    bundle: str | os.PathLike
+    bundle: str | os.PathLike[str]
     precision: str = "auto"
     backend: str = "onnxruntime"
     threads: int = 1
@@ -77,6 +80,7 @@ class Predictor:
     novelty: bool = True
     novelty_detector: str = "auto"
     head: str = ""
+    instrument: InstrumentConfig | None = None
     _loaded: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +97,7 @@ class Predictor:
         if self.head:
             self.heads.activate(load_head(self.head))
         self.labels = self.heads.labels
+        self.hygiene = Hygiene(self.instrument, self.model.grid)
         self._novelty = (NoveltyService.from_bundle(self.model, {}, self.precision, self.threads,
                                                     self.novelty_detector) if self.novelty else None)
 
@@ -144,7 +149,7 @@ class Predictor:
         """
         self.open()
         res = classify_batch(list(spectra), self.preprocessor, self._backend, self.heads, self.labels,
-                             self._novelty, self.top_k, 0.0)
+                             self._novelty, self.top_k, 0.0, self.hygiene)
         by_id: dict[int, dict[str, Any]] = {}
         for s, f in zip(res.accepted, res.fields, strict=True):
             by_id[id(s)] = {"id": s.id, "status": "ok", "predicted": f["labels"][0],
@@ -208,8 +213,8 @@ class PredictionResult:
                 "unreadable_files": len(self.unreadable)}
 
 
-def predict(paths: str | os.PathLike | Iterable[str | os.PathLike] | ReadResult,
-            bundle: str | os.PathLike | Predictor, *,
+def predict(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | ReadResult,
+            bundle: str | os.PathLike[str] | Predictor, *,
             strict: bool = False, progress: bool | Callable[[int], Any] = False, scheduler: Any = None,
             read_options: dict[str, Any] | None = None, **predictor_options: Any) -> PredictionResult:
     """Classify the spectra of files, folders, globs and maps with a bundle.
@@ -305,7 +310,7 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     return cols
 
 
-def write_rows(rows: list[dict[str, Any]], out: str | os.PathLike) -> Path:
+def write_rows(rows: list[dict[str, Any]], out: str | os.PathLike[str]) -> Path:
     """Write result rows to ``.csv`` (lists joined with ``|``), ``.jsonl`` or ``.parquet`` (needs pyarrow).
 
     Raises
@@ -324,8 +329,8 @@ def write_rows(rows: list[dict[str, Any]], out: str | os.PathLike) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         if ext == ".parquet":
             try:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
+                import pyarrow as pa  # type: ignore[import-untyped]
+                import pyarrow.parquet as pq  # type: ignore[import-untyped]
             except ImportError as exc:
                 raise ConfigError(f"{p}: writing .parquet needs pyarrow (pip install pyarrow); "
                                   "or write .csv / .jsonl") from exc

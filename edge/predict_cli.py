@@ -14,9 +14,11 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .cli_common import add_logging_args, run_cli, setup_logging
 from .errors import ConfigError
+from .hygiene import InstrumentConfig
 from .predict import OUTPUT_FORMATS, predict, write_rows
 
 __all__ = ["build_parser", "main"]
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-novelty", action="store_true", help="skip novelty scoring")
     g.add_argument("--novelty-detector", choices=["auto", "library", "autoencoder"], default="auto")
     g.add_argument("--head", default="", help="head file to serve instead of the bundle's")
+    g.add_argument("--calibration", default="", help="instrument calibration file from edge-calibrate")
     r = p.add_argument_group("reading (edge.io options; see docs/formats.md)")
     r.add_argument("--laser-nm", type=float, default=None, help="laser wavelength, nm (for nm axes)")
     r.add_argument("--axis-unit", choices=["auto", "cm-1", "nm"], default=None, help="x unit of text files")
@@ -63,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_options(args: argparse.Namespace) -> dict:
-    opts: dict = {}
+def _read_options(args: argparse.Namespace) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
     for name in ("laser_nm", "axis_unit", "x_column", "y_column", "delimiter", "decimal", "map_shape"):
         v = getattr(args, name)
         if v is not None:
@@ -83,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = predict(args.paths, args.bundle, strict=args.strict, progress=not args.no_progress,
                      scheduler=args.scheduler, read_options=_read_options(args), precision=args.precision,
                      batch_size=args.batch_size, top_k=args.top_k, threads=args.threads,
-                     novelty=not args.no_novelty, novelty_detector=args.novelty_detector, head=args.head)
+                     novelty=not args.no_novelty, novelty_detector=args.novelty_detector, head=args.head,
+                     instrument=InstrumentConfig(calibration=args.calibration) if args.calibration else None)
     if args.out is None:
         import csv
 

@@ -83,7 +83,7 @@ class SerialInput:
         self.link = InstrumentLink(self.url, baudrate=self.baudrate, config=config, backoff=backoff)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._sock: zmq.Socket | None = None
+        self._sock: zmq.Socket[bytes] | None = None
         self._instrument_id: str | None = None
         self._session_id: int | None = None
         self._state: dict[str, Any] = {"state": "down", "reason": "not started", "attempt": 0,

@@ -125,7 +125,7 @@ class SyntheticLibrary:
         axis = self.grid.axis
         y = np.zeros_like(axis)
         profile = self.config.profile
-        for k, (c, a, w, e) in enumerate(zip(centres, amps, widths, etas)):
+        for k, (c, a, w, e) in enumerate(zip(centres, amps, widths, etas, strict=True)):
             p = PROFILES[k % 3] if profile == "mixed" else profile
             y += a * line_profile(axis, c + shift_cm1, w, p, e)
         return y / y.max()
@@ -168,10 +168,10 @@ class SyntheticLibrary:
         bg = self.fluorescence(rng, n)
         scale = rng.uniform(*cfg.intensity_scale, n)
         out = np.empty((n, self.grid.n_points), dtype=np.float32)
-        for i, (c, s) in enumerate(zip(classes, shifts)):
+        for i, (c, s) in enumerate(zip(classes, shifts, strict=True)):
             y = self.clean(int(c), float(s)) + bg[i] + rng.normal(0.0, cfg.noise_std, self.grid.n_points)
             out[i] = scale[i] * y
-        meta = [{"shift_cm1": float(s), "fluorescence": float(b.max())} for s, b in zip(shifts, bg)]
+        meta = [{"shift_cm1": float(s), "fluorescence": float(b.max())} for s, b in zip(shifts, bg, strict=True)]
         return SpectraSet(out, np.asarray([self.labels[c] for c in classes]), self.grid.axis, meta,
                           f"synthetic(seed={cfg.seed}, n_classes={cfg.n_classes})")
 

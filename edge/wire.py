@@ -1,26 +1,19 @@
 """ZeroMQ wire format of the daemon: msgpack maps, arrays as raw little-endian bytes with dtype and shape.
 
-Input (PUSH → the daemon's PULL socket), one frame, a map::
+The specification is ``docs/wire.md`` (version 1); the field tables it describes are declared once in
+:mod:`edge.wire_spec` (with their JSON Schema, ``edge/wire_schema.json``) and checked here; conformance vectors
+are in ``edge/wire_vectors.json``. In short:
 
-    type            "spectrum"
-    v               1 (wire version)
-    id              str, the spectrum's id (the daemon makes one when absent)
-    intensity       array (see below), shape (M,), intensities in any units
-    raman_shift_cm1 array, shape (M,), Raman shift in cm⁻¹; absent = already on the model grid
-    sent_ns         int, optional: sender's clock (time.time_ns) when sent, for end-to-end latency
-    instrument_id   str, optional
-    instrument_seq  int, optional: the instrument's sequence number, carried through
-    label           str, optional: known mineral (evaluation runs only)
-
-An array is a map ``{"dtype": "<f4" | "<f8" | "<u2" | "<u4" | "<i4", "shape": [M], "data": bytes}``.
+Input (PUSH → the daemon's PULL socket), one frame, a map ``{"type": "spectrum", "v": 1, "intensity": array,
+"raman_shift_cm1": array, "id", "sent_ns", "instrument_id", "instrument_seq", "label"}``; an array is a map
+``{"dtype": "<f4" | "<f8" | "<u2" | "<u4" | "<i2" | "<i4", "shape": [M], "data": bin}``.
 
 Output (the daemon's PUB socket), two frames ``[topic, payload]``: topic ``b"prediction"``, ``b"error"``,
-``b"status"``, ``b"drift"`` or ``b"link"``; payload a msgpack map (fields in the README, "Wire format").
+``b"status"``, ``b"drift"`` or ``b"link"``; payload a msgpack map.
 
 Events (the serial input → the daemon's internal input, :func:`encode_event`), a small map whose first key is
-``type``: ``"link"`` (``state`` "up" | "down" | "reconnecting", ``reason``, ``attempt``, ``url``) is republished
-on the ``link`` topic; ``"lost"`` (``instrument_seq`` int, ``reason`` str, ``instrument_id``) on the ``error``
-topic with reason ``"lost"``.
+``type``: ``"link"`` is republished on the ``link`` topic; ``"lost"`` on the ``error`` topic with reason
+``"lost"``. Only the specified fields of an event travel on.
 """
 
 from __future__ import annotations
@@ -34,9 +27,24 @@ import msgpack
 import numpy as np
 
 from .errors import WireError
+from .wire_spec import (
+    ARRAY_DTYPES,
+    LINK_EVENT,
+    LOST_EVENT,
+    MAX_ABS_INTENSITY,
+    MAX_ABS_SHIFT_CM1,
+    MAX_EVENT_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_POINTS,
+    SPECTRUM,
+    WIRE_VERSION,
+    check_field,
+)
 
 __all__ = [
     "EVENT_TYPES",
+    "MAX_MESSAGE_BYTES",
+    "MAX_POINTS",
     "TOPICS",
     "WIRE_VERSION",
     "SpectrumIn",
@@ -47,20 +55,22 @@ __all__ = [
     "encode_payload",
     "encode_spectrum",
     "pack_array",
+    "peek_identity",
     "unpack_array",
 ]
 
-WIRE_VERSION = 1
 TOPICS = {"prediction": b"prediction", "error": b"error", "status": b"status", "drift": b"drift", "link": b"link"}
-_DTYPES = {"<f4", "<f8", "<u2", "<u4", "<i4", "<i2"}
-MAX_POINTS = 65536
+_DTYPES = frozenset(ARRAY_DTYPES)
 #: Event types an input may hand to the daemon besides spectra (see :func:`encode_event`).
 EVENT_TYPES = ("link", "lost")
-_MAX_EVENT_BYTES = 4096  # events are small; a frame above this is never parsed as an event
+_MAX_EVENT_BYTES = MAX_EVENT_BYTES  # events are small; a frame above this is never parsed as an event
+_FIELDS = {f.name: f for f in SPECTRUM.fields}
+_IDENTITY = ("id", "instrument_id", "instrument_seq")
+_EVENT_FIELDS = {"link": {f.name: f for f in LINK_EVENT.fields}, "lost": {f.name: f for f in LOST_EVENT.fields}}
 
 
 def pack_array(a: np.ndarray) -> dict[str, Any]:
-    """An array as a msgpack-ready map (little-endian bytes, dtype string, shape)."""
+    """Pack an array as a msgpack-ready map (little-endian bytes, dtype string, shape)."""
     a = np.asarray(a)
     dt = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
     a = np.ascontiguousarray(a, dtype=dt)
@@ -70,22 +80,48 @@ def pack_array(a: np.ndarray) -> dict[str, Any]:
 def unpack_array(m: Any, name: str) -> np.ndarray:
     """Inverse of :func:`pack_array` with validation.
 
+    Parameters
+    ----------
+    m : Any
+        The decoded msgpack value: a map ``{"dtype", "shape", "data"}`` (docs/wire.md, "Arrays").
+    name : str
+        Field name, for the error message.
+
+    Returns
+    -------
+    numpy.ndarray, shape (M,)
+        A read-only view of ``data`` with the given dtype.
+
     Raises
     ------
     WireError
-        If the map lacks fields, names an unsupported dtype, or its byte count does not match its shape.
+        If the map lacks fields, names an unsupported dtype, has a bad shape, or its byte count does not
+        match its shape.
     """
     if not isinstance(m, dict) or not {"dtype", "shape", "data"} <= set(m):
         raise WireError(f"{name}: expected a map with dtype, shape, data")
     dtype, shape, data = m["dtype"], m["shape"], m["data"]
-    if dtype not in _DTYPES:
-        raise WireError(f"{name}: unsupported dtype {dtype!r} (use one of {sorted(_DTYPES)})")
-    if not isinstance(shape, (list, tuple)) or len(shape) != 1 or not isinstance(shape[0], int) or not 0 < shape[0] <= MAX_POINTS:
-        raise WireError(f"{name}: shape must be [M] with 0 < M ≤ {MAX_POINTS}, got {shape!r}")
-    if not isinstance(data, (bytes, bytearray)) or len(data) != shape[0] * np.dtype(dtype).itemsize:
-        raise WireError(f"{name}: {len(data) if isinstance(data, (bytes, bytearray)) else type(data).__name__} "
-                        f"bytes do not hold {shape[0]} values of {dtype}")
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise WireError(f"{name}: unsupported dtype {dtype!r:.60} (use one of {sorted(_DTYPES)})")
+    if (not isinstance(shape, (list, tuple)) or len(shape) != 1 or not isinstance(shape[0], int)
+            or isinstance(shape[0], bool) or not 0 < shape[0] <= MAX_POINTS):
+        raise WireError(f"{name}: shape must be [M] with 0 < M ≤ {MAX_POINTS}, got {shape!r:.60}")
+    if not isinstance(data, (bytes, bytearray)):
+        raise WireError(f"{name}: data must be msgpack bin (raw bytes), got {type(data).__name__}")
+    if len(data) != shape[0] * np.dtype(dtype).itemsize:
+        raise WireError(f"{name}: {len(data)} bytes do not hold {shape[0]} values of {dtype}")
     return np.frombuffer(data, dtype=dtype)
+
+
+def _check_magnitude(a: np.ndarray, name: str, limit: float) -> None:
+    """Refuse finite values beyond ``limit`` (NaN and Inf are left to preprocessing, which names them)."""
+    if a.dtype.kind != "f" or (a.max() <= limit and a.min() >= -limit):
+        return  # integer dtypes of the wire (≤ 32 bits) stay far below every limit; NaN: preprocessing refuses
+    big = np.isfinite(a) & (np.abs(a) > limit)
+    if big.any():
+        worst = float(np.max(np.abs(a[big])))
+        raise WireError(f"{name}: {int(big.sum())} value(s) up to {worst:.3g} exceed ±{limit:.0e}; scale the "
+                        "spectrum down before sending")
 
 
 @dataclass
@@ -116,7 +152,8 @@ def encode_spectrum(intensity: np.ndarray, raman_shift_cm1: np.ndarray | None = 
         See the module docstring; ``sent_ns`` defaults to ``time.time_ns()`` now.
     """
     msg: dict[str, Any] = {"type": "spectrum", "v": WIRE_VERSION, "id": id or uuid.uuid4().hex[:16],
-                           "intensity": pack_array(intensity), "sent_ns": time.time_ns() if sent_ns is None else sent_ns}
+                           "intensity": pack_array(intensity),
+                           "sent_ns": time.time_ns() if sent_ns is None else sent_ns}
     if raman_shift_cm1 is not None:
         msg["raman_shift_cm1"] = pack_array(raman_shift_cm1)
     for k, v in (("instrument_id", instrument_id), ("instrument_seq", instrument_seq), ("label", label)):
@@ -125,40 +162,99 @@ def encode_spectrum(intensity: np.ndarray, raman_shift_cm1: np.ndarray | None = 
     return msgpack.packb(msg, use_bin_type=True)
 
 
-def _opt(msg: dict, key: str, typ: type | tuple[type, ...]):
-    v = msg.get(key)
-    if v is not None and not isinstance(v, typ):
-        raise WireError(f"field {key!r} must be {typ}, got {type(v).__name__}")
-    return v
+def _checked(msg: dict[str, Any], keys: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
+    """Check ``keys`` of a decoded map: their values (None when absent or invalid) and the problems found."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for key in keys:
+        value, problem = check_field(_FIELDS[key], msg.get(key))
+        values[key] = None if problem else value
+        if problem:
+            problems.append(problem)
+    return values, problems
+
+
+def _identity(msg: dict[str, Any]) -> dict[str, Any]:
+    """``id``, ``instrument_id``, ``instrument_seq`` of a decoded map, each None when absent or invalid."""
+    return _checked(msg, _IDENTITY)[0]
+
+
+def peek_identity(frame: bytes) -> dict[str, Any]:
+    """Read the identity fields (``id``, ``instrument_id``, ``instrument_seq``) of a frame, for a rejection.
+
+    Each is None when it cannot be read (the frame is not a msgpack map, or the field is absent or invalid).
+
+    Parameters
+    ----------
+    frame : bytes
+        Any input frame (at most :data:`MAX_MESSAGE_BYTES` are read).
+
+    Returns
+    -------
+    dict
+    """
+    try:
+        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_bin_len=MAX_MESSAGE_BYTES,
+                              max_str_len=MAX_MESSAGE_BYTES)
+    except Exception:  # any undecodable frame simply has no identity
+        return {"id": None, "instrument_id": None, "instrument_seq": None}
+    return _identity(msg if isinstance(msg, dict) else {})
 
 
 def decode_spectrum(frame: bytes) -> SpectrumIn:
-    """Decode and validate one input frame.
+    """Decode and validate one input frame (docs/wire.md, "spectrum").
+
+    Parameters
+    ----------
+    frame : bytes
+        One msgpack map.
+
+    Returns
+    -------
+    SpectrumIn
 
     Raises
     ------
     WireError
-        Not msgpack, not a map, wrong type or version, missing or malformed fields.
+        Not msgpack, not a map, wrong type or version, missing or malformed fields, or values beyond the
+        limits. Its ``identity`` holds the ``id``, ``instrument_id``, ``instrument_seq`` that could be read.
     """
     try:
         msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_bin_len=8 * MAX_POINTS + 64)
-    except (msgpack.UnpackException, ValueError, TypeError) as exc:
-        raise WireError(f"not a msgpack message: {exc}") from exc
+    except Exception as exc:  # msgpack raises several foreign types for damaged bytes
+        raise WireError(f"not a msgpack message: {type(exc).__name__}: {exc}") from exc
     if not isinstance(msg, dict):
         raise WireError(f"message must be a map, got {type(msg).__name__}")
+    identity, problems = _checked(msg, _IDENTITY)
+    try:
+        return _decode_map(msg, identity, problems)
+    except WireError as exc:
+        exc.identity = identity
+        raise
+    except Exception as exc:  # a foreign error here is a validation gap: still a wire rejection
+        raise WireError(f"malformed spectrum: {type(exc).__name__}: {exc}", identity) from exc
+
+
+def _decode_map(msg: dict[str, Any], identity: dict[str, Any], identity_problems: list[str]) -> SpectrumIn:
     if msg.get("type") != "spectrum":
-        raise WireError(f"message type must be 'spectrum', got {msg.get('type')!r}")
-    if msg.get("v") != WIRE_VERSION:
-        raise WireError(f"wire version {msg.get('v')!r} not supported (this daemon speaks {WIRE_VERSION})")
+        raise WireError(f"message type must be 'spectrum', got {msg.get('type')!r:.60}")
+    if type(msg.get("v")) is not int or msg["v"] != WIRE_VERSION:
+        raise WireError(f"wire version {msg.get('v')!r:.60} not supported (this daemon speaks the int {WIRE_VERSION})")
     if "intensity" not in msg:
         raise WireError("message has no 'intensity'")
     intensity = unpack_array(msg["intensity"], "intensity")
-    axis = unpack_array(msg["raman_shift_cm1"], "raman_shift_cm1") if msg.get("raman_shift_cm1") is not None else None
-    if axis is not None and axis.shape != intensity.shape:
-        raise WireError(f"raman_shift_cm1 has {axis.size} points, intensity {intensity.size}")
-    sid = _opt(msg, "id", str) or uuid.uuid4().hex[:16]
-    return SpectrumIn(sid, intensity, axis, _opt(msg, "sent_ns", int), _opt(msg, "instrument_id", str),
-                      _opt(msg, "instrument_seq", int), _opt(msg, "label", str))
+    _check_magnitude(intensity, "intensity", MAX_ABS_INTENSITY)
+    axis = None
+    if msg.get("raman_shift_cm1") is not None:
+        axis = unpack_array(msg["raman_shift_cm1"], "raman_shift_cm1")
+        if axis.shape != intensity.shape:
+            raise WireError(f"raman_shift_cm1 has {axis.size} points, intensity {intensity.size}")
+        _check_magnitude(axis, "raman_shift_cm1", MAX_ABS_SHIFT_CM1)
+    values, problems = _checked(msg, ("sent_ns", "label"))
+    if identity_problems or problems:
+        raise WireError((identity_problems + problems)[0])
+    return SpectrumIn(identity["id"] or uuid.uuid4().hex[:16], intensity, axis, values["sent_ns"],
+                      identity["instrument_id"], identity["instrument_seq"], values["label"])
 
 
 def encode_event(kind: str, **fields: Any) -> bytes:
@@ -194,7 +290,7 @@ def encode_event(kind: str, **fields: Any) -> bytes:
 
 
 def decode_event(frame: bytes) -> dict[str, Any] | None:
-    """The event map of an input frame made by :func:`encode_event`, or None when the frame is not an event.
+    """Decode an input frame made by :func:`encode_event`; None when the frame is not an event.
 
     Cheap for spectra: a frame above 4096 bytes is not parsed, and only its first key/value is read otherwise.
     A frame that is not an event (a spectrum, or garbage) returns None and is left to :func:`decode_spectrum`.
@@ -212,18 +308,23 @@ def decode_event(frame: bytes) -> dict[str, Any] | None:
         if unpacker.read_map_header() < 1 or unpacker.unpack() != "type" or unpacker.unpack() not in EVENT_TYPES:
             return None
         msg = msgpack.unpackb(frame, raw=False, strict_map_key=True)
-    except (msgpack.UnpackException, msgpack.OutOfData, ValueError, TypeError):
+    except Exception:  # not an event (garbage, or a spectrum): decode_spectrum will say why
         return None
-    if msg.get("v") != WIRE_VERSION:
-        raise WireError(f"{msg['type']} event: wire version {msg.get('v')!r} not supported")
+    fields = _EVENT_FIELDS[msg["type"]]
+    identity = {"id": None, "instrument_id": None, "instrument_seq": None}
     if msg["type"] == "lost":
-        seq = msg.get("instrument_seq")
-        if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(msg.get("reason"), str):
-            raise WireError("lost event needs an int 'instrument_seq' and a str 'reason'")
-        _opt(msg, "instrument_id", str)
-    elif not isinstance(msg.get("state"), str):
-        raise WireError("link event needs a str 'state'")
-    return msg
+        identity = {k: value if problem is None else None
+                    for k in identity for value, problem in [check_field(fields[k], msg.get(k))]}
+    if type(msg.get("v")) is not int or msg["v"] != WIRE_VERSION:
+        raise WireError(f"{msg['type']} event: wire version {msg.get('v')!r:.60} not supported", identity)
+    event: dict[str, Any] = {}
+    for name, f in fields.items():  # only the specified fields travel on: no unknown key reaches a publisher
+        value, problem = check_field(f, msg.get(name))
+        if problem:
+            raise WireError(f"{msg['type']} event: {problem}", identity)
+        if name in msg:
+            event[name] = value
+    return event
 
 
 def encode_payload(payload: dict[str, Any]) -> bytes:

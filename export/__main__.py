@@ -1,3 +1,4 @@
+"""``python -m export``: the exporter (same as ``edge-export``)."""
 import sys
 
 from .cli import main

@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from edge.backends import OnnxRuntimeBackend
-from edge.bundle import Bundle
+from edge.bundle import Bundle, chmod_umask
 from edge.data import load_spectra
 from edge.novelty import AE_FP32_FILE, AE_INT8_FILE, novelty_scores, primary_channel
 from edge.preprocess import Preprocessor
@@ -115,7 +117,7 @@ def compare_autoencoders(fp32: Path, int8: Path, spectra: np.ndarray, threshold:
     l32, l8 = np.log(np.maximum(s32, 1e-12)), np.log(np.maximum(s8, 1e-12))
     r = float(np.corrcoef(l32, l8)[0, 1]) if len(x) > 1 else 1.0
     d32, d8 = s32 > threshold, s8 > threshold
-    res = {"n": len(x), "metric": metric, "threshold": float(threshold), "pearson_log_scores": r,
+    res: dict[str, Any] = {"n": len(x), "metric": metric, "threshold": float(threshold), "pearson_log_scores": r,
            "spearman_scores": float(spearmanr(s32, s8).statistic) if len(x) > 1 else 1.0,
            "max_rel_score_diff": float(np.max(np.abs(s8 - s32) / np.maximum(s32, 1e-12))),
            "novel_rate_fp32": 100.0 * float(d32.mean()), "novel_rate_int8": 100.0 * float(d8.mean()),
@@ -155,10 +157,6 @@ def export_novelty(bundle: Bundle, *, int8: bool, calib: str | None = None, val:
         If an export step fails or, with ``int8``, no calibration/validation spectra can be found.
     """
     nov = bundle.manifest["novelty"]
-    if bundle.has_file(AE_INT8_FILE):  # a new FP32 export makes an older INT8 model stale
-        del bundle.manifest["files"][AE_INT8_FILE]
-        (bundle.path / AE_INT8_FILE).unlink(missing_ok=True)
-    nov["files"].pop("onnx_int8", None)
     fp32 = export_autoencoder_fp32(bundle)
     out: dict[str, Any] = {"fp32": fp32.name}
     if not int8:
@@ -174,22 +172,32 @@ def export_novelty(bundle: Bundle, *, int8: bool, calib: str | None = None, val:
     c = load_spectra(calib, bundle.grid, data_dir)
     v = load_spectra(val, bundle.grid, data_dir)
     quant = quant or QuantConfig()
-    path = quantize_int8(bundle, np.ascontiguousarray(primary_channel(pre(c.intensities, c.raman_shift_cm1))), quant,
-                         out_name=AE_INT8_FILE, src_name=AE_FP32_FILE)
-    set_metadata(path, _metadata(bundle))
-    res = compare_autoencoders(fp32, path, pre(v.intensities, v.raman_shift_cm1), float(nov["threshold"]),
-                               str(nov["metric"]), max_disagreement_points)
-    res.update(validation_source=v.source, calibration_source=c.source, quantization=quant.to_dict())
-    bundle.metrics["export_novelty"] = res
-    if res["passed"]:
-        bundle.add_file(AE_INT8_FILE, role="novelty-onnx-int8-qdq", **quant.to_dict())
-        nov["files"]["onnx_int8"] = AE_INT8_FILE
-    else:
-        path.unlink(missing_ok=True)
-        log.warning("INT8 novelty autoencoder NOT shipped: decisions disagree on %.2f %% of %d validation spectra "
-                    "(allowed %.2f), log-score correlation %.4f (min %.2f); the FP32 autoencoder will be served",
-                    res["disagreement_points"], res["n"], max_disagreement_points, res["pearson_log_scores"],
-                    res["min_correlation"])
+    # The candidate goes to a temporary file; it replaces a shipped INT8 autoencoder only when it passes.
+    fd, tmp_name = tempfile.mkstemp(dir=bundle.path, prefix=".candidate.", suffix=".ae.int8.onnx")
+    os.close(fd)
+    candidate = Path(tmp_name)
+    try:
+        chmod_umask(candidate)
+        quantize_int8(bundle, np.ascontiguousarray(primary_channel(pre(c.intensities, c.raman_shift_cm1))), quant,
+                      out_name=candidate.name, src_name=AE_FP32_FILE)
+        set_metadata(candidate, _metadata(bundle))
+        res = compare_autoencoders(fp32, candidate, pre(v.intensities, v.raman_shift_cm1), float(nov["threshold"]),
+                                   str(nov["metric"]), max_disagreement_points)
+        res.update(validation_source=v.source, calibration_source=c.source, quantization=quant.to_dict())
+        res["kept_previous_int8"] = bool(not res["passed"] and bundle.has_file(AE_INT8_FILE))
+        bundle.metrics["export_novelty"] = res
+        if res["passed"]:
+            os.replace(candidate, bundle.path / AE_INT8_FILE)
+            bundle.add_file(AE_INT8_FILE, role="novelty-onnx-int8-qdq", **quant.to_dict())
+            nov["files"]["onnx_int8"] = AE_INT8_FILE
+        else:
+            log.warning("INT8 novelty autoencoder candidate NOT shipped: decisions disagree on %.2f %% of %d validation "
+                        "spectra (allowed %.2f), log-score correlation %.4f (min %.2f); %s",
+                        res["disagreement_points"], res["n"], max_disagreement_points, res["pearson_log_scores"],
+                        res["min_correlation"], "the previous INT8 autoencoder is kept" if res["kept_previous_int8"]
+                        else "the FP32 autoencoder will be served")
+    finally:
+        candidate.unlink(missing_ok=True)
     bundle.save()
     out.update(res)
     return out

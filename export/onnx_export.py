@@ -13,24 +13,40 @@ import torch
 
 from edge.bundle import Bundle
 from trainer.bundle_io import backbone_sha256, load_model
+from trainer.model import RamanCNN
 
 from .errors import ExportError
 
 __all__ = ["FP32_FILE", "INPUT_NAME", "OPSET", "OUTPUT_NAMES", "export_fp32"]
 
 FP32_FILE = "model.onnx"
-INPUT_NAME = "spectra"
+INPUT_NAME = "spectra"  # also export.quantize.INPUT_NAME (kept free of torch)
 OUTPUT_NAMES = ("logits", "probabilities", "embedding")  # embedding: for onboard head swaps (edge.heads)
 OPSET = 18
 log = logging.getLogger("export")
 
 
+class _NoTorchvisionNotice(logging.Filter):
+    """Drops the exporter's "torchvision is not installed. Skipping torchvision::nms" (and roi_align, roi_pool,
+    deform_conv2d) warnings: the registry announces every torchvision op it cannot register, on every export,
+    though these models use none of them. Only that message of that one logger is filtered.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("torchvision is not installed")
+
+
+_REGISTRATION_LOGGER = logging.getLogger("torch.onnx._internal.exporter._registration")
+if not any(isinstance(f, _NoTorchvisionNotice) for f in _REGISTRATION_LOGGER.filters):
+    _REGISTRATION_LOGGER.addFilter(_NoTorchvisionNotice())
+
+
 class _WithSoftmax(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: RamanCNN) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, spectra: torch.Tensor):
+    def forward(self, spectra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         embedding = self.model.embedding(spectra)
         logits = self.model.classifier(embedding)
         return logits, torch.softmax(logits, dim=1), embedding
@@ -72,8 +88,8 @@ def set_metadata(path: Path, metadata: dict[str, str]) -> None:
             node.output[j] = short.get(x, x)
     del graph.value_info[:]
     del model.metadata_props[:]
-    for k, v in metadata.items():
-        model.metadata_props.add(key=k, value=v)
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
 
 

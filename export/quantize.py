@@ -17,7 +17,10 @@ from edge.backends import OnnxRuntimeBackend
 from edge.bundle import Bundle
 
 from .errors import AccuracyGateError, ExportError
-from .onnx_export import INPUT_NAME, onnx_metadata, set_metadata
+
+# export.onnx_export imports torch; the quantiser and the gate need only onnx/onnxruntime, so it is imported
+# where used and ``edge-export --help`` stays fast.
+INPUT_NAME = "spectra"  #: the classifier's input (as :data:`export.onnx_export.INPUT_NAME`)
 
 __all__ = ["INT8_FILE", "QuantConfig", "compare_models", "quantize_int8", "score_onnx"]
 
@@ -38,15 +41,22 @@ class QuantConfig:
         Activation range estimation.
     max_calibration_spectra : int
         Cap on calibration spectra (a few hundred suffice).
+    tensorrt : bool
+        Quantise for TensorRT's explicit quantisation: symmetric activations (zero points 0) and float bias
+        (no int32 bias Q/DQ); see :mod:`export.tensorrt_check`. Default: asymmetric activations and int32
+        bias, onnxruntime's CPU defaults.
     """
 
     per_channel: bool = True
     calibrate_method: str = "minmax"
     max_calibration_spectra: int = 512
+    tensorrt: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as recorded in the manifest's export section."""
         return {"format": "QDQ", "activations": "int8", "weights": "int8", "per_channel": self.per_channel,
-                "calibrate_method": self.calibrate_method, "float_nodes": "Softmax; single-input-channel Conv (per-channel)"}
+                "calibrate_method": self.calibrate_method, "float_nodes": "Softmax; single-input-channel Conv (per-channel)",
+                "activation_symmetric": self.tensorrt, "bias": "float" if self.tensorrt else "int32"}
 
 
 class _CalibrationReader:
@@ -120,10 +130,13 @@ def quantize_int8(bundle: Bundle, calibration: np.ndarray, cfg: QuantConfig | No
                 str(pre), str(out), _CalibrationReader(np.ascontiguousarray(calibration, dtype=np.float32)),
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 per_channel=cfg.per_channel, calibrate_method=methods[cfg.calibrate_method], nodes_to_exclude=exclude,
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                extra_options={"ActivationSymmetric": cfg.tensorrt, "WeightSymmetric": True,
+                               "QuantizeBias": not cfg.tensorrt},
             )
         except Exception as exc:
             raise ExportError(f"INT8 quantisation failed: {exc}") from exc
+    from .onnx_export import onnx_metadata, set_metadata
+
     set_metadata(out, onnx_metadata(bundle))
     return out
 
@@ -173,6 +186,8 @@ def gate(result: dict[str, Any]) -> None:
         raise AccuracyGateError(
             f"INT8 top-1 {result['int8_top1']:.2f} % is {result['drop_points']:.2f} points below FP32 "
             f"{result['fp32_top1']:.2f} % on {result['n']} validation spectra (allowed: {result['max_drop_points']}); "
-            "the INT8 model was NOT shipped. Try --per-tensor, --calibrate-method entropy|percentile, or more "
+            "the INT8 model was NOT shipped"
+            + (" (the previously shipped INT8 model is kept)" if result.get("kept_previous_int8") else "")
+            + ". Try --per-tensor, --calibrate-method entropy|percentile, or more "
             "calibration spectra (--calib)."
         )

@@ -35,7 +35,7 @@ def max_encoded_size(decoded_size: int) -> int:
     return decoded_size + max(1, -(-decoded_size // _MAX_BLOCK))
 
 
-def encode(data: bytes) -> bytes:
+def encode(data: bytes | bytearray | memoryview) -> bytes:
     """COBS-encode ``data``; the result contains no 0x00 and no delimiter.
 
     Parameters
@@ -92,7 +92,7 @@ def _encode_runs(data: bytes) -> bytes:
     return bytes(out)
 
 
-def decode(data: bytes) -> bytes:
+def decode(data: bytes | bytearray | memoryview) -> bytes:
     """Decode one COBS-encoded frame (without its 0x00 delimiter).
 
     Parameters

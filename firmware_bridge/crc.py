@@ -16,7 +16,7 @@ import zlib
 CRC32_CHECK = 0xCBF43926
 
 
-def crc32(data: bytes, value: int = 0) -> int:
+def crc32(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     """CRC-32 of ``data`` as an unsigned 32-bit integer.
 
     Parameters

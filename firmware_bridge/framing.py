@@ -238,7 +238,7 @@ class FrameDecoder:
         self._buf.clear()
         self._discarding = False
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         """Consume received bytes and return the frames they completed.
 
         Parameters

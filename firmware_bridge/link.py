@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from .errors import ProtocolError
 from .framing import Frame, FrameDecoder
@@ -49,6 +50,9 @@ SpectrumCallback = Callable[[SpectrumMessage], None]
 StatusCallback = Callable[[StatusMessage], None]
 LinkStateCallback = Callable[[LinkStateEvent], None]
 LostCallback = Callable[[int, str], None]
+
+#: Reconnection schedule used when none is given (frozen, so one shared instance is safe).
+_DEFAULT_BACKOFF = Backoff()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +103,14 @@ class LinkConfig:
     report_pending_on_stop: bool = True
 
 
+class _Callbacks(NamedTuple):
+    """The callbacks of the current :meth:`InstrumentLink.run`."""
+
+    on_spectrum: SpectrumCallback
+    on_status: StatusCallback | None
+    on_lost: LostCallback | None
+
+
 @dataclasses.dataclass
 class _Pending:
     attempts: int = 0
@@ -131,7 +143,7 @@ class InstrumentLink:
     """
 
     def __init__(self, url: str, *, baudrate: int = 115200, config: LinkConfig = LinkConfig(),
-                 backoff: Backoff = Backoff(), exclusive: bool = True,
+                 backoff: Backoff = _DEFAULT_BACKOFF, exclusive: bool = True,
                  port: ReconnectingPort | None = None) -> None:
         self.url = url
         self.config = config
@@ -144,7 +156,7 @@ class InstrumentLink:
         self._last_retransmission = 0.0
         self._generation = 0
         self._running = threading.Lock()
-        self._callbacks: tuple = ()
+        self._callbacks: _Callbacks | None = None  # set while run() runs
 
     # ------------------------------------------------------------------ public API
     def run(self, on_spectrum: SpectrumCallback, on_status: StatusCallback | None = None,
@@ -180,7 +192,7 @@ class InstrumentLink:
         if not self._running.acquire(blocking=False):
             raise RuntimeError("InstrumentLink.run is already running")
         stop = stop_event or threading.Event()
-        self._callbacks = (on_spectrum, on_status, on_lost)
+        self._callbacks = _Callbacks(on_spectrum, on_status, on_lost)
         self.port.stop_event = stop
         self.port.on_state = on_link_state
         try:
@@ -200,7 +212,7 @@ class InstrumentLink:
                     for seq in list(self._pending):
                         self._lose(seq, "link stopped before retransmission")
             finally:
-                self._callbacks = ()
+                self._callbacks = None
                 self._running.release()
 
     def counters(self) -> dict[str, int]:
@@ -236,13 +248,15 @@ class InstrumentLink:
                 if observation.deliver:
                     self._lose(frame.seq, f"rejected: {exc.nack_reason.name}: {exc}")
             return
+        # frame.seq is the header seq that decode_frame copied into msg.seq
         if isinstance(msg, SpectrumMessage):
-            self._on_spectrum(msg)
+            self._on_spectrum(msg, frame.seq)
         elif isinstance(msg, StatusMessage):
             counters.statuses += 1
-            self._account(self.tracker.observe_next(msg.seq, msg.session_id))
-            if self._callbacks[1] is not None:
-                self._callbacks[1](msg)
+            self._account(self.tracker.observe_next(frame.seq, msg.session_id))
+            on_status = self._run_callbacks().on_status
+            if on_status is not None:
+                on_status(msg)
         elif isinstance(msg, ResendUnavailable):
             counters.resend_unavailable += 1
             if msg.seq in self._pending:
@@ -253,22 +267,27 @@ class InstrumentLink:
         else:
             counters.unexpected_messages += 1
 
-    def _on_spectrum(self, msg: SpectrumMessage) -> None:
+    def _on_spectrum(self, msg: SpectrumMessage, seq: int) -> None:
         counters = self.protocol_counters
-        observation = self.tracker.observe(msg.seq, msg.session_id)
+        observation = self.tracker.observe(seq, msg.session_id)
         self._account(observation)
         if msg.retransmitted:
             self._last_retransmission = time.monotonic()
         if observation.deliver:
             counters.spectra_delivered += 1
             counters.spectra_retransmitted += msg.retransmitted
-            self._callbacks[0](msg)
+            self._run_callbacks().on_spectrum(msg)
         elif observation.kind == "late":
             counters.late_after_lost += 1
         else:
             counters.duplicates += 1
-        if self.config.ack_spectra and self._send(Ack(msg.seq)):
+        if self.config.ack_spectra and self._send(Ack(seq)):
             counters.acks_sent += 1
+
+    def _run_callbacks(self) -> _Callbacks:
+        if self._callbacks is None:
+            raise RuntimeError("InstrumentLink: a frame was handled outside run()")
+        return self._callbacks
 
     def _account(self, observation: SeqObservation) -> None:
         """Update counters and resend bookkeeping for one tracker observation."""
@@ -317,7 +336,7 @@ class InstrumentLink:
         self._pending.pop(seq, None)
         self.tracker.give_up(seq)
         self.protocol_counters.seqs_lost += 1
-        on_lost = self._callbacks[2] if self._callbacks else None
+        on_lost = self._callbacks.on_lost if self._callbacks is not None else None
         if on_lost is None:
             log.warning("spectrum seq=%d lost: %s", seq, reason)
         else:

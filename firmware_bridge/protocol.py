@@ -19,18 +19,19 @@ import collections
 import dataclasses
 import enum
 import math
-from collections.abc import Iterable
-from typing import Any, ClassVar, Union
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 import msgpack
 import numpy as np
+import numpy.typing as npt
 
 from .errors import InvalidField, MalformedPayload, UnknownMessageType, UnsupportedVersion
 from .framing import Frame, encode_frame
 from .wire import FLAG_RETRANSMIT, MAX_FRAME_SIZE, PROTOCOL_VERSION, SEQ_HALF, SEQ_MASK, MessageType, NackReason
 
 #: Wire dtypes accepted for ``counts`` (key ``counts_dtype``), all little-endian.
-COUNTS_DTYPES = {"f4": np.dtype("<f4"), "u2": np.dtype("<u2"), "u4": np.dtype("<u4")}
+COUNTS_DTYPES: dict[str, np.dtype[Any]] = {"f4": np.dtype("<f4"), "u2": np.dtype("<u2"), "u4": np.dtype("<u4")}
 #: Most polynomial coefficients accepted in ``calibration``.
 MAX_CALIBRATION_TERMS = 8
 #: Longest accepted string field, in characters.
@@ -38,9 +39,18 @@ MAX_STRING_LENGTH = 256
 
 _MISSING = object()
 
+#: A decoded payload map: string keys, values not yet validated.
+Fields = Mapping[str, object]
+_T = TypeVar("_T")
+
 
 # --------------------------------------------------------------------------- validation
-def _field(fields: dict, key: str, kinds: tuple[type, ...], *, required: bool = True) -> Any:
+@overload
+def _field(fields: Fields, key: str, kinds: tuple[type[_T], ...], *,
+           required: Literal[True] = True) -> _T: ...
+@overload
+def _field(fields: Fields, key: str, kinds: tuple[type[_T], ...], *, required: bool) -> _T | None: ...
+def _field(fields: Fields, key: str, kinds: tuple[type[_T], ...], *, required: bool = True) -> _T | None:
     """Fetch ``fields[key]`` and check its type; None if optional and absent/nil."""
     value = fields.get(key, _MISSING)
     if value is _MISSING or value is None:
@@ -53,37 +63,49 @@ def _field(fields: dict, key: str, kinds: tuple[type, ...], *, required: bool = 
     return value
 
 
-def _str(fields: dict, key: str, *, required: bool = True) -> str | None:
+@overload
+def _str(fields: Fields, key: str, *, required: Literal[True] = True) -> str: ...
+@overload
+def _str(fields: Fields, key: str, *, required: bool) -> str | None: ...
+def _str(fields: Fields, key: str, *, required: bool = True) -> str | None:
     value = _field(fields, key, (str,), required=required)
     if value is not None and len(value) > MAX_STRING_LENGTH:
         raise InvalidField(f"field {key!r}: longer than {MAX_STRING_LENGTH} characters")
     return value
 
 
-def _int(fields: dict, key: str, *, bits: int = 32, required: bool = True) -> int | None:
+@overload
+def _int(fields: Fields, key: str, *, bits: int = 32, required: Literal[True] = True) -> int: ...
+@overload
+def _int(fields: Fields, key: str, *, bits: int = 32, required: bool) -> int | None: ...
+def _int(fields: Fields, key: str, *, bits: int = 32, required: bool = True) -> int | None:
     value = _field(fields, key, (int,), required=required)
     if value is not None and not 0 <= value < (1 << bits):
         raise InvalidField(f"field {key!r}: {value} outside u{bits}")
     return value
 
 
-def _float(fields: dict, key: str, *, positive: bool = False, required: bool = True) -> float | None:
-    value = _field(fields, key, (int, float), required=required)
-    if value is None:
+@overload
+def _float(fields: Fields, key: str, *, positive: bool = False, required: Literal[True] = True) -> float: ...
+@overload
+def _float(fields: Fields, key: str, *, positive: bool = False, required: bool) -> float | None: ...
+def _float(fields: Fields, key: str, *, positive: bool = False, required: bool = True) -> float | None:
+    raw = _field(fields, key, (int, float), required=required)
+    if raw is None:
         return None
-    value = float(value)
+    value = float(raw)
     if not math.isfinite(value) or (positive and value <= 0.0):
         raise InvalidField(f"field {key!r}: {value} is not a {'positive ' if positive else ''}finite number")
     return value
 
 
-def _check_seq(seq: int) -> int:
+def _check_seq(seq: object) -> int:
     if isinstance(seq, bool) or not isinstance(seq, (int, np.integer)) or not 0 <= seq <= SEQ_MASK:
         raise InvalidField(f"sequence number {seq!r} outside u32")
     return int(seq)
 
 
-def _finite_vector(name: str, values: Any) -> np.ndarray:
+def _finite_vector(name: str, values: npt.ArrayLike) -> npt.NDArray[np.float32]:
     """``values`` as a contiguous float32 array of shape (N,), all finite."""
     array = np.ascontiguousarray(values, dtype=np.float32)
     if array.ndim != 1 or array.size == 0:
@@ -93,7 +115,7 @@ def _finite_vector(name: str, values: Any) -> np.ndarray:
     return array
 
 
-def evaluate_calibration(coefficients: Iterable[float], n_pixels: int) -> np.ndarray:
+def evaluate_calibration(coefficients: Iterable[float], n_pixels: int) -> npt.NDArray[np.float32]:
     """Raman-shift axis from a pixel calibration polynomial.
 
     Parameters
@@ -114,12 +136,12 @@ def evaluate_calibration(coefficients: Iterable[float], n_pixels: int) -> np.nda
     InvalidField
         If there are no or too many coefficients, or a result is not finite.
     """
-    coefficients = np.asarray(list(coefficients), dtype=np.float64)
-    if not 1 <= coefficients.size <= MAX_CALIBRATION_TERMS or not np.isfinite(coefficients).all():
+    terms = np.asarray(list(coefficients), dtype=np.float64)
+    if not 1 <= terms.size <= MAX_CALIBRATION_TERMS or not np.isfinite(terms).all():
         raise InvalidField(f"calibration: need 1..{MAX_CALIBRATION_TERMS} finite coefficients")
     pixels = np.arange(n_pixels, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        axis = np.polynomial.polynomial.polyval(pixels, coefficients).astype(np.float32)
+        axis = np.polynomial.polynomial.polyval(pixels, terms).astype(np.float32)
     return _finite_vector("calibration axis", axis)
 
 
@@ -163,8 +185,8 @@ class SpectrumMessage:
     acquisition_time_ns: int
     integration_time_ms: float
     laser_wavelength_nm: float
-    raman_shift_cm1: np.ndarray | None
-    counts: np.ndarray
+    raman_shift_cm1: npt.NDArray[np.float32] | None
+    counts: npt.NDArray[np.float32]
     sample_label: str | None = None
     calibration: tuple[float, ...] | None = None
     counts_dtype: str = "f4"
@@ -208,8 +230,10 @@ class SpectrumMessage:
         }
         if self.calibration is not None:
             fields["calibration"] = list(self.calibration)
-        else:
+        elif self.raman_shift_cm1 is not None:
             fields["raman_shift_cm1"] = self.raman_shift_cm1.astype("<f4").tobytes()
+        else:
+            raise InvalidField("need raman_shift_cm1 or calibration")
         fields["counts_dtype"] = self.counts_dtype
         fields["counts"] = counts.astype(dtype).tobytes()
         if self.sample_label is not None:
@@ -217,7 +241,7 @@ class SpectrumMessage:
         return fields
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> SpectrumMessage:
+    def from_fields(cls, fields: Fields, frame: Frame) -> SpectrumMessage:
         """Validate a decoded payload map (see :func:`decode_frame`)."""
         counts_dtype = _str(fields, "counts_dtype", required=False) or "f4"
         dtype = COUNTS_DTYPES.get(counts_dtype)
@@ -231,11 +255,13 @@ class SpectrumMessage:
         axis_raw = _field(fields, "raman_shift_cm1", (bytes,), required=False)
         if (calibration is None) == (axis_raw is None):
             raise InvalidField("exactly one of 'raman_shift_cm1' and 'calibration' is required")
+        coefficients: tuple[float, ...] | None = None
+        axis: npt.NDArray[np.float32] | None = None
         if calibration is not None:
             if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in calibration):
                 raise InvalidField("calibration: coefficients must be numbers")
-            axis = None
-        else:
+            coefficients = tuple(calibration)
+        elif axis_raw is not None:
             if len(axis_raw) != 4 * counts.size:
                 raise InvalidField(f"raman_shift_cm1 has {len(axis_raw)} bytes, "
                                    f"expected {4 * counts.size} for {counts.size} counts")
@@ -248,7 +274,7 @@ class SpectrumMessage:
             laser_wavelength_nm=_float(fields, "laser_wavelength_nm", positive=True),
             raman_shift_cm1=axis, counts=counts,
             sample_label=_str(fields, "sample_label", required=False),
-            calibration=calibration, counts_dtype=counts_dtype,
+            calibration=coefficients, counts_dtype=counts_dtype,
             seq=frame.seq, retransmitted=bool(frame.flags & FLAG_RETRANSMIT))
 
 
@@ -294,7 +320,7 @@ class StatusMessage:
 
     def to_fields(self) -> dict[str, Any]:
         """Payload map (optional fields left out when None)."""
-        fields = {"instrument_id": self.instrument_id, "session_id": int(self.session_id),
+        fields: dict[str, Any] = {"instrument_id": self.instrument_id, "session_id": int(self.session_id),
                   "uptime_ms": int(self.uptime_ms), "state": self.state}
         for key in ("detector_temperature_c", "laser_power_mw", "ring_oldest_seq", "message"):
             if getattr(self, key) is not None:
@@ -302,7 +328,7 @@ class StatusMessage:
         return fields
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> StatusMessage:
+    def from_fields(cls, fields: Fields, frame: Frame) -> StatusMessage:
         """Validate a decoded payload map."""
         return cls(instrument_id=_str(fields, "instrument_id"), session_id=_int(fields, "session_id"),
                    uptime_ms=_int(fields, "uptime_ms", bits=64), state=_str(fields, "state"),
@@ -326,10 +352,12 @@ class Hello:
     seq: int = 0
 
     def to_fields(self) -> dict[str, Any]:
+        """Payload map (see PROTOCOL.md)."""
         return {"host_id": self.host_id}
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> Hello:
+    def from_fields(cls, fields: Fields, frame: Frame) -> Hello:
+        """Validate a decoded payload map."""
         return cls(host_id=_str(fields, "host_id"), seq=frame.seq)
 
 
@@ -342,10 +370,12 @@ class Ack:
     seq: int
 
     def to_fields(self) -> dict[str, Any]:
+        """Payload map (see PROTOCOL.md)."""
         return {}
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> Ack:
+    def from_fields(cls, fields: Fields, frame: Frame) -> Ack:
+        """Validate a decoded payload map."""
         return cls(seq=frame.seq)
 
 
@@ -377,13 +407,15 @@ class Nack:
             return f"UNKNOWN_{self.reason}"
 
     def to_fields(self) -> dict[str, Any]:
+        """Payload map (see PROTOCOL.md)."""
         fields: dict[str, Any] = {"reason": int(self.reason)}
         if self.detail:
             fields["detail"] = self.detail[:MAX_STRING_LENGTH]
         return fields
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> Nack:
+    def from_fields(cls, fields: Fields, frame: Frame) -> Nack:
+        """Validate a decoded payload map."""
         reason = _int(fields, "reason", bits=8)
         known = reason in NackReason._value2member_map_
         return cls(seq=frame.seq, reason=NackReason(reason) if known else reason,
@@ -399,10 +431,12 @@ class ResendRequest:
     seq: int
 
     def to_fields(self) -> dict[str, Any]:
+        """Payload map (see PROTOCOL.md)."""
         return {}
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> ResendRequest:
+    def from_fields(cls, fields: Fields, frame: Frame) -> ResendRequest:
+        """Validate a decoded payload map."""
         return cls(seq=frame.seq)
 
 
@@ -424,18 +458,19 @@ class ResendUnavailable:
     oldest_seq: int | None = None
 
     def to_fields(self) -> dict[str, Any]:
+        """Payload map (see PROTOCOL.md)."""
         return {} if self.oldest_seq is None else {"oldest_seq": int(self.oldest_seq)}
 
     @classmethod
-    def from_fields(cls, fields: dict, frame: Frame) -> ResendUnavailable:
+    def from_fields(cls, fields: Fields, frame: Frame) -> ResendUnavailable:
+        """Validate a decoded payload map."""
         return cls(seq=frame.seq, oldest_seq=_int(fields, "oldest_seq", required=False))
 
 
-Message = Union[SpectrumMessage, StatusMessage, Hello, Ack, Nack, ResendRequest, ResendUnavailable]
-MESSAGE_CLASSES: dict[MessageType, type] = {
-    cls.MSG_TYPE: cls
-    for cls in (SpectrumMessage, StatusMessage, Hello, Ack, Nack, ResendRequest, ResendUnavailable)
-}
+Message = SpectrumMessage | StatusMessage | Hello | Ack | Nack | ResendRequest | ResendUnavailable
+_MESSAGE_TYPES: tuple[type[Message], ...] = (
+    SpectrumMessage, StatusMessage, Hello, Ack, Nack, ResendRequest, ResendUnavailable)
+MESSAGE_CLASSES: dict[MessageType, type[Message]] = {cls.MSG_TYPE: cls for cls in _MESSAGE_TYPES}
 
 
 def message_to_dict(msg: Message) -> dict[str, Any]:
@@ -459,7 +494,8 @@ def message_to_dict(msg: Message) -> dict[str, Any]:
 
 def encode_payload(msg: Message) -> bytes:
     """Msgpack payload of ``msg`` (a map with string keys, binary as bin)."""
-    return msgpack.packb(msg.to_fields(), use_bin_type=True)
+    payload: bytes = msgpack.packb(msg.to_fields(), use_bin_type=True)  # msgpack has no type hints
+    return payload
 
 
 def encode_message(msg: Message, seq: int | None = None, *, retransmit: bool = False,
@@ -494,7 +530,7 @@ def encode_message(msg: Message, seq: int | None = None, *, retransmit: bool = F
                         max_frame_size=max_frame_size)
 
 
-def decode_payload(payload: bytes) -> dict:
+def decode_payload(payload: bytes) -> dict[str, object]:
     """Unpack a msgpack payload that must be a map with string keys.
 
     Raises
@@ -663,7 +699,7 @@ class SequenceTracker:
         if d > 0:
             if d - 1 > self.max_gap:
                 return self._start(seq, seq, ("resync", self._abandon()))
-            missing = self._add_missing(d - 1)
+            missing = self._add_missing(self.highest, d - 1)
             self.highest = seq
             self._received.add(seq)
             return SeqObservation("new", seq, missing)
@@ -704,7 +740,7 @@ class SequenceTracker:
             return SeqObservation("none", last)
         if d > self.max_gap:
             return self._start(last, None, ("resync", self._abandon()))
-        missing = self._add_missing(d)
+        missing = self._add_missing(self.highest, d)
         self.highest = last
         return SeqObservation("new", last, missing)
 
@@ -732,8 +768,9 @@ class SequenceTracker:
         kind, abandoned = event if event is not None else ("first", ())
         return SeqObservation(kind, highest, abandoned=abandoned)
 
-    def _add_missing(self, count: int) -> tuple[int, ...]:
-        missing = tuple(seq_add(self.highest, i) for i in range(1, count + 1))
+    def _add_missing(self, after: int, count: int) -> tuple[int, ...]:
+        """List the ``count`` numbers following ``after`` as missing."""
+        missing = tuple(seq_add(after, i) for i in range(1, count + 1))
         self._missing.update(dict.fromkeys(missing))
         return missing
 

@@ -30,8 +30,6 @@ from .simulator import FaultConfig, SimulatedInstrument, synthetic_spectra
 
 _SIMULATORS: dict[str, SimulatedInstrument] = {}
 _LOCK = threading.Lock()
-_FLOAT_OPTIONS = {"bit_flip_rate", "drop_byte_rate", "duplicate_byte_rate", "truncate_rate",
-                  "garbage_rate", "stall_rate", "byte_error_rate", "stall_s", "disconnect_down_s"}
 
 
 def register() -> None:
@@ -69,38 +67,57 @@ def _build(url: str) -> SimulatedInstrument:
     if parts.scheme != "ramansim":
         raise ValueError(f"not a ramansim:// URL: {url!r}")
     options = {key: values[-1] for key, values in urllib.parse.parse_qs(parts.query, strict_parsing=False).items()}
-    fault_kwargs: dict = {"seed": int(options.pop("seed", 0))}
-    for key in list(options):
-        if key in _FLOAT_OPTIONS:
-            fault_kwargs[key] = float(options.pop(key))
-    if "disconnect_after" in options:
-        fault_kwargs["disconnect_after_frames"] = tuple(int(n) for n in options.pop("disconnect_after").split(","))
+    default = FaultConfig()
+
+    def number(key: str) -> float:
+        """Float option ``key``; :class:`FaultConfig`'s default when absent."""
+        return float(options.pop(key, getattr(default, key)))
+
+    seed = int(options.pop("seed", 0))
+    disconnect_after = options.pop("disconnect_after", None)
+    faults = FaultConfig(
+        bit_flip_rate=number("bit_flip_rate"), drop_byte_rate=number("drop_byte_rate"),
+        duplicate_byte_rate=number("duplicate_byte_rate"), truncate_rate=number("truncate_rate"),
+        garbage_rate=number("garbage_rate"), stall_rate=number("stall_rate"), stall_s=number("stall_s"),
+        byte_error_rate=number("byte_error_rate"), disconnect_down_s=number("disconnect_down_s"),
+        disconnect_after_frames=() if disconnect_after is None else tuple(int(n) for n in disconnect_after.split(",")),
+        seed=seed)
     count = options.pop("count", None)
     rate = float(options.pop("rate", 50.0))
-    sim_kwargs = dict(
-        rate_hz=rate if rate > 0 else None, ring_size=int(options.pop("ring_size", 256)),
-        heartbeat_interval_s=float(options.pop("heartbeat", 0.5)),
-        counts_dtype=options.pop("counts_dtype", "f4"), instrument_id=parts.netloc or "ramansim",
-        record_sent=False)
+    ring_size = int(options.pop("ring_size", 256))
+    heartbeat_s = float(options.pop("heartbeat", 0.5))
+    counts_dtype = options.pop("counts_dtype", "f4")
     if options:
         raise ValueError(f"unknown ramansim:// option(s): {sorted(options)}")
-    source = synthetic_spectra(seed=fault_kwargs["seed"], count=None if count is None else int(count))
-    return SimulatedInstrument(source, faults=FaultConfig(**fault_kwargs), **sim_kwargs)
+    source = synthetic_spectra(seed=seed, count=None if count is None else int(count))
+    return SimulatedInstrument(source, faults=faults, rate_hz=rate if rate > 0 else None, ring_size=ring_size,
+                               heartbeat_interval_s=heartbeat_s, counts_dtype=counts_dtype,
+                               instrument_id=parts.netloc or "ramansim", record_sent=False)
 
 
 class Serial(PosixSerial):
     """pyserial port class for ``ramansim://``: opens the simulator's pty."""
 
     def open(self) -> None:
+        """Start (or find) the URL's simulator and open its pty.
+
+        Raises
+        ------
+        serial.SerialException
+            The URL is not set, malformed or has an unknown option; or the pty cannot be opened.
+        """
+        url = self.port
+        if url is None:
+            raise serial.SerialException("Port must be configured before it can be used.")
         try:
-            sim = simulator_for_url(self._port)
+            sim = simulator_for_url(url)
         except (ValueError, TypeError) as exc:
-            raise serial.SerialException(f"invalid ramansim URL {self._port!r}: {exc}") from exc
+            raise serial.SerialException(f"invalid ramansim URL {url!r}: {exc}") from exc
         self.portstr = sim.device_path  # PosixSerial.open() opens self.portstr
         try:
             super().open()
         finally:
-            self.portstr = self._port
+            self.portstr = url
 
 
 atexit.register(close_simulators)

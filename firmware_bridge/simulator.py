@@ -23,6 +23,7 @@ import collections
 import dataclasses
 import errno
 import json
+import math
 import os
 import queue
 import select
@@ -35,9 +36,11 @@ import threading
 import time
 import tty
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import BridgeError, ProtocolError
 from .framing import FrameDecoder, encode_frame
@@ -57,7 +60,7 @@ from .protocol import (
 from .wire import FLAG_RETRANSMIT, RETRYABLE_NACK_REASONS, SEQ_MASK, MessageType
 
 #: ``(raman_shift_cm1 shape (N,), counts shape (N,), metadata)`` -- what a source yields.
-SpectrumItem = tuple[np.ndarray, np.ndarray, dict[str, Any]]
+SpectrumItem = tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.floating[Any]], dict[str, Any]]
 
 
 # --------------------------------------------------------------------------- sources
@@ -169,7 +172,7 @@ class FaultInjector:
     def __init__(self, config: FaultConfig, rng: np.random.Generator | None = None) -> None:
         self.config = config
         self.rng = rng if rng is not None else np.random.default_rng(config.seed)
-        self.counters = collections.Counter()
+        self.counters: collections.Counter[str] = collections.Counter()
 
     def _hit(self, rate: float, name: str) -> bool:
         if rate > 0.0 and self.rng.random() < rate:
@@ -177,7 +180,7 @@ class FaultInjector:
             return True
         return False
 
-    def _positions(self, size: int) -> np.ndarray:
+    def _positions(self, size: int) -> npt.NDArray[np.int64]:
         return self.rng.integers(0, size, int(self.rng.integers(1, 4)))
 
     def apply(self, wire: bytes) -> tuple[bytes, bool]:
@@ -248,6 +251,8 @@ class _PtyEndpoint:
         pass
 
     def read(self, n: int) -> bytes:
+        if self.fd is None:  # line down
+            return b""
         try:
             return os.read(self.fd, n)
         except BlockingIOError:
@@ -258,6 +263,8 @@ class _PtyEndpoint:
             raise
 
     def write(self, data: memoryview) -> int:
+        if self.fd is None:  # line down: the frame is lost
+            return len(data)
         try:
             return os.write(self.fd, data)
         except BlockingIOError:
@@ -286,7 +293,7 @@ class _TcpEndpoint:
         self._server: socket.socket | None = None
         self._client: socket.socket | None = None
         self.port = port
-        self.device_path = None
+        self.device_path: str | None = None
         self.reopen()
         self.url = f"socket://127.0.0.1:{self.port}"
 
@@ -307,6 +314,8 @@ class _TcpEndpoint:
         self._server, self.port = server, server.getsockname()[1]
 
     def accept(self) -> None:
+        if self._server is None:  # line down
+            return
         try:
             client, _ = self._server.accept()
         except BlockingIOError:
@@ -316,6 +325,8 @@ class _TcpEndpoint:
         self._client = client
 
     def read(self, n: int) -> bytes:
+        if self._client is None:  # no host connected
+            return b""
         try:
             data = self._client.recv(n)
         except BlockingIOError:
@@ -325,6 +336,8 @@ class _TcpEndpoint:
         return data
 
     def write(self, data: memoryview) -> int:
+        if self._client is None:  # no host connected: the frame is lost
+            return len(data)
         try:
             return self._client.send(data)
         except BlockingIOError:
@@ -400,6 +413,12 @@ class SimulatedInstrument:
         Set when the source is exhausted (heartbeats and resends continue).
     streaming : threading.Event
         Set when spectra start flowing.
+
+    Raises
+    ------
+    ValueError
+        If ``transport`` is unknown, ``rate_hz`` is not positive or ``counts_dtype``
+        is not a wire dtype (``COUNTS_DTYPES``).
     """
 
     def __init__(self, source: Iterable[SpectrumItem], *, transport: str = "pty", tcp_port: int = 0,
@@ -412,6 +431,8 @@ class SimulatedInstrument:
             raise ValueError(f"transport must be 'pty' or 'tcp', not {transport!r}")
         if rate_hz is not None and rate_hz <= 0:
             raise ValueError("rate_hz must be > 0 or None")
+        if counts_dtype not in COUNTS_DTYPES:  # else the thread dies at its first spectrum
+            raise ValueError(f"counts_dtype must be one of {sorted(COUNTS_DTYPES)}, not {counts_dtype!r}")
         self._source = iter(source)
         self.rate_hz = rate_hz
         self.ring_size = ring_size
@@ -448,7 +469,7 @@ class SimulatedInstrument:
         self._next_spectrum_at = 0.0
         self._next_heartbeat_at = 0.0
         self._generated = 0
-        self.counters = collections.Counter()
+        self.counters: collections.Counter[str] = collections.Counter()
 
     # ------------------------------------------------------------------ control
     def start(self) -> SimulatedInstrument:
@@ -536,9 +557,9 @@ class SimulatedInstrument:
             self._stop.wait(min(0.01, self._down_until - now))
             return
         endpoint = self._endpoint
-        rlist = [fd for fd in (endpoint.fd, endpoint.accept_fd) if fd is not None]
-        sending = endpoint.fd is not None and self._has_output() and now >= self._tx_paused_until
-        wlist = [endpoint.fd] if sending else []
+        fd = endpoint.fd
+        rlist = [f for f in (fd, endpoint.accept_fd) if f is not None]
+        wlist = [fd] if fd is not None and self._has_output() and now >= self._tx_paused_until else []
         readable, writable, _ = select.select(rlist, wlist, [], self._timeout(now))
         if endpoint.accept_fd is not None and endpoint.accept_fd in readable:
             endpoint.accept()
@@ -598,7 +619,7 @@ class SimulatedInstrument:
             acquisition_time_ns=int(meta.get("acquisition_time_ns", time.time_ns())),
             integration_time_ms=float(meta.get("integration_time_ms", 100.0)),
             laser_wavelength_nm=float(meta.get("laser_wavelength_nm", 785.0)),
-            raman_shift_cm1=None if calibration is not None else axis, counts=counts,
+            raman_shift_cm1=None if calibration is not None else np.asarray(axis, dtype=np.float32), counts=counts,
             sample_label=meta.get("sample_label"), calibration=calibration,
             counts_dtype=self.counts_dtype, seq=seq)
         payload = encode_payload(msg)
@@ -715,41 +736,75 @@ def _default_source(args: argparse.Namespace) -> Iterable[SpectrumItem]:
     return synthetic_spectra(seed=args.seed, count=args.count)
 
 
+def _number_type(low: float, high: float = math.inf, *, integer: bool = False,
+                 low_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type=`` that parses a number and checks it lies in [low, high] (or (low, high])."""
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if integer else 'a number'}") from None
+        if not (math.isfinite(value) and (value > low if low_open else value >= low) and value <= high):
+            lo = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"must be in {lo}{low:g}, {high:g}], got {text}")
+        return value
+    return parse
+
+
+_PROBABILITY = _number_type(0.0, 1.0)
+_NON_NEGATIVE = _number_type(0.0)
+_POSITIVE = _number_type(0.0, low_open=True)
+_COUNT = _number_type(1, integer=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit with status 1, as every user error of the raman-edge command lines."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-bridge", description="Instrument serial bridge tools.")
+    parser = _Parser(prog="edge-bridge", description="Instrument serial bridge tools.")
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="run a simulated spectrometer on a pty or TCP port")
     where = sim.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", action="store_true", help="serve a pseudo-terminal (prints its path)")
-    where.add_argument("--tcp", type=int, metavar="PORT", help="serve socket://127.0.0.1:PORT (0: any)")
-    sim.add_argument("--rate", type=float, default=50.0, help="spectra per second (default 50)")
-    sim.add_argument("--count", type=int, default=None, help="number of spectra (default: endless)")
-    sim.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
-    sim.add_argument("--ring-size", type=int, default=256)
-    sim.add_argument("--heartbeat", type=float, default=0.5, help="STATUS period in seconds")
+    where.add_argument("--tcp", type=_number_type(0, 65535, integer=True), metavar="PORT",
+                       help="serve socket://127.0.0.1:PORT (0: any)")
+    sim.add_argument("--rate", type=_NON_NEGATIVE, default=50.0, help="spectra per second (default 50; 0: as fast as the link)")
+    sim.add_argument("--count", type=_COUNT, default=None, help="number of spectra (default: endless)")
+    sim.add_argument("--duration", type=_POSITIVE, default=None, help="seconds to run (default: until Ctrl-C)")
+    sim.add_argument("--ring-size", type=_COUNT, default=256)
+    sim.add_argument("--heartbeat", type=_POSITIVE, default=0.5, help="STATUS period in seconds")
     sim.add_argument("--instrument-id", default="sim-0")
     sim.add_argument("--counts-dtype", choices=("f4", "u2", "u4"), default="f4")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--no-wait-for-host", action="store_true", help="stream before the first HELLO")
     for name in ("bit-flip", "drop-byte", "duplicate-byte", "truncate", "garbage", "stall"):
-        sim.add_argument(f"--{name}-rate", type=float, default=0.0, help="probability per frame")
-    sim.add_argument("--byte-error-rate", type=float, default=0.0, help="probability per byte")
-    sim.add_argument("--stall-s", type=float, default=0.1)
-    sim.add_argument("--disconnect-after", type=int, nargs="*", default=(), metavar="N",
+        sim.add_argument(f"--{name}-rate", type=_PROBABILITY, default=0.0, help="probability per frame, in [0, 1]")
+    sim.add_argument("--byte-error-rate", type=_PROBABILITY, default=0.0, help="probability per byte, in [0, 1]")
+    sim.add_argument("--stall-s", type=_NON_NEGATIVE, default=0.1)
+    sim.add_argument("--disconnect-after", type=_COUNT, nargs="*", default=(), metavar="N",
                      help="disconnect after the N-th spectrum (repeatable list)")
-    sim.add_argument("--disconnect-down-s", type=float, default=0.5)
+    sim.add_argument("--disconnect-down-s", type=_NON_NEGATIVE, default=0.5)
     listen = sub.add_parser("listen", help="receive spectra from URL and print one line each")
     listen.add_argument("url")
-    listen.add_argument("--baudrate", type=int, default=115200)
-    listen.add_argument("--count", type=int, default=None, help="stop after this many spectra")
-    listen.add_argument("--duration", type=float, default=None)
+    listen.add_argument("--baudrate", type=_COUNT, default=115200)
+    listen.add_argument("--count", type=_COUNT, default=None, help="stop after this many spectra")
+    listen.add_argument("--duration", type=_POSITIVE, default=None)
     listen.add_argument("--ack", action="store_true", help="ACK every spectrum")
     listen.add_argument("--no-resend", action="store_true")
     return parser
 
 
-def _install_stop_signals(stop: threading.Event) -> dict:
-    previous = {}
+#: What :func:`signal.signal` takes and returns.
+_SignalHandler = Callable[[int, FrameType | None], object] | int | None
+
+
+def _install_stop_signals(stop: threading.Event) -> dict[signal.Signals, _SignalHandler]:
+    previous: dict[signal.Signals, _SignalHandler] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())

@@ -103,7 +103,7 @@ def _supports_exclusive(url: str) -> bool:
 
 
 def open_port(url: str, baudrate: int = 115200, timeout_s: float | None = 0.1, *,
-              exclusive: bool = True, write_timeout_s: float | None = 1.0) -> serial.SerialBase:
+              exclusive: bool = True, write_timeout_s: float | None = 1.0) -> serial.Serial:
     """Open a serial port or pyserial URL.
 
     Parameters
@@ -122,8 +122,8 @@ def open_port(url: str, baudrate: int = 115200, timeout_s: float | None = 0.1, *
 
     Returns
     -------
-    serial.SerialBase
-        The open port.
+    serial.Serial
+        The open port (an instance of the URL handler's ``Serial`` class).
 
     Raises
     ------
@@ -132,21 +132,28 @@ def open_port(url: str, baudrate: int = 115200, timeout_s: float | None = 0.1, *
     TransportError
         The port cannot be opened (absent, busy, refused).
     """
-    kwargs = {"baudrate": baudrate, "timeout": timeout_s, "write_timeout": write_timeout_s}
-    if exclusive and _supports_exclusive(url):
-        kwargs["exclusive"] = True
+    lock = exclusive and _supports_exclusive(url)
     try:
         try:
-            return serial.serial_for_url(url, **kwargs)
+            return _serial_for_url(url, baudrate, timeout_s, write_timeout_s, exclusive=lock)
         except TypeError:
-            if "exclusive" not in kwargs:  # a handler that rejects the keyword
+            if not lock:  # the TypeError is not about the keyword
                 raise
-            del kwargs["exclusive"]
-            return serial.serial_for_url(url, **kwargs)
+            # a handler that rejects the keyword: open it without the lock
+            return _serial_for_url(url, baudrate, timeout_s, write_timeout_s, exclusive=False)
     except (serial.SerialException, OSError) as exc:
         raise TransportError(f"cannot open {url}: {exc}") from exc
     except (ValueError, TypeError) as exc:
         raise InvalidUrl(f"cannot open {url}: {exc}") from exc
+
+
+def _serial_for_url(url: str, baudrate: int, timeout_s: float | None, write_timeout_s: float | None, *,
+                    exclusive: bool) -> serial.Serial:
+    """:func:`serial.serial_for_url`, passing ``exclusive=True`` only when asked (some handlers reject it)."""
+    if exclusive:
+        return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout_s, write_timeout=write_timeout_s,
+                                     exclusive=True)
+    return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout_s, write_timeout=write_timeout_s)
 
 
 class ReconnectingPort:
@@ -191,7 +198,7 @@ class ReconnectingPort:
                  write_timeout_s: float = 1.0, exclusive: bool = True, backoff: Backoff = Backoff(),
                  on_state: Callable[[LinkStateEvent], None] | None = None,
                  stop_event: threading.Event | None = None,
-                 opener: Callable[..., serial.SerialBase] = open_port) -> None:
+                 opener: Callable[..., serial.Serial] = open_port) -> None:
         self.url = url
         self.baudrate = baudrate
         self.read_timeout_s = read_timeout_s
@@ -201,7 +208,7 @@ class ReconnectingPort:
         self.on_state = on_state
         self.stop_event = stop_event or threading.Event()
         self._opener = opener
-        self._port: serial.SerialBase | None = None
+        self._port: serial.Serial | None = None
         self._fileno: int | None = None
         self._lock = threading.RLock()
         self.generation = 0
@@ -250,7 +257,7 @@ class ReconnectingPort:
             self._set_state(UP, self.url, attempt)
         return True
 
-    def _install(self, port: serial.SerialBase) -> None:
+    def _install(self, port: serial.Serial) -> None:
         fileno = None
         try:
             fileno = port.fileno()
@@ -285,6 +292,8 @@ class ReconnectingPort:
         if self._port is None and not self.connect():
             return b""
         port = self._port
+        if port is None:  # closed by close() from another thread since connect()
+            return b""
         try:
             if self._fileno is not None:
                 ready, _, _ = select.select([self._fileno], [], [], self.read_timeout_s)
@@ -364,7 +373,7 @@ class ReconnectingPort:
         self.close()
 
 
-def _close_quietly(port: serial.SerialBase) -> None:
+def _close_quietly(port: serial.Serial) -> None:
     # pyserial's socket:// close() skips socket.close() when shutdown() fails on a
     # connection the peer already dropped; close the socket ourselves as well.
     sock = getattr(port, "_socket", None)

@@ -21,6 +21,7 @@ from .crc import crc32
 from .protocol import (
     Ack,
     Hello,
+    Message,
     Nack,
     ResendRequest,
     ResendUnavailable,
@@ -54,7 +55,7 @@ def _frame_json(decoded: bytes) -> dict[str, Any]:
             "payload_hex": decoded[12:-4].hex()}
 
 
-def _ok(msg, *, retransmit: bool = False) -> tuple[bytes, dict[str, Any]]:
+def _ok(msg: Message, *, retransmit: bool = False) -> tuple[bytes, dict[str, Any]]:
     """Wire bytes of ``msg`` and its expected decode event."""
     wire = encode_message(msg, retransmit=retransmit)
     if isinstance(msg, SpectrumMessage):
@@ -67,7 +68,7 @@ def _protocol_error(decoded: bytes, error: str) -> tuple[bytes, dict[str, Any]]:
 
 
 def _spectrum(**overrides: Any) -> SpectrumMessage:
-    fields = dict(instrument_id="RMN-0042", session_id=0x1234ABCD, acquisition_time_ns=_T_NS,
+    fields: dict[str, Any] = dict(instrument_id="RMN-0042", session_id=0x1234ABCD, acquisition_time_ns=_T_NS,
                   integration_time_ms=250.0, laser_wavelength_nm=785.0,
                   raman_shift_cm1=np.array([200.0, 201.0, 202.0, 203.5], np.float32),
                   counts=np.array([10.0, 12.25, 0.0, 1000.0], np.float32),
@@ -84,7 +85,8 @@ def _spectrum_fields(**overrides: Any) -> bytes:
             fields.pop(key, None)
         else:
             fields[key] = value
-    return msgpack.packb(fields, use_bin_type=True)
+    payload: bytes = msgpack.packb(fields, use_bin_type=True)  # msgpack has no type hints
+    return payload
 
 
 def _cobs_vectors() -> list[dict[str, str]]:
@@ -98,7 +100,7 @@ def _cobs_vectors() -> list[dict[str, str]]:
 def _frame_vectors() -> list[dict[str, Any]]:
     vectors: list[dict[str, Any]] = []
 
-    def add(name: str, description: str, parts: list[tuple[bytes, dict | None]], **extra: Any) -> None:
+    def add(name: str, description: str, parts: list[tuple[bytes, dict[str, Any] | None]], **extra: Any) -> None:
         wire = b"".join(p[0] for p in parts)
         vectors.append({"name": name, "description": description, **extra, "wire_hex": wire.hex(),
                         "expect": [p[1] for p in parts if p[1] is not None]})

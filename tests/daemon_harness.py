@@ -16,11 +16,11 @@ from edge.daemon import Daemon, DaemonConfig
 class RunningDaemon:
     """``with RunningDaemon(bundle, **daemon_settings) as d: d.tx.send(...); preds, errs = d.collect(n)``."""
 
-    def __init__(self, bundle, topics=("prediction", "error", "status"), **kw):
+    def __init__(self, bundle, topics=("prediction", "error", "status"), instrument=None, **kw):
         self.ctx = zmq.Context()
         self.topics = topics
         self.daemon = Daemon(DaemonConfig(bundle=str(bundle), input="tcp://127.0.0.1:*",
-                                          output="tcp://127.0.0.1:*", **kw), context=self.ctx)
+                                          output="tcp://127.0.0.1:*", **kw), context=self.ctx, instrument=instrument)
         self.thread = threading.Thread(target=self.daemon.run, daemon=True)
 
     def __enter__(self) -> RunningDaemon:

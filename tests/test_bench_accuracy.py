@@ -42,7 +42,7 @@ def test_peak_count_features_shape_and_counts(eight):
     # real mineral spectra have a handful of bands, not none and not hundreds
     assert np.all(f.sum(axis=1) >= 3) and np.all(f.sum(axis=1) <= 60)
     # the tallest band of each spectrum is detected within one bin of where it is
-    for row, feats in zip(x, f):
+    for row, feats in zip(x, f, strict=True):
         b = int((axis[row.argmax()] - axis[0]) // PEAK_BIN_CM1)
         assert feats[max(0, b - 1):b + 2].sum() >= 1
 

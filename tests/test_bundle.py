@@ -38,7 +38,7 @@ def test_other_schema_version_is_refused(bundle):
 
 
 def test_axis_mismatch_is_refused(bundle):
-    with pytest.raises(BundleError, match="Raman-shift axis .* does not match"):
+    with pytest.raises(BundleError, match=r"Raman-shift axis .* does not match"):
         Bundle.load(bundle, expect_grid=RamanGrid(100.0, 2.0, 1392))
 
 

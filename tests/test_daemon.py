@@ -65,7 +65,8 @@ BAD_FRAMES = {
     "list": msgpack.packb([1, 2, 3]),
     "wrong type": msgpack.packb({"type": "hello", "v": 1}),
     "wrong version": msgpack.packb({"type": "spectrum", "v": 7}),
-    "short data": msgpack.packb({"type": "spectrum", "v": 1, "intensity": {"dtype": "<f4", "shape": [1392], "data": b"\x00" * 10}}),
+    "short data": msgpack.packb({"type": "spectrum", "v": 1,
+                                 "intensity": {"dtype": "<f4", "shape": [1392], "data": b"\x00" * 10}}),
     "bad dtype": msgpack.packb({"type": "spectrum", "v": 1, "intensity": {"dtype": "object", "shape": [2], "data": b""}}),
 }
 

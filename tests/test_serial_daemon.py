@@ -219,7 +219,10 @@ def test_vanished_port_link_state_published_zmq_still_served(rruff_bundle, raw_t
         sim.start()
         assert d.collect(d.resolved(10), timeout_s=30)
         sim.stop()  # the instrument disappears: pty closed, its path removed
-        went_down = lambda d: [m["state"] for m in d.links if m["state"] != "up"][:2] == ["down", "reconnecting"]
+
+        def went_down(d):
+            return [m["state"] for m in d.links if m["state"] != "up"][:2] == ["down", "reconnecting"]
+
         assert d.collect(went_down, timeout_s=10), d.links
         for i in range(10, 15):
             d.tx.send(raw_test.intensities[i], raw_test.raman_shift_cm1, id=f"z{i}", instrument_seq=i)
@@ -292,7 +295,9 @@ def test_cli_edge_bridge_simulate_data_into_edge_daemon_serial(rruff_bundle, raw
     assert sorted(preds) == list(range(8))
     assert [preds[i]["labels"][0] for i in range(8)] == list(expected[:8])
     assert all(preds[i]["instrument_id"] == "cli" and preds[i]["label"] == raw_test.labels[i] for i in range(8))
-    assert "reconnecting" in links and links[-1] == "up"
+    # "reconnecting" events before the port appears may be published before the subscription is live (slow
+    # joiner under load); the retries are tested in test_bad_serial_url_* and test_vanished_port_*; here: the link came up.
+    assert links and links[-1] == "up"
     assert '"stopped"' in out
 
 
@@ -304,7 +309,8 @@ def test_edge_bridge_sources_and_data_option(raw_test):
 
     items = list(spectra_source(raw_test, count=N_TEST + 2))  # the set repeats
     assert len(items) == N_TEST + 2
-    assert np.array_equal(items[N_TEST + 1][1], raw_test.intensities[1]) and items[N_TEST + 1][2]["sample_label"] == raw_test.labels[1]
+    assert np.array_equal(items[N_TEST + 1][1], raw_test.intensities[1])
+    assert items[N_TEST + 1][2]["sample_label"] == raw_test.labels[1]
     assert items[0][0].dtype == np.float32 and np.array_equal(items[0][0], raw_test.raman_shift_cm1.astype(np.float32))
     synth = list(itertools.islice(synthetic_source(seed=3), 100))  # more than one draw of 96
     assert len({s[2]["sample_label"] for s in synth}) == 12 and all(s[1].shape == (1392,) for s in synth)

@@ -1,5 +1,6 @@
 """Training on real data (short), export parity torch ↔ ONNX FP32 ↔ INT8, and the INT8 accuracy gate."""
 
+import os
 import subprocess
 import sys
 
@@ -9,15 +10,16 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from edge.bundle import Bundle  # noqa: E402
-from edge.data import load_spectra  # noqa: E402
-from edge.preprocess import Preprocessor  # noqa: E402
-from export.errors import AccuracyGateError  # noqa: E402
-from export.quantize import score_onnx  # noqa: E402
-from trainer.bundle_io import load_model  # noqa: E402
-from trainer.model import ModelConfig, RamanCNN, count_parameters  # noqa: E402
-from trainer.train import class_weights, encode_labels, predict_proba  # noqa: E402
 import itertools
+
+from edge.bundle import Bundle
+from edge.data import load_spectra
+from edge.preprocess import Preprocessor
+from export.errors import AccuracyGateError
+from export.quantize import score_onnx
+from trainer.bundle_io import load_model
+from trainer.model import ModelConfig, RamanCNN, count_parameters
+from trainer.train import class_weights, encode_labels, predict_proba
 
 
 def test_class_weights_follow_the_paper():
@@ -177,23 +179,83 @@ def test_int8_model_is_qdq(rruff_bundle):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
 
-def test_gate_failure_refuses_to_ship(rruff_bundle, tmp_path):
+def test_gate_failure_refuses_to_ship_and_keeps_the_previous_int8(rruff_bundle, tmp_path, monkeypatch):
     import shutil
 
-    from export.cli import export_bundle
+    import export.cli as export_cli
+    from edge.bundle import sha256_file
 
     copy = tmp_path / "b"
     shutil.copytree(rruff_bundle, copy)
+    before = sha256_file(copy / "model.int8.onnx")
+    real_compare = export_cli.compare_models
+
+    def failing_compare(*args, **kwargs):  # the real comparison, judged by an impossible rule
+        res = real_compare(*args, **kwargs)
+        res["passed"] = False
+        return res
+
+    monkeypatch.setattr(export_cli, "compare_models", failing_compare)
     b = Bundle.load(copy)
+    with pytest.raises(AccuracyGateError, match=r"NOT shipped.*previously shipped INT8 model is kept"):
+        export_cli.export_bundle(b, int8=True, max_accuracy_drop=0.0)
+    b = Bundle.load(copy)  # hashes verified: the old INT8 model is listed, present and unchanged
+    assert b.has_file("model.int8.onnx") and sha256_file(copy / "model.int8.onnx") == before
+    assert b.metrics["export"]["passed"] is False and b.metrics["export"]["kept_previous_int8"] is True
+    assert not list(copy.glob(".candidate.*")), "the rejected candidate must be removed"
+    # without a previous INT8 model, nothing is shipped
+    b.manifest["files"].pop("model.int8.onnx")
+    (copy / "model.int8.onnx").unlink()
+    b.save()
     with pytest.raises(AccuracyGateError, match="NOT shipped"):
-        export_bundle(b, int8=True, max_accuracy_drop=-1.0)  # impossible: INT8 must beat FP32 by a point
-    b = Bundle.load(copy)
-    assert not b.has_file("model.int8.onnx") and not (copy / "model.int8.onnx").exists()
-    assert b.metrics["export"]["passed"] is False
-    # ... and the CLI exits 1 with one error line, no traceback
+        export_cli.export_bundle(b, int8=True, max_accuracy_drop=0.0)
+    assert not (copy / "model.int8.onnx").exists() and not Bundle.load(copy).has_file("model.int8.onnx")
+
+
+def test_gate_refuses_negative_drop_and_foreign_validation_labels(rruff_bundle, tmp_path):
+    import shutil
+
+    from edge.bundle import sha256_file
+    from export.cli import export_bundle
+    from export.errors import ExportError
+
+    copy = tmp_path / "b"
+    shutil.copytree(rruff_bundle, copy)
+    before = sha256_file(copy / "model.int8.onnx")
+    with pytest.raises(ExportError, match="≥ 0"):
+        export_bundle(Bundle.load(copy), int8=True, max_accuracy_drop=-1.0)
+    with pytest.raises(ExportError, match="validation labels do not match the bundle's: 0 of 120"):
+        export_bundle(Bundle.load(copy), int8=True, val="synthetic:test")
+    assert sha256_file(copy / "model.int8.onnx") == before
     r = subprocess.run([sys.executable, "-m", "export", str(copy), "--int8", "--max-accuracy-drop", "-1"],
                        capture_output=True, text=True)
-    assert r.returncode == 1 and "NOT shipped" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "must be a number ≥ 0" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_tensorrt_check_flags_asymmetric_int8_and_passes_the_tensorrt_export(synthetic_bundle, tmp_path):
+    import shutil
+
+    from export.cli import export_bundle
+    from export.quantize import QuantConfig
+    from export.tensorrt_check import check_tensorrt_qdq
+
+    default = check_tensorrt_qdq(Bundle.load(synthetic_bundle).file("model.int8.onnx"))
+    assert not default["meets_rules"]  # onnxruntime's CPU defaults: asymmetric activations, int32 bias
+    assert any("non-zero zero points" in v for v in default["violations"])
+    assert any("int32" in v for v in default["violations"])
+    assert not check_tensorrt_qdq(Bundle.load(synthetic_bundle).file("model.onnx"))["meets_rules"]  # no Q/DQ at all
+    copy = tmp_path / "b"
+    shutil.copytree(synthetic_bundle, copy)
+    b = Bundle.load(copy)
+    res = export_bundle(b, int8=True, max_accuracy_drop=5.0, quant=QuantConfig(tensorrt=True))
+    assert res["tensorrt"]["meets_rules"], res["tensorrt"]["violations"]
+    saved = Bundle.load(copy)
+    assert saved.metrics["export"]["tensorrt"]["meets_rules"] is True
+    assert saved.manifest["files"]["model.int8.onnx"]["activation_symmetric"] is True
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("model.int8.onnx", "manifest.json"):  # the process umask, not mkstemp's 0600
+        assert (copy / f).stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_report_is_written(tmp_path, soysal):
@@ -226,7 +288,8 @@ def test_shift_tolerance_dial_sets_augmentation_and_pooling():
     s = apply_shift_tolerance(s, 60)
     assert s.augmentation.max_shift_cm1 == 60 and s.augmentation.shift_small_cm1 == 5 and s.model.n_pool == 4
     assert s.augmentation.band_ratio == 0.0
-    assert RamanCNN(1392, 5, ModelConfig.from_dict({**s.model.to_dict(), "in_channels": 2}))(torch.zeros(1, 2, 1392)).shape == (1, 5)
+    two_channel = RamanCNN(1392, 5, ModelConfig.from_dict({**s.model.to_dict(), "in_channels": 2}))
+    assert two_channel(torch.zeros(1, 2, 1392)).shape == (1, 5)
     with pytest.raises(TrainerError):
         apply_shift_tolerance(s, -1)
 
@@ -287,7 +350,7 @@ def test_band_ratio_augmentation_changes_band_ratios_not_band_positions(soysal):
     gain = out / np.where(np.abs(x) > 1e-6, x, np.nan)
     assert np.nanmin(gain) > np.exp(-2.0) and np.nanmax(gain) < np.exp(2.0)
     moved, ratio_change = [], []
-    for a, b in zip(x, out):
+    for a, b in zip(x, out, strict=True):
         peaks, _ = find_peaks(a, prominence=0.3 * a.max(), width=(None, 15))  # clear, narrow lines
         moved += [abs(int(np.argmax(b[max(0, q - 3):q + 4])) - (q - max(0, q - 3))) for q in peaks]
         if len(peaks) >= 2:

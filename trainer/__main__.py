@@ -1,3 +1,4 @@
+"""``python -m trainer``: the trainer (same as ``edge-train``)."""
 import sys
 
 from .cli import main

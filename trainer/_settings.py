@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from .errors import TrainerError
 
@@ -18,7 +18,7 @@ T = TypeVar("T", bound="SettingsMixin")
 class SettingsMixin:
     """Mixin for settings dataclasses; ``_kind`` names them in error messages (e.g. ``"training"``)."""
 
-    _kind = ""
+    _kind: ClassVar[str] = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]

@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -181,6 +181,7 @@ class AEConfig(SettingsMixin):
 
 
     def architecture(self) -> dict[str, Any]:
+        """The architecture fields recorded in the manifest."""
         return {k: getattr(self, k) for k in ("patch", "channels", "kernel_sizes", "pools", "latent")}
 
 
@@ -215,7 +216,7 @@ class RamanAutoencoder(nn.Module):
         self.patch = cfg.patch
         c_in = cfg.channels[0]
         enc: list[nn.Module] = [nn.Conv1d(1, c_in, cfg.patch, stride=cfg.patch), nn.LeakyReLU(0.01)]
-        for c, k, p in zip(cfg.channels[1:], cfg.kernel_sizes[1:], cfg.pools[1:]):
+        for c, k, p in zip(cfg.channels[1:], cfg.kernel_sizes[1:], cfg.pools[1:], strict=True):
             enc += [nn.Conv1d(c_in, c, k, stride=p, padding=k // 2), nn.LeakyReLU(0.01)]
             c_in = c
         self.encoder = nn.Sequential(*enc)
@@ -224,7 +225,7 @@ class RamanAutoencoder(nn.Module):
         self.to_latent = nn.Linear(flat, cfg.latent)
         self.from_latent = nn.Sequential(nn.Linear(cfg.latent, flat), nn.LeakyReLU(0.01))
         dec: list[nn.Module] = []
-        for c_out, k, p in zip(reversed(cfg.channels[:-1]), reversed(cfg.kernel_sizes[1:]), reversed(cfg.pools[1:])):
+        for c_out, k, p in zip(reversed(cfg.channels[:-1]), reversed(cfg.kernel_sizes[1:]), reversed(cfg.pools[1:]), strict=True):
             if p > 1:
                 dec.append(nn.Upsample(scale_factor=p, mode="nearest"))
             dec += [nn.Conv1d(c_in, c_out, k, padding=k // 2), nn.LeakyReLU(0.01)]
@@ -248,6 +249,7 @@ class RamanAutoencoder(nn.Module):
         return y[:, : self.n_points]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of ``x``, shape (B, 1, N) float32."""
         return self.decode(self.encode(x))
 
 
@@ -651,10 +653,10 @@ def save_novelty(bundle: Bundle, fit: NoveltyFit, classifier=None, train: Spectr
             "quantile": fit.config.quantile,
             "per_class": per_class,
         }
-    if fit.library is not None:
+    if fit.library is not None and fit.library_calibration is not None:
         lib_calib = fit.library_calibration[np.isfinite(fit.library_calibration)]
         arrays["calibration_library"] = lib_calib
-        np.savez(bundle.path / LIBRARY_FILE, **fit.library.arrays())
+        np.savez(bundle.path / LIBRARY_FILE, **cast(dict[str, Any], fit.library.arrays()))
         bundle.add_file(LIBRARY_FILE, role="novelty-spectral-library")
         section["files"]["library"] = LIBRARY_FILE
         section["library"] = {
@@ -670,7 +672,7 @@ def save_novelty(bundle: Bundle, fit: NoveltyFit, classifier=None, train: Spectr
                             "n": int(lib_calib.size),
                             "quantiles": {str(q): float(np.quantile(lib_calib, q)) for q in (0.5, 0.9, 0.95, 0.99)}},
         }
-    np.savez(bundle.path / PROTOTYPES_FILE, **arrays)
+    np.savez(bundle.path / PROTOTYPES_FILE, **cast(dict[str, Any], arrays))
     bundle.add_file(PROTOTYPES_FILE, role="novelty-prototypes")
     bundle.manifest["novelty"] = section
     bundle.save()
@@ -729,16 +731,19 @@ def add_novelty_to_bundle(bundle: Bundle, train: SpectraSet, test: SpectraSet | 
     cfg.__post_init__()
     fit = fit_novelty(train, settings.preprocessing, cfg, classes=bundle.labels)
     section = save_novelty(bundle, fit, classifier=classifier, train=train)
+    library = fit.library
+    if library is None:  # fit_novelty always builds one; a FitResult without it comes only from old bundles
+        raise TrainerError("novelty fit has no spectral library")
     msg = (f"novelty autoencoder: {section['autoencoder']['n_parameters']} parameters, {fit.seconds:.1f} s; "
            f"threshold {fit.threshold:.4g} ({section['metric']}, {100 * cfg.quantile:g} % quantile of "
-           f"{fit.calibration().size} out-of-fold nominal scores); spectral library: {len(fit.library.lines)} "
+           f"{fit.calibration().size} out-of-fold nominal scores); spectral library: {len(library.lines)} "
            f"spectra, threshold {fit.library_threshold:.4g}")
     if test is not None:
         x = Preprocessor(settings.preprocessing)(test.intensities, test.raman_shift_cm1)
         s = ae_scores(fit.model, x)
         rate = float(np.mean(s[cfg.metric] > fit.threshold))
         logits, _ = classifier_outputs(classifier, x)
-        lib, _ = fit.library.scores(x, np.asarray(bundle.labels)[logits.argmax(axis=1)])
+        lib, _ = library.scores(x, np.asarray(bundle.labels)[logits.argmax(axis=1)])
         lib_rate = float(np.mean(lib > fit.library_threshold))
         bundle.metrics["novelty_test"] = {"n": len(test), "source": test.source, "novel_rate": rate,
                                           "library_novel_rate": lib_rate,

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from edge.bundle import Bundle
+from edge.bundle import MANIFEST_NAME, Bundle
 from edge.errors import BundleError
 
+from .errors import TrainerError
 from .model import ModelConfig, RamanCNN, count_parameters
 from .settings import TrainerSettings
 
-__all__ = ["MODEL_FILE", "backbone_sha256", "load_model", "save_model"]
+__all__ = ["MODEL_FILE", "backbone_sha256", "load_model", "prepare_out_dir", "save_model"]
+log = logging.getLogger("trainer")
 
 MODEL_FILE = "model.pt"
 
@@ -32,6 +36,41 @@ def backbone_sha256(model: RamanCNN) -> str:
         h.update(f"{name}|{a.dtype.str}|{tuple(a.shape)}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def prepare_out_dir(out: str | Path, *, force: bool = False) -> None:
+    """Make sure a new bundle can be written to ``out`` without mixing with older files.
+
+    Parameters
+    ----------
+    out : path-like
+        The bundle folder to write.
+    force : bool
+        Replace an existing bundle: its folder's contents are removed first (stale ONNX models and reports
+        would otherwise stay next to the new weights).
+
+    Raises
+    ------
+    TrainerError
+        If ``out`` is a file, a bundle (without ``force``), or a non-empty folder that is not a bundle.
+    """
+    p = Path(out)
+    if not p.exists():
+        return
+    if not p.is_dir():
+        raise TrainerError(f"--out {p}: is a file, not a folder")
+    if not any(p.iterdir()):
+        return
+    if not (p / MANIFEST_NAME).is_file():
+        raise TrainerError(f"--out {p}: folder is not empty and holds no bundle; choose a new or empty folder")
+    if not force:
+        raise TrainerError(f"--out {p}: a bundle already exists there; pass --force to replace it (its files are "
+                           "removed) or choose another folder")
+    log.info("--force: removing the old bundle in %s", p)
+    try:
+        shutil.rmtree(p)
+    except OSError as exc:
+        raise TrainerError(f"--out {p}: cannot remove the old bundle: {exc}") from exc
 
 
 def save_model(out: str | Path, model: RamanCNN, labels: list[str], settings: TrainerSettings,

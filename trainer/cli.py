@@ -15,35 +15,54 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edge.cli_common import add_data_args, add_logging_args, run_cli, setup_logging
-from edge.data import load_spectra
-from edge.preprocess import Preprocessor
+from edge.cli_common import (
+    CliParser,
+    add_data_args,
+    add_logging_args,
+    config_file,
+    missing_extra_note,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    require_extra,
+    run_cli,
+    setup_logging,
+)
 
-from .bundle_io import save_model
-from .report import classification_metrics, shift_curve, write_report
-from .settings import TrainerSettings, apply_shift_tolerance
-from .train import encode_labels, fit, predict_proba
+from .errors import TrainerError
+
+if TYPE_CHECKING:
+    from .settings import TrainerSettings
+
+# torch, and the modules that import it, are imported after parsing: --help stays fast and, on an onboard
+# install without the [train] extra, the command says which extra to install (edge.cli_common.require_extra).
 
 log = logging.getLogger("trainer")
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "model_compact.toml"
+DEFAULT_CONFIG = config_file("model_compact.toml")  # configs/ of a checkout, or edge/configs/ of a wheel
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Add the model and training options (each overrides the config file) to ``parser``."""
     g = parser.add_argument_group("model and training (override the config file)")
     g.add_argument("--config", default=None, help=f"model config TOML (default: {DEFAULT_CONFIG.name} if present)")
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--epochs", type=int, default=None, help="maximum epochs")
-    g.add_argument("--steps", type=int, default=None, help="optimiser steps (one-cycle schedule)")
-    g.add_argument("--pool-size", type=int, default=None, help="max-pooling size m (paper §3)")
-    g.add_argument("--n-pool", type=int, default=None, help="number of pooling stages n")
+    g.add_argument("--seed", type=non_negative_int, default=None)
+    g.add_argument("--epochs", type=positive_int, default=None, help="maximum epochs")
+    g.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (one-cycle schedule)")
+    g.add_argument("--pool-size", type=positive_int, default=None, help="max-pooling size m (paper §3)")
+    g.add_argument("--n-pool", type=positive_int, default=None, help="number of pooling stages n")
     g.add_argument("--head", choices=["positions", "dense"], default=None)
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    g.add_argument("--shift-tolerance-cm1", type=float, default=None,
+    g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    g.add_argument("--shift-tolerance-cm1", type=positive_float, default=None,
                    help="the instrument's largest Raman-shift drift, cm⁻¹: chooses augmentation and pooling")
 
 
 def settings_from_args(args: argparse.Namespace) -> TrainerSettings:
+    """The training settings: the model config TOML with the command-line overrides applied."""
+    from .settings import TrainerSettings, apply_shift_tolerance
+
     cfg = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     s = TrainerSettings.from_toml(cfg) if cfg else TrainerSettings()
     for attr, target, key in [("seed", s.training, "seed"), ("epochs", s.training, "max_epochs"),
@@ -64,7 +83,11 @@ def settings_from_args(args: argparse.Namespace) -> TrainerSettings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-train", description="Train a compact Raman CNN into a model bundle.")
+    """Build the ``edge-train`` argument parser (imports no torch)."""
+    p = CliParser(prog="edge-train", description="Train a compact Raman CNN into a model bundle.",
+                  formatter_class=argparse.RawDescriptionHelpFormatter,  # the note below keeps its pip command whole
+                  epilog="subcommands: edge-train explain --help, edge-train transfer --help\n"
+                         + missing_extra_note("torch", "train"))
     p.add_argument("--train", required=True,
                    help=".npz split, synthetic:train, or spectrum files/folders of any edge.io format")
     p.add_argument("--labels", default=None,
@@ -72,15 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "RRUFF files name their own")
     p.add_argument("--test", default=None, help="held-out spectra to score (never used for training decisions)")
     p.add_argument("--test-labels", default=None, help="labels of --test files (as --labels)")
-    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--out", required=True, help="bundle folder to write (an existing bundle only with --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle in --out (its files are removed)")
     p.add_argument("--name", default=None, help="model name (default: the config's name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("novelty detection (trainer/autoencoder.py)")
     g.add_argument("--novelty", action=argparse.BooleanOptionalAction, default=False,
                    help="also fit the novelty autoencoder and its nominal-only threshold (6 autoencoder fits, "
                         "~1 min on 1 thread: off by default)")
-    g.add_argument("--novelty-epochs", type=int, default=None, help="autoencoder epochs (default 60)")
-    g.add_argument("--novelty-quantile", type=float, default=None, help="threshold quantile (default 0.95)")
+    g.add_argument("--novelty-epochs", type=positive_int, default=None, help="autoencoder epochs (default 60)")
+    g.add_argument("--novelty-quantile", type=probability, default=None, help="threshold quantile (default 0.95)")
     add_model_args(p)
     add_data_args(p)
     add_logging_args(p)
@@ -88,16 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
+    """``edge-train``: train a model and write its bundle; returns the exit code."""
     args = build_parser().parse_args(argv)
     setup_logging(args)
+    require_extra("torch", "train", "edge-train")
+    from edge.data import load_spectra
+    from edge.preprocess import Preprocessor
+
+    from .bundle_io import prepare_out_dir, save_model
+    from .report import classification_metrics, shift_curve, write_report
+    from .train import encode_labels, fit, predict_proba
+
+    prepare_out_dir(args.out, force=args.force)
     settings = settings_from_args(args)
     grid = settings.preprocessing.grid
     train = load_spectra(args.train, grid, args.data_dir, labels=args.labels)
     test = load_spectra(args.test, grid, args.data_dir, labels=args.test_labels) if args.test else None
+    if len(train.classes) < 2:
+        raise TrainerError(f"--train {args.train}: {len(train)} spectra of {len(train.classes)} class(es) "
+                           f"{list(train.classes)[:3]}; a classifier needs at least 2 classes (an .npz split, a folder "
+                           "of RRUFF .txt files, or synthetic:train)")
     log.info("training on %d spectra, %d classes (%s)", len(train), len(train.classes), train.source)
     t0 = time.perf_counter()
     result = fit(train, settings.preprocessing, settings.model, settings.training, settings.augmentation,
-                 progress=not args.no_progress and sys.stderr.isatty())
+                 progress=False if args.no_progress else ("bar" if sys.stderr.isatty() else "lines"))
     metrics: dict = {"train_seconds": round(result.seconds, 2)}
     pre = Preprocessor(settings.preprocessing)
     if test is not None:
@@ -143,6 +181,7 @@ def _config_name(args: argparse.Namespace) -> str | None:
 
 
 def _transfer_main(argv: Sequence[str] | None = None) -> int:
+    require_extra("torch", "train", "edge-train transfer")
     from .transfer import transfer_main
 
     return transfer_main(argv)
@@ -150,15 +189,18 @@ def _transfer_main(argv: Sequence[str] | None = None) -> int:
 
 def explain_main(argv: Sequence[str] | None = None) -> int:
     """``edge-train explain``: Grad-CAM importance curves (paper §4.2.1) for chosen spectra, as PNGs."""
-    p = argparse.ArgumentParser(prog="edge-train explain", description="Grad-CAM curves over chosen spectra.")
+    p = CliParser(prog="edge-train explain", description="Grad-CAM curves over chosen spectra.")
     p.add_argument("--bundle", required=True)
     p.add_argument("--data", required=True, help="spectra (.npz, RRUFF .txt folder, synthetic:test)")
-    p.add_argument("--index", type=int, nargs="+", default=[0], help="rows of --data to explain")
+    p.add_argument("--index", type=non_negative_int, nargs="+", default=[0], help="rows of --data to explain")
     p.add_argument("--out", default=None, help="folder for PNGs (default: BUNDLE/report/gradcam)")
     add_data_args(p)
     args = p.parse_args(argv)
+    require_extra("torch", "train", "edge-train explain")
     from edge.bundle import Bundle
+    from edge.data import load_spectra
     from edge.errors import DataError
+    from edge.preprocess import Preprocessor
 
     from .bundle_io import load_model
     from .explain import grad_cam, plot_grad_cam
@@ -183,6 +225,7 @@ SUBCOMMANDS = {"train": train_main, "explain": explain_main, "transfer": _transf
 
 
 def dispatch(argv: Sequence[str] | None = None) -> int:
+    """Run the subcommand named first in ``argv`` (train by default); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         return SUBCOMMANDS[argv[0]](argv[1:])
@@ -190,6 +233,7 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``edge-train``: user errors print one ``error:`` line and exit 1."""
     return run_cli(dispatch, argv, "edge-train")
 
 

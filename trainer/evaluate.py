@@ -75,7 +75,18 @@ from typing import Any
 
 import numpy as np
 
-from edge.cli_common import add_data_args, add_logging_args, run_cli, setup_logging
+from edge.cli_common import (
+    CliParser,
+    add_data_args,
+    add_logging_args,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    probability,
+    require_extra,
+    run_cli,
+    setup_logging,
+)
 from edge.data import SpectraSet, load_spectra
 from edge.novelty import DriftConfig, DriftMonitor
 from edge.preprocess import Preprocessor
@@ -491,7 +502,8 @@ def drift_streams(models: _Models, test: SpectraSet, pre: Preprocessor, drift_cf
 
 
 # -- plots -----------------------------------------------------------------------------------------------
-def _plots(out: Path, loco: dict[str, Any] | None, drift: dict[str, Any] | None, thresholds: dict[str, float] | None) -> list[str]:
+def _plots(out: Path, loco: dict[str, Any] | None, drift: dict[str, Any] | None,
+           thresholds: dict[str, float] | None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -502,7 +514,7 @@ def _plots(out: Path, loco: dict[str, Any] | None, drift: dict[str, Any] | None,
     if loco:
         ks = sorted({r["k"] for r in loco["runs"]})
         fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 4), squeeze=False)
-        for ax, k in zip(axes[0], ks):
+        for ax, k in zip(axes[0], ks, strict=True):
             run = next(r for r in loco["runs"] if r["k"] == k)
             for name in DETECTORS:
                 sc = run["scores"][name]
@@ -525,7 +537,7 @@ def _plots(out: Path, loco: dict[str, Any] | None, drift: dict[str, Any] | None,
             per = [loco["summary"][str(k)][name]["auroc_per_draw"] for k in ks]
             xs = np.arange(len(ks)) + (j - len(DETECTORS) / 2 + 0.5) * width
             ax.bar(xs, means, width, label=name)
-            for x0, p in zip(xs, per):
+            for x0, p in zip(xs, per, strict=True):
                 ax.plot([x0] * len(p), p, "k.", ms=3)
         ax.axhline(0.95, color="k", ls="--", lw=0.8)
         ax.set_xticks(np.arange(len(ks)), [f"k = {k}" for k in ks])
@@ -541,7 +553,7 @@ def _plots(out: Path, loco: dict[str, Any] | None, drift: dict[str, Any] | None,
         plots = drift["_plots"]
         kinds = [k for k in ("gradual", "step", "fluorescence", "nominal") if k in plots]
         fig, axes = plt.subplots(len(kinds), 1, figsize=(9, 2.6 * len(kinds)), squeeze=False)
-        for ax, kind in zip(axes[:, 0], kinds):
+        for ax, kind in zip(axes[:, 0], kinds, strict=True):
             s, r = plots[kind]
             n = len(s["x_raw"]) if kind != "nominal" else min(2000, len(s["x_raw"]))
             t = np.arange(n)
@@ -652,24 +664,25 @@ def _print_summary(result: dict[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-eval", description="Evaluate the novelty and drift detectors on real spectra.")
+    p = CliParser(prog="edge-eval", description="Evaluate the novelty and drift detectors on real spectra.")
     sub = p.add_subparsers(dest="what", required=True)
     n = sub.add_parser("novelty", help="leave-classes-out novelty and drift streams (trainer/evaluate.py)")
     n.add_argument("--train", default="rruff_soysal/raw_train_labeled_40pct.npz")
     n.add_argument("--test", default="rruff_soysal/raw_test.npz")
     n.add_argument("--out", required=True, help="folder for novelty_eval.json and the PNG plots")
     n.add_argument("--config", default=None, help="model config TOML (default: configs/model_compact.toml)")
-    n.add_argument("--seed", type=int, default=0)
-    n.add_argument("--ks", type=int, nargs="+", default=[5, 10, 15], help="numbers of withheld classes")
-    n.add_argument("--draws", type=int, default=3, help="random class draws per k")
-    n.add_argument("--epochs", type=int, default=None,
+    n.add_argument("--seed", type=non_negative_int, default=0)
+    n.add_argument("--ks", type=positive_int, nargs="+", default=[5, 10, 15], help="numbers of withheld classes")
+    n.add_argument("--draws", type=positive_int, default=3, help="random class draws per k")
+    n.add_argument("--epochs", type=positive_int, default=None,
                    help="classifier epochs (fixed; default: the config's own training recipe)")
-    n.add_argument("--ae-epochs", type=int, default=40, help="autoencoder epochs")
-    n.add_argument("--folds", type=int, default=3, help="out-of-fold folds of the autoencoder threshold")
-    n.add_argument("--quantile", type=float, default=0.95, help="threshold quantile (nominal data only)")
-    n.add_argument("--noise", type=float, default=0.01, help="stream noise, relative to each spectrum's maximum")
-    n.add_argument("--repeats", type=int, default=3, help="repeats of each drift stream")
-    n.add_argument("--n-nominal", type=int, default=10_000, help="length of the nominal stream")
+    n.add_argument("--ae-epochs", type=positive_int, default=40, help="autoencoder epochs")
+    n.add_argument("--folds", type=positive_int, default=3, help="out-of-fold folds of the autoencoder threshold")
+    n.add_argument("--quantile", type=probability, default=0.95, help="threshold quantile (nominal data only)")
+    n.add_argument("--noise", type=non_negative_float, default=0.01,
+                   help="stream noise, relative to each spectrum's maximum")
+    n.add_argument("--repeats", type=positive_int, default=3, help="repeats of each drift stream")
+    n.add_argument("--n-nominal", type=positive_int, default=10_000, help="length of the nominal stream")
     n.add_argument("--bundle", default=None, help="drift part: use this bundle (edge-train --novelty) instead of "
                                                   "training a classifier and autoencoder on --train")
     n.add_argument("--skip-loco", action="store_true", help="no leave-classes-out part")
@@ -684,6 +697,7 @@ def main_impl(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     setup_logging(args)
+    require_extra("torch", "train", "edge-eval")
     import torch
 
     torch.set_num_threads(1)
@@ -694,6 +708,7 @@ def main_impl(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``edge-eval``: user errors print one ``error:`` line and exit 1."""
     return run_cli(main_impl, argv, "edge-eval")
 
 

@@ -64,7 +64,12 @@ def grad_cam(model: RamanCNN, x: np.ndarray, class_index: np.ndarray | None = No
     finally:
         for handle in handles:
             handle.remove()
-    cam = torch.relu(sum((a.grad.mean(dim=2, keepdim=True) * a).sum(1) for a in store)).detach().numpy()  # (B, L)
+    maps = []
+    for a in store:
+        if a.grad is None:  # every stored activation lies on the path to the logits
+            raise TrainerError("Grad-CAM: an activation received no gradient")
+        maps.append((a.grad.mean(dim=2, keepdim=True) * a).sum(1))
+    cam = torch.relu(torch.stack(maps).sum(0)).detach().numpy()  # (B, L)
     n = x.shape[-1]
     pos = (np.arange(cam.shape[1]) + 0.5) * n / cam.shape[1]
     curves = np.stack([np.interp(np.arange(n), pos, c) for c in cam])

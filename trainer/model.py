@@ -58,6 +58,7 @@ class BlurMaxPool1d(nn.Module):
         self.register_buffer("kernel", (taps / taps.sum()).repeat(channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Max-pool with stride 1, then blur-pool: shape (B, C, N) in, (B, C, N // pool) out."""
         x = nn.functional.pad(x, (0, self.pool_size - 1), mode="replicate")
         x = nn.functional.max_pool1d(x, self.pool_size, stride=1)
         x = nn.functional.pad(x, (self.blur // 2, self.blur // 2), mode="replicate")
@@ -174,7 +175,7 @@ class RamanCNN(nn.Module):
         """One member: convolutions (features), position pooling, flatten/dense (+ dropout); its sizes."""
         layers: list[nn.Module] = []
         c_in, length = cfg.in_channels, self.n_points
-        for i, (c_out, k) in enumerate(zip(cfg.channels, cfg.kernel_sizes)):
+        for i, (c_out, k) in enumerate(zip(cfg.channels, cfg.kernel_sizes, strict=True)):
             layers.append(nn.Conv1d(c_in, c_out, k, padding=k // 2))
             if cfg.batch_norm:
                 layers.append(nn.BatchNorm1d(c_out))
@@ -232,6 +233,7 @@ class RamanCNN(nn.Module):
         return self.extra_members[member - 1](x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits, shape (B, n_classes), for spectra of shape (B, C, N)."""
         return self.classifier(self.embedding(x))
 
     def member_logits(self, x: torch.Tensor, member: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ import numpy as np
 
 __all__ = [
     "classification_metrics",
+    "confused_classes",
     "plot_confusion",
     "plot_shift_curve",
     "plot_training_curve",
@@ -126,19 +127,63 @@ def _pyplot():
     return plt
 
 
+def confused_classes(confusion: np.ndarray) -> np.ndarray:
+    """Indices of the classes involved in at least one confusion (an off-diagonal count in their row or column).
+
+    Parameters
+    ----------
+    confusion : numpy.ndarray, shape (K, K), int
+        Counts; rows true class, columns predicted class.
+
+    Returns
+    -------
+    numpy.ndarray, shape (M,), int
+        Sorted class indices, M ≤ K.
+    """
+    off = np.asarray(confusion).copy()
+    np.fill_diagonal(off, 0)
+    return np.flatnonzero((off.sum(0) + off.sum(1)) > 0)
+
+
 def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, title: str = "") -> Path:
-    """Confusion matrix (rows: true, columns: predicted) as a PNG."""
+    """Confusion matrix (rows: true, columns: predicted) as a PNG, restricted to the confused classes.
+
+    At 63 classes and more the full matrix is a blue diagonal and illegible labels; only the classes involved in
+    at least one confusion are drawn (:func:`confused_classes`), each cell with its count, and a colour bar.
+    The diagonal of the kept classes shows their correct predictions.
+    """
     plt = _pyplot()
     cm = np.asarray(confusion)
     n = len(classes)
-    size = max(6.0, 0.16 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues", interpolation="nearest")
-    ax.set_xticks(range(n), classes, rotation=90, fontsize=max(4, 9 - n // 12))
-    ax.set_yticks(range(n), classes, fontsize=max(4, 9 - n // 12))
+    keep = confused_classes(cm)
+    n_test, n_correct = int(cm.sum()), int(np.trace(cm))
+    head = title or "confusion matrix"
+    if keep.size == 0:
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{head}\nno confusions: {n_correct} of {n_test} test spectra correct ({n} classes)",
+                ha="center", va="center")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+    sub = cm[np.ix_(keep, keep)]
+    m = keep.size
+    names = [classes[i] for i in keep]
+    size = max(5.0, 0.32 * m + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    im = ax.imshow(sub, cmap="Blues", interpolation="nearest", vmin=0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="spectra")
+    fontsize = 8 if m <= 30 else 6
+    dark = sub.max() * 0.6
+    for r, c in zip(*np.nonzero(sub), strict=True):
+        ax.text(c, r, str(sub[r, c]), ha="center", va="center", fontsize=fontsize,
+                color="white" if sub[r, c] > dark else ("black" if r == c else "firebrick"))
+    ax.set_xticks(range(m), names, rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(m), names, fontsize=fontsize)
     ax.set_xlabel("predicted mineral")
     ax.set_ylabel("true mineral")
-    ax.set_title(title or "confusion matrix")
+    ax.set_title(f"{head}\n{m} of {n} classes involved in a confusion; {n_test - n_correct} of {n_test} spectra wrong",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -21,6 +21,8 @@ SECTIONS = ("preprocessing", "model", "training", "augmentation")
 
 @dataclass
 class TrainerSettings:
+    """Everything a model TOML sets: preprocessing, model and training sections."""
+
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
@@ -28,6 +30,7 @@ class TrainerSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainerSettings:
+        """Build the settings from a parsed model TOML (raises TrainerError on an unknown section)."""
         unknown = set(d) - set(SECTIONS) - {"name", "description"}
         if unknown:
             raise TrainerError(f"unknown model-config section(s): {sorted(unknown)}; expected {SECTIONS}")
@@ -40,9 +43,11 @@ class TrainerSettings:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainerSettings:
+        """Read the settings from a model TOML file."""
         return cls.from_dict(load_toml(path))
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a TOML-ready dict, one table per section."""
         return {name: getattr(self, name).to_dict() for name in SECTIONS}
 
 

@@ -10,6 +10,7 @@ is never used for selection or stopping. Loss: class-weighted cross-entropy, w_c
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -27,6 +28,7 @@ from .augment import AugmentConfig, augment_batch
 from .errors import TrainerError
 from .model import ModelConfig, RamanCNN
 
+log = logging.getLogger("trainer")
 __all__ = ["TrainConfig", "TrainResult", "class_weights", "encode_labels", "fit", "predict_proba"]
 
 
@@ -82,6 +84,8 @@ class TrainConfig(SettingsMixin):
 
 @dataclass
 class TrainResult:
+    """A trained network, its class labels and the per-epoch training history."""
+
     model: RamanCNN
     labels: list[str]
     history: list[dict[str, float]] = field(default_factory=list)
@@ -89,6 +93,7 @@ class TrainResult:
 
     @property
     def epochs(self) -> int:
+        """Number of epochs trained."""
         return len(self.history)
 
 
@@ -127,7 +132,7 @@ def _loss(loss_fn: nn.Module, logits: torch.Tensor, y: torch.Tensor, lam: float,
 
 def fit(train: SpectraSet, preprocessing: PreprocessConfig, model_cfg: ModelConfig | None = None,
         train_cfg: TrainConfig | None = None, augment_cfg: AugmentConfig | None = None,
-        classes: list[str] | None = None, progress: bool = True) -> TrainResult:
+        classes: list[str] | None = None, progress: bool | str = True) -> TrainResult:
     """Train a :class:`RamanCNN` on raw spectra.
 
     Each batch is augmented on the raw spectra (:func:`~trainer.augment.augment_batch`), then preprocessed
@@ -143,8 +148,9 @@ def fit(train: SpectraSet, preprocessing: PreprocessConfig, model_cfg: ModelConf
         Settings; defaults as documented on each class.
     classes : list of str, optional
         Label order (default: sorted training labels).
-    progress : bool
-        Show a tqdm progress bar.
+    progress : bool or {"bar", "lines"}
+        ``True``/``"bar"``: a tqdm progress bar (for a terminal); ``"lines"``: four plain log lines (at each
+        quarter of the epochs: loss and training top-1), for logs and CI; ``False``: nothing.
 
     Returns
     -------
@@ -190,7 +196,8 @@ def fit(train: SpectraSet, preprocessing: PreprocessConfig, model_cfg: ModelConf
     best, stale = float("inf"), 0
     t0 = time.perf_counter()
     bar = None
-    if progress:
+    quarters = {max(1, round(epochs * q / 4)) for q in (1, 2, 3, 4)} if progress == "lines" else set()
+    if progress and progress != "lines":
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, desc="train", unit="epoch", leave=False)
@@ -231,6 +238,9 @@ def fit(train: SpectraSet, preprocessing: PreprocessConfig, model_cfg: ModelConf
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{epoch_loss:.3f}", acc=f"{correct / seen:.2f}")
+        if epoch + 1 in quarters:
+            log.info("epoch %d/%d: loss %.3f, training top-1 %.1f %%, %.0f s", epoch + 1, epochs, epoch_loss,
+                     100 * correct / seen, time.perf_counter() - t0)
         if epoch_loss < best * 0.99:
             best, stale = epoch_loss, 0
         else:

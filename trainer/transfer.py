@@ -32,9 +32,9 @@ Two modes:
     the original data.
 
 Outputs: a head file (:mod:`edge.heads` format: int8 weights by default; 63 classes measure 42–43 kB on the
-default 704-wide embedding, ~50 kB on a 1024-wide one) to uplink to a running daemon, and a new bundle (new labels, the same backbone, the head
-in ``model.pt`` as dequantised weights so bundle and head file predict the same; ``edge-export`` makes its
-ONNX, or ``--export``).
+default 704-wide embedding, ~50 kB on a 1024-wide one) to uplink to a running daemon, and a new bundle (new labels,
+the same backbone, the head in ``model.pt`` as dequantised weights so bundle and head file predict the same;
+``edge-export`` makes its ONNX, or ``--export``).
 """
 
 from __future__ import annotations
@@ -56,7 +56,14 @@ import torch
 from torch import nn
 
 from edge.bundle import Bundle
-from edge.cli_common import add_data_args, add_logging_args, setup_logging
+from edge.cli_common import (
+    CliParser,
+    add_data_args,
+    add_logging_args,
+    non_negative_int,
+    positive_int,
+    setup_logging,
+)
 from edge.data import SpectraSet, load_spectra
 from edge.errors import EdgeError, PreprocessError
 from edge.heads import HEAD_DTYPES, Head, make_head
@@ -260,8 +267,8 @@ def fit_head(emb: np.ndarray, y: np.ndarray, n_classes: int, cfg: TransferConfig
     """Fit a linear softmax head on fixed embeddings (solver ``cfg.solver``, see the module docstring).
 
     Both solvers work on standardised embeddings z = (e − μ) / σ (μ, σ from ``emb``, σ floored at 10 % of
-    the mean standard deviation) and fold the result back, ``W = W_z / σ``, ``b = b_z − W_z · (μ / σ)``, so it applies to raw embeddings. The LDA
-    solver ignores ``init_weight``/``init_bias``.
+    the mean standard deviation) and fold the result back, ``W = W_z / σ``, ``b = b_z − W_z · (μ / σ)``, so it
+    applies to raw embeddings. The LDA solver ignores ``init_weight``/``init_bias``.
 
     Parameters
     ----------
@@ -370,7 +377,9 @@ def _base_head(model: RamanCNN) -> tuple[np.ndarray, np.ndarray]:
             model.classifier.bias.detach().numpy().astype(np.float32).copy())
 
 
-def _replay_from_bundle(base: Bundle, data_dir: str | None) -> tuple[str, SpectraSet | None, tuple[np.ndarray, np.ndarray] | None]:
+def _replay_from_bundle(
+    base: Bundle, data_dir: str | None
+) -> tuple[str, SpectraSet | None, tuple[np.ndarray, np.ndarray] | None]:
     """Old-class replay of a base bundle: stored embeddings, else its recorded training set."""
     if base.has_file(REPLAY_FILE):
         with np.load(base.file(REPLAY_FILE), allow_pickle=False) as z:
@@ -598,7 +607,7 @@ def write_transfer_bundle(out: str | Path, base: Bundle, result: TransferResult,
 
 # -- CLI --------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="edge-train transfer",
         description="Head-only transfer: learn new minerals on the frozen backbone of a bundle; writes an "
                     "uplinkable head file and a new bundle.")
@@ -616,10 +625,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", choices=SOLVERS, default="logistic",
                    help="logistic: softmax regression, old rows from the base head (default); lda: shrinkage "
                         "LDA, closed form")
-    p.add_argument("--views", type=int, default=TransferConfig.views, help="augmented views per spectrum")
-    p.add_argument("--steps", type=int, default=TransferConfig.steps, help="head optimisation steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--views", type=positive_int, default=TransferConfig.views, help="augmented views per spectrum")
+    p.add_argument("--steps", type=positive_int, default=TransferConfig.steps, help="head optimisation steps")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     p.add_argument("--export", action="store_true", help="run edge-export on the new bundle")
     p.add_argument("--int8", action="store_true", help="with --export: also the INT8 model (accuracy-gated)")
     add_data_args(p)
@@ -628,12 +637,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def transfer_main(argv: Sequence[str] | None = None) -> int:
+    """Run head-only transfer (``edge-train transfer``) from the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     setup_logging(args)
     base = Bundle.load(args.base)
     grid = base.grid
-    cfg = TransferConfig(mode=args.mode, solver=args.solver, views=args.views, steps=args.steps, seed=args.seed, threads=args.threads,
-                         head_dtype=args.head_dtype)
+    cfg = TransferConfig(mode=args.mode, solver=args.solver, views=args.views, steps=args.steps, seed=args.seed,
+                         threads=args.threads, head_dtype=args.head_dtype)
     new = load_spectra(args.train, grid, args.data_dir)
     replay = load_spectra(args.replay, grid, args.data_dir) if args.replay else None
     result = transfer(base, new, cfg, replay=replay, version=args.head_version, data_dir=args.data_dir)

@@ -72,7 +72,7 @@ class ReadResult:
         return sum(len(s) for s in self.spectra)
 
 
-def detect_format(path: str | os.PathLike) -> str:
+def detect_format(path: str | os.PathLike[str]) -> str:
     """Name the format of a file from its first bytes, then its extension.
 
     Returns
@@ -118,7 +118,7 @@ def _options_of(reader: Callable[..., Spectra]) -> set[str]:
     return {n for n, prm in inspect.signature(reader).parameters.items() if prm.kind is prm.KEYWORD_ONLY}
 
 
-def read_file(path: str | os.PathLike, **options: Any) -> Spectra:
+def read_file(path: str | os.PathLike[str], **options: Any) -> Spectra:
     """Read one spectrum file of any supported format.
 
     Parameters
@@ -158,7 +158,7 @@ def _skipped(p: Path) -> bool:
     return any(fnmatch.fnmatch(p.name, pat) for pat in SKIP_NAMES)
 
 
-def _expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def _expand(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     files: list[Path] = []
     for item in paths:
         s = str(item)
@@ -178,7 +178,7 @@ def _expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def read_spectra(paths: str | os.PathLike | Iterable[str | os.PathLike], *, strict: bool = False,
+def read_spectra(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *, strict: bool = False,
                  **options: Any) -> ReadResult:
     """Read files, folders (recursively) and glob patterns.
 

@@ -22,7 +22,7 @@ __all__ = ["SUBFOLDERS", "load_labelled", "read_labels_table"]
 SUBFOLDERS = "subfolders"
 
 
-def read_labels_table(path: str | os.PathLike) -> dict[str, str]:
+def read_labels_table(path: str | os.PathLike[str]) -> dict[str, str]:
     """Read a ``file,label`` CSV (other columns ignored) into {resolved file path: label}.
 
     Raises
@@ -50,7 +50,7 @@ def read_labels_table(path: str | os.PathLike) -> dict[str, str]:
     return table
 
 
-def load_labelled(path: str | os.PathLike, labels: str | os.PathLike | None = None,
+def load_labelled(path: str | os.PathLike[str], labels: str | os.PathLike[str] | None = None,
                   grid: RamanGrid | None = None, **read_options: Any) -> Any:
     """Read a folder (or file) of labelled spectra and resample them onto ``grid`` (no normalisation).
 

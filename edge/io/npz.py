@@ -7,6 +7,7 @@ A map cube is ``intensities`` of shape (rows, cols, points) with ``raman_shift_c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def read_npz(path: str | Path) -> Spectra:
         raise DataError(f"{p}: no 'raman_shift_cm1' array (keys: {sorted(arrays)}); expected X, y, raman_shift_cm1 "
                         "or intensities (rows, cols, points), raman_shift_cm1")
     axis = arrays["raman_shift_cm1"]
-    meta: dict = {"format": "npz"}
+    meta: dict[str, Any] = {"format": "npz"}
     if "laser_wavelength_nm" in arrays:
         meta["laser_wavelength_nm"] = float(arrays["laser_wavelength_nm"])
     if "X" in arrays:

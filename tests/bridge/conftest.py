@@ -13,9 +13,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # allow `pytest tests/bridge` without installing the package
     sys.path.insert(0, str(ROOT))
 
-from firmware_bridge.link import InstrumentLink, LinkConfig  # noqa: E402
-from firmware_bridge.simulator import SimulatedInstrument  # noqa: E402
-from firmware_bridge.transport import Backoff, LinkStateEvent, ReconnectingPort  # noqa: E402
+from firmware_bridge.link import InstrumentLink, LinkConfig
+from firmware_bridge.simulator import SimulatedInstrument
+from firmware_bridge.transport import Backoff, LinkStateEvent, ReconnectingPort
+
+#: run_link's defaults (frozen dataclasses, so shared instances are safe): quick resends and reconnects.
+FAST_RESEND = LinkConfig(resend_timeout_s=0.3)
+FAST_BACKOFF = Backoff(0.02, 0.1)
 
 
 class Collector:
@@ -112,8 +116,8 @@ def run_link():
     """Factory running ``InstrumentLink.run`` in a thread; stopped and joined at teardown."""
     running: list[RunningLink] = []
 
-    def factory(url: str, config: LinkConfig = LinkConfig(resend_timeout_s=0.3),
-                backoff: Backoff = Backoff(0.02, 0.1), **kwargs) -> RunningLink:
+    def factory(url: str, config: LinkConfig = FAST_RESEND, backoff: Backoff = FAST_BACKOFF,
+                **kwargs) -> RunningLink:
         item = RunningLink(InstrumentLink(url, config=config, backoff=backoff, **kwargs), Collector())
         running.append(item)
         item.thread.start()

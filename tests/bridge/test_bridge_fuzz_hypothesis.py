@@ -3,13 +3,13 @@
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from firmware_bridge import cobs  # noqa: E402
-from firmware_bridge.errors import CobsError, ProtocolError  # noqa: E402
-from firmware_bridge.framing import Frame, FrameDecoder, encode_frame  # noqa: E402
-from firmware_bridge.protocol import decode_frame  # noqa: E402
+from firmware_bridge import cobs
+from firmware_bridge.errors import CobsError, ProtocolError
+from firmware_bridge.framing import Frame, FrameDecoder, encode_frame
+from firmware_bridge.protocol import decode_frame
 
 FAST = settings(max_examples=300, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

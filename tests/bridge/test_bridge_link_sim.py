@@ -10,7 +10,7 @@ import serial
 
 from firmware_bridge.link import LinkConfig
 from firmware_bridge.protocol import Ack, SpectrumMessage, encode_message
-from firmware_bridge.simulator import FaultConfig, FaultInjector, main, synthetic_spectra
+from firmware_bridge.simulator import FaultConfig, FaultInjector, SimulatedInstrument, main, synthetic_spectra
 from firmware_bridge.transport import Backoff
 from firmware_bridge.vectors import _raw_frame, _spectrum_fields, _wire
 from firmware_bridge.wire import MessageType
@@ -194,3 +194,42 @@ def test_ramansim_url_handler_survives_disconnect(ramansim, run_link):
     assert sim.stats()["disconnects"] == 1 and len({m.session_id for m in c.delivered.values()}) == 1
     with pytest.raises(serial.SerialException):
         serial.serial_for_url("ramansim://x?nonsense=1")
+
+
+# Found while typing firmware_bridge for mypy (#20): COUNTS_DTYPES[self.counts_dtype] in the simulator
+# thread was the only check of counts_dtype, so an unknown one was accepted, the thread died with a
+# KeyError at its first spectrum and the instrument (e.g. ramansim://x?counts_dtype=f8) sent nothing.
+def test_simulator_rejects_unknown_counts_dtype():
+    with pytest.raises(ValueError, match="counts_dtype"):
+        SimulatedInstrument(synthetic_spectra(count=1), counts_dtype="f8")
+
+
+def test_ramansim_rejects_unknown_counts_dtype(ramansim):
+    with pytest.raises(ValueError, match="counts_dtype"):
+        ramansim.simulator_for_url("ramansim://bad?counts_dtype=f8")
+    with pytest.raises(serial.SerialException, match="counts_dtype"):
+        serial.serial_for_url("ramansim://bad?counts_dtype=f8")
+    assert "ramansim://bad?counts_dtype=f8" not in ramansim._SIMULATORS
+
+
+def test_ramansim_options_reach_the_simulator(ramansim):
+    # every query option lands in the FaultConfig / SimulatedInstrument field it names
+    rates = ("bit_flip_rate", "drop_byte_rate", "duplicate_byte_rate", "truncate_rate", "garbage_rate",
+             "stall_rate", "byte_error_rate", "stall_s", "disconnect_down_s")
+    query = "&".join(f"{name}=0.0{i + 1}" for i, name in enumerate(rates))
+    sim = ramansim._build(f"ramansim://opt-7?{query}&seed=5&disconnect_after=3,8&rate=0&ring_size=16"
+                          "&heartbeat=0.25&counts_dtype=u2&count=4")
+    try:
+        cfg = sim.faults.config
+        assert [getattr(cfg, name) for name in rates] == [float(f"0.0{i + 1}") for i in range(len(rates))]
+        assert (cfg.seed, cfg.disconnect_after_frames, cfg.garbage_max_bytes) == (5, (3, 8), 64)
+        assert (sim.rate_hz, sim.ring_size, sim.heartbeat_interval_s) == (None, 16, 0.25)
+        assert (sim.counts_dtype, sim.instrument_id, sim.record_sent) == ("u2", "opt-7", False)
+    finally:
+        sim.stop()
+    default = ramansim._build("ramansim://")
+    try:
+        assert default.faults.config == FaultConfig() and default.instrument_id == "ramansim"
+        assert (default.rate_hz, default.ring_size, default.counts_dtype) == (50.0, 256, "f4")
+    finally:
+        default.stop()

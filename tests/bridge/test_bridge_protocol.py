@@ -241,3 +241,12 @@ def test_integer_dtype_range_is_exact():
     top = float(np.nextafter(np.float32(2**32), np.float32(0)))
     got = _round_trip(_spectrum(counts=np.full(1392, top, np.float32), counts_dtype="u4"), 1)
     assert got.counts[0] == top
+
+
+def test_spectrum_without_axis_or_calibration_cannot_be_encoded():
+    # Found while typing for mypy (#20): to_fields called None.astype -> AttributeError (not a
+    # BridgeError) when raman_shift_cm1 was cleared after construction.
+    msg = _spectrum(seq=1)
+    msg.raman_shift_cm1 = None
+    with pytest.raises(InvalidField, match="raman_shift_cm1 or calibration"):
+        encode_message(msg)
