@@ -14,13 +14,18 @@ import numpy as np
 
 from .errors import ConfigError, DataError
 
-__all__ = ["NOVEL", "REJECTED", "phase_grid", "write_phase_map"]
+__all__ = ["LOW_QUALITY", "NOVEL", "REJECTED", "phase_grid", "write_phase_map"]
 NOVEL = "novel"
-REJECTED = "rejected (low quality)"
+LOW_QUALITY = "low quality"
+REJECTED = "rejected"
 
 
 def phase_grid(rows: list[dict[str, Any]], map_shape: tuple[int, int]) -> np.ndarray:
-    """Return the phase of every pixel: the predicted mineral, :data:`NOVEL` or :data:`REJECTED`.
+    """Return the phase of every pixel: the predicted mineral, :data:`NOVEL`, :data:`LOW_QUALITY` or :data:`REJECTED`.
+
+    A pixel is :data:`REJECTED` when it could not be classified (``status`` not ``ok``), :data:`LOW_QUALITY` when
+    the quality gate did not trust it (``labels_trusted`` false: :mod:`edge.hygiene`), :data:`NOVEL` when it is
+    novel.
 
     Parameters
     ----------
@@ -39,7 +44,12 @@ def phase_grid(rows: list[dict[str, Any]], map_shape: tuple[int, int]) -> np.nda
     """
     grid = np.full(map_shape, None, dtype=object)
     for r in rows:
-        phase = REJECTED if r["status"] != "ok" else (NOVEL if r.get("novel") else r["predicted"])
+        if r["status"] != "ok":
+            phase = REJECTED
+        elif r.get("labels_trusted") is False:
+            phase = LOW_QUALITY
+        else:
+            phase = NOVEL if r.get("novel") else r["predicted"]
         grid[r["map_row"], r["map_col"]] = phase
     if any(v is None for v in grid.ravel()):
         raise DataError(f"phase map: {sum(v is None for v in grid.ravel())} pixel(s) have no result")
@@ -48,7 +58,7 @@ def phase_grid(rows: list[dict[str, Any]], map_shape: tuple[int, int]) -> np.nda
 
 def write_phase_map(rows: list[dict[str, Any]], map_shape: tuple[int, int], out_png: str | os.PathLike[str], *,
                     step_um: tuple[float, float] | None = None, title: str = "") -> dict[str, int]:
-    """Draw a phase map: one colour per mineral, novel pixels grey, rejected (low-quality) pixels black.
+    """Draw a phase map: one colour per mineral, novel pixels grey, low-quality pixels black, rejected white.
 
     Parameters
     ----------
@@ -57,7 +67,7 @@ def write_phase_map(rows: list[dict[str, Any]], map_shape: tuple[int, int], out_
     map_shape : (rows, cols)
     out_png : path-like
     step_um : (dy, dx), optional
-        Pixel pitch in µm: the axes are then in µm (the physical scale), else in pixels.
+        Pixel pitch, µm: the axes are then in µm (the physical scale), else in pixels.
     title : str
 
     Returns
@@ -83,13 +93,14 @@ def write_phase_map(rows: list[dict[str, Any]], map_shape: tuple[int, int], out_
         raise ConfigError("a phase-map PNG needs matplotlib (pip install matplotlib)") from exc
     grid = phase_grid(rows, map_shape)
     counts = Counter(grid.ravel().tolist())
-    minerals = [p for p, _ in counts.most_common() if p not in (NOVEL, REJECTED)]
+    minerals = [p for p, _ in counts.most_common() if p not in (NOVEL, LOW_QUALITY, REJECTED)]
     tab10 = [plt.get_cmap("tab10")(i) for i in range(10)]
     palette = tab10[:7] + tab10[8:] + [plt.get_cmap("tab20b")(i) for i in range(20)]  # tab10 grey: "novel"
     colours: dict[str, Any] = {m: palette[i % len(palette)] for i, m in enumerate(minerals)}
     colours[NOVEL] = tab10[7]
-    colours[REJECTED] = (0.0, 0.0, 0.0)
-    order = [*minerals, NOVEL, REJECTED]
+    colours[LOW_QUALITY] = (0.0, 0.0, 0.0)
+    colours[REJECTED] = (1.0, 1.0, 1.0)
+    order = [*minerals, NOVEL, LOW_QUALITY, REJECTED]
     index = {p: i for i, p in enumerate(order)}
     img = np.vectorize(index.__getitem__)(grid)
     n_rows, n_cols = map_shape

@@ -24,7 +24,8 @@ from synthetic_map import build_map, write_map
 pytestmark = pytest.mark.realdata
 # A Mars-relevant basalt assemblage (olivine, pyroxene, plagioclase, hematite), all among the 63 classes.
 MAP_MINERALS = ["Forsterite", "Diopside", "Albite", "Hematite"]
-COMPARED = ("labels", "novel", "novelty_detector", "model_id", "model_sha256", "precision", "head_version")
+COMPARED = ("labels", "novel", "novelty_detector", "model_id", "model_sha256", "precision", "head_version",
+            "spikes_removed", "quality", "labels_trusted", "calibration")  # hygiene fields (edge.hygiene) too
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +202,17 @@ def test_nothing_readable_is_an_error(rruff_bundle, tmp_path):
     (tmp_path / "b.txt").write_text("y\n")
     with pytest.raises(DataError, match="none of the 2 file"):
         predict([tmp_path], rruff_bundle)
+
+
+def test_phase_grid_marks_novel_low_quality_and_rejected(tmp_path):
+    from edge.phase_map import LOW_QUALITY, NOVEL, REJECTED, phase_grid, write_phase_map
+
+    rows = [{"map_row": 0, "map_col": 0, "status": "ok", "predicted": "Quartz", "novel": False, "labels_trusted": True},
+            {"map_row": 0, "map_col": 1, "status": "ok", "predicted": "Quartz", "novel": True, "labels_trusted": True},
+            {"map_row": 1, "map_col": 0, "status": "ok", "predicted": "Quartz", "novel": True, "labels_trusted": False},
+            {"map_row": 1, "map_col": 1, "status": "rejected", "reason": "preprocess"}]
+    assert phase_grid(rows, (2, 2)).tolist() == [["Quartz", NOVEL], [LOW_QUALITY, REJECTED]]
+    counts = write_phase_map(rows, (2, 2), tmp_path / "m.png", step_um=(1.5, 1.5))
+    assert counts == {"Quartz": 1, NOVEL: 1, LOW_QUALITY: 1, REJECTED: 1}
+    with pytest.raises(DataError, match="have no result"):
+        phase_grid(rows[:3], (2, 2))
