@@ -97,6 +97,8 @@ class Predictor:
         if self.head:
             self.heads.activate(load_head(self.head))
         self.labels = self.heads.labels
+        if self.top_k > len(self.labels):  # as the daemon
+            raise ConfigError(f"top_k = {self.top_k} exceeds the bundle's {len(self.labels)} classes")
         self.hygiene = Hygiene(self.instrument, self.model.grid)
         self._novelty = (NoveltyService.from_bundle(self.model, {}, self.precision, self.threads,
                                                     self.novelty_detector) if self.novelty else None)
@@ -297,6 +299,8 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     for k, v in row.items():
         if isinstance(v, (list, tuple)):
             v = "|".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in v)
+        elif isinstance(v, dict):  # quality, calibration (edge.hygiene): JSON in one cell
+            v = json.dumps(v, default=_json_default)
         elif isinstance(v, float) and not math.isfinite(v):
             v = ""
         out[k] = v

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .cli_common import add_logging_args, run_cli, setup_logging
+from .cli_common import CliParser, add_logging_args, positive_float, positive_int, run_cli, setup_logging
 from .errors import ConfigError
 from .hygiene import InstrumentConfig
 from .predict import OUTPUT_FORMATS, predict, write_rows
@@ -34,7 +34,7 @@ def _map_shape(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``edge-predict`` argument parser."""
-    p = argparse.ArgumentParser(prog="edge-predict", description="Classify spectrum files, folders and maps.")
+    p = CliParser(prog="edge-predict", description="Classify spectrum files, folders and maps.")
     p.add_argument("paths", nargs="+", help="files (any edge.io format), folders (recursive) or glob patterns")
     p.add_argument("--bundle", required=True, help="model bundle folder")
     p.add_argument("--out", default=None, help=f"results file ({', '.join(OUTPUT_FORMATS)}); default: CSV on stdout")
@@ -44,15 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-json", default=None, help="also write the summary as JSON")
     g = p.add_argument_group("model (as the daemon's settings)")
     g.add_argument("--precision", choices=["auto", "int8", "fp32"], default="auto")
-    g.add_argument("--batch-size", type=int, default=64, help="spectra per batch (the daemon's max_batch)")
-    g.add_argument("--top-k", type=int, default=3)
-    g.add_argument("--threads", type=int, default=1, help="inference threads")
+    g.add_argument("--batch-size", type=positive_int, default=64, help="spectra per batch (the daemon's max_batch)")
+    g.add_argument("--top-k", type=positive_int, default=3)
+    g.add_argument("--threads", type=positive_int, default=1, help="inference threads")
     g.add_argument("--no-novelty", action="store_true", help="skip novelty scoring")
     g.add_argument("--novelty-detector", choices=["auto", "library", "autoencoder"], default="auto")
     g.add_argument("--head", default="", help="head file to serve instead of the bundle's")
     g.add_argument("--calibration", default="", help="instrument calibration file from edge-calibrate")
     r = p.add_argument_group("reading (edge.io options; see docs/formats.md)")
-    r.add_argument("--laser-nm", type=float, default=None, help="laser wavelength, nm (for nm axes)")
+    r.add_argument("--laser-nm", type=positive_float, default=None, help="laser wavelength, nm (for nm axes)")
     r.add_argument("--axis-unit", choices=["auto", "cm-1", "nm"], default=None, help="x unit of text files")
     r.add_argument("--x-column", default=None, help="text files: x column name or 0-based index")
     r.add_argument("--y-column", default=None, help="text files: intensity column name or 0-based index")

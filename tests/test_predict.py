@@ -104,6 +104,8 @@ def test_cli_user_errors_are_one_line(rruff_bundle, tmp_path):
     bad.write_text("nothing numeric\n")
     cases = [
         (["--out", str(tmp_path / "r.xlsx"), str(good)], "must end in one of .csv, .jsonl, .parquet"),
+        (["--top-k", "99", str(good)], "exceeds the bundle's 63 classes"),
+        (["--batch-size", "0", str(good)], "must be a positive integer"),
         ([str(tmp_path / "missing.txt")], "no such file or folder"),
         ([str(tmp_path), "--strict"], "no block of numeric rows"),
     ]
@@ -111,7 +113,7 @@ def test_cli_user_errors_are_one_line(rruff_bundle, tmp_path):
         r = subprocess.run([sys.executable, "-m", "edge.predict_cli", "--bundle", str(rruff_bundle), "--no-progress",
                             *extra], capture_output=True, text=True, env=_env())
         assert r.returncode == 1, (extra, r.stderr)
-        lines = r.stderr.strip().splitlines()
+        lines = [x for x in r.stderr.strip().splitlines() if not x.startswith(("usage:", " "))]  # argparse usage
         assert len(lines) == 1 and lines[0].startswith("edge-predict: error:") and message in lines[0], r.stderr
     # a folder with an unreadable file: the good one is classified, the bad one reported with its reason
     r = subprocess.run([sys.executable, "-m", "edge.predict_cli", "--bundle", str(rruff_bundle), "--no-progress",
