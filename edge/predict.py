@@ -31,6 +31,7 @@ from .errors import ConfigError, DataError
 from .heads import HeadSwitch, load_head
 from .hygiene import Hygiene, InstrumentConfig
 from .io import ReadResult, Spectra, read_spectra
+from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .novelty import NoveltyService
 from .preprocess import Preprocessor
 from .wire import SpectrumIn
@@ -87,6 +88,8 @@ class Predictor:
         """Load the bundle and build the daemon's components (the backend loads on :meth:`open`)."""
         if self.batch_size < 1 or self.top_k < 1 or self.threads < 1:
             raise ConfigError("batch_size, top_k and threads must be ≥ 1")
+        if self.novelty_detector not in NOVELTY_DETECTORS:
+            raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {self.novelty_detector!r}")
         self.model = Bundle.load(self.bundle)
         self.preprocessor = Preprocessor(self.model.preprocessing)
         model_path, self.precision = self.model.onnx_model(self.precision)
