@@ -7,6 +7,7 @@ edge-bench novelty  [--bundle DIR] [--json PATH]   what the novelty autoencoder 
 edge-bench accuracy [--quick] [--json PATH]        ours vs paper CNN and peers on the RRUFF splits (issue 5; full: ~1 h)
 edge-bench transfer [--quick] [--json PATH]        head-only transfer, the paper's Table 11 protocol (issue 5)
 edge-bench o1       [--bundle DIR] [--json PATH]   per-spectrum time of our head vs kNN as classes grow (issue 5)
+edge-bench predict  [--bundle DIR] [--json PATH]   edge-predict spectra/s: 1 process, Dask 1 and 2 workers (#16)
 edge-bench all      [--bundle DIR] [--out DIR]     every benchmark above
 
 Without --bundle, a bundle is trained on the real 40 % split (and exported to INT8) under bench/results/.
@@ -67,6 +68,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "novelty": lambda a: _bench("bench_novelty").run(a.bundle, quick=a.quick),
     "transfer": lambda a: _bench("bench_transfer").run(quick=a.quick, verbose=False,
                                                        cache_dir=str(Path(a.out) / "transfer_backbones")),
+    "predict": lambda a: _bench("bench_predict").run(_bundle(a), quick=a.quick),
     "o1": lambda a: _bench("bench_o1").run(str(_bundle(a)), quick=a.quick, png_path=str(Path(a.out) / "o1.png")),
 }
 

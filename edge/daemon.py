@@ -28,6 +28,7 @@ import numpy as np
 import zmq
 
 from .backends import create_backend
+from .batch import classify_batch, rejection_detail, rejection_reason
 from .bundle import Bundle
 from .config_check import check_field_types
 from .errors import ConfigError, EdgeError, WireError
@@ -147,21 +148,6 @@ def _providers(backend: object) -> list[str]:
     return list(getattr(backend, "active_providers", None) or getattr(backend, "providers", None) or [])
 
 
-def _reason(exc: Exception) -> str:
-    """Name the error-topic reason of a rejection.
-
-    ``wire``, ``preprocess`` ... (the error class without "Error"); ``internal`` for a foreign exception (a gap
-    in validation, answered like any rejection: docs/wire.md).
-    """
-    if not isinstance(exc, EdgeError):
-        return "internal"
-    return type(exc).__name__.replace("Error", "").lower() or "invalid"
-
-
-def _detail(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, EdgeError) else f"{type(exc).__name__}: {exc}"
-
-
 class Daemon:
     """Classify spectra arriving over ZeroMQ (and internal inputs) and publish predictions.
 
@@ -189,8 +175,10 @@ class Daemon:
         self.preprocessor = Preprocessor(self.bundle.preprocessing)
         # Spectra of the calibration standard (label = the drift monitor's reference_label) are measured, not
         # classified: the bundle's minimum range coverage does not refuse them.
-        self._reference_preprocessor = Preprocessor(dataclasses.replace(self.bundle.preprocessing, min_coverage=0.0))
-        self._reference_label = DriftConfig.from_dict(config.drift).reference_label.strip().lower()
+        # spectra of the reference standard (silicon) are read by the drift monitor over their own narrow range
+        reference_label = DriftConfig.from_dict(config.drift).reference_label.strip().lower()
+        self._standard = ((reference_label, Preprocessor(dataclasses.replace(self.bundle.preprocessing, min_coverage=0.0)))
+                          if reference_label else None)
         self.grid = self.bundle.grid
         # -- instrument hygiene (edge.hygiene): calibration file loaded (or refused) at start --
         self.hygiene = Hygiene(instrument, self.grid)
@@ -411,28 +399,15 @@ class Daemon:
         self.counters["received"] += len(frames)
         decoded = self._decode(frames, pub, received_ns)
         correction = self.novelty.correction_cm1() if self.novelty is not None else 0.0
-        decoded = self._calibrate(decoded, pub, received_ns)
-        ok, x, spikes, despiked = self._preprocess(decoded, pub, received_ns, correction)
-        good = self._reject_nonfinite(ok, x, pub, received_ns)
-        if good is not None:  # drop the rejected rows from every per-spectrum array
-            ok = [s for s, g in zip(ok, good, strict=True) if g]
-            despiked = [r for r, g in zip(despiked, good, strict=True) if g]
-            x, spikes = (x[good], spikes[good]) if ok and x is not None and spikes is not None else (None, None)
-        if ok:
-            try:
-                out = self.heads.apply(self.backend.infer(x))
-                if self.novelty is not None:
-                    out.update(self.novelty.decide(x, self.labels[np.argmax(out["probabilities"], axis=1)]))
-                quality = self.hygiene.judge(ok, cast("list[np.ndarray]", despiked))
-                hygiene = [self.hygiene.fields(q, n) for q, n in zip(quality, cast("np.ndarray", spikes), strict=True)]
-            except Exception as exc:  # an inference (or quality-gate) failure rejects its batch, never the daemon
-                for s in ok:
-                    self._reject(pub, "inference", _detail(exc), s.id, received_ns, s.instrument_id, s.instrument_seq)
-                ok = []
-            else:
-                self._publish_predictions(pub, ok, out, received_ns, correction, hygiene)
-                if self.novelty is not None:  # after publishing: drift bookkeeping adds no prediction latency
-                    self._publish_drift(pub, ok, x, out, correction)
+        # calibrate → preprocess → infer → novelty → quality → result fields: the one path edge-predict shares
+        res = classify_batch(decoded, self.preprocessor, self.backend, self.heads, self.labels, self.novelty,
+                             self.config.top_k, correction, self.hygiene, self._standard)
+        for s, reason, detail in res.rejected:
+            self._reject(pub, reason, detail, s.id, received_ns, s.instrument_id, s.instrument_seq)
+        if res.accepted:
+            self._publish_predictions(pub, res.accepted, res.fields, received_ns)
+            if self.novelty is not None:  # after publishing: drift bookkeeping adds no prediction latency
+                self._publish_drift(pub, res.accepted, cast("np.ndarray", res.x), res.out, correction)
         if self._journal:
             self._journal.flush()
 
@@ -455,26 +430,9 @@ class Daemon:
                 decoded.append(decode_spectrum(frame))
             except Exception as exc:  # every foreign exception too: a bad message is never fatal
                 ident = exc.identity if isinstance(exc, WireError) else {}
-                self._reject(pub, _reason(exc), _detail(exc), ident.get("id"), received_ns,
+                self._reject(pub, rejection_reason(exc), rejection_detail(exc), ident.get("id"), received_ns,
                              ident.get("instrument_id"), ident.get("instrument_seq"))
         return decoded
-
-    def _reject_nonfinite(self, ok: list[SpectrumIn], x: np.ndarray | None, pub: Any,
-                          received_ns: int) -> np.ndarray | None:
-        """Reject every spectrum whose preprocessed row holds NaN or Inf.
-
-        This runs before inference and before any drift statistic sees the batch. Returns the boolean mask of
-        the rows kept, shape (B,), or None when every row is finite.
-        """
-        if x is None or not ok:
-            return None
-        good = np.isfinite(x.reshape(len(ok), -1)).all(axis=1)
-        if good.all():
-            return None
-        for s in (s for s, g in zip(ok, good, strict=True) if not g):
-            self._reject(pub, "preprocess", "preprocessing produced NaN or Inf", s.id, received_ns,
-                         s.instrument_id, s.instrument_seq)
-        return good
 
     def _publish_events(self, frames: list[bytes | list[bytes]], pub) -> list[bytes | list[bytes]]:
         """Publish the input events among ``frames`` (:func:`edge.wire.encode_event`; sent by
@@ -488,7 +446,7 @@ class Daemon:
                 event = decode_event(frame) if isinstance(frame, bytes) else None
             except Exception as exc:  # a malformed event is one answered rejection, never fatal
                 ident = exc.identity if isinstance(exc, WireError) else {}
-                self._reject(pub, _reason(exc), _detail(exc), ident.get("id"), time.time_ns(),
+                self._reject(pub, rejection_reason(exc), rejection_detail(exc), ident.get("id"), time.time_ns(),
                              ident.get("instrument_id"), ident.get("instrument_seq"))
                 continue
             if event is None:
@@ -512,80 +470,21 @@ class Daemon:
             self._journal.flush()
         return rest
 
-    def _calibrate(self, decoded: list[SpectrumIn], pub, received_ns: int) -> list[SpectrumIn]:
-        """Put each spectrum on the instrument's calibrated axis (:meth:`edge.hygiene.Hygiene.calibrate`)."""
-        if self.hygiene.calibration is None:
-            return decoded
-        out = []
-        for s in decoded:
-            try:
-                out.append(self.hygiene.calibrate(s))
-            except Exception as exc:  # foreign ones too (reason "internal"): one spectrum, never the daemon
-                self._reject(pub, _reason(exc), _detail(exc), s.id, received_ns, s.instrument_id, s.instrument_seq)
-        return out
-
-    def _preprocess(self, decoded: list[SpectrumIn], pub, received_ns: int, offset_cm1: float = 0.0
-                    ) -> tuple[list[SpectrumIn], np.ndarray | None, np.ndarray | None, Any]:
-        """Preprocess a micro-batch: one vectorised call when every spectrum shares its axis (the usual case
-        under a backlog), else, or when that call fails, spectrum by spectrum so that a bad one is rejected
-        alone. ``offset_cm1``: the drift compensation (:meth:`edge.novelty.NoveltyService.correction_cm1`).
-        Returns the spectra kept, their preprocessed array, spikes removed (B,) and the despiked inputs.
-        """
-        if not decoded:
-            return [], None, None, None
-        first = decoded[0]
-        same_axis = all(
-            s.intensity.shape == first.intensity.shape
-            and (s.raman_shift_cm1 is None) == (first.raman_shift_cm1 is None)
-            and (s.raman_shift_cm1 is None or np.array_equal(s.raman_shift_cm1, first.raman_shift_cm1))
-            for s in decoded[1:])
-        if same_axis and len(decoded) > 1:
-            try:
-                return decoded, *self.preprocessor.process(np.stack([s.intensity for s in decoded]),
-                                                           first.raman_shift_cm1, offset_cm1)
-            except Exception:  # an EdgeError, or a foreign one: find the culprit(s) below
-                pass
-        ok, rows, spikes, raw = [], [], [], []
-        for s in decoded:
-            try:
-                reference = bool(self._reference_label) and (s.label or "").strip().lower() == self._reference_label
-                pre = self._reference_preprocessor if reference else self.preprocessor
-                x, n, r = pre.process(s.intensity, s.raman_shift_cm1, offset_cm1)
-            except Exception as exc:  # foreign ones too (reason "internal"): one spectrum, never the daemon
-                self._reject(pub, _reason(exc), _detail(exc), s.id, received_ns, s.instrument_id, s.instrument_seq)
-                continue
-            rows.append(x)
-            spikes.append(n)
-            raw.append(r)
-            ok.append(s)
-        if not rows:
-            return [], None, None, None
-        return ok, np.stack(rows), np.asarray(spikes, dtype=np.int64), raw
-
-    def _publish_predictions(self, pub, spectra: list[SpectrumIn], out: dict[str, np.ndarray], received_ns: int,
-                             offset_correction_cm1: float = 0.0, hygiene: list[dict[str, Any]] | None = None) -> None:
-        proba = out["probabilities"]
-        k = min(self.config.top_k, proba.shape[1])
-        top = np.argsort(-proba, axis=1, kind="stable")[:, :k]  # ties: lowest class index, as argmax
+    def _publish_predictions(self, pub, spectra: list[SpectrumIn], fields: list[dict[str, Any]],
+                             received_ns: int) -> None:
         self.counters["batches"] += 1
-        for i, s in enumerate(spectra):
+        for s, f in zip(spectra, fields, strict=True):
             self.seq += 1
             payload = {
                 "type": "prediction", "v": WIRE_VERSION, "id": s.id, "seq": self.seq,
-                "labels": self.labels[top[i]].tolist(),
-                "probabilities": [float(p) for p in proba[i, top[i]]],
+                "labels": f["labels"], "probabilities": f["probabilities"],
                 "model_id": self.bundle.model_id, "model_sha256": self.model_sha256, "precision": self.precision,
                 "head_version": self.heads.version,
                 "received_ns": received_ns, "sent_ns": s.sent_ns, "batch_size": len(spectra),
                 "instrument_id": s.instrument_id, "instrument_seq": s.instrument_seq, "label": s.label,
             }
-            if self.novelty is not None:
-                payload.update(self.novelty.fields(out, i))
-                payload["offset_correction_cm1"] = offset_correction_cm1
-            if hygiene is not None:  # spikes_removed, quality, labels_trusted, calibration (edge.hygiene)
-                payload.update(hygiene[i])
-                if not hygiene[i]["labels_trusted"]:
-                    payload["novel"] = True  # not a usable Raman spectrum: published, never trusted
+            # novelty fields, offset_correction_cm1, hygiene fields (edge.batch.result_fields)
+            payload.update({k: v for k, v in f.items() if k not in ("labels", "probabilities")})
             payload["published_ns"] = time.time_ns()
             if self._journal:
                 self._journal.append("prediction", payload)

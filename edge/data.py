@@ -347,36 +347,34 @@ def load_rruff_folder(path: str | os.PathLike, grid: RamanGrid | None = None, st
 
 
 def load_spectra(path: str | os.PathLike, grid: RamanGrid | None = None,
-                 data_root: str | os.PathLike | None = None, strict: bool = False) -> SpectraSet:
-    """Load an ``.npz`` split, a RRUFF ``.txt`` file, a folder of them, or a synthetic split.
+                 data_root: str | os.PathLike | None = None,
+                 labels: str | os.PathLike | None = None, strict: bool = False) -> SpectraSet:
+    """Load an ``.npz`` split, a synthetic split, or labelled spectrum files and folders of any format.
 
     ``synthetic:train`` and ``synthetic:test`` (optionally ``synthetic:test:SEED``) name the embedded
-    synthetic library's splits (see :func:`edge.synthetic.synthetic_split`).
+    synthetic library's splits (see :func:`edge.synthetic.synthetic_split`). Other files and folders (read
+    recursively) go through :mod:`edge.io` (RRUFF, vendor text, SPC, WDF ...) and are resampled onto ``grid``;
+    their labels come from ``labels`` (a ``file,label`` CSV, or ``"subfolders"``) or the files themselves
+    (RRUFF names): see :func:`edge.io.labelled.load_labelled`. A file that names no mineral is refused.
 
     Relative paths that do not exist are looked up in the data folder (see :func:`data_dir`), so
-    ``rruff_soysal/raw_test.npz`` works from anywhere. ``strict``: a folder with an unreadable file is
-    refused instead of loaded without it (:func:`load_rruff_folder`).
+    ``rruff_soysal/raw_test.npz`` works from anywhere. A folder with an unreadable file loads the rest and
+    lists the file with its reason in the result's ``skipped`` (logged); ``strict`` refuses it instead.
 
     Raises
     ------
     DataError
-        If the path cannot be found or read.
+        If the path cannot be found or read, nothing in it reads, (``strict``) a file is unreadable, or a
+        spectrum has no label.
     """
     if str(path).startswith("synthetic"):
         from .synthetic import synthetic_split
 
         return synthetic_split(str(path), grid)
     p = resolve_data_path(path, data_root)
-    if p.is_dir():
-        return load_rruff_folder(p, grid, strict)
-    if p.suffix == ".npz":
+    if p.is_file() and p.suffix == ".npz" and labels is None:
         return load_npz(p)
-    if p.suffix == ".txt":
-        s = load_rruff_txt(p)
-        g = grid or RamanGrid()
-        try:
-            x = resample(s.intensity, s.raman_shift_cm1, g)[None, :]
-        except PreprocessError as exc:
-            raise DataError(f"{p}: {exc}") from exc
-        return SpectraSet(x, np.asarray([s.label]), g.axis, [s.metadata], str(p))
-    raise DataError(f"{p}: unsupported file type (expected .npz, .txt or a folder of .txt)")
+    # Everything else: the edge.io readers (issue #16), imported here because edge.io.rruff imports this module.
+    from .io.labelled import load_labelled
+
+    return load_labelled(p, labels, grid, strict=strict)

@@ -48,7 +48,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", [*TRAIN, "--config", "{T}/no-such.toml"], "config file not found"),
     ("train", ["--train", "{T}/no/such.npz", "--out", "{T}/new"], "no such file"),
     ("train", ["--train", "{T}/not-a-zip.npz", "--out", "{T}/new"], "not an .npz archive"),
-    ("train", ["--train", "{T}/headerless.txt", "--out", "{T}/new"], "at least 2 classes"),
+    # a headerless tab file (axis 200-1591: shift or wavelength?) is refused by edge.io before any label question
+    ("train", ["--train", "{T}/headerless.txt", "--out", "{T}/new"], "pass axis_unit='cm-1'"),
     ("train", ["--train", "synthetic:train", "--out", "{B}"], "pass --force"),
     ("train", ["--train", "synthetic:train", "--out", "{T}/a-file"], "is a file"),
     ("train", ["--train", "synthetic:train", "--out", "{T}/full"], "holds no bundle"),

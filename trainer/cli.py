@@ -88,8 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
                   formatter_class=argparse.RawDescriptionHelpFormatter,  # the note below keeps its pip command whole
                   epilog="subcommands: edge-train explain --help, edge-train transfer --help\n"
                          + missing_extra_note("torch", "train"))
-    p.add_argument("--train", required=True, help=".npz split, RRUFF .txt folder, or synthetic:train")
+    p.add_argument("--train", required=True,
+                   help=".npz split, synthetic:train, or spectrum files/folders of any edge.io format")
+    p.add_argument("--labels", default=None,
+                   help="labels of --train files: a file,label CSV, or 'subfolders' (one sub-folder per mineral); "
+                        "RRUFF files name their own")
     p.add_argument("--test", default=None, help="held-out spectra to score (never used for training decisions)")
+    p.add_argument("--test-labels", default=None, help="labels of --test files (as --labels)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a folder with an unreadable file (default: train on the rest; each skipped file is "
+                        "reported with its reason and recorded in the bundle)")
     p.add_argument("--out", required=True, help="bundle folder to write (an existing bundle only with --force)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle in --out (its files are removed)")
     p.add_argument("--name", default=None, help="model name (default: the config's name)")
@@ -124,8 +132,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     prepare_out_dir(args.out, force=args.force)
     settings = settings_from_args(args)
     grid = settings.preprocessing.grid
-    train = load_spectra(args.train, grid, args.data_dir)
-    test = load_spectra(args.test, grid, args.data_dir) if args.test else None
+    train = load_spectra(args.train, grid, args.data_dir, labels=args.labels, strict=args.strict)
+    test = (load_spectra(args.test, grid, args.data_dir, labels=args.test_labels, strict=args.strict)
+            if args.test else None)
+    for data in (train, test):
+        for file, reason in (data.skipped if data is not None else []):
+            print(f"skipped {file}: {reason}", file=sys.stderr)
     if len(train.classes) < 2:
         raise TrainerError(f"--train {args.train}: {len(train)} spectra of {len(train.classes)} class(es) "
                            f"{list(train.classes)[:3]}; a classifier needs at least 2 classes (an .npz split, a folder "
