@@ -36,7 +36,7 @@ KIND = "raman-edge-bundle"
 _REQUIRED = ("schema_version", "kind", "model_id", "raman_shift", "preprocessing", "labels", "model", "files")
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """SHA-256 hex digest of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -45,7 +45,7 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def chmod_umask(path: str | os.PathLike, mode: int = 0o666) -> None:
+def chmod_umask(path: str | os.PathLike[str], mode: int = 0o666) -> None:
     """Give a file the permissions an ordinary ``open()`` would: ``mode`` less the process umask.
 
     ``tempfile.mkstemp`` creates files with mode 0600 whatever the umask; a file written that way and moved
@@ -63,13 +63,13 @@ class Bundle:
     :meth:`save`, which writes atomically.
     """
 
-    def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
         self.path = Path(path)
         self.manifest = manifest
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | os.PathLike, *, preprocessing: PreprocessConfig, labels: list[str],
+    def create(cls, path: str | os.PathLike[str], *, preprocessing: PreprocessConfig, labels: list[str],
                model: Mapping[str, Any], name: str = "raman-cnn") -> Bundle:
         """Start a new bundle in ``path`` (created if needed; an existing manifest is replaced).
 
@@ -101,7 +101,7 @@ class Bundle:
         return cls(path, manifest)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, expect_grid: RamanGrid | None = None,
+    def load(cls, path: str | os.PathLike[str], *, expect_grid: RamanGrid | None = None,
              verify: bool = True) -> Bundle:
         """Load and validate a bundle.
 

@@ -20,9 +20,9 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import zmq
@@ -37,7 +37,7 @@ from .hygiene import Hygiene, InstrumentConfig
 from .journal import Journal
 from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .novelty import DriftConfig, NoveltyService
-from .preprocess import Preprocessor
+from .preprocess import Preprocessor, RamanGrid
 from .wire import (
     MAX_MESSAGE_BYTES,
     TOPICS,
@@ -148,6 +148,24 @@ def _providers(backend: object) -> list[str]:
     return list(getattr(backend, "active_providers", None) or getattr(backend, "providers", None) or [])
 
 
+Socket = zmq.Socket[bytes]
+
+
+class Publisher(Protocol):
+    """Where a micro-batch's answers go: the output socket, or a capture in the evaluation commands."""
+
+    def send_multipart(self, msg_parts: Sequence[bytes], /) -> Any:
+        """Send ``[topic, payload]``."""
+
+
+def _identity(exc: Exception) -> tuple[str | None, str | None, int | None]:
+    """The ``id``, ``instrument_id`` and ``instrument_seq`` a refused message carried (None where unreadable)."""
+    ident = exc.identity if isinstance(exc, WireError) else {}
+    sid, iid, seq = ident.get("id"), ident.get("instrument_id"), ident.get("instrument_seq")
+    return (sid if isinstance(sid, str) else None, iid if isinstance(iid, str) else None,
+            seq if isinstance(seq, int) and not isinstance(seq, bool) else None)
+
+
 class Daemon:
     """Classify spectra arriving over ZeroMQ (and internal inputs) and publish predictions.
 
@@ -165,8 +183,8 @@ class Daemon:
         At construction, when the bundle, model or instrument calibration cannot be used.
     """
 
-    def __init__(self, config: DaemonConfig, context: zmq.Context | None = None,
-                 expect_grid=None, instrument: InstrumentConfig | None = None) -> None:
+    def __init__(self, config: DaemonConfig, context: zmq.Context[Any] | None = None,
+                 expect_grid: RamanGrid | None = None, instrument: InstrumentConfig | None = None) -> None:
         self.config = config
         self.bundle = Bundle.load(config.bundle, expect_grid=expect_grid)
         self.labels = np.asarray(self.bundle.labels)
@@ -264,7 +282,7 @@ class Daemon:
         return dict(self.counters)
 
     # -- internals ----------------------------------------------------------------------------------------
-    def _open_sockets(self):
+    def _open_sockets(self) -> tuple[Socket | None, Socket, Socket]:
         pub = self.ctx.socket(zmq.XPUB)
         pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         pub.setsockopt(zmq.SNDHWM, 100000)
@@ -289,7 +307,7 @@ class Daemon:
                  self.endpoints.get("input", "-"), self.endpoints["output"])
         return pull, pub, internal
 
-    def _loop(self, pull, pub, internal) -> None:
+    def _loop(self, pull: Socket | None, pub: Socket, internal: Socket) -> None:
         poller = zmq.Poller()
         inputs = [s for s in (pull, internal) if s is not None]
         for s in [*inputs, pub]:
@@ -317,7 +335,7 @@ class Daemon:
         self._publish_status(pub, final=True)
 
     @staticmethod
-    def _drain(inputs, events, limit: int) -> list[bytes | list[bytes]]:
+    def _drain(inputs: list[Socket], events: Mapping[Any, int], limit: int) -> list[bytes | list[bytes]]:
         """Receive up to ``limit`` waiting input messages.
 
         Each is one frame (bytes), or a multipart message (a list of its frames), which :meth:`_process`
@@ -335,7 +353,7 @@ class Daemon:
                 frames.append(parts[0] if len(parts) == 1 else parts)
         return frames
 
-    def _handle_subscriptions(self, pub) -> None:
+    def _handle_subscriptions(self, pub: Socket) -> None:
         while True:
             try:
                 msg = pub.recv(zmq.NOBLOCK)
@@ -346,7 +364,7 @@ class Daemon:
                 log.debug("new subscription %r", msg[1:])
                 self._publish_status(pub)  # tells the new subscriber it is live
 
-    def _open_control(self, poller):
+    def _open_control(self, poller: zmq.Poller) -> Socket | None:
         if not self.config.control:
             return None
         sock = self.ctx.socket(zmq.REP)
@@ -362,7 +380,7 @@ class Daemon:
         poller.register(sock, zmq.POLLIN)
         return sock
 
-    def _handle_control(self, control, pub) -> None:
+    def _handle_control(self, control: Socket, pub: Socket) -> None:
         """Answer the waiting control requests (REP: one reply each). A new head serves from the next batch."""
         while True:
             try:
@@ -379,7 +397,7 @@ class Daemon:
                 self._publish_status(pub)  # subscribers learn the new head version at once
             control.send(encode_payload(reply))
 
-    def _reject(self, pub, reason: str, detail: str, spectrum_id: str | None, received_ns: int,
+    def _reject(self, pub: Publisher, reason: str, detail: str, spectrum_id: str | None, received_ns: int,
                 instrument_id: str | None = None, instrument_seq: int | None = None) -> None:
         self.counters["rejected"] += 1
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
@@ -391,7 +409,7 @@ class Daemon:
             self._journal.append("error", payload)
         pub.send_multipart([TOPICS["error"], encode_payload(payload)])
 
-    def _process(self, frames: list[bytes | list[bytes]], pub) -> None:
+    def _process(self, frames: list[bytes | list[bytes]], pub: Publisher) -> None:
         frames = self._publish_events(frames, pub)  # link/lost events of the serial input: not spectra
         if not frames:
             return
@@ -412,7 +430,7 @@ class Daemon:
             self._journal.flush()
 
     # -- decoding and rejecting (docs/wire.md) ---------------------------------------------------------------
-    def _decode(self, frames: list[bytes | list[bytes]], pub, received_ns: int) -> list[SpectrumIn]:
+    def _decode(self, frames: list[bytes | list[bytes]], pub: Publisher, received_ns: int) -> list[SpectrumIn]:
         """Decode the input messages; each bad one (a multipart message included) is one answered rejection.
 
         The rejection echoes the ``id``, ``instrument_id``, ``instrument_seq`` the message carried when they can
@@ -429,12 +447,11 @@ class Daemon:
                                     peek_identity(frame[0]))
                 decoded.append(decode_spectrum(frame))
             except Exception as exc:  # every foreign exception too: a bad message is never fatal
-                ident = exc.identity if isinstance(exc, WireError) else {}
-                self._reject(pub, rejection_reason(exc), rejection_detail(exc), ident.get("id"), received_ns,
-                             ident.get("instrument_id"), ident.get("instrument_seq"))
+                sid, iid, seq = _identity(exc)
+                self._reject(pub, rejection_reason(exc), rejection_detail(exc), sid, received_ns, iid, seq)
         return decoded
 
-    def _publish_events(self, frames: list[bytes | list[bytes]], pub) -> list[bytes | list[bytes]]:
+    def _publish_events(self, frames: list[bytes | list[bytes]], pub: Publisher) -> list[bytes | list[bytes]]:
         """Publish the input events among ``frames`` (:func:`edge.wire.encode_event`; sent by
         :mod:`edge.serial_input`): ``link`` on the ``link`` topic, ``lost`` on the ``error`` topic with reason
         ``"lost"`` (counted in ``lost``). A malformed event is rejected like a bad spectrum. Returns the other
@@ -445,9 +462,8 @@ class Daemon:
             try:
                 event = decode_event(frame) if isinstance(frame, bytes) else None
             except Exception as exc:  # a malformed event is one answered rejection, never fatal
-                ident = exc.identity if isinstance(exc, WireError) else {}
-                self._reject(pub, rejection_reason(exc), rejection_detail(exc), ident.get("id"), time.time_ns(),
-                             ident.get("instrument_id"), ident.get("instrument_seq"))
+                sid, iid, seq = _identity(exc)
+                self._reject(pub, rejection_reason(exc), rejection_detail(exc), sid, time.time_ns(), iid, seq)
                 continue
             if event is None:
                 rest.append(frame)
@@ -470,7 +486,7 @@ class Daemon:
             self._journal.flush()
         return rest
 
-    def _publish_predictions(self, pub, spectra: list[SpectrumIn], fields: list[dict[str, Any]],
+    def _publish_predictions(self, pub: Publisher, spectra: list[SpectrumIn], fields: list[dict[str, Any]],
                              received_ns: int) -> None:
         self.counters["batches"] += 1
         for s, f in zip(spectra, fields, strict=True):
@@ -491,12 +507,14 @@ class Daemon:
             self.counters["published"] += 1  # counted before sending: a subscriber never sees more than counted
             pub.send_multipart([TOPICS["prediction"], encode_payload(payload)])
 
-    def _publish_drift(self, pub, spectra: list[SpectrumIn], x: np.ndarray, out: dict[str, np.ndarray],
+    def _publish_drift(self, pub: Publisher, spectra: list[SpectrumIn], x: np.ndarray, out: dict[str, np.ndarray],
                        offset_correction_cm1: float = 0.0) -> None:
+        if self.novelty is None:
+            return
         seqs = np.arange(self.seq - len(spectra) + 1, self.seq + 1)
         try:
             events = self.novelty.observe(seqs, time.time_ns(), spectra, x, out, offset_correction_cm1)
-        except EdgeError as exc:  # the predictions are out; only this batch's drift bookkeeping is lost
+        except Exception as exc:  # the predictions are out; only this batch's drift bookkeeping is lost (counted)
             self.counters["drift_errors"] += 1
             log.warning("drift monitor skipped a batch of %d: %s", len(spectra), exc)
             return
@@ -518,5 +536,5 @@ class Daemon:
             st.update(hook())
         return st
 
-    def _publish_status(self, pub, final: bool = False) -> None:
+    def _publish_status(self, pub: Publisher, final: bool = False) -> None:
         pub.send_multipart([TOPICS["status"], encode_payload(self.status(final))])

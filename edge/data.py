@@ -109,14 +109,14 @@ class SpectraSet:
         """Sorted distinct labels."""
         return sorted(set(self.labels.tolist()))
 
-    def subset(self, index) -> SpectraSet:
+    def subset(self, index: np.ndarray | slice | list[int]) -> SpectraSet:
         """Rows selected by an index array or boolean mask."""
         idx = np.arange(len(self))[index]
         return SpectraSet(self.intensities[idx], self.labels[idx], self.raman_shift_cm1,
                           [self.metadata[i] for i in idx], self.source)
 
 
-def data_dir(override: str | os.PathLike | None = None) -> Path:
+def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """Locate the shared data folder.
 
     Parameters
@@ -149,7 +149,7 @@ def data_dir(override: str | os.PathLike | None = None) -> Path:
     )
 
 
-def resolve_data_path(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> Path:
+def resolve_data_path(path: str | os.PathLike[str], data_root: str | os.PathLike[str] | None = None) -> Path:
     """Return ``path`` if it exists, else ``path`` looked up inside the data folder.
 
     Raises
@@ -170,7 +170,7 @@ def resolve_data_path(path: str | os.PathLike, data_root: str | os.PathLike | No
     raise DataError(f"{path}: no such file or folder (also looked inside the data folder; see {DATA_ENV_VAR})")
 
 
-def load_npz(path: str | os.PathLike) -> SpectraSet:
+def load_npz(path: str | os.PathLike[str]) -> SpectraSet:
     """Load one of the paper's ``.npz`` splits (keys ``X``, ``y``, ``raman_shift_cm1``).
 
     Raises
@@ -209,7 +209,7 @@ def _parse_rruff_filename(name: str) -> dict[str, Any]:
     }
 
 
-def load_rruff_txt(path: str | os.PathLike) -> RamanSpectrum:
+def load_rruff_txt(path: str | os.PathLike[str]) -> RamanSpectrum:
     """Read one original RRUFF text file (the classic and the 2026 export format).
 
     Format: ``##KEY=value`` header lines (UTF-8, CRLF or LF), ``shift, intensity`` lines, ``##END=``. A header
@@ -294,7 +294,7 @@ def load_rruff_txt(path: str | os.PathLike) -> RamanSpectrum:
     return RamanSpectrum(axis, y, str(label), meta)
 
 
-def load_rruff_folder(path: str | os.PathLike, grid: RamanGrid | None = None, strict: bool = False) -> SpectraSet:
+def load_rruff_folder(path: str | os.PathLike[str], grid: RamanGrid | None = None, strict: bool = False) -> SpectraSet:
     """Read every ``*.txt`` RRUFF file in a folder and resample them onto ``grid`` (no normalisation).
 
     Past each file's measured range the values extend its edge level (:func:`edge.preprocess.resample`).
@@ -346,9 +346,9 @@ def load_rruff_folder(path: str | os.PathLike, grid: RamanGrid | None = None, st
     return SpectraSet(np.stack(rows), np.asarray(labels), grid.axis, metas, str(folder), skipped)
 
 
-def load_spectra(path: str | os.PathLike, grid: RamanGrid | None = None,
-                 data_root: str | os.PathLike | None = None,
-                 labels: str | os.PathLike | None = None, strict: bool = False) -> SpectraSet:
+def load_spectra(path: str | os.PathLike[str], grid: RamanGrid | None = None,
+                 data_root: str | os.PathLike[str] | None = None,
+                 labels: str | os.PathLike[str] | None = None, strict: bool = False) -> SpectraSet:
     """Load an ``.npz`` split, a synthetic split, or labelled spectrum files and folders of any format.
 
     ``synthetic:train`` and ``synthetic:test`` (optionally ``synthetic:test:SEED``) name the embedded

@@ -21,7 +21,7 @@ daemon applies exactly what the trainer applied. Train/serve skew is the classic
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,13 +100,16 @@ class RamanGrid:
         return grid
 
     def describe(self) -> str:
+        """One line for messages, e.g. ``200–1591 cm⁻¹, 1392 points, 1 cm⁻¹ step``."""
         return f"{self.start_cm1:g}–{self.stop_cm1:g} cm⁻¹, {self.n_points} points, {self.step_cm1:g} cm⁻¹ step"
 
     def to_dict(self) -> dict[str, Any]:
+        """The grid as recorded in the manifest (``start_cm1``, ``step_cm1``, ``n_points``)."""
         return {"start_cm1": float(self.start_cm1), "step_cm1": float(self.step_cm1), "n_points": int(self.n_points)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RamanGrid:
+        """Build a grid from its manifest entry (raises ConfigError on a missing or invalid key)."""
         try:
             return cls(float(d["start_cm1"]), float(d["step_cm1"]), int(d["n_points"]))
         except (KeyError, TypeError, ValueError) as exc:
@@ -130,10 +133,12 @@ class BaselineConfig:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The baseline settings as recorded in the manifest."""
         return {"method": self.method, "params": dict(self.params)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BaselineConfig:
+        """Build the baseline settings from their manifest entry (raises ConfigError when invalid)."""
         if "method" not in d:
             raise ConfigError(f"baseline config needs a 'method', got {dict(d)!r}")
         return cls(str(d["method"]), dict(d.get("params") or {}))
@@ -158,6 +163,7 @@ class ChannelConfig:
     normalisation: str = "max"
 
     def validate(self, grid: RamanGrid) -> None:
+        """Check the channel's settings against ``grid`` (raises ConfigError, e.g. a window longer than the grid)."""
         if self.normalisation not in NORMALISATIONS:
             raise ConfigError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
         if self.derivative not in (0, 1):
@@ -167,11 +173,13 @@ class ChannelConfig:
             raise ConfigError(f"derivative_window must be 0 or an odd number of points ≥ 5, got {w!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The channel as recorded in the manifest."""
         return {"derivative": self.derivative, "derivative_window": self.derivative_window,
                 "normalisation": self.normalisation}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ChannelConfig:
+        """Build a channel from its manifest entry (raises ConfigError when invalid)."""
         unknown = set(d) - {"derivative", "derivative_window", "normalisation"}
         if unknown:
             raise ConfigError(f"unknown channel key(s): {sorted(unknown)}")
@@ -255,6 +263,7 @@ class PreprocessConfig:
             raise ConfigError(f"min_coverage must be a fraction in [0, 1], got {self.min_coverage!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The preprocessing as recorded in the bundle manifest (the contract the daemon reproduces)."""
         return {
             "grid": self.grid.to_dict(),
             "baseline": None if self.baseline is None else self.baseline.to_dict(),
@@ -269,6 +278,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PreprocessConfig:
+        """Build the preprocessing from a manifest entry; keys a bundle predates get their documented defaults."""
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown preprocessing key(s): {sorted(unknown)}")
@@ -289,7 +299,7 @@ class PreprocessConfig:
             raise ConfigError(f"invalid preprocessing config: {exc}") from exc
 
 
-def _baseline_method(method: str, grid: RamanGrid):
+def _baseline_method(method: str, grid: RamanGrid) -> Callable[..., tuple[np.ndarray, dict[str, Any]]]:
     try:
         from pybaselines import Baseline
     except ImportError as exc:  # pragma: no cover - pybaselines is a core dependency
@@ -484,14 +494,17 @@ class Preprocessor:
         return _normalise(y, c.normalisation)
 
     def _remove_baseline(self, y: np.ndarray) -> np.ndarray:
-        params = dict(self.config.baseline.params)
+        baseline_cfg, baseline_fn = self.config.baseline, self._baseline_fn
+        if baseline_cfg is None or baseline_fn is None:  # the caller checks; kept for the type checker
+            return y
+        params = dict(baseline_cfg.params)
         rows = y.reshape(-1, y.shape[-1])
         out = np.empty_like(rows)
         for i, row in enumerate(rows):
             try:
-                baseline = self._baseline_fn(row.astype(np.float64), **params)[0]
+                baseline = baseline_fn(row.astype(np.float64), **params)[0]
             except (ValueError, TypeError, np.linalg.LinAlgError) as exc:
-                raise PreprocessError(f"baseline removal ({self.config.baseline.method}) failed: {exc}") from exc
+                raise PreprocessError(f"baseline removal ({baseline_cfg.method}) failed: {exc}") from exc
             out[i] = row - baseline
         return out.reshape(y.shape)
 

@@ -14,7 +14,7 @@ from .errors import PreprocessError
 __all__ = ["shift_spectra", "truncate_spectra"]
 
 
-def shift_spectra(spectra: np.ndarray, shift_cm1, step_cm1: float = 1.0) -> np.ndarray:
+def shift_spectra(spectra: np.ndarray, shift_cm1: float | np.ndarray, step_cm1: float = 1.0) -> np.ndarray:
     """Move spectra along the Raman-shift axis, padding with each row's own edge value.
 
     A positive shift moves peaks to higher Raman shift (to the right), as the paper's shifted test sets do

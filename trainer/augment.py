@@ -106,7 +106,7 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
     TrainerError
         If range augmentation is on without a ``min_coverage`` in (0, 1).
     """
-    b, n = x.shape
+    b, n = int(x.shape[0]), int(x.shape[1])  # ints, so numpy's stubs see array draws below
     on = rng.random(b) < cfg.probability
     out = x.astype(np.float32, copy=True)
     if not on.any():
@@ -141,20 +141,20 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
         out = _cut_ranges(out, rng.random(b) < cfg.range_probability * on, rng, step_cm1, min_coverage)
     peak = np.abs(out).max(axis=1, keepdims=True) + 1e-12
     if cfg.fluorescence > 0:
-        t = np.linspace(0.0, 1.0, n, dtype=np.float32)[None, :]
+        tf = np.linspace(0.0, 1.0, n, dtype=np.float32)[None, :]
         amp = (rng.uniform(0, cfg.fluorescence, (b, 1)) * on[:, None]).astype(np.float32)
         centre = rng.uniform(0.0, 1.0, (b, 1))
         slope = rng.uniform(1.0, 5.0, (b, 1))
-        bg = 0.5 * (1 + np.tanh(slope * (t - centre))) + rng.uniform(-0.5, 0.5, (b, 1)) * np.cos(np.pi * t)
+        bg = 0.5 * (1 + np.tanh(slope * (tf - centre))) + rng.uniform(-0.5, 0.5, (b, 1)) * np.cos(np.pi * tf)
         bg = bg - bg.min(axis=1, keepdims=True)
         bg = bg / np.maximum(bg.max(axis=1, keepdims=True), 1e-6)
         out = out + (amp * peak * bg).astype(np.float32)
     if cfg.baseline > 0:
-        t = np.linspace(-1.0, 1.0, n, dtype=np.float32)[None, :]
+        tb = np.linspace(-1.0, 1.0, n, dtype=np.float32)[None, :]
         a, lin, quad = (rng.uniform(-cfg.baseline, cfg.baseline, (3, b, 1)) * on[None, :, None]).astype(np.float32)
         c = rng.uniform(-0.8, 0.8, (b, 1)).astype(np.float32)
         w = rng.uniform(0.2, 1.2, (b, 1)).astype(np.float32)
-        with_bg = out + peak * (a * np.tanh((t - c) / w) + lin * t + quad * t * t)
+        with_bg = out + peak * (a * np.tanh((tb - c) / w) + lin * tb + quad * tb * tb)
         # A background that drags the whole spectrum to (almost) nothing positive is no spectrum an
         # instrument delivers, and max normalisation rightly rejects it: keep those rows without it.
         valid = with_bg.max(axis=1, keepdims=True) > 0.05 * peak
@@ -163,7 +163,7 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
         sd = rng.uniform(0, cfg.noise_std, (b, 1)) * on[:, None] * peak
         out = out + (rng.standard_normal((b, n)) * sd).astype(np.float32)
     if cfg.intensity_scale > 0:
-        out = out * (1.0 + rng.uniform(-cfg.intensity_scale, cfg.intensity_scale, (b, 1)) * on[:, None])
+        out = (out * (1.0 + rng.uniform(-cfg.intensity_scale, cfg.intensity_scale, (b, 1)) * on[:, None])).astype(np.float32)
     return out.astype(np.float32)
 
 

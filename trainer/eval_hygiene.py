@@ -54,7 +54,7 @@ class _Collector:
     def __init__(self) -> None:
         self.messages: list[tuple[str, dict[str, Any]]] = []
 
-    def send_multipart(self, frames: Sequence[bytes]) -> None:
+    def send_multipart(self, frames: Sequence[bytes], /) -> None:
         self.messages.append((frames[0].decode(), decode_payload(frames[1])))
 
 

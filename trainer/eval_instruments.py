@@ -196,7 +196,7 @@ class _Capture:
     def __init__(self) -> None:
         self.messages: dict[bytes, list[dict[str, Any]]] = {t: [] for t in TOPICS.values()}
 
-    def send_multipart(self, frames: list[bytes]) -> None:
+    def send_multipart(self, frames: Sequence[bytes], /) -> None:
         self.messages.setdefault(frames[0], []).append(decode_payload(frames[1]))
 
 

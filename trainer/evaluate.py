@@ -294,7 +294,7 @@ def leave_classes_out(train: SpectraSet, test: SpectraSet, settings_factory: Cal
             labels = np.asarray(test.labels)
             predicted = scores["predicted"]
             top1 = float(np.mean(predicted[~novel] == labels[~novel]))
-            run = {"k": k, "draw": d, "withheld": withheld, "n_train": len(sub), "seconds": round(models.seconds, 1),
+            run: dict[str, Any] = {"k": k, "draw": d, "withheld": withheld, "n_train": len(sub), "seconds": round(models.seconds, 1),
                    "seen_top1": top1,
                    "library_diagnostics": library_diagnostics(models.novelty.library, xt, scores["library"], predicted, labels,
                                                               novel, models.thresholds["library"]),
@@ -549,7 +549,7 @@ def _plots(out: Path, loco: dict[str, Any] | None, drift: dict[str, Any] | None,
         fig.savefig(out / "auroc_by_k.png", dpi=110)
         plt.close(fig)
         files.append("auroc_by_k.png")
-    if drift:
+    if drift and thresholds is not None:
         plots = drift["_plots"]
         kinds = [k for k in ("gradual", "step", "fluorescence", "nominal") if k in plots]
         fig, axes = plt.subplots(len(kinds), 1, figsize=(9, 2.6 * len(kinds)), squeeze=False)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -62,7 +62,8 @@ class BlurMaxPool1d(nn.Module):
         x = nn.functional.pad(x, (0, self.pool_size - 1), mode="replicate")
         x = nn.functional.max_pool1d(x, self.pool_size, stride=1)
         x = nn.functional.pad(x, (self.blur // 2, self.blur // 2), mode="replicate")
-        return nn.functional.conv1d(x, self.kernel, stride=self.pool_size, groups=x.shape[1])
+        kernel = cast(torch.Tensor, self.kernel)  # a registered buffer
+        return nn.functional.conv1d(x, kernel, stride=self.pool_size, groups=x.shape[1])
 
 
 @dataclass
@@ -214,7 +215,7 @@ class RamanCNN(nn.Module):
     @property
     def member_features(self) -> list[nn.Sequential]:
         """The convolutional feature extractor of every member (for Grad-CAM)."""
-        return [self.features] + [m[0] for m in self.extra_members]
+        return [self.features] + [cast(nn.Sequential, cast(nn.Sequential, m)[0]) for m in self.extra_members]
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features before the classifier, shape (B, embedding_size): the members' embeddings,

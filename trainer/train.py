@@ -47,6 +47,39 @@ class TrainConfig(SettingsMixin):
     another of the batch, ``λ·a + (1 − λ)·b`` with ``λ ~ Beta(α, α)`` *before* preprocessing (a mixed sample
     is a valid Raman spectrum of a two-phase target), and the loss is ``λ·CE(a) + (1 − λ)·CE(b)``
     (Zhang et al. 2018, "mixup"). 0 disables it.
+
+    Parameters
+    ----------
+    max_epochs, min_epochs : int
+        Epoch bounds of the plateau schedule (``max_epochs`` also when ``steps`` = 0 under one-cycle).
+    steps : int
+        Optimiser steps of the one-cycle schedule (0: ``max_epochs`` epochs).
+    optimizer : {"adam", "adamw"}
+        Optimiser; ``adamw`` decouples ``weight_decay``.
+    schedule : {"plateau", "onecycle"}
+        Learning-rate schedule (see above).
+    warmup_fraction : float
+        Share of the one-cycle steps spent rising to ``lr``.
+    batch_size : int
+        Spectra per optimiser step.
+    lr : float
+        Learning rate (the one-cycle peak).
+    weight_decay : float
+        L2 (adam) or decoupled (adamw) weight decay.
+    lr_factor, lr_patience : float, int
+        ReduceLROnPlateau factor and patience in epochs (plateau schedule).
+    early_stop_patience : int
+        Epochs without a 1 % training-loss gain before stopping (plateau schedule).
+    label_smoothing : float
+        Cross-entropy label smoothing.
+    class_weighted : bool
+        Weight each class by N / (K · n_c) in the loss (Soysal et al.: few spectra per mineral).
+    seed : int
+        Seed of initialisation, batch order and augmentation.
+    mixup_alpha : float
+        Beta(α, α) of the two-mineral mixtures (0: off).
+    threads : int
+        torch threads (2 on a busy 2-core machine ran 7× slower: oversubscription).
     """
 
     _kind: ClassVar[str] = "training"
@@ -112,7 +145,7 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def _preprocess(pre: Preprocessor, x: np.ndarray, axis: np.ndarray) -> np.ndarray:
+def _preprocess(pre: Preprocessor, x: np.ndarray, axis: np.ndarray | None) -> np.ndarray:
     try:
         return pre(x, axis)
     except EdgeError:
@@ -186,6 +219,7 @@ def fit(train: SpectraSet, preprocessing: PreprocessConfig, model_cfg: ModelConf
     batches = -(-len(y) // train_cfg.batch_size)
     onecycle = train_cfg.schedule == "onecycle"
     epochs = -(-train_cfg.steps // batches) if onecycle and train_cfg.steps else train_cfg.max_epochs
+    sched: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
     if onecycle:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=train_cfg.lr, total_steps=epochs * batches,
                                                     pct_start=train_cfg.warmup_fraction)
@@ -217,21 +251,21 @@ def fit(train: SpectraSet, preprocessing: PreprocessConfig, model_cfg: ModelConf
                     lam = float(rng.beta(train_cfg.mixup_alpha, train_cfg.mixup_alpha))
                     partner = rng.permutation(len(idx))
                     xb = lam * xb + (1.0 - lam) * xb[partner]
-                xb = torch.from_numpy(_preprocess(pre, xb.astype(np.float32, copy=False), None))
-                member_logits.append(model.member_logits(xb, member))
+                xt = torch.from_numpy(_preprocess(pre, xb.astype(np.float32, copy=False), None))
+                member_logits.append(model.member_logits(xt, member))
                 losses.append(_loss(loss_fn, member_logits[-1], yt[idx], lam, partner))
-            loss = sum(losses) / len(losses)
+            loss = torch.stack(losses).mean()
             logits = member_logits[0] if len(member_logits) == 1 else torch.stack(member_logits).mean(0)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if onecycle:
+            if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR):
                 sched.step()
             total += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yt[idx]).sum())
             seen += len(idx)
         epoch_loss = total / seen
-        if not onecycle:
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             sched.step(epoch_loss)
         history.append({"epoch": epoch + 1, "loss": epoch_loss, "train_top1": correct / seen,
                         "lr": opt.param_groups[0]["lr"]})
