@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from daemon_harness import RunningDaemon
 
 ROOT = Path(__file__).resolve().parents[1]

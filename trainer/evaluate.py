@@ -294,7 +294,8 @@ def leave_classes_out(train: SpectraSet, test: SpectraSet, settings_factory: Cal
             labels = np.asarray(test.labels)
             predicted = scores["predicted"]
             top1 = float(np.mean(predicted[~novel] == labels[~novel]))
-            run: dict[str, Any] = {"k": k, "draw": d, "withheld": withheld, "n_train": len(sub), "seconds": round(models.seconds, 1),
+            run: dict[str, Any] = {
+                   "k": k, "draw": d, "withheld": withheld, "n_train": len(sub), "seconds": round(models.seconds, 1),
                    "seen_top1": top1,
                    "library_diagnostics": library_diagnostics(models.novelty.library, xt, scores["library"], predicted, labels,
                                                               novel, models.thresholds["library"]),
