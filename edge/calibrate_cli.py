@@ -7,7 +7,7 @@ python -m edge.calibrate_cli --instrument HO785-OP03 --laser-nm 785 --neon Ne.tx
 python -m edge.calibrate_cli --instrument HO785-OP03 --polystyrene PST.txt --out cal.json --plot cal.png
 
 Reads the CHARISMA BWTek (semicolon, decimal comma) and Horiba (two tab-separated columns) text files with
-a private reader (:mod:`edge._vendor_text`, to be replaced by ``edge.io.read_spectra``), prints the residual
+:func:`edge.io.read_spectrum` (any format it reads), prints the residual
 table and writes the versioned calibration file (:mod:`edge.calibration`) that the daemon's
 ``[instrument] calibration = FILE`` applies.
 """
@@ -21,10 +21,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._vendor_text import read_vendor_text
 from .calibration import SILICON_CM1, Calibration, fit_calibration
 from .cli_common import add_logging_args, run_cli, setup_logging
 from .errors import CalibrationError, ConfigError
+from .io import read_spectrum
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,8 +108,8 @@ def calibrate_impl(argv: Sequence[str] | None = None) -> int:
         raise ConfigError("--neon needs --laser-nm (the neon lines are tabulated in nm)")
     spectra = []
     for standard, f in files:
-        s = read_vendor_text(f)
-        spectra.append((standard, s.raman_shift_cm1, s.intensity))
+        axis, intensity = read_spectrum(f)
+        spectra.append((standard, axis, intensity))
     try:
         cal = fit_calibration(spectra, instrument_id=args.instrument, laser_nm=args.laser_nm, degree=args.degree,
                               silicon_cm1=args.silicon_cm1, sources=[os.path.basename(f) for _, f in files],

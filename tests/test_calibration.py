@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 
-from edge._vendor_text import read_vendor_text
 from edge.calibrate_cli import main as calibrate_main
 from edge.calibration import (
     POLYSTYRENE_ASTM_E1840_CM1,
@@ -17,6 +16,7 @@ from edge.calibration import (
     reference_lines,
 )
 from edge.errors import CalibrationError
+from edge.io import read_spectrum
 
 
 def _spectrum(true_axis, lines, rng, fwhm=6.0, noise=5.0, profile="lorentzian"):
@@ -119,14 +119,14 @@ def test_needs_enough_lines(rng):
 def test_charisma_polystyrene_moves_silicon_to_its_line(data_root):
     """TOP Horiba 633: polystyrene calibration brings that setup's silicon from ~518.8 to within 0.5 of 520.7."""
     root = data_root / "cross_instrument" / "charisma" / "TOP_Ho633"
-    pst = read_vendor_text(root / "Pol_HLR633_Z010_100_15sx5.txt")
-    cal = fit_calibration([("polystyrene", pst.raman_shift_cm1, pst.intensity)], instrument_id="TOP_Ho633/Z010")
+    pst_axis, pst = read_spectrum(root / "Pol_HLR633_Z010_100_15sx5.txt")
+    cal = fit_calibration([("polystyrene", pst_axis, pst)], instrument_id="TOP_Ho633/Z010")
     assert len(cal.lines) >= 5 and cal.rms_cm1 < 1.0
     before, after = [], []
     for name in ("S0B_HLR633_Z010_100_40sx5.txt", "S0N_HLR633_Z010_100_15sx5.txt", "Si_HLR633_Z010_100_40sx5.txt"):
-        si = read_vendor_text(root / name)
-        before.append(fit_line(si.raman_shift_cm1, si.intensity, 520.7, half_window_cm1=15)[0])
-        after.append(fit_line(cal.apply(si.raman_shift_cm1), si.intensity, 520.7, half_window_cm1=15)[0])
+        si_axis, si = read_spectrum(root / name)
+        before.append(fit_line(si_axis, si, 520.7, half_window_cm1=15)[0])
+        after.append(fit_line(cal.apply(si_axis), si, 520.7, half_window_cm1=15)[0])
     assert abs(np.median(before) - 520.7) > 1.0
     assert abs(np.median(after) - 520.7) < 0.5
 

@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from edge._vendor_text import read_vendor_text
 from edge.calibration import SILICON_CM1, fit_calibration, fit_line
 from edge.daemon import Daemon, DaemonConfig
 from edge.data import data_dir, load_spectra
 from edge.errors import CalibrationError
 from edge.hygiene import InstrumentConfig
+from edge.io import read_spectrum
 from edge.preprocess import Preprocessor
 from edge.wire import decode_payload, encode_spectrum
 
@@ -139,10 +139,10 @@ def _calibration_rows(charisma: Path, labels: list[dict[str, str]], silicon_cm1:
         for r in members:
             by[r["label"]].append(r)
         for r in by["NeonLamp"]:  # neon fits: residual RMS (the laser wavelength is nominal: offset absorbed)
-            s = read_vendor_text(charisma / r["file"])
+            axis, intensity = read_spectrum(charisma / r["file"])
             name = f"neon/{inst}/{setup or '-'}/{Path(r['file']).stem}"
             try:
-                cal = fit_calibration([("neon", s.raman_shift_cm1, s.intensity)], instrument_id=inst,
+                cal = fit_calibration([("neon", axis, intensity)], instrument_id=inst,
                                       laser_nm=float(r["laser_nm"]))
                 rows[name] = {"n": len(cal.lines), "rms_cm1": round(cal.rms_cm1, 3), "degree": cal.degree}
             except CalibrationError as exc:
@@ -150,19 +150,19 @@ def _calibration_rows(charisma: Path, labels: list[dict[str, str]], silicon_cm1:
         if not by["Silicon"] or not (by["Polystyrene"] or by["NeonLamp"]):
             continue
         standard, ref = ("polystyrene", by["Polystyrene"][0]) if by["Polystyrene"] else ("neon", by["NeonLamp"][0])
-        s = read_vendor_text(charisma / ref["file"])
+        axis, intensity = read_spectrum(charisma / ref["file"])
         name = f"calibration/{inst}/{setup or '-'}"
         try:
-            cal = fit_calibration([(standard, s.raman_shift_cm1, s.intensity)], instrument_id=f"{inst}/{setup}",
+            cal = fit_calibration([(standard, axis, intensity)], instrument_id=f"{inst}/{setup}",
                                   laser_nm=float(ref["laser_nm"]), silicon_cm1=silicon_cm1)
         except CalibrationError as exc:
             rows[name] = {"n": len(by["Silicon"]), "standard": standard, "error": str(exc)}
             continue
         before, after = [], []
         for r in by["Silicon"]:
-            v = read_vendor_text(charisma / r["file"])
-            b = _silicon_line(v.raman_shift_cm1, v.intensity, silicon_cm1)
-            a = _silicon_line(cal.apply(v.raman_shift_cm1), v.intensity, silicon_cm1)
+            v_axis, v_intensity = read_spectrum(charisma / r["file"])
+            b = _silicon_line(v_axis, v_intensity, silicon_cm1)
+            a = _silicon_line(cal.apply(v_axis), v_intensity, silicon_cm1)
             if b is not None and a is not None:
                 before.append(b)
                 after.append(a)
@@ -242,8 +242,8 @@ def hygiene_rows(bundle_dir: str | Path, data_root: str | Path | None = None, se
             preds: list[dict[str, Any]] = []
             for r in members:  # the laser wavelength is the instrument's setting: one spectrum at a time
                 daemon.hygiene.quality_config = dataclasses.replace(base, laser_nm=float(r["laser_nm"]))
-                s = read_vendor_text(charisma / r["file"])
-                preds += _run(daemon, [(s.intensity, s.raman_shift_cm1)])
+                axis, intensity = read_spectrum(charisma / r["file"])
+                preds += _run(daemon, [(intensity, axis)])
             daemon.hygiene.quality_config = base
             rows[name] = _row(preds, [r["label"] for r in members] if name == "charisma_calcite" else None)
             if name == "charisma_not_raman":

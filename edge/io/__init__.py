@@ -30,10 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import DataError
 from ._common import Spectra, nm_to_raman_shift
 
-__all__ = ["SKIP_NAMES", "ReadResult", "Spectra", "detect_format", "nm_to_raman_shift", "read_file", "read_spectra"]
+__all__ = ["SKIP_NAMES", "ReadResult", "Spectra", "detect_format", "nm_to_raman_shift", "read_file", "read_spectra",
+           "read_spectrum"]
 
 #: File names a folder read passes over (documentation and label tables next to the spectra).
 SKIP_NAMES = ("README*", "*.md", "MANIFEST.tsv", "labels.csv", ".*")
@@ -116,6 +119,32 @@ def _readers() -> dict[str, Callable[..., Spectra]]:
 
 def _options_of(reader: Callable[..., Spectra]) -> set[str]:
     return {n for n, prm in inspect.signature(reader).parameters.items() if prm.kind is prm.KEYWORD_ONLY}
+
+
+def read_spectrum(path: str | os.PathLike[str], **options: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Read a file that holds one spectrum (a calibration standard, a lamp): its axis and intensities.
+
+    Parameters
+    ----------
+    path : path-like
+    **options
+        :func:`read_file` options.
+
+    Returns
+    -------
+    raman_shift_cm1 : numpy.ndarray, shape (M,), float64
+        Strictly increasing Raman shift, cm⁻¹.
+    intensity : numpy.ndarray, shape (M,), float64
+
+    Raises
+    ------
+    DataError
+        If the file is unreadable or holds more than one spectrum.
+    """
+    s = read_file(path, **options)
+    if len(s) != 1:
+        raise DataError(f"{path}: holds {len(s)} spectra; one was expected")
+    return np.asarray(s.raman_shift_cm1, dtype=np.float64), np.asarray(s.intensities[0], dtype=np.float64)
 
 
 def read_file(path: str | os.PathLike[str], **options: Any) -> Spectra:
