@@ -62,7 +62,7 @@ def test_predict_equals_the_daemon_on_the_development_set(novelty_bundle, dev_fi
 @pytest.mark.xfail(strict=True, reason=(
     "issue #16 asks >= 95 % away from grain boundaries; the default recipe since issue #14 (band-ratio "
     "augmentation) names 10-20 of the ~80 inner hematite pixels Corundum/Spinel/Tremolite: 93.9 % (330 steps), "
-    "94.2 % (660 steps); without band_ratio 98.8 %, but that lost 3-10 points on the development rows (seed 0, "
+    "94.2 % (660 steps); without band_ratio 98.8 %, but that loses 1-3 points on every development row (3 seeds, "
     "python -m bench.bench_instruments --dev --recipe default_no_band_ratio): open, see docs/predict.md"))
 def test_synthetic_map_phase_map_is_right_away_from_boundaries(rruff_bundle, soysal, tmp_path):
     m = build_map(soysal / "raw_train_labeled_40pct.npz", MAP_MINERALS, shape=(20, 24), seed=0)
