@@ -40,8 +40,8 @@ class Method:
     label: str
     seeded: bool
     settings: dict[str, Any]
-    table: bool = True
-    fn: Callable[..., dict[str, Any]] | None = field(default=None, repr=False)
+    table: bool
+    fn: Callable[..., dict[str, Any]] = field(repr=False)
 
 
 @dataclass

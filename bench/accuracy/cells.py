@@ -89,8 +89,8 @@ def _summarise(methods: list[Method], cells: dict[str, dict[str, Any]], splits: 
         per_split: dict[str, Any] = {}
         status = None
         for split in splits:
-            runs = [cells.get(_cell_key(m, split, sd, shifts)) for sd in (seeds if m.seeded else seeds[:1])]
-            runs = [r for r in runs if r is not None]
+            found = [cells.get(_cell_key(m, split, sd, shifts)) for sd in (seeds if m.seeded else seeds[:1])]
+            runs = [r for r in found if r is not None]
             if any(r.get("status") for r in runs):
                 status = next(r["status"] for r in runs if r.get("status"))
                 continue
@@ -126,9 +126,9 @@ def _versus_peers(summary: dict[str, Any]) -> dict[str, Any]:
     """Per column: the best peer's mean top-1 and whether each of our rows (:data:`OUR_ROWS`) is ahead."""
     out = {}
     for split, shift in COLUMNS:
-        peers = {k: _value(summary, k, split, shift) for k in PEER_KEYS}
-        peers = {k: v["mean"] for k, v in peers.items() if v and v.get("mean") is not None}
-        best = max(peers, key=peers.get) if peers else None
+        values = {k: _value(summary, k, split, shift) for k in PEER_KEYS}
+        peers: dict[str, float] = {k: v["mean"] for k, v in values.items() if v and v.get("mean") is not None}
+        best = max(peers, key=peers.__getitem__) if peers else None
         row: dict[str, Any] = {"best_peer": best, "best_peer_top1": None if best is None else round(peers[best], 2)}
         for key in OUR_ROWS:
             v = _row_value(summary, key, split, shift)

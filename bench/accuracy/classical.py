@@ -75,14 +75,15 @@ class _PeakFeatureCache:
     """Peak-count features by spectrum content: the splits overlap and the test set is reused by two methods."""
 
     def __init__(self, axis: np.ndarray) -> None:
-        self.axis, self._rows = axis, {}
+        self.axis = axis
+        self._rows: dict[str, np.ndarray] = {}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         keys = [hashlib.sha1(np.ascontiguousarray(r, dtype=np.float32).tobytes()).hexdigest() for r in x]
         todo = [i for i, k in enumerate(keys) if k not in self._rows]
         if todo:
             feats = peak_count_features(x[todo], self.axis)
-            for i, f in zip(todo, feats):
+            for i, f in zip(todo, feats, strict=True):
                 self._rows[keys[i]] = f
         return np.stack([self._rows[k] for k in keys])
 
@@ -235,7 +236,7 @@ def _fit_peaks(method: Method, d: _Data, seed: int, **_: Any) -> dict[str, Any]:
     t_feat = time.perf_counter() - t0
     fn = knn_scores if method.key == "knn_peaks" else svm_scores
     t0 = time.perf_counter()
-    scores = dict(zip(d.tests, fn(f_train, d.y_train, f_tests, len(d.classes))))
+    scores = dict(zip(d.tests, fn(f_train, d.y_train, f_tests, len(d.classes)), strict=True))
     return {"scores": scores, "feature_seconds": t_feat, "train_seconds": time.perf_counter() - t0,
             "note": "peak features cached by spectrum content across splits and methods; train_seconds = "
                     "fit and score of the classifier; feature_seconds = peak finding not already cached"}
@@ -244,7 +245,8 @@ def _fit_peaks(method: Method, d: _Data, seed: int, **_: Any) -> dict[str, Any]:
 def _fit_lr(method: Method, d: _Data, seed: int, **_: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
     scores = dict(zip(d.tests, lr_scores(snv_derivative(d.x_train, d.grid), d.y_train,
-                                         [snv_derivative(x, d.grid) for x in d.tests.values()], len(d.classes))))
+                                         [snv_derivative(x, d.grid) for x in d.tests.values()], len(d.classes)),
+                      strict=True))
     return {"scores": scores, "train_seconds": time.perf_counter() - t0}
 
 
@@ -257,5 +259,5 @@ def _fit_minirocket(method: Method, d: _Data, seed: int, **_: Any) -> dict[str, 
     scores = dict(zip(d.tests, minirocket_scores(first_derivative(d.x_train, d.grid), d.y_train,
                                                  [first_derivative(x, d.grid) for x in d.tests.values()],
                                                  len(d.classes), seed=int(seed),
-                                                 n_kernels=method.settings["n_kernels"])))
+                                                 n_kernels=method.settings["n_kernels"]), strict=True))
     return {"scores": scores, "train_seconds": time.perf_counter() - t0, "aeon": aeon.__version__}

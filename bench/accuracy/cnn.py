@@ -131,7 +131,8 @@ def _int8_check(r, settings, d: _Data, p_fp32: np.ndarray, data_dir: str | None,
             if path.is_file():
                 for sh in (0.0, 15.0, 30.0):
                     p = score_onnx(path, pre(d.tests[sh]))
-                    res[f"{name}_top1" + ("" if sh == 0 else f"_shift{int(sh)}")] = 100.0 * float(np.mean(p.argmax(1) == d.y_test))
+                    res[f"{name}_top1" + ("" if sh == 0 else f"_shift{int(sh)}")] = \
+                        100.0 * float(np.mean(p.argmax(1) == d.y_test))
     if "int8_top1" not in res:  # no INT8 file: the export's own gate figures
         res["int8_top1"] = res["export_gate"].get("int8_top1")
     if res.get("int8_top1") is not None:

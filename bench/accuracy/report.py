@@ -59,7 +59,7 @@ def markdown(result: dict[str, Any]) -> str:
                   "| column | best peer | its top-1 | " + " | ".join(labels[r] for r in rows) + " |",
                   "|---|---|---|" + "---|" * len(rows)]
         for col, r in result["versus_peers"].items():
-            def cell(key):
+            def cell(key: str, r: dict[str, Any] = r) -> str:
                 v, ahead = r.get(key), r.get(f"{key}_ahead")
                 return "–" if v is None else f"{v:.1f} {'✓' if ahead else '✗'}"
             lines.append(f"| {col} | {labels.get(r['best_peer'], '–')} | "
@@ -117,8 +117,10 @@ def markdown(result: dict[str, Any]) -> str:
               "| method | " + " | ".join(_colname(c) for c in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     labels = {m["key"]: m["label"] for m in result["methods"]}
     for key, vals in TEAM_EARLIER_TOP1.items():
-        lines.append(f"| {labels.get(key, key)} (team, earlier) | " + " | ".join("–" if v is None else str(v) for v in vals) + " |")
-    lines.append("| paper Table 7, supervised CNN | " + " | ".join(str(v) for v in PAPER_TOP1["table7_splits_10_20_30_40"]) + " | – | – |")
+        lines.append(f"| {labels.get(key, key)} (team, earlier) | "
+                     + " | ".join("–" if v is None else str(v) for v in vals) + " |")
+    lines.append("| paper Table 7, supervised CNN | "
+                 + " | ".join(str(v) for v in PAPER_TOP1["table7_splits_10_20_30_40"]) + " | – | – |")
     lines += ["", "## Timings (training seconds per run, mean; machine shared with other jobs)", "",
               "| method | " + " | ".join(f"{s} %" for s in result["splits"]) + " | total cell seconds |",
               "|---|" + "---|" * (len(result["splits"]) + 1)]
@@ -180,7 +182,9 @@ def _plot_splits(result: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
         for sp in result["splits"]:
             v = _value(result["summary"], m["key"], sp, 0.0)
             if v and v["mean"] is not None:
-                xs.append(sp), ys.append(v["mean"]), es.append(v["std"])
+                xs.append(sp)
+                ys.append(v["mean"])
+                es.append(v["std"])
         if xs:
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m["label"])
     for (sp, sh), t in TARGETS_TOP1.items():
