@@ -10,7 +10,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -70,6 +70,9 @@ def peak_count_features(spectra: np.ndarray, raman_shift_cm1: np.ndarray, widths
         out[i] = np.histogram(axis[idx], bins=edges)[0]
     return out
 
+#: Several test sets scored by one fit.
+ManyArrays = list[np.ndarray] | tuple[np.ndarray, ...]
+
 
 class _PeakFeatureCache:
     """Peak-count features by spectrum content: the splits overlap and the test set is reused by two methods."""
@@ -116,13 +119,18 @@ def first_derivative(spectra: np.ndarray, grid: RamanGrid | None = None) -> np.n
     return _channel(spectra, grid or RamanGrid(), "none")
 
 
-def _as_list(x_test) -> tuple[list[np.ndarray], bool]:
+def _as_list(x_test: np.ndarray | ManyArrays) -> tuple[list[np.ndarray], bool]:
     if isinstance(x_test, (list, tuple)):
         return list(x_test), True
     return [x_test], False
 
 
-def knn_scores(f_train: np.ndarray, y_train: np.ndarray, f_test, n_classes: int):
+@overload
+def knn_scores(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, n_classes: int) -> np.ndarray: ...
+@overload
+def knn_scores(f_train: np.ndarray, y_train: np.ndarray, f_test: ManyArrays, n_classes: int) -> list[np.ndarray]: ...
+def knn_scores(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray | ManyArrays,
+               n_classes: int) -> np.ndarray | list[np.ndarray]:
     """1-nearest-neighbour (scikit-learn, Euclidean) class scores.
 
     Parameters
@@ -156,7 +164,13 @@ def knn_scores(f_train: np.ndarray, y_train: np.ndarray, f_test, n_classes: int)
     return out if many else out[0]
 
 
-def svm_scores(f_train: np.ndarray, y_train: np.ndarray, f_test, n_classes: int, c: float = 10.0):
+@overload
+def svm_scores(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, n_classes: int, c: float = 10.0) -> np.ndarray: ...
+@overload
+def svm_scores(f_train: np.ndarray, y_train: np.ndarray, f_test: ManyArrays,
+               n_classes: int, c: float = 10.0) -> list[np.ndarray]: ...
+def svm_scores(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray | ManyArrays,
+               n_classes: int, c: float = 10.0) -> np.ndarray | list[np.ndarray]:
     """RBF SVM (scikit-learn ``SVC``, gamma "scale", balanced class weights): one-vs-rest decision values.
 
     Parameters and returns as :func:`knn_scores` (−inf for classes absent from training); ``c`` is the
@@ -171,7 +185,13 @@ def svm_scores(f_train: np.ndarray, y_train: np.ndarray, f_test, n_classes: int,
     return out if many else out[0]
 
 
-def lr_scores(x_train: np.ndarray, y_train: np.ndarray, x_test, n_classes: int, c: float = 1.0):
+@overload
+def lr_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, n_classes: int, c: float = 1.0) -> np.ndarray: ...
+@overload
+def lr_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: ManyArrays,
+              n_classes: int, c: float = 1.0) -> list[np.ndarray]: ...
+def lr_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray | ManyArrays,
+              n_classes: int, c: float = 1.0) -> np.ndarray | list[np.ndarray]:
     """Multinomial logistic regression (scikit-learn, lbfgs, balanced class weights): probabilities.
 
     Parameters and returns as :func:`knn_scores` (features: e.g. :func:`snv_derivative`; probability 0
@@ -190,8 +210,14 @@ def aeon_available() -> bool:
     return importlib.util.find_spec("aeon") is not None
 
 
-def minirocket_scores(x_train: np.ndarray, y_train: np.ndarray, x_test, n_classes: int, seed: int = 0,
-                      n_kernels: int = 10_000):
+@overload
+def minirocket_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                      n_classes: int, seed: int = 0, n_kernels: int = 10_000) -> np.ndarray: ...
+@overload
+def minirocket_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: ManyArrays,
+                      n_classes: int, seed: int = 0, n_kernels: int = 10_000) -> list[np.ndarray]: ...
+def minirocket_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray | ManyArrays, n_classes: int,
+                      seed: int = 0, n_kernels: int = 10_000) -> np.ndarray | list[np.ndarray]:
     """Aeon ``MiniRocketClassifier`` (MiniRocket features, scaling, ``RidgeClassifierCV``): decision values.
 
     Parameters

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pathlib
 import tempfile
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,10 @@ from edge.preprocess import PreprocessConfig, Preprocessor
 
 from .base import Method, _Data
 from .constants import INT8_CHECKS
+
+if TYPE_CHECKING:
+    from trainer.settings import TrainerSettings
+    from trainer.train import TrainResult
 
 
 def _paper_settings(pool_size: int, n_pool: int, dense_units: list[int], max_epochs: int | None = None) -> dict:
@@ -30,7 +34,7 @@ def _paper_settings(pool_size: int, n_pool: int, dense_units: list[int], max_epo
             "training": train.to_dict(), "augmentation": AugmentConfig(probability=0.0).to_dict()}
 
 
-def _train_cnn(method: Method, d: _Data, seed: int):
+def _train_cnn(method: Method, d: _Data, seed: int) -> tuple[TrainResult, PreprocessConfig, TrainerSettings, float]:
     """Train one of the CNN methods; returns (TrainResult, PreprocessConfig, TrainerSettings, seconds)."""
     from trainer.augment import AugmentConfig
     from trainer.model import ModelConfig
@@ -46,7 +50,7 @@ def _train_cnn(method: Method, d: _Data, seed: int):
     return r, pcfg, TrainerSettings(pcfg, r.model.config, tcfg, acfg), time.perf_counter() - t0
 
 
-def _cnn_cell(r, t_train: float, scores: dict[float, np.ndarray], t_score: float) -> dict[str, Any]:
+def _cnn_cell(r: TrainResult, t_train: float, scores: dict[float, np.ndarray], t_score: float) -> dict[str, Any]:
     from trainer.model import count_parameters
 
     return {"scores": scores, "train_seconds": t_train, "score_seconds": t_score,
@@ -76,7 +80,7 @@ def _fit_cnn_compensated(method: Method, d: _Data, seed: int, **_: Any) -> dict[
     from edge.novelty import DriftConfig, DriftMonitor, class_mean_spectra
     from trainer.train import predict_proba
 
-    r, pcfg, _, t_train = _train_cnn(method, d, seed)
+    r, pcfg, _settings, t_train = _train_cnn(method, d, seed)
     pre = Preprocessor(pcfg)
     refs = class_mean_spectra(pre(d.x_train), d.train.labels, d.classes)
     cfg = DriftConfig.from_dict(method.settings["drift_compensation"])
@@ -100,7 +104,7 @@ def _fit_cnn_compensated(method: Method, d: _Data, seed: int, **_: Any) -> dict[
     return cell
 
 
-def _int8_check(r, settings, d: _Data, p_fp32: np.ndarray, data_dir: str | None,
+def _int8_check(r: TrainResult, settings: TrainerSettings, d: _Data, p_fp32: np.ndarray, data_dir: str | None,
                 calibrate_method: str = "minmax") -> dict[str, Any]:
     """Train → save_model (temporary bundle) → export_bundle(int8=True) → score model.int8.onnx."""
     from export.cli import export_bundle

@@ -21,8 +21,8 @@ def build_methods(quick: bool = False, config: str | os.PathLike | None = None) 
     """
     from trainer.settings import TrainerSettings, apply_shift_tolerance
 
-    def ours(key: str, label: str, path, tolerance_cm1: float | None = None) -> Method:
-        settings = TrainerSettings.from_toml(path)
+    def ours(key: str, label: str, path: str | os.PathLike[str], tolerance_cm1: float | None = None) -> Method:
+        settings = TrainerSettings.from_toml(os.fspath(path))
         settings.training.threads = 1
         extra: dict[str, Any] = {"config_file": str(path)}
         if tolerance_cm1 is not None:
@@ -45,7 +45,7 @@ def build_methods(quick: bool = False, config: str | os.PathLike | None = None) 
         m.fn = _fit_cnn_compensated
         return m
 
-    def paper(key, label, m, n, units, table=True):
+    def paper(key: str, label: str, m: int, n: int, units: list[int], table: bool = True) -> Method:
         return Method(key, label, True, _paper_settings(m, n, units, epochs), table, _fit_cnn)
 
     return [

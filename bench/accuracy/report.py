@@ -79,7 +79,7 @@ def markdown(result: dict[str, Any]) -> str:
               "| column | target | " + " | ".join(labels.get(r, r) for r in rows_t) + " |",
               "|---|---|" + "---|" * len(rows_t)]
 
-    def target_cell(t):
+    def target_cell(t: dict[str, Any]) -> str:
         if t["mean"] is None:
             return "–"
         met = "met" if t["met"] else "MISSED"
@@ -91,7 +91,7 @@ def markdown(result: dict[str, Any]) -> str:
     int8s = result.get("int8_by_method") or ({"compact": result["int8"]} if result.get("int8") else {})
     lines += ["", "## INT8 export of our models (40 % split, first seed)", ""]
     for key, q in int8s.items():
-        def pc(k, q=q):
+        def pc(k: str, q: dict[str, Any] = q) -> str:
             return "–" if q.get(k) is None else f"{q[k]:.1f}"
         g = q.get("export_gate", {})
         lines.append(f"{labels.get(key, key)}: FP32 (PyTorch) top-1 {pc('fp32_torch_top1')} %, FP32 ONNX "

@@ -116,7 +116,9 @@ def run(quick: bool = False, seeds: int = 3, splits: Sequence[int] = SPLITS, out
                     int8, pooling)
 
 
-def _run(quick, n_seeds, splits, out_dir, json_path, only, data_dir, config, resume, int8, pooling) -> dict[str, Any]:
+def _run(quick: bool, n_seeds: int, splits: Sequence[int], out_dir: pathlib.Path,
+         json_path: str | os.PathLike[str] | None, only: Sequence[str] | None, data_dir: str | None,
+         config: str | os.PathLike[str] | None, resume: bool, int8: bool, pooling: bool) -> dict[str, Any]:
     t_start = time.perf_counter()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     load_start = os.getloadavg()
