@@ -15,50 +15,17 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from bench.accuracy import (
-    METHODS,
-    TARGETS_TOP1,
-    TEAM_EARLIER_TOP1,
-    aeon_available,
-    build_methods,
-    first_derivative,
-    knn_scores,
-    lr_scores,
-    main,
-    minirocket_scores,
-    peak_count_features,
-    peak_positions,
-    run,
-    snv_derivative,
-    svm_scores,
-)
+from bench.accuracy import *  # noqa: F403 (the package's public names, bench.accuracy.__all__)
+from bench.accuracy import __all__ as _public
 
 # the tests' names for the cell fingerprint and the table's aggregates (re-exported)
 from bench.accuracy.cells import _fingerprint as _fingerprint
 from bench.accuracy.cells import _targets as _targets
 from bench.accuracy.cells import _versus_peers as _versus_peers
 from bench.accuracy.constants import COLUMNS, CURVE_SHIFTS_CM1, PEAK_BIN_CM1
+from bench.accuracy.runner import main
 
-__all__ = [
-    "COLUMNS",
-    "CURVE_SHIFTS_CM1",
-    "METHODS",
-    "PEAK_BIN_CM1",
-    "TARGETS_TOP1",
-    "TEAM_EARLIER_TOP1",
-    "aeon_available",
-    "build_methods",
-    "first_derivative",
-    "knn_scores",
-    "lr_scores",
-    "main",
-    "minirocket_scores",
-    "peak_count_features",
-    "peak_positions",
-    "run",
-    "snv_derivative",
-    "svm_scores",
-]
+__all__ = [*_public, "COLUMNS", "CURVE_SHIFTS_CM1", "PEAK_BIN_CM1"]
 
 if __name__ == "__main__":
     sys.exit(main())
