@@ -37,6 +37,13 @@ the cells it has in common with the full run (our model's settings do not change
 JSON, the markdown table and the plots are rewritten after every cell, so partial results can be read while
 the benchmark runs.
 
+Modules
+-------
+:mod:`~bench.accuracy.runner` (``run``, the command line), :mod:`~bench.accuracy.report` (markdown, plots),
+:mod:`~bench.accuracy.cells` (cell fingerprint and cache, aggregation), :mod:`~bench.accuracy.methods` (the
+rows), :mod:`~bench.accuracy.cnn` (ours and the paper's CNN), :mod:`~bench.accuracy.classical` (the classical
+peers), :mod:`~bench.accuracy.base` and :mod:`~bench.accuracy.constants`.
+
 Run::
 
     edge-bench accuracy [--quick]
