@@ -52,7 +52,7 @@ def _bundle(args) -> Path:
 
 
 def _accuracy(args) -> dict[str, Any]:
-    from .bench_accuracy import run
+    from .accuracy import run
 
     if args.which == "accuracy" and args.quick and not args.json:  # keep the full run's accuracy.json
         args.json = str(Path(args.out) / "accuracy_quick.json")
