@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,7 @@ class NoveltyModel:
         For an unknown detector, or ``"library"`` with a bundle without a library.
     """
 
-    def __init__(self, bundle, precision: str = "auto", threads: int = 1, detector: str = "auto") -> None:
+    def __init__(self, bundle: Bundle, precision: str = "auto", threads: int = 1, detector: str = "auto") -> None:
         from ..backends import OnnxRuntimeBackend
 
         if detector not in DETECTORS:
@@ -79,13 +80,15 @@ class NoveltyModel:
         self.model_path = bundle.file(name)
         self.backend = OnnxRuntimeBackend(self.model_path, intra_op_threads=threads, precision=self.precision,
                                           required_outputs=("reconstruction",))
-        self.references = None
+        self.references: np.ndarray | None = None
         if files.get("prototypes") and bundle.has_file(files["prototypes"]):
             try:
                 with np.load(bundle.file(files["prototypes"]), allow_pickle=False) as d:
                     self.references = np.asarray(d["spectrum_prototypes"], dtype=np.float32)
             except (OSError, ValueError, KeyError) as exc:
                 raise BundleError(f"{bundle.path}: unreadable novelty prototypes: {exc}") from exc
+        self.library: SpectralLibrary | None
+        self.library_threshold: float
         self.library, self.library_threshold = SpectralLibrary.from_bundle(bundle) or (None, math.nan)
         if detector == "library" and self.library is None:
             raise ConfigError(f"{bundle.path}: novelty_detector = \"library\" but this bundle has no spectral library "
@@ -101,7 +104,7 @@ class NoveltyModel:
         """Release the onnxruntime session."""
         self.backend.close()
 
-    def score(self, x: np.ndarray, predicted=None) -> dict[str, np.ndarray]:
+    def score(self, x: np.ndarray, predicted: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Novelty of a batch of preprocessed spectra: :meth:`decide`, then :meth:`complete`.
 
         Parameters
@@ -128,7 +131,7 @@ class NoveltyModel:
         """
         return self.complete(x, self.decide(x, predicted))
 
-    def decide(self, x: np.ndarray, predicted=None) -> dict[str, np.ndarray]:
+    def decide(self, x: np.ndarray, predicted: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """What a prediction needs before it is published: the :meth:`score` keys, except that the autoencoder
         runs here only when it decides for a spectrum of the batch (detector ``"autoencoder"``, no
         ``predicted``, or a class the library does not hold). Otherwise ``reconstruction_error`` and

@@ -239,10 +239,13 @@ class _Standardiser:
     """Mean and standard deviation of the first ``n`` values, then (x − mean) / std clipped to ±clip."""
 
     def __init__(self, n: int, clip: float) -> None:
-        self.n, self.clip, self.values, self.mean, self.std = n, clip, [], None, None
+        self.n, self.clip = n, clip
+        self.values: list[float] = []
+        self.mean: float | None = None
+        self.std: float | None = None
 
     def __call__(self, x: float) -> float | None:
-        if self.mean is None:
+        if self.mean is None or self.std is None:  # (set together)
             self.values.append(x)
             if len(self.values) >= self.n:
                 v = np.asarray(self.values)
@@ -273,7 +276,7 @@ class DriftMonitor:
         self.std = {c: _Standardiser(cfg.warmup, cfg.clip) for c in cfg.channels}
         self.references = None if references is None else np.asarray(references, dtype=np.float64)
         self.max_lag = max(1, round(cfg.offset_max_lag_cm1 / self.step_cm1))
-        self._ref_fft = None
+        self._ref_fft: np.ndarray | None = None
         if self.references is not None:
             self.max_lag = min(self.max_lag, self.references.shape[1] - 1)
             self._ref_fft = offset_reference_fft(self.references, self.references.shape[1], self.max_lag)
@@ -338,7 +341,7 @@ class DriftMonitor:
                 if z is not None and test.update(z, (s, time_ns)):
                     events.append(self._event(name, test.alarm_statistic, test.threshold, s, time_ns,
                                               test.change_tag, {"delta": test.delta, "units": "warm-up standard deviations"}))
-        if spectra is not None and self._ref_fft is not None:
+        if spectra is not None and self.references is not None and self._ref_fft is not None:
             # Offsets are estimated in blocks of ``offset_batch`` spectra: one vectorised FFT correlation per
             # block instead of per spectrum (the daemon's micro-batches hold one spectrum at low rates).
             k = min(cfg.offset_top_k, len(self.references))
@@ -366,22 +369,25 @@ class DriftMonitor:
 
     def _flush_offsets(self, time_ns: int) -> list[dict[str, Any]]:
         cfg = self.config
+        refs = self.references
+        if refs is None:  # (spectra are queued only with references: see update)
+            return []
         seqs = [p[0] for p in self._pending]
         x = np.stack([p[1] for p in self._pending])
         cand = np.stack([p[2] for p in self._pending])
         applied = np.array([p[3] for p in self._pending])
         self._pending = []
-        off, quality, best = estimate_offsets(x, self.references, cand, self.max_lag, references_fft=self._ref_fft)
+        off, quality, best = estimate_offsets(x, refs, cand, self.max_lag, references_fft=self._ref_fft)
         # Every reference only where it can win (peak correlations are ≤ 1): the all-reference search costs
         # ~20 times the top-k one, and good top-k matches (the usual case once the offset is compensated) skip it.
         # Under a backlog, at most ``offset_fallback_max`` per block, the worst top-k matches first.
         # The others that could have lost to it are left out of this block's estimates rather than trusted.
         rows = np.flatnonzero(quality < 1.0 - cfg.offset_all_margin) if cfg.offset_fallback_all and \
-            cand.shape[1] < len(self.references) else np.zeros(0, dtype=np.intp)
+            cand.shape[1] < len(refs) else np.zeros(0, dtype=np.intp)
         rows, unsearched = np.split(rows[np.argsort(quality[rows], kind="stable")], [cfg.offset_fallback_max])
         quality[unsearched] = -np.inf
         if rows.size:
-            off_all, q_all, best_all = estimate_offsets(x[rows], self.references, None, self.max_lag,
+            off_all, q_all, best_all = estimate_offsets(x[rows], refs, None, self.max_lag,
                                                         references_fft=self._ref_fft)
             better = q_all > quality[rows] + cfg.offset_all_margin
             off[rows] = np.where(better, off_all, off[rows])
@@ -414,7 +420,8 @@ class DriftMonitor:
                                {"units": "cm-1", "window": len(self.offsets)})
         return None
 
-    def _event(self, kind: str, statistic: float, threshold: float, s: int, time_ns: int, change, extra) -> dict[str, Any]:
+    def _event(self, kind: str, statistic: float, threshold: float, s: int, time_ns: int,
+               change: tuple[int, int] | None, extra: Mapping[str, Any]) -> dict[str, Any]:
         change_seq, change_ns = change if change else (None, None)
         return {"type": "drift", "kind": kind, "statistic": float(statistic), "threshold": float(threshold),
                 "detected_seq": s, "detected_ns": int(time_ns), "change_seq": change_seq, "change_ns": change_ns,

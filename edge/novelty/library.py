@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import BundleError, ConfigError, PreprocessError
 from .scores import HIGHPASS_POINTS, _unit_lines, highpass, primary_channel
@@ -25,7 +28,7 @@ LIBRARY_BAND_POWER = 0.15
 
 
 def band_profiles(x: np.ndarray, window: int = HIGHPASS_POINTS, power: float | None = LIBRARY_BAND_POWER,
-                  dtype=np.float64) -> np.ndarray:
+                  dtype: npt.DTypeLike = np.float64) -> np.ndarray:
     """Unit band profiles: where a spectrum has Raman bands, with their heights compressed.
 
     ``profile = normalise(max(hp(x), 0) ** power)``: the positive part of the line component (:func:`highpass`;
@@ -119,7 +122,7 @@ class SpectralLibrary:
         On inconsistent shapes, classes outside the label list, a negative lag or a power outside (0, 1].
     """
 
-    def __init__(self, lines: np.ndarray, classes: np.ndarray, labels, shift_points: int,
+    def __init__(self, lines: np.ndarray, classes: np.ndarray, labels: Iterable[str], shift_points: int,
                  window: int = HIGHPASS_POINTS, band_power: float | None = None) -> None:
         self.lines = np.asarray(lines, dtype=np.float16)
         self.classes = np.asarray(classes, dtype=np.int64)
@@ -137,7 +140,8 @@ class SpectralLibrary:
         self._blocks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
-    def from_spectra(cls, x: np.ndarray, labels, classes, shift_tolerance_cm1: float, step_cm1: float,
+    def from_spectra(cls, x: np.ndarray, labels: npt.ArrayLike, classes: Iterable[str], shift_tolerance_cm1: float,
+                     step_cm1: float,
                      window: int = HIGHPASS_POINTS, band_power: float | None = LIBRARY_BAND_POWER) -> SpectralLibrary:
         """Library of preprocessed spectra ``x`` (B, N) or (B, C, N) with class names ``labels`` (B,), class
         order ``classes``; lag ``round(shift_tolerance_cm1 / step_cm1)`` points; band profiles with
@@ -180,7 +184,8 @@ class SpectralLibrary:
             self._blocks[name] = (rows, self._lagged(self._lines32[rows]).reshape(-1, self.lines.shape[1]))
         return self._blocks[name]
 
-    def scores(self, x: np.ndarray, predicted, unit_lines: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, x: np.ndarray, predicted: Iterable[str],
+               unit_lines: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Library scores of preprocessed spectra against the library rows of their predicted classes.
 
         Parameters
@@ -246,9 +251,10 @@ class SpectralLibrary:
         """
         out = np.full(len(self.lines), np.nan)
         for name, rows in self._rows.items():
-            if rows.size < 2:
+            block = self._class_block(name)
+            if rows.size < 2 or block is None:  # (a class with rows always has a block)
                 continue
-            sim = self._lag_max(self._lines32[rows], self._class_block(name)[1])
+            sim = self._lag_max(self._lines32[rows], block[1])
             np.fill_diagonal(sim, -np.inf)
             out[rows] = 1.0 - sim.max(axis=1).astype(np.float64)
         return out
@@ -258,7 +264,7 @@ class SpectralLibrary:
         return {"lines": self.lines, "classes": self.classes, "labels": np.array(self.labels, dtype=str)}
 
     @classmethod
-    def from_bundle(cls, bundle) -> tuple[SpectralLibrary, float] | None:
+    def from_bundle(cls, bundle: Bundle) -> tuple[SpectralLibrary, float] | None:
         """The bundle's library and its threshold (``manifest["novelty"]["library"]``), or None without one.
 
         Raises
@@ -287,7 +293,7 @@ class SpectralLibrary:
         return lib, threshold
 
     @classmethod
-    def load(cls, path, shift_points: int, window: int = HIGHPASS_POINTS,
+    def load(cls, path: str | os.PathLike[str], shift_points: int, window: int = HIGHPASS_POINTS,
              band_power: float | None = None) -> SpectralLibrary:
         """Read :meth:`arrays` back (the settings are the manifest's).
 

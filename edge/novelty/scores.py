@@ -7,6 +7,7 @@ the score definitions are in the :mod:`edge.novelty` docstring.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import ConfigError
 
@@ -22,7 +23,7 @@ def primary_channel(x: np.ndarray) -> np.ndarray:
     return x[:, 0, :] if x.ndim == 3 else x
 
 
-def highpass(x: np.ndarray, window: int = HIGHPASS_POINTS, dtype=np.float64) -> np.ndarray:
+def highpass(x: np.ndarray, window: int = HIGHPASS_POINTS, dtype: npt.DTypeLike = np.float64) -> np.ndarray:
     """Line component: spectra minus their centred moving average.
 
     Parameters
@@ -115,7 +116,7 @@ def novelty_scores(x: np.ndarray, r: np.ndarray, metric: str = "line_cosine",
     raise ConfigError(f"unknown novelty metric {metric!r}; known: {METRICS}")
 
 
-def _unit_lines(x: np.ndarray, window: int, dtype=np.float64) -> np.ndarray:
+def _unit_lines(x: np.ndarray, window: int, dtype: npt.DTypeLike = np.float64) -> np.ndarray:
     """Line components (:func:`highpass`) scaled to unit norm, in ``dtype``."""
     h = highpass(x, window, dtype)
     return h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)

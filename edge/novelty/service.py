@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +15,7 @@ from .drift import DriftConfig, DriftMonitor
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
+    from ..wire import SpectrumIn
 
 __all__ = ["NoveltyService"]
 log = logging.getLogger("edge.novelty")
@@ -40,7 +41,7 @@ class NoveltyService:
         self.reference_label = drift.reference_label.strip().lower()
 
     @classmethod
-    def from_bundle(cls, bundle, drift: Mapping[str, Any] | DriftConfig | None = None, precision: str = "auto",
+    def from_bundle(cls, bundle: Bundle, drift: Mapping[str, Any] | DriftConfig | None = None, precision: str = "auto",
                     threads: int = 1, detector: str = "auto") -> NoveltyService | None:
         """The bundle's novelty service, or None when the bundle has no novelty section.
 
@@ -66,11 +67,11 @@ class NoveltyService:
         """Release the autoencoder."""
         self.model.close()
 
-    def score(self, x: np.ndarray, predicted=None) -> dict[str, np.ndarray]:
+    def score(self, x: np.ndarray, predicted: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Per-spectrum novelty of a preprocessed micro-batch (see :meth:`NoveltyModel.score`)."""
         return self.model.score(x, predicted)
 
-    def decide(self, x: np.ndarray, predicted=None) -> dict[str, np.ndarray]:
+    def decide(self, x: np.ndarray, predicted: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """The novelty fields a prediction is published with (:meth:`NoveltyModel.decide`); :meth:`observe`
         adds the autoencoder's scores afterwards when the decision did not need them.
         """
@@ -95,8 +96,8 @@ class NoveltyService:
             f["reconstruction_mse"] = float(out["reconstruction_mse"][i])
         return f
 
-    def observe(self, seqs: np.ndarray, time_ns: int, spectra: list, x: np.ndarray,
-                out: Mapping[str, np.ndarray], applied_offset_cm1: float = 0.0) -> list[dict[str, Any]]:
+    def observe(self, seqs: np.ndarray, time_ns: int, spectra: Sequence[SpectrumIn], x: np.ndarray,
+                out: dict[str, np.ndarray], applied_offset_cm1: float = 0.0) -> list[dict[str, Any]]:
         """Feed a published batch to the drift monitor; return the drift payloads to publish.
 
         Parameters
@@ -119,7 +120,7 @@ class NoveltyService:
         is_ref = np.array([bool(self.reference_label) and (s.label or "").strip().lower() == self.reference_label
                            for s in spectra])
         for i in np.flatnonzero(is_ref):
-            s = spectra[i]
+            s = spectra[int(i)]
             axis = self.grid_axis if s.raman_shift_cm1 is None else s.raman_shift_cm1
             try:
                 events.append(self.monitor.reference(s.intensity, axis, int(seqs[i]), time_ns))
