@@ -158,6 +158,9 @@ def component_times(bundle: Path, x: np.ndarray, n: int, raw: np.ndarray | None 
     """
     b = Bundle.load(bundle)
     m = NoveltyModel(b, precision="auto", threads=1)
+    library = m.library
+    if library is None:  # (was an AttributeError on m.library.scores below)
+        raise BundleError(f"{bundle}: the novelty section has no spectral library (retrain with edge-train --novelty)")
     predicted = np.asarray(b.labels)[np.arange(len(x)) % len(b.labels)]
 
     def one(i: int) -> tuple[np.ndarray, np.ndarray]:  # batch-1 spectrum and its predicted class
@@ -171,7 +174,7 @@ def component_times(bundle: Path, x: np.ndarray, n: int, raw: np.ndarray | None 
         scores = m.score(x, predicted)
     finally:
         m.close()
-    lib = _batch1_ms(lambda i: m.library.scores(*one(i)), n)
+    lib = _batch1_ms(lambda i: library.scores(*one(i)), n)
     mon = DriftMonitor(DriftConfig(warmup=50), m.references, b.grid.step_cm1)
     proba = np.full((1, len(b.labels)), 1.0 / len(b.labels))
 

@@ -19,6 +19,7 @@ import numpy as np
 from ._validation import as_float_array, check_axis
 from .errors import DataError, PreprocessError
 from .preprocess import RamanGrid, resample
+from .spectra import SpectraSet  # (re-exported: it lived here; edge.synthetic imports it from .spectra)
 
 __all__ = [
     "DATA_ENV_VAR",
@@ -65,55 +66,6 @@ class RamanSpectrum:
     intensity: np.ndarray
     label: str
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class SpectraSet:
-    """Spectra sharing one Raman-shift axis.
-
-    Attributes
-    ----------
-    intensities : numpy.ndarray, shape (B, N), float32
-    labels : numpy.ndarray, shape (B,), str
-    raman_shift_cm1 : numpy.ndarray, shape (N,), float64
-    metadata : list of dict, length B
-    source : str
-        Where the set came from (path or generator description).
-    skipped : list of (str, str)
-        Files of a folder that could not be loaded, with the reason (see :func:`load_rruff_folder`).
-    """
-
-    intensities: np.ndarray
-    labels: np.ndarray
-    raman_shift_cm1: np.ndarray
-    metadata: list[dict[str, Any]] = field(default_factory=list)
-    source: str = ""
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.intensities.ndim != 2 or self.intensities.shape[0] != len(self.labels):
-            raise DataError(
-                f"{self.source or 'spectra'}: intensities shape {self.intensities.shape} does not match "
-                f"{len(self.labels)} labels"
-            )
-        if self.intensities.shape[1] != self.raman_shift_cm1.shape[0]:
-            raise DataError(f"{self.source or 'spectra'}: axis length differs from the intensities' width")
-        if not self.metadata:
-            self.metadata = [{} for _ in range(len(self.labels))]
-
-    def __len__(self) -> int:
-        return int(self.intensities.shape[0])
-
-    @property
-    def classes(self) -> list[str]:
-        """Sorted distinct labels."""
-        return sorted(set(self.labels.tolist()))
-
-    def subset(self, index: np.ndarray | slice | list[int]) -> SpectraSet:
-        """Rows selected by an index array or boolean mask."""
-        idx = np.arange(len(self))[index]
-        return SpectraSet(self.intensities[idx], self.labels[idx], self.raman_shift_cm1,
-                          [self.metadata[i] for i in idx], self.source)
 
 
 def data_dir(override: str | os.PathLike[str] | None = None) -> Path:

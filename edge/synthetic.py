@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import SpectraSet
 from .errors import ConfigError
 from .preprocess import RamanGrid
+from .spectra import SpectraSet
 
 __all__ = ["SyntheticConfig", "SyntheticLibrary", "line_profile", "synthetic_split"]
 
