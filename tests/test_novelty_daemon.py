@@ -234,3 +234,29 @@ def test_drift_compensation_is_refused_without_novelty(novelty_bundle):
         Daemon(DaemonConfig(bundle=str(novelty_bundle["path"]), novelty=False, drift={"compensate_offset": True}))
     with pytest.raises(ConfigError, match="compensate_offset"):
         Daemon(DaemonConfig(bundle=str(novelty_bundle["path"]), drift={"compensate_offset": "yes"}))
+
+
+def test_a_foreign_exception_in_drift_bookkeeping_costs_only_that_batch(novelty_bundle, test_set):
+    """Drift bookkeeping runs after a batch's predictions are out; a library bug there (here a ZeroDivisionError
+    injected into the novelty service) is counted in ``drift_errors`` and the daemon keeps classifying. Before,
+    only the project's own errors were caught and a foreign one stopped the daemon."""
+    with _Daemon(novelty_bundle["path"]) as d:
+        real_observe = d.daemon.novelty.observe
+        calls = []
+
+        def failing_once(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise ZeroDivisionError("injected")
+            return real_observe(*args, **kwargs)
+
+        d.daemon.novelty.observe = failing_once
+        d.tx.send(test_set.intensities[0], test_set.raman_shift_cm1, id="first")
+        first, _ = _collect(d, 1)
+        for i in range(1, 6):
+            d.tx.send(test_set.intensities[i], test_set.raman_shift_cm1, id=f"s{i}")
+        later, _ = _collect(d, 5)
+        status = d.daemon.status()
+    assert set(first) == {"first"} and set(later) == {f"s{i}" for i in range(1, 6)}
+    assert status["counters"]["drift_errors"] == 1
+    assert len(calls) >= 2  # the drift monitor went on with the next batches
