@@ -46,6 +46,7 @@ from .wire import (
     decode_event,
     decode_spectrum,
     encode_payload,
+    event_type,
     peek_identity,
 )
 
@@ -309,7 +310,8 @@ class Daemon:
 
     def _loop(self, pull: Socket | None, pub: Socket, internal: Socket) -> None:
         poller = zmq.Poller()
-        inputs = [s for s in (pull, internal) if s is not None]
+        public = [pull] if pull is not None else []  # events are accepted only on the internal input
+        inputs = [*public, internal]
         for s in [*inputs, pub]:
             poller.register(s, zmq.POLLIN)
         control = self._open_control(poller)
@@ -318,9 +320,10 @@ class Daemon:
             events = dict(poller.poll(timeout=100))
             if pub in events:
                 self._handle_subscriptions(pub)
-            frames = self._drain(inputs, events, self.config.max_batch)
-            if frames:
-                self._process(frames, pub)
+            frames = self._drain(public, events, self.config.max_batch)
+            internal_frames = self._drain([internal], events, self.config.max_batch - len(frames))
+            if frames or internal_frames:
+                self._process(frames, pub, internal_frames)
             if control is not None and control in events:
                 self._handle_control(control, pub)  # between micro-batches: no batch sees two heads
             if time.monotonic() >= next_status:
@@ -328,10 +331,12 @@ class Daemon:
                 next_status = time.monotonic() + self.config.status_interval_s
         # Drain: everything already received is classified and published before exit.
         while True:
-            frames = self._drain(inputs, {s: zmq.POLLIN for s in inputs}, self.config.max_batch)
-            if not frames:
+            ready = {s: zmq.POLLIN for s in inputs}
+            frames = self._drain(public, ready, self.config.max_batch)
+            internal_frames = self._drain([internal], ready, self.config.max_batch - len(frames))
+            if not frames and not internal_frames:
                 break
-            self._process(frames, pub)
+            self._process(frames, pub, internal_frames)
         self._publish_status(pub, final=True)
 
     @staticmethod
@@ -409,8 +414,14 @@ class Daemon:
             self._journal.append("error", payload)
         pub.send_multipart([TOPICS["error"], encode_payload(payload)])
 
-    def _process(self, frames: list[bytes | list[bytes]], pub: Publisher) -> None:
-        frames = self._publish_events(frames, pub)  # link/lost events of the serial input: not spectra
+    def _process(self, frames: list[bytes | list[bytes]], pub: Publisher,
+                 internal_frames: Sequence[bytes | list[bytes]] = ()) -> None:
+        """Answer one micro-batch: ``frames`` from the public input, ``internal_frames`` from the internal one.
+
+        Only the internal input (the serial input's thread) may carry link/lost events; on the public input an
+        event is one ``wire`` rejection (docs/wire.md §5).
+        """
+        frames = [*self._refuse_events(frames, pub), *self._publish_events(list(internal_frames), pub)]
         if not frames:
             return
         received_ns = time.time_ns()
@@ -450,6 +461,22 @@ class Daemon:
                 sid, iid, seq = _identity(exc)
                 self._reject(pub, rejection_reason(exc), rejection_detail(exc), sid, received_ns, iid, seq)
         return decoded
+
+    def _refuse_events(self, frames: list[bytes | list[bytes]], pub: Publisher) -> list[bytes | list[bytes]]:
+        """Refuse the events among public-input ``frames`` (one counted ``wire`` rejection each: an input peer
+        must not forge link states or lost spectra). Returns the other frames, in order.
+        """
+        rest: list[bytes | list[bytes]] = []
+        for frame in frames:
+            kind = event_type(frame) if isinstance(frame, bytes) else None
+            if kind is None or not isinstance(frame, bytes):
+                rest.append(frame)
+                continue
+            ident = peek_identity(frame)
+            self._reject(pub, "wire", f"a {kind} event is accepted only on the daemon's internal input (the serial "
+                         "input), not on the public input", ident["id"], time.time_ns(), ident["instrument_id"],
+                         ident["instrument_seq"])
+        return rest
 
     def _publish_events(self, frames: list[bytes | list[bytes]], pub: Publisher) -> list[bytes | list[bytes]]:
         """Publish the input events among ``frames`` (:func:`edge.wire.encode_event`; sent by
