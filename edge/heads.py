@@ -14,11 +14,13 @@ its model id).
 Head file (``.npz``, readable with ``numpy.load(..., allow_pickle=False)``)
 ---------------------------------------------------------------------------
 ``meta``
-    0-d unicode array holding a JSON map: ``format`` (``"raman-edge-head"``), ``format_version`` (1),
+    0-d unicode array holding a JSON map: ``format`` (``"raman-edge-head"``), ``format_version`` (2),
     ``version`` (the head version every prediction names), ``backbone_sha256`` (SHA-256 of the backbone
     weights the head was trained on; the daemon refuses any other), ``embedding_size`` D, ``n_classes`` K,
-    ``dtype`` (``"int8"``, ``"float16"`` or ``"float32"``), ``payload_sha256`` (of the arrays below, checked
-    on load), plus free-form provenance (``mode``, ``base_model_id``, ``created_utc`` ...).
+    ``dtype`` (``"int8"``, ``"float16"`` or ``"float32"``), ``payload_sha256`` (of the arrays below, bias
+    included, and of labels, version and backbone hash; checked on load: an edited weight or bias is refused;
+    format version 1, whose hash left the bias out, is refused), plus free-form provenance (``mode``,
+    ``base_model_id``, ``created_utc`` ...).
 ``labels``
     unicode, shape (K,): mineral names, distinct.
 ``weight``
@@ -83,7 +85,7 @@ __all__ = [
 log = logging.getLogger("edge.heads")
 
 HEAD_FORMAT = "raman-edge-head"
-HEAD_FORMAT_VERSION = 1
+HEAD_FORMAT_VERSION = 2  # 2: the payload hash covers the bias (version 1, refused, left it out)
 HEAD_DTYPES = ("int8", "float16", "float32")
 MAX_HEAD_BYTES = 64 << 20
 EMBEDDING_OUTPUT = "embedding"
@@ -106,11 +108,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z.astype(np.float32, copy=False)
 
 
-def _payload_sha256(stored: Mapping[str, np.ndarray], labels: tuple[str, ...], version: str, backbone: str) -> str:
+def _payload_sha256(stored: Mapping[str, np.ndarray], bias: np.ndarray, labels: tuple[str, ...], version: str,
+                    backbone: str) -> str:
+    """SHA-256 of everything that decides a head's output: stored weights (and scales), bias (float32), labels,
+    version and backbone hash (format version 2; version 1 left the bias out, so an edited bias went unnoticed).
+    """
     h = hashlib.sha256()
+    arrays = {**stored, "bias": np.asarray(bias, dtype=np.float32)}
     for name in ("weight", "weight_scale", "bias"):
-        if name in stored:
-            a = np.ascontiguousarray(stored[name])
+        if name in arrays:
+            a = np.ascontiguousarray(arrays[name])
             h.update(name.encode() + a.dtype.str.encode() + str(a.shape).encode())
             h.update(a.tobytes())
     h.update("\n".join(labels).encode("utf-8"))
@@ -179,7 +186,7 @@ class Head:
     @property
     def payload_sha256(self) -> str:
         """SHA-256 of the stored arrays, labels, version and backbone hash (what the file's meta records)."""
-        return _payload_sha256(self.stored, self.labels, self.version, self.backbone_sha256)
+        return _payload_sha256(self.stored, self.bias, self.labels, self.version, self.backbone_sha256)
 
     def logits(self, embedding: np.ndarray) -> np.ndarray:
         """Class scores.
@@ -351,6 +358,9 @@ def load_head(source: str | os.PathLike[str] | bytes | bytearray) -> Head:
         raise HeadError(f"{where}: not a readable head file: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != HEAD_FORMAT:
         raise HeadError(f"{where}: not a {HEAD_FORMAT} file")
+    if meta.get("format_version") == 1:  # its hash leaves the bias out: an edited bias would pass unnoticed
+        raise HeadError(f"{where}: head format version 1 is no longer accepted (its payload hash does not cover the "
+                        f"bias); export the head again with this version (format {HEAD_FORMAT_VERSION})")
     if meta.get("format_version") != HEAD_FORMAT_VERSION:
         raise HeadError(f"{where}: head format version {meta.get('format_version')!r} is not supported "
                         f"(this edge reads {HEAD_FORMAT_VERSION})")
@@ -371,7 +381,7 @@ def load_head(source: str | os.PathLike[str] | bytes | bytearray) -> Head:
     version, backbone = str(meta.get("version", "")), str(meta.get("backbone_sha256", ""))
     w = _dequantize(stored, dtype) if stored["weight"].ndim == 2 else stored["weight"]
     _check(w, arrays["bias"], labels, version, backbone)
-    if _payload_sha256(stored, labels, version, backbone) != meta.get("payload_sha256"):
+    if _payload_sha256(stored, arrays["bias"], labels, version, backbone) != meta.get("payload_sha256"):
         raise HeadError(f"{where}: head payload does not match its SHA-256 (corrupted or edited)")
     info = {k: v for k, v in meta.items() if k not in _RESERVED}
     return Head(w, arrays["bias"].copy(), labels, backbone, version, dtype, info, stored)
