@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -90,6 +91,10 @@ class DaemonConfig:
         head between micro-batches, ``status`` answers the status (protocol in :mod:`edge.heads`).
     head : str
         Head file (:mod:`edge.heads` format) to serve from the start instead of the bundle's own head.
+    heads_dir : str
+        The only folder a control ``load_head`` path may point into, symlinks resolved (``""``: the bundle's
+        folder); outside it the request is refused with one message whether or not the file exists. Inline
+        heads are not affected; ``head`` above (set by the operator) is not confined.
     novelty : bool
         Score novelty and watch for drift when the bundle has a novelty autoencoder (:mod:`edge.novelty`).
     novelty_detector : {"auto", "library", "autoencoder"}
@@ -118,6 +123,7 @@ class DaemonConfig:
     serial_baudrate: int = 921600
     control: str = ""
     head: str = ""
+    heads_dir: str = ""
     novelty: bool = True
     novelty_detector: str = "auto"
     drift: dict[str, Any] = field(default_factory=dict)
@@ -219,7 +225,10 @@ class Daemon:
         self.seq = 0
         self._status_hooks: list[Callable[[], dict[str, Any]]] = []
         # Onboard head swaps (edge.heads): every prediction names the head version that made it.
-        self.heads = HeadSwitch(self.bundle.manifest, model_path.name)
+        heads_dir = config.heads_dir or config.bundle
+        if not Path(heads_dir).is_dir():
+            raise ConfigError(f"heads_dir {heads_dir!r} is not a folder")
+        self.heads = HeadSwitch(self.bundle.manifest, model_path.name, heads_dir)
         if config.head:
             self.heads.activate(load_head(config.head))  # HeadError: refused at start like a bad bundle
         self.labels = self.heads.labels

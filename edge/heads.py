@@ -38,7 +38,7 @@ Control protocol (ZeroMQ REP socket, ``control`` endpoint of the daemon)
 Requests and replies are msgpack maps. Requests::
 
     {"cmd": "status"}
-    {"cmd": "load_head", "path": "/path/to/head.npz"}       # a file on the daemon's machine, or
+    {"cmd": "load_head", "path": "/path/to/head.npz"}       # a file in the daemon's heads folder, or
     {"cmd": "load_head", "head": <bytes of the .npz file>}  # the file inline (uplink)
 
 Replies always carry ``ok`` (bool). ``load_head`` answers ``{"ok": true, "head_version", "previous_version",
@@ -46,8 +46,9 @@ Replies always carry ``ok`` (bool). ``load_head`` answers ``{"ok": true, "head_v
 all later ones the new head), or ``{"ok": false, "reason", "error"}`` with ``reason`` one of ``"bad_request"``,
 ``"invalid_head"``, ``"backbone_mismatch"``, ``"no_embedding_output"`` (or ``"internal"``: the daemon wraps
 any unexpected error into that answer); a ``path`` must name a regular
-file (a FIFO or device is refused, never opened blocking); a refused head is counted in the
-status (``head.rejected``) and the head in service stays.
+file (a FIFO or device is refused, never opened blocking) inside the heads folder (``[daemon] heads_dir``,
+symlinks resolved: :mod:`edge.head_guard`); every head's arrays are size-checked before they are inflated;
+a refused head is counted in the status (``head.rejected``) and the head in service stays.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ import msgpack
 import numpy as np
 
 from .errors import HeadError
+from .head_guard import check_npz_sizes, confine_head_path
 
 __all__ = [
     "EMBEDDING_OUTPUT",
@@ -348,6 +350,7 @@ def load_head(source: str | os.PathLike[str] | bytes | bytearray) -> Head:
         data = _read_regular_file(source, where)
     if len(data) > MAX_HEAD_BYTES:
         raise HeadError(f"{where}: {len(data)} bytes is larger than a head may be ({MAX_HEAD_BYTES})")
+    check_npz_sizes(data, where)  # from the zip and .npy headers, before anything is inflated (no bombs)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -428,9 +431,14 @@ class HeadSwitch:
     model_file : str
         Name of the served ONNX file in the bundle (its entry must list an ``embedding`` output, or
         its FP32 parent ``model.onnx`` must).
+    heads_dir : path-like, optional
+        The only folder a ``load_head`` ``path`` may resolve into (:func:`edge.head_guard.confine_head_path`);
+        None refuses every path (inline heads only).
     """
 
-    def __init__(self, manifest: Mapping[str, Any], model_file: str = "model.onnx") -> None:
+    def __init__(self, manifest: Mapping[str, Any], model_file: str = "model.onnx",
+                 heads_dir: str | os.PathLike[str] | None = None) -> None:
+        self.heads_dir = heads_dir
         model = manifest.get("model", {})
         files = manifest.get("files", {})
         outputs = (files.get(model_file, {}).get("outputs") or files.get("model.onnx", {}).get("outputs") or [])
@@ -518,6 +526,10 @@ class HeadSwitch:
         if not isinstance(src, (bytes, str)) or not src:
             return self._refuse("bad_request", "load_head needs 'path' (str) or 'head' (bytes)")
         try:
+            if isinstance(src, str):  # a path: only inside the heads folder, symlinks resolved
+                if self.heads_dir is None:
+                    raise HeadError("no heads folder is configured: send the head inline")
+                src = confine_head_path(src, self.heads_dir)
             head = load_head(src)
         except HeadError as exc:
             return self._refuse("invalid_head", str(exc))

@@ -179,7 +179,7 @@ def test_inputs_that_used_to_kill_or_hang_the_daemon_are_answered(novelty_bundle
     events = [msgpack.packb({"type": "link", "v": 1, "state": "up", "kind": "x", "self": 1}),
               msgpack.packb({"type": "lost", "v": 1, "instrument_seq": 5, "reason": "r", "kind": "k", "self": 2})]
     with RunningDaemon(novelty_bundle["path"], topics=ALL_TOPICS, journal=str(tmp_path / "j.bin"),
-                       control="tcp://127.0.0.1:*", drift={"warmup": 20}) as d:
+                       control="tcp://127.0.0.1:*", drift={"warmup": 20}, heads_dir=str(tmp_path)) as d:
         # faults injected into the one preprocessing call: a NaN appearing after preprocessing, and a foreign
         # exception (a library bug) for one spectrum
         real_process = d.daemon.preprocessor.process
