@@ -11,7 +11,8 @@ One thread owns every socket (ZeroMQ sockets are not thread-safe) and runs a pol
 Subscribers join through an XPUB socket: each new subscription makes the daemon publish a ``status``
 message at once, so a client knows its subscription is live (no sleeping for the "slow joiner").
 Other inputs (the serial link) run in their own threads and hand frames over an ``inproc://`` PUSH socket.
-On stop (SIGINT/SIGTERM in the CLI) the loop drains what was received, publishes it, and returns.
+On stop (SIGINT/SIGTERM in the CLI) the daemon unbinds its input, answers what was already queued and returns
+within ``drain_timeout_s``.
 """
 
 from __future__ import annotations
@@ -107,6 +108,11 @@ class DaemonConfig:
         "CUDAExecutionProvider"]`` on a Jetson with onnxruntime-gpu); an unavailable one is refused at start.
     allow_cpu_fallback : bool
         Run on the CPU provider instead when a requested provider is unavailable (default: refuse).
+    drain_timeout_s : float
+        On stop (SIGTERM/SIGINT), the daemon unbinds its input (takes no new spectra), answers what is already
+        queued and exits within this many seconds, even under a steady sender; input still queued at the
+        deadline is not answered (a warning says so). The last fifth (at most 1 s) is kept for the final
+        status and flushing the output.
     """
 
     bundle: str = ""
@@ -129,6 +135,7 @@ class DaemonConfig:
     drift: dict[str, Any] = field(default_factory=dict)
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     allow_cpu_fallback: bool = False
+    drain_timeout_s: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -145,6 +152,8 @@ class DaemonConfig:
         if cfg.precision not in ("auto", "int8", "fp32") or cfg.status_interval_s <= 0 or cfg.serial_baudrate < 1:
             raise ConfigError("precision must be auto, int8 or fp32; status_interval_s and serial_baudrate > 0 "
                               f"(got {cfg.precision!r}, {cfg.status_interval_s!r}, {cfg.serial_baudrate!r})")
+        if not cfg.drain_timeout_s > 0:
+            raise ConfigError(f"drain_timeout_s must be > 0, got {cfg.drain_timeout_s!r}")
         if cfg.novelty_detector not in NOVELTY_DETECTORS:
             raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {cfg.novelty_detector!r}")
         return cfg
@@ -216,6 +225,7 @@ class Daemon:
                                       precision=self.precision, **ep)
         self.ctx = context or zmq.Context.instance()
         self.stop_event = threading.Event()
+        self._stop_at = 0.0  # time.monotonic() of the stop request: the drain deadline counts from it
         self.ready = threading.Event()
         self.counters = {"received": 0, "published": 0, "rejected": 0, "batches": 0, "subscriptions": 0,
                          "lost": 0, "drift_errors": 0}
@@ -260,7 +270,11 @@ class Daemon:
         self._status_hooks.append(hook)
 
     def stop(self) -> None:
-        """Ask the loop to drain and return (thread-safe; callable from a signal handler)."""
+        """Ask the loop to drain and return within ``drain_timeout_s`` (thread-safe; callable from a signal
+        handler).
+        """
+        if not self.stop_event.is_set():
+            self._stop_at = time.monotonic()
         self.stop_event.set()
 
     def run(self) -> dict[str, int]:
@@ -278,9 +292,11 @@ class Daemon:
                 self.ready.set()
                 self._loop(*sockets)
             finally:
+                if not self.stop_event.is_set():  # the loop failed: no drain deadline was set
+                    self._stop_at = time.monotonic()
                 for s in sockets:
                     if s is not None:
-                        s.close(linger=2000 if s is sockets[1] else 0)
+                        s.close(linger=self._output_linger_ms() if s is sockets[1] else 0)
                 if self._control is not None:
                     self._control.close(linger=0)
                     self._control = None
@@ -338,15 +354,43 @@ class Daemon:
             if time.monotonic() >= next_status:
                 self._publish_status(pub)
                 next_status = time.monotonic() + self.config.status_interval_s
-        # Drain: everything already received is classified and published before exit.
-        while True:
-            ready = {s: zmq.POLLIN for s in inputs}
+        self._drain_on_stop(public, internal, pub)
+
+    def _drain_on_stop(self, public: list[Socket], internal: Socket, pub: Publisher) -> None:
+        """Stop taking input, answer what is already queued, publish the final status, all before the deadline.
+
+        The public input is unbound first (its peers are disconnected; no new spectrum comes in, however fast a
+        sender sends); then the queued messages are answered micro-batch by micro-batch until none is left or
+        :meth:`_input_deadline` passes (a warning says so: what was still queued is not answered).
+        """
+        for s in public:
+            try:
+                s.unbind(self.endpoints["input"])
+            except zmq.ZMQError as exc:  # e.g. already gone: then it takes nothing anyway
+                log.debug("unbinding the input failed: %s", exc)
+        deadline = self._input_deadline()
+        ready = {s: zmq.POLLIN for s in [*public, internal]}
+        while time.monotonic() < deadline:
             frames = self._drain(public, ready, self.config.max_batch)
             internal_frames = self._drain([internal], ready, self.config.max_batch - len(frames))
             if not frames and not internal_frames:
                 break
             self._process(frames, pub, internal_frames)
+        else:
+            log.warning("drain deadline (drain_timeout_s = %s) reached: input still queued is not answered",
+                        self.config.drain_timeout_s)
         self._publish_status(pub, final=True)
+
+    def _input_deadline(self) -> float:
+        """Monotonic time after which the stop drain takes no more input: ``drain_timeout_s`` after
+        :meth:`stop`, less a reserve (a fifth, at most 1 s) for the final status and the output's linger.
+        """
+        timeout = self.config.drain_timeout_s
+        return self._stop_at + timeout - min(1.0, timeout / 5)
+
+    def _output_linger_ms(self) -> int:
+        """The output socket's linger on exit: what is left of ``drain_timeout_s`` (0 when it is spent)."""
+        return max(0, int((self._stop_at + self.config.drain_timeout_s - time.monotonic()) * 1000))
 
     @staticmethod
     def _drain(inputs: list[Socket], events: Mapping[Any, int], limit: int) -> list[bytes | list[bytes]]:
