@@ -269,12 +269,18 @@ class Daemon:
         """Merge ``hook()`` into every status message (e.g. serial link state)."""
         self._status_hooks.append(hook)
 
-    def stop(self) -> None:
+    def stop(self, requested_at: float | None = None) -> None:
         """Ask the loop to drain and return within ``drain_timeout_s`` (thread-safe; callable from a signal
         handler).
+
+        Parameters
+        ----------
+        requested_at : float, optional
+            :func:`time.monotonic` of the stop request the deadline counts from (e.g. the signal's arrival,
+            before the serial input was stopped); default: now.
         """
         if not self.stop_event.is_set():
-            self._stop_at = time.monotonic()
+            self._stop_at = time.monotonic() if requested_at is None else requested_at
         self.stop_event.set()
 
     def run(self) -> dict[str, int]:
