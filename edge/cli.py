@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -160,12 +161,13 @@ def daemon_impl(argv: Sequence[str] | None = None) -> int:
     inputs = _start_serial(daemon) if cfg.serial else []
 
     def shutdown(*_: object) -> None:
+        requested_at = time.monotonic()  # drain_timeout_s counts from the signal, serial stop included
         for stop_input in inputs:  # inputs first: what they delivered, and their loss reports, are drained
             try:
                 stop_input()
             except EdgeError as exc:
                 log.error("%s", exc)
-        daemon.stop()
+        daemon.stop(requested_at)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, shutdown)

@@ -30,13 +30,28 @@ class SpectrumSender:
     ----------
     endpoint : str
         The daemon's input endpoint, e.g. ``tcp://127.0.0.1:5555``.
+    context : zmq.Context, optional
+        Context to use (default: the process-wide instance).
+    linger_ms : int
+        How long :meth:`close` (and terminating the context after it) keeps trying to deliver spectra still
+        queued in this socket, in ms (ZeroMQ ``LINGER``; ``-1``: until delivered, ``0``: drop them). PUSH is
+        fire and forget (docs/wire.md §1): terminate the context after ``close`` so the linger is waited for
+        before the process exits.
+
+    Raises
+    ------
+    EdgeError
+        If ``linger_ms`` is not an int ≥ -1, or the endpoint cannot be connected.
     """
 
-    def __init__(self, endpoint: str, context: zmq.Context[Any] | None = None) -> None:
+    def __init__(self, endpoint: str, context: zmq.Context[Any] | None = None, linger_ms: int = 5000) -> None:
+        if type(linger_ms) is not int or linger_ms < -1:
+            raise EdgeError(f"linger_ms must be an int ≥ -1 (ms; -1: wait until delivered), got {linger_ms!r}")
+        self.linger_ms = linger_ms
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.SNDHWM, 100000)
-        self.sock.setsockopt(zmq.LINGER, 5000)
+        self.sock.setsockopt(zmq.LINGER, linger_ms)
         try:
             self.sock.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -52,8 +67,8 @@ class SpectrumSender:
         self.sock.send(frame)
 
     def close(self) -> None:
-        """Close the socket."""
-        self.sock.close()
+        """Close the socket, lingering ``linger_ms`` for spectra still queued (none is dropped before that)."""
+        self.sock.close(linger=self.linger_ms)
 
     def __enter__(self) -> SpectrumSender:
         return self

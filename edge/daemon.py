@@ -11,7 +11,8 @@ One thread owns every socket (ZeroMQ sockets are not thread-safe) and runs a pol
 Subscribers join through an XPUB socket: each new subscription makes the daemon publish a ``status``
 message at once, so a client knows its subscription is live (no sleeping for the "slow joiner").
 Other inputs (the serial link) run in their own threads and hand frames over an ``inproc://`` PUSH socket.
-On stop (SIGINT/SIGTERM in the CLI) the loop drains what was received, publishes it, and returns.
+On stop (SIGINT/SIGTERM in the CLI) the daemon unbinds its input, answers what was already queued and returns
+within ``drain_timeout_s``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -46,6 +48,7 @@ from .wire import (
     decode_event,
     decode_spectrum,
     encode_payload,
+    event_type,
     peek_identity,
 )
 
@@ -89,6 +92,10 @@ class DaemonConfig:
         head between micro-batches, ``status`` answers the status (protocol in :mod:`edge.heads`).
     head : str
         Head file (:mod:`edge.heads` format) to serve from the start instead of the bundle's own head.
+    heads_dir : str
+        The only folder a control ``load_head`` path may point into, symlinks resolved (``""``: the bundle's
+        folder); outside it the request is refused with one message whether or not the file exists. Inline
+        heads are not affected; ``head`` above (set by the operator) is not confined.
     novelty : bool
         Score novelty and watch for drift when the bundle has a novelty autoencoder (:mod:`edge.novelty`).
     novelty_detector : {"auto", "library", "autoencoder"}
@@ -101,6 +108,11 @@ class DaemonConfig:
         "CUDAExecutionProvider"]`` on a Jetson with onnxruntime-gpu); an unavailable one is refused at start.
     allow_cpu_fallback : bool
         Run on the CPU provider instead when a requested provider is unavailable (default: refuse).
+    drain_timeout_s : float
+        On stop (SIGTERM/SIGINT), the daemon unbinds its input (takes no new spectra), answers what is already
+        queued and exits within this many seconds, even under a steady sender; input still queued at the
+        deadline is not answered (a warning says so). The last fifth (at most 1 s) is kept for the final
+        status and flushing the output.
     """
 
     bundle: str = ""
@@ -117,11 +129,13 @@ class DaemonConfig:
     serial_baudrate: int = 921600
     control: str = ""
     head: str = ""
+    heads_dir: str = ""
     novelty: bool = True
     novelty_detector: str = "auto"
     drift: dict[str, Any] = field(default_factory=dict)
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     allow_cpu_fallback: bool = False
+    drain_timeout_s: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -138,6 +152,8 @@ class DaemonConfig:
         if cfg.precision not in ("auto", "int8", "fp32") or cfg.status_interval_s <= 0 or cfg.serial_baudrate < 1:
             raise ConfigError("precision must be auto, int8 or fp32; status_interval_s and serial_baudrate > 0 "
                               f"(got {cfg.precision!r}, {cfg.status_interval_s!r}, {cfg.serial_baudrate!r})")
+        if not cfg.drain_timeout_s > 0:
+            raise ConfigError(f"drain_timeout_s must be > 0, got {cfg.drain_timeout_s!r}")
         if cfg.novelty_detector not in NOVELTY_DETECTORS:
             raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {cfg.novelty_detector!r}")
         return cfg
@@ -209,6 +225,7 @@ class Daemon:
                                       precision=self.precision, **ep)
         self.ctx = context or zmq.Context.instance()
         self.stop_event = threading.Event()
+        self._stop_at = 0.0  # time.monotonic() of the stop request: the drain deadline counts from it
         self.ready = threading.Event()
         self.counters = {"received": 0, "published": 0, "rejected": 0, "batches": 0, "subscriptions": 0,
                          "lost": 0, "drift_errors": 0}
@@ -218,7 +235,10 @@ class Daemon:
         self.seq = 0
         self._status_hooks: list[Callable[[], dict[str, Any]]] = []
         # Onboard head swaps (edge.heads): every prediction names the head version that made it.
-        self.heads = HeadSwitch(self.bundle.manifest, model_path.name)
+        heads_dir = config.heads_dir or config.bundle
+        if not Path(heads_dir).is_dir():
+            raise ConfigError(f"heads_dir {heads_dir!r} is not a folder")
+        self.heads = HeadSwitch(self.bundle.manifest, model_path.name, heads_dir)
         if config.head:
             self.heads.activate(load_head(config.head))  # HeadError: refused at start like a bad bundle
         self.labels = self.heads.labels
@@ -249,8 +269,18 @@ class Daemon:
         """Merge ``hook()`` into every status message (e.g. serial link state)."""
         self._status_hooks.append(hook)
 
-    def stop(self) -> None:
-        """Ask the loop to drain and return (thread-safe; callable from a signal handler)."""
+    def stop(self, requested_at: float | None = None) -> None:
+        """Ask the loop to drain and return within ``drain_timeout_s`` (thread-safe; callable from a signal
+        handler).
+
+        Parameters
+        ----------
+        requested_at : float, optional
+            :func:`time.monotonic` of the stop request the deadline counts from (e.g. the signal's arrival,
+            before the serial input was stopped); default: now.
+        """
+        if not self.stop_event.is_set():
+            self._stop_at = time.monotonic() if requested_at is None else requested_at
         self.stop_event.set()
 
     def run(self) -> dict[str, int]:
@@ -268,9 +298,11 @@ class Daemon:
                 self.ready.set()
                 self._loop(*sockets)
             finally:
+                if not self.stop_event.is_set():  # the loop failed: no drain deadline was set
+                    self._stop_at = time.monotonic()
                 for s in sockets:
                     if s is not None:
-                        s.close(linger=2000 if s is sockets[1] else 0)
+                        s.close(linger=self._output_linger_ms() if s is sockets[1] else 0)
                 if self._control is not None:
                     self._control.close(linger=0)
                     self._control = None
@@ -309,7 +341,8 @@ class Daemon:
 
     def _loop(self, pull: Socket | None, pub: Socket, internal: Socket) -> None:
         poller = zmq.Poller()
-        inputs = [s for s in (pull, internal) if s is not None]
+        public = [pull] if pull is not None else []  # events are accepted only on the internal input
+        inputs = [*public, internal]
         for s in [*inputs, pub]:
             poller.register(s, zmq.POLLIN)
         control = self._open_control(poller)
@@ -318,21 +351,52 @@ class Daemon:
             events = dict(poller.poll(timeout=100))
             if pub in events:
                 self._handle_subscriptions(pub)
-            frames = self._drain(inputs, events, self.config.max_batch)
-            if frames:
-                self._process(frames, pub)
+            frames = self._drain(public, events, self.config.max_batch)
+            internal_frames = self._drain([internal], events, self.config.max_batch - len(frames))
+            if frames or internal_frames:
+                self._process(frames, pub, internal_frames)
             if control is not None and control in events:
                 self._handle_control(control, pub)  # between micro-batches: no batch sees two heads
             if time.monotonic() >= next_status:
                 self._publish_status(pub)
                 next_status = time.monotonic() + self.config.status_interval_s
-        # Drain: everything already received is classified and published before exit.
-        while True:
-            frames = self._drain(inputs, {s: zmq.POLLIN for s in inputs}, self.config.max_batch)
-            if not frames:
+        self._drain_on_stop(public, internal, pub)
+
+    def _drain_on_stop(self, public: list[Socket], internal: Socket, pub: Publisher) -> None:
+        """Stop taking input, answer what is already queued, publish the final status, all before the deadline.
+
+        The public input is unbound first (its peers are disconnected; no new spectrum comes in, however fast a
+        sender sends); then the queued messages are answered micro-batch by micro-batch until none is left or
+        :meth:`_input_deadline` passes (a warning says so: what was still queued is not answered).
+        """
+        for s in public:
+            try:
+                s.unbind(self.endpoints["input"])
+            except zmq.ZMQError as exc:  # e.g. already gone: then it takes nothing anyway
+                log.debug("unbinding the input failed: %s", exc)
+        deadline = self._input_deadline()
+        ready = {s: zmq.POLLIN for s in [*public, internal]}
+        while time.monotonic() < deadline:
+            frames = self._drain(public, ready, self.config.max_batch)
+            internal_frames = self._drain([internal], ready, self.config.max_batch - len(frames))
+            if not frames and not internal_frames:
                 break
-            self._process(frames, pub)
+            self._process(frames, pub, internal_frames)
+        else:
+            log.warning("drain deadline (drain_timeout_s = %s) reached: input still queued is not answered",
+                        self.config.drain_timeout_s)
         self._publish_status(pub, final=True)
+
+    def _input_deadline(self) -> float:
+        """Monotonic time after which the stop drain takes no more input: ``drain_timeout_s`` after
+        :meth:`stop`, less a reserve (a fifth, at most 1 s) for the final status and the output's linger.
+        """
+        timeout = self.config.drain_timeout_s
+        return self._stop_at + timeout - min(1.0, timeout / 5)
+
+    def _output_linger_ms(self) -> int:
+        """The output socket's linger on exit: what is left of ``drain_timeout_s`` (0 when it is spent)."""
+        return max(0, int((self._stop_at + self.config.drain_timeout_s - time.monotonic()) * 1000))
 
     @staticmethod
     def _drain(inputs: list[Socket], events: Mapping[Any, int], limit: int) -> list[bytes | list[bytes]]:
@@ -409,8 +473,14 @@ class Daemon:
             self._journal.append("error", payload)
         pub.send_multipart([TOPICS["error"], encode_payload(payload)])
 
-    def _process(self, frames: list[bytes | list[bytes]], pub: Publisher) -> None:
-        frames = self._publish_events(frames, pub)  # link/lost events of the serial input: not spectra
+    def _process(self, frames: list[bytes | list[bytes]], pub: Publisher,
+                 internal_frames: Sequence[bytes | list[bytes]] = ()) -> None:
+        """Answer one micro-batch: ``frames`` from the public input, ``internal_frames`` from the internal one.
+
+        Only the internal input (the serial input's thread) may carry link/lost events; on the public input an
+        event is one ``wire`` rejection (docs/wire.md §5).
+        """
+        frames = [*self._refuse_events(frames, pub), *self._publish_events(list(internal_frames), pub)]
         if not frames:
             return
         received_ns = time.time_ns()
@@ -450,6 +520,22 @@ class Daemon:
                 sid, iid, seq = _identity(exc)
                 self._reject(pub, rejection_reason(exc), rejection_detail(exc), sid, received_ns, iid, seq)
         return decoded
+
+    def _refuse_events(self, frames: list[bytes | list[bytes]], pub: Publisher) -> list[bytes | list[bytes]]:
+        """Refuse the events among public-input ``frames`` (one counted ``wire`` rejection each: an input peer
+        must not forge link states or lost spectra). Returns the other frames, in order.
+        """
+        rest: list[bytes | list[bytes]] = []
+        for frame in frames:
+            kind = event_type(frame) if isinstance(frame, bytes) else None
+            if kind is None or not isinstance(frame, bytes):
+                rest.append(frame)
+                continue
+            ident = peek_identity(frame)
+            self._reject(pub, "wire", f"a {kind} event is accepted only on the daemon's internal input (the serial "
+                         "input), not on the public input", ident["id"], time.time_ns(), ident["instrument_id"],
+                         ident["instrument_seq"])
+        return rest
 
     def _publish_events(self, frames: list[bytes | list[bytes]], pub: Publisher) -> list[bytes | list[bytes]]:
         """Publish the input events among ``frames`` (:func:`edge.wire.encode_event`; sent by

@@ -14,11 +14,13 @@ its model id).
 Head file (``.npz``, readable with ``numpy.load(..., allow_pickle=False)``)
 ---------------------------------------------------------------------------
 ``meta``
-    0-d unicode array holding a JSON map: ``format`` (``"raman-edge-head"``), ``format_version`` (1),
+    0-d unicode array holding a JSON map: ``format`` (``"raman-edge-head"``), ``format_version`` (2),
     ``version`` (the head version every prediction names), ``backbone_sha256`` (SHA-256 of the backbone
     weights the head was trained on; the daemon refuses any other), ``embedding_size`` D, ``n_classes`` K,
-    ``dtype`` (``"int8"``, ``"float16"`` or ``"float32"``), ``payload_sha256`` (of the arrays below, checked
-    on load), plus free-form provenance (``mode``, ``base_model_id``, ``created_utc`` ...).
+    ``dtype`` (``"int8"``, ``"float16"`` or ``"float32"``), ``payload_sha256`` (of the arrays below, bias
+    included, and of labels, version and backbone hash; checked on load: an edited weight or bias is refused;
+    format version 1, whose hash left the bias out, is refused), plus free-form provenance (``mode``,
+    ``base_model_id``, ``created_utc`` ...).
 ``labels``
     unicode, shape (K,): mineral names, distinct.
 ``weight``
@@ -36,7 +38,7 @@ Control protocol (ZeroMQ REP socket, ``control`` endpoint of the daemon)
 Requests and replies are msgpack maps. Requests::
 
     {"cmd": "status"}
-    {"cmd": "load_head", "path": "/path/to/head.npz"}       # a file on the daemon's machine, or
+    {"cmd": "load_head", "path": "/path/to/head.npz"}       # a file in the daemon's heads folder, or
     {"cmd": "load_head", "head": <bytes of the .npz file>}  # the file inline (uplink)
 
 Replies always carry ``ok`` (bool). ``load_head`` answers ``{"ok": true, "head_version", "previous_version",
@@ -44,8 +46,9 @@ Replies always carry ``ok`` (bool). ``load_head`` answers ``{"ok": true, "head_v
 all later ones the new head), or ``{"ok": false, "reason", "error"}`` with ``reason`` one of ``"bad_request"``,
 ``"invalid_head"``, ``"backbone_mismatch"``, ``"no_embedding_output"`` (or ``"internal"``: the daemon wraps
 any unexpected error into that answer); a ``path`` must name a regular
-file (a FIFO or device is refused, never opened blocking); a refused head is counted in the
-status (``head.rejected``) and the head in service stays.
+file (a FIFO or device is refused, never opened blocking) inside the heads folder (``[daemon] heads_dir``,
+symlinks resolved: :mod:`edge.head_guard`); every head's arrays are size-checked before they are inflated;
+a refused head is counted in the status (``head.rejected``) and the head in service stays.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ import msgpack
 import numpy as np
 
 from .errors import HeadError
+from .head_guard import check_npz_sizes, confine_head_path
 
 __all__ = [
     "EMBEDDING_OUTPUT",
@@ -83,7 +87,7 @@ __all__ = [
 log = logging.getLogger("edge.heads")
 
 HEAD_FORMAT = "raman-edge-head"
-HEAD_FORMAT_VERSION = 1
+HEAD_FORMAT_VERSION = 2  # 2: the payload hash covers the bias (version 1, refused, left it out)
 HEAD_DTYPES = ("int8", "float16", "float32")
 MAX_HEAD_BYTES = 64 << 20
 EMBEDDING_OUTPUT = "embedding"
@@ -106,11 +110,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z.astype(np.float32, copy=False)
 
 
-def _payload_sha256(stored: Mapping[str, np.ndarray], labels: tuple[str, ...], version: str, backbone: str) -> str:
+def _payload_sha256(stored: Mapping[str, np.ndarray], bias: np.ndarray, labels: tuple[str, ...], version: str,
+                    backbone: str) -> str:
+    """SHA-256 of everything that decides a head's output: stored weights (and scales), bias (float32), labels,
+    version and backbone hash (format version 2; version 1 left the bias out, so an edited bias went unnoticed).
+    """
     h = hashlib.sha256()
+    arrays = {**stored, "bias": np.asarray(bias, dtype=np.float32)}
     for name in ("weight", "weight_scale", "bias"):
-        if name in stored:
-            a = np.ascontiguousarray(stored[name])
+        if name in arrays:
+            a = np.ascontiguousarray(arrays[name])
             h.update(name.encode() + a.dtype.str.encode() + str(a.shape).encode())
             h.update(a.tobytes())
     h.update("\n".join(labels).encode("utf-8"))
@@ -179,7 +188,7 @@ class Head:
     @property
     def payload_sha256(self) -> str:
         """SHA-256 of the stored arrays, labels, version and backbone hash (what the file's meta records)."""
-        return _payload_sha256(self.stored, self.labels, self.version, self.backbone_sha256)
+        return _payload_sha256(self.stored, self.bias, self.labels, self.version, self.backbone_sha256)
 
     def logits(self, embedding: np.ndarray) -> np.ndarray:
         """Class scores.
@@ -341,6 +350,7 @@ def load_head(source: str | os.PathLike[str] | bytes | bytearray) -> Head:
         data = _read_regular_file(source, where)
     if len(data) > MAX_HEAD_BYTES:
         raise HeadError(f"{where}: {len(data)} bytes is larger than a head may be ({MAX_HEAD_BYTES})")
+    check_npz_sizes(data, where)  # from the zip and .npy headers, before anything is inflated (no bombs)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -351,6 +361,9 @@ def load_head(source: str | os.PathLike[str] | bytes | bytearray) -> Head:
         raise HeadError(f"{where}: not a readable head file: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != HEAD_FORMAT:
         raise HeadError(f"{where}: not a {HEAD_FORMAT} file")
+    if meta.get("format_version") == 1:  # its hash leaves the bias out: an edited bias would pass unnoticed
+        raise HeadError(f"{where}: head format version 1 is no longer accepted (its payload hash does not cover the "
+                        f"bias); export the head again with this version (format {HEAD_FORMAT_VERSION})")
     if meta.get("format_version") != HEAD_FORMAT_VERSION:
         raise HeadError(f"{where}: head format version {meta.get('format_version')!r} is not supported "
                         f"(this edge reads {HEAD_FORMAT_VERSION})")
@@ -371,7 +384,7 @@ def load_head(source: str | os.PathLike[str] | bytes | bytearray) -> Head:
     version, backbone = str(meta.get("version", "")), str(meta.get("backbone_sha256", ""))
     w = _dequantize(stored, dtype) if stored["weight"].ndim == 2 else stored["weight"]
     _check(w, arrays["bias"], labels, version, backbone)
-    if _payload_sha256(stored, labels, version, backbone) != meta.get("payload_sha256"):
+    if _payload_sha256(stored, arrays["bias"], labels, version, backbone) != meta.get("payload_sha256"):
         raise HeadError(f"{where}: head payload does not match its SHA-256 (corrupted or edited)")
     info = {k: v for k, v in meta.items() if k not in _RESERVED}
     return Head(w, arrays["bias"].copy(), labels, backbone, version, dtype, info, stored)
@@ -418,9 +431,14 @@ class HeadSwitch:
     model_file : str
         Name of the served ONNX file in the bundle (its entry must list an ``embedding`` output, or
         its FP32 parent ``model.onnx`` must).
+    heads_dir : path-like, optional
+        The only folder a ``load_head`` ``path`` may resolve into (:func:`edge.head_guard.confine_head_path`);
+        None refuses every path (inline heads only).
     """
 
-    def __init__(self, manifest: Mapping[str, Any], model_file: str = "model.onnx") -> None:
+    def __init__(self, manifest: Mapping[str, Any], model_file: str = "model.onnx",
+                 heads_dir: str | os.PathLike[str] | None = None) -> None:
+        self.heads_dir = heads_dir
         model = manifest.get("model", {})
         files = manifest.get("files", {})
         outputs = (files.get(model_file, {}).get("outputs") or files.get("model.onnx", {}).get("outputs") or [])
@@ -508,6 +526,10 @@ class HeadSwitch:
         if not isinstance(src, (bytes, str)) or not src:
             return self._refuse("bad_request", "load_head needs 'path' (str) or 'head' (bytes)")
         try:
+            if isinstance(src, str):  # a path: only inside the heads folder, symlinks resolved
+                if self.heads_dir is None:
+                    raise HeadError("no heads folder is configured: send the head inline")
+                src = confine_head_path(src, self.heads_dir)
             head = load_head(src)
         except HeadError as exc:
             return self._refuse("invalid_head", str(exc))

@@ -13,7 +13,8 @@ Output (the daemon's PUB socket), two frames ``[topic, payload]``: topic ``b"pre
 
 Events (the serial input → the daemon's internal input, :func:`encode_event`), a small map whose first key is
 ``type``: ``"link"`` is republished on the ``link`` topic; ``"lost"`` on the ``error`` topic with reason
-``"lost"``. Only the specified fields of an event travel on.
+``"lost"``. Only the specified fields of an event travel on. On the public input an event is refused
+(:func:`event_type` tells it apart): input peers cannot forge link states or lost spectra.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ __all__ = [
     "encode_event",
     "encode_payload",
     "encode_spectrum",
+    "event_type",
     "pack_array",
     "peek_identity",
     "unpack_array",
@@ -289,6 +291,34 @@ def encode_event(kind: str, **fields: Any) -> bytes:
     return frame
 
 
+def event_type(frame: bytes) -> str | None:
+    """The event type (``"link"`` or ``"lost"``) of an input frame, or None when it is not an event.
+
+    Cheap for spectra: a frame above 4096 bytes (:data:`MAX_EVENT_BYTES`) is not an event, and only the first
+    key/value of a smaller one is read. The daemon uses it to refuse events on its public input (docs/wire.md §5).
+
+    Parameters
+    ----------
+    frame : bytes
+        Any input frame.
+
+    Returns
+    -------
+    str or None
+    """
+    if len(frame) > _MAX_EVENT_BYTES:
+        return None
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=_MAX_EVENT_BYTES)
+    try:
+        unpacker.feed(frame)
+        if unpacker.read_map_header() < 1 or unpacker.unpack() != "type":
+            return None
+        kind = unpacker.unpack()
+    except Exception:  # not an event (garbage, or a spectrum): decode_spectrum will say why
+        return None
+    return kind if isinstance(kind, str) and kind in EVENT_TYPES else None
+
+
 def decode_event(frame: bytes) -> dict[str, Any] | None:
     """Decode an input frame made by :func:`encode_event`; None when the frame is not an event.
 
@@ -300,15 +330,13 @@ def decode_event(frame: bytes) -> dict[str, Any] | None:
     WireError
         The frame is an event (``type`` "link" or "lost") but its version or fields are invalid.
     """
-    if len(frame) > _MAX_EVENT_BYTES:
+    if event_type(frame) is None:
         return None
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=_MAX_EVENT_BYTES)
     try:
-        unpacker.feed(frame)
-        if unpacker.read_map_header() < 1 or unpacker.unpack() != "type" or unpacker.unpack() not in EVENT_TYPES:
-            return None
         msg = msgpack.unpackb(frame, raw=False, strict_map_key=True)
-    except Exception:  # not an event (garbage, or a spectrum): decode_spectrum will say why
+    except Exception:  # not an event after all (garbage after its first key): decode_spectrum will say why
+        return None
+    if not isinstance(msg, dict):
         return None
     fields = _EVENT_FIELDS[msg["type"]]
     identity = {"id": None, "instrument_id": None, "instrument_seq": None}

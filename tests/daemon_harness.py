@@ -10,7 +10,7 @@ from collections import defaultdict
 import zmq
 
 from edge.client import PredictionSubscriber, SpectrumSender
-from edge.daemon import Daemon, DaemonConfig
+from edge.daemon import INTERNAL_INPUT, Daemon, DaemonConfig
 
 
 class RunningDaemon:
@@ -22,6 +22,7 @@ class RunningDaemon:
         self.daemon = Daemon(DaemonConfig(bundle=str(bundle), input="tcp://127.0.0.1:*",
                                           output="tcp://127.0.0.1:*", **kw), context=self.ctx, instrument=instrument)
         self.thread = threading.Thread(target=self.daemon.run, daemon=True)
+        self._internal: zmq.Socket | None = None
 
     def __enter__(self) -> RunningDaemon:
         self.thread.start()
@@ -49,6 +50,13 @@ class RunningDaemon:
             take(got)
         return preds, other
 
+    def send_internal(self, frame: bytes) -> None:
+        """Send one frame on the daemon's internal input, as the serial input does (the only way to send events)."""
+        if self._internal is None:
+            self._internal = self.ctx.socket(zmq.PUSH)
+            self._internal.connect(INTERNAL_INPUT)
+        self._internal.send(frame)
+
     def collect(self, n_pred: int, n_err: int = 0, timeout_s: float = 20.0):
         """Predictions by id and the list of error payloads."""
         preds, other = self.messages(n_pred, n_err, timeout_s)
@@ -58,5 +66,7 @@ class RunningDaemon:
         self.daemon.stop()
         self.thread.join(10)
         self.tx.sock.close(linger=0)
+        if self._internal is not None:
+            self._internal.close(linger=0)
         self.rx.close()
         self.ctx.term()

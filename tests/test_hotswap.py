@@ -86,7 +86,7 @@ def test_swap_mid_stream_every_spectrum_once_with_its_heads_result(rruff_base58,
     labels1, p1 = offline(rruff_base58, heads["v1"], test)
     labels2, p2 = offline(rruff_base58, heads["v2"], test)
     assert p1.shape == (150, 58) and p2.shape == (150, 63)
-    with Served(rruff_base58, head=str(heads["v1"]), max_batch=8) as d:
+    with Served(rruff_base58, head=str(heads["v1"]), max_batch=8, heads_dir=str(heads["v1"].parent)) as d:
         assert d.ctl.status()["head"]["version"] == "v1"
         sent, received = threading.Event(), threading.Event()
 

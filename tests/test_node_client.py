@@ -50,5 +50,7 @@ def test_node_client_against_a_running_daemon(rruff_bundle, soysal, tmp_path):
     assert sum(k.startswith("n") for k in out["top1"]) == len(test)  # every real spectrum, once
     assert [out["top1"][f"n{i}"] for i in range(len(test))] == list(expected)
     vectors = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))["vectors"]
-    assert out["vector_rejections_checked"] == sum("rejected" in v for v in vectors)
+    assert out["vector_rejections_checked"] == sum("rejected" in v and v["message"] == "spectrum" for v in vectors)
+    assert out["events_refused"] == sum(v["message"] == "event" for v in vectors) > 0  # public input: refused
+    assert status["counters"]["lost"] == 0
     assert status["counters"]["rejected"] == out["errors"] - status["counters"]["lost"]

@@ -194,10 +194,10 @@ def test_bad_serial_url_link_state_published_zmq_still_served(rruff_bundle, raw_
         assert d.collect(lambda d: len(d.links) >= 2, timeout_s=10), d.daemon.status()["serial"]
         for i in range(5):
             d.tx.send(raw_test.intensities[i], raw_test.raman_shift_cm1, id=f"z{i}", instrument_seq=i)
-        d.tx.send_raw(msgpack.packb({"type": "lost", "v": 1}))  # a malformed event: rejected, not published
+        d.tx.send_raw(msgpack.packb({"type": "lost", "v": 1}))  # an event on the public input: rejected
         assert d.collect(lambda d: len(d.preds) == 5 and d.errors, timeout_s=20)
         status = d.daemon.status()["serial"]
-    assert [e["reason"] for e in d.errors] == ["wire"] and "instrument_seq" in d.errors[0]["detail"]
+    assert [e["reason"] for e in d.errors] == ["wire"] and "internal input" in d.errors[0]["detail"]
     assert d.lost == {}
     assert [d.preds[i]["labels"][0] for i in range(5)] == list(expected[:5])
     if url.startswith("bogus"):  # never openable: reported down, retried after retry_s

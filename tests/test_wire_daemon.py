@@ -49,11 +49,16 @@ def _send(d: RunningDaemon, frames: list[bytes]) -> None:
 def test_every_vector_is_answered_by_a_running_daemon_as_specified(synthetic_bundle):
     """One vector at a time: a rejected vector gets one ``error`` with its reason and the identity it carried;
     a decodable spectrum is predicted or (too short for the model's axis) refused by preprocessing, naming its
-    id; a link event is republished, a lost event reported. Then a real spectrum is still classified."""
+    id; a link event (on the internal input) is republished, a lost event reported. Then a real spectrum is still
+    classified."""
     good = load_spectra("synthetic:test")
     with RunningDaemon(synthetic_bundle, topics=ALL_TOPICS) as d:
         for case in VECTORS:
-            _send(d, [bytes.fromhex(h) for h in case["frames_hex"]])
+            frames = [bytes.fromhex(h) for h in case["frames_hex"]]
+            if case["message"] == "event":  # events come only from the serial input, on the internal input
+                d.send_internal(frames[0])
+            else:
+                _send(d, frames)
             topic, msg = _next_answer(d)
             if "rejected" in case:
                 want = case["rejected"]
@@ -83,6 +88,28 @@ def test_every_vector_is_answered_by_a_running_daemon_as_specified(synthetic_bun
     n_rejected = sum("rejected" in c for c in VECTORS)
     assert status["rejections"]["wire"] == n_rejected  # a multipart message is one rejection
     assert status["counters"]["lost"] == sum(c.get("decoded", {}).get("type") == "lost" for c in VECTORS)
+
+
+def test_events_on_the_public_input_are_refused(synthetic_bundle):
+    """An input peer cannot forge link states or lost spectra: every event vector sent on the public input (valid
+    or not) is one ``wire`` error naming the internal input, echoing the identity it carried; nothing reaches the
+    link topic and ``lost`` stays 0. The same valid events on the internal input are published."""
+    events = [c for c in VECTORS if c["message"] == "event"]
+    assert any("decoded" in c and c["decoded"]["type"] == "lost" for c in events)
+    with RunningDaemon(synthetic_bundle, topics=ALL_TOPICS) as d:
+        for case in events:
+            d.tx.send_raw(bytes.fromhex(case["frames_hex"][0]))
+            topic, msg = _next_answer(d)
+            assert topic == "error" and msg["reason"] == "wire", (case["name"], topic, msg)
+            assert "accepted only on the daemon's internal input" in msg["detail"], msg
+            if case.get("decoded", {}).get("type") == "lost":
+                assert msg["instrument_seq"] == case["decoded"]["instrument_seq"]
+        status = d.daemon.status()
+        link = next(c for c in events if c.get("decoded", {}).get("type") == "link")
+        d.send_internal(bytes.fromhex(link["frames_hex"][0]))
+        topic, msg = _next_answer(d)
+    assert status["rejections"] == {"wire": len(events)} and status["counters"]["lost"] == 0
+    assert topic == "link" and msg["state"] == link["decoded"]["state"]
 
 
 def test_output_messages_follow_the_schema_with_novelty_drift_and_journal(novelty_bundle, soysal, tmp_path):
@@ -152,7 +179,7 @@ def test_inputs_that_used_to_kill_or_hang_the_daemon_are_answered(novelty_bundle
     events = [msgpack.packb({"type": "link", "v": 1, "state": "up", "kind": "x", "self": 1}),
               msgpack.packb({"type": "lost", "v": 1, "instrument_seq": 5, "reason": "r", "kind": "k", "self": 2})]
     with RunningDaemon(novelty_bundle["path"], topics=ALL_TOPICS, journal=str(tmp_path / "j.bin"),
-                       control="tcp://127.0.0.1:*", drift={"warmup": 20}) as d:
+                       control="tcp://127.0.0.1:*", drift={"warmup": 20}, heads_dir=str(tmp_path)) as d:
         # faults injected into the one preprocessing call: a NaN appearing after preprocessing, and a foreign
         # exception (a library bug) for one spectrum
         real_process = d.daemon.preprocessor.process
@@ -169,8 +196,10 @@ def test_inputs_that_used_to_kill_or_hang_the_daemon_are_answered(novelty_bundle
         d.daemon.preprocessor.process = faulty
         for i in range(30):
             d.tx.send(test.intensities[i], axis, id=f"before{i}")
-        for frame in [*crashers.values(), *events]:
+        for frame in crashers.values():
             d.tx.send_raw(frame)
+        for frame in events:
+            d.send_internal(frame)
         nan_src = test.intensities[2].copy()
         nan_src[0] = 4242.0
         d.tx.send(nan_src, axis, id="nan-after-preprocess")
