@@ -39,6 +39,7 @@ from .hygiene import Hygiene, InstrumentConfig
 from .journal import Journal
 from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .novelty import DriftConfig, NoveltyService
+from .output import CountingPublisher
 from .preprocess import Preprocessor, RamanGrid
 from .wire import (
     MAX_MESSAGE_BYTES,
@@ -113,6 +114,10 @@ class DaemonConfig:
         queued and exits within this many seconds, even under a steady sender; input still queued at the
         deadline is not answered (a warning says so). The last fifth (at most 1 s) is kept for the final
         status and flushing the output.
+    output_hwm : int
+        Send high-water mark of the output socket, in messages queued per subscriber (≥ 1). A subscriber
+        whose queue is full loses messages; the status counts them (``counters.dropped_hwm``, lower bound:
+        docs/wire.md §7 "delivery"; :mod:`edge.output`). Lower it only to test that path.
     """
 
     bundle: str = ""
@@ -136,6 +141,7 @@ class DaemonConfig:
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     allow_cpu_fallback: bool = False
     drain_timeout_s: float = 5.0
+    output_hwm: int = 100000
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -154,6 +160,8 @@ class DaemonConfig:
                               f"(got {cfg.precision!r}, {cfg.status_interval_s!r}, {cfg.serial_baudrate!r})")
         if not cfg.drain_timeout_s > 0:
             raise ConfigError(f"drain_timeout_s must be > 0, got {cfg.drain_timeout_s!r}")
+        if cfg.output_hwm < 1:
+            raise ConfigError(f"output_hwm must be ≥ 1, got {cfg.output_hwm!r}")
         if cfg.novelty_detector not in NOVELTY_DETECTORS:
             raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {cfg.novelty_detector!r}")
         return cfg
@@ -228,9 +236,11 @@ class Daemon:
         self._stop_at = 0.0  # time.monotonic() of the stop request: the drain deadline counts from it
         self.ready = threading.Event()
         self.counters = {"received": 0, "published": 0, "rejected": 0, "batches": 0, "subscriptions": 0,
-                         "lost": 0, "drift_errors": 0}
+                         "lost": 0, "drift_errors": 0, "dropped_hwm": 0}
         # lost: spectra the serial link reported lost (error topic, reason "lost"); drift_errors: batches whose
-        # drift bookkeeping failed after their predictions were published (logged)
+        # drift bookkeeping failed after their predictions were published (logged); dropped_hwm: messages a
+        # subscriber's full queue refused (edge.output; a lower bound, docs/wire.md §7), by topic in the status
+        self._output: CountingPublisher | None = None
         self.rejections: dict[str, int] = {}
         self.seq = 0
         self._status_hooks: list[Callable[[], dict[str, Any]]] = []
@@ -317,7 +327,7 @@ class Daemon:
     def _open_sockets(self) -> tuple[Socket | None, Socket, Socket]:
         pub = self.ctx.socket(zmq.XPUB)
         pub.setsockopt(zmq.XPUB_VERBOSE, 1)
-        pub.setsockopt(zmq.SNDHWM, 100000)
+        pub.setsockopt(zmq.SNDHWM, self.config.output_hwm)
         internal = self.ctx.socket(zmq.PULL)
         pull = None
         try:
@@ -339,18 +349,19 @@ class Daemon:
                  self.endpoints.get("input", "-"), self.endpoints["output"])
         return pull, pub, internal
 
-    def _loop(self, pull: Socket | None, pub: Socket, internal: Socket) -> None:
+    def _loop(self, pull: Socket | None, sock: Socket, internal: Socket) -> None:
+        pub = self._output = CountingPublisher(sock)  # all publishing goes through it: never blocks, counts drops
         poller = zmq.Poller()
         public = [pull] if pull is not None else []  # events are accepted only on the internal input
         inputs = [*public, internal]
-        for s in [*inputs, pub]:
+        for s in [*inputs, sock]:
             poller.register(s, zmq.POLLIN)
         control = self._open_control(poller)
         next_status = time.monotonic() + self.config.status_interval_s
         while not self.stop_event.is_set():
             events = dict(poller.poll(timeout=100))
-            if pub in events:
-                self._handle_subscriptions(pub)
+            if sock in events:
+                self._handle_subscriptions(sock, pub)
             frames = self._drain(public, events, self.config.max_batch)
             internal_frames = self._drain([internal], events, self.config.max_batch - len(frames))
             if frames or internal_frames:
@@ -417,10 +428,10 @@ class Daemon:
                 frames.append(parts[0] if len(parts) == 1 else parts)
         return frames
 
-    def _handle_subscriptions(self, pub: Socket) -> None:
+    def _handle_subscriptions(self, sock: Socket, pub: Publisher) -> None:
         while True:
             try:
-                msg = pub.recv(zmq.NOBLOCK)
+                msg = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if msg[:1] == b"\x01":
@@ -444,7 +455,7 @@ class Daemon:
         poller.register(sock, zmq.POLLIN)
         return sock
 
-    def _handle_control(self, control: Socket, pub: Socket) -> None:
+    def _handle_control(self, control: Socket, pub: Publisher) -> None:
         """Answer the waiting control requests (REP: one reply each). A new head serves from the next batch."""
         while True:
             try:
@@ -614,10 +625,15 @@ class Daemon:
 
     def status(self, final: bool = False) -> dict[str, Any]:
         """The status message: model, precision, backend and its execution providers, counters, uptime."""
+        extra: dict[str, Any] = {}
+        if self._output is not None:
+            self.counters["dropped_hwm"] = self._output.dropped
+            extra["output"] = {"hwm": self.config.output_hwm,
+                               "dropped_hwm_by_topic": dict(self._output.dropped_by_topic)}
         st = {"type": "status", "v": WIRE_VERSION, "model_id": self.bundle.model_id, "precision": self.precision,
               "backend": self.config.backend, "providers": _providers(self.backend),
               "counters": dict(self.counters), "rejections": dict(self.rejections),
-              "uptime_s": (time.time_ns() - self._started_ns) / 1e9, "final": final, "time_ns": time.time_ns()}
+              "uptime_s": (time.time_ns() - self._started_ns) / 1e9, "final": final, "time_ns": time.time_ns(), **extra}
         for hook in self._status_hooks:
             st.update(hook())
         return st

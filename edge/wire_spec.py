@@ -267,7 +267,8 @@ STATUS = Message("status", "output", "Daemon state: periodic, on each new subscr
     _s("precision", True, "classifier served", enum=["int8", "fp32"]),
     _s("backend", True, "inference backend"),
     Field("providers", ("array",), True, "onnxruntime execution providers in use, in order (array of str)"),
-    _MAP("counters", True, "received, published, rejected, batches, subscriptions, lost, drift_errors (ints)"),
+    _MAP("counters", True, "received, published, rejected, batches, subscriptions, lost, drift_errors, "
+         "dropped_hwm (ints; dropped_hwm: messages a subscriber's full queue refused, a lower bound, §7)"),
     _MAP("rejections", True, "rejections by reason (ints)"),
     _f("uptime_s", True, "seconds since the daemon started", "s"),
     Field("final", ("bool",), True, "true in the last status before exit"),
@@ -277,6 +278,7 @@ STATUS = Message("status", "output", "Daemon state: periodic, on each new subscr
     _MAP("drift", False, "drift monitor state (novelty on; README, Novelty and drift)"),
     _MAP("serial", False, "serial input state (serial input on; README, Serial input)"),
     _MAP("journal", False, "path, records, not_stored, alarm, error (journal on)"),
+    _MAP("output", False, "hwm (the output high-water mark), dropped_hwm_by_topic (ints by topic; §7)"),
     _MAP("hygiene", True, "quality_not_ok, spikes_removed, quality_reasons (counts by reason), calibration"),
 ), topic="status")
 
