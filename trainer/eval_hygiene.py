@@ -41,27 +41,19 @@ from edge.errors import CalibrationError
 from edge.hygiene import InstrumentConfig
 from edge.io import read_spectrum
 from edge.preprocess import Preprocessor
-from edge.wire import decode_payload, encode_spectrum
+from edge.wire import encode_spectrum
+
+from .eval_instruments import MessageCapture, serving
 
 __all__ = ["hygiene_rows", "inject_spikes"]
 
 NOT_RAMAN = ("NeonLamp", "LED", "NIST_SRM")
 
 
-class _Collector:
-    """Stand-in for the daemon's PUB socket: keeps every published message."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, dict[str, Any]]] = []
-
-    def send_multipart(self, frames: Sequence[bytes], /) -> None:
-        self.messages.append((frames[0].decode(), decode_payload(frames[1])))
-
-
 def _run(daemon: Daemon, spectra: Sequence[tuple[np.ndarray, np.ndarray | None]], batch: int = 32
          ) -> list[dict[str, Any]]:
     """Predictions (one dict per spectrum, in order; an ``error`` dict for a rejection) via the daemon path."""
-    pub = _Collector()
+    pub = MessageCapture()
     frames: list[bytes | list[bytes]] = [
         encode_spectrum(np.asarray(y, dtype=np.float32), None if x is None else np.asarray(x, np.float64), id=str(i))
         for i, (y, x) in enumerate(spectra)]
@@ -207,9 +199,7 @@ def hygiene_rows(bundle_dir: str | Path, data_root: str | Path | None = None, se
     daemon = Daemon(DaemonConfig(bundle=str(bundle_dir), input="", novelty=True), instrument=InstrumentConfig())
     rows: dict[str, dict[str, Any]] = {}
     test = load_spectra(root / "rruff_soysal" / "raw_test.npz")
-    with daemon.backend:
-        if daemon.novelty is not None:
-            daemon.novelty.load()
+    with serving(daemon):
         tx = [(y, test.raman_shift_cm1) for y in test.intensities]
         rows["raw_test"] = _row(_run(daemon, tx), test.labels)
         spiked = inject_spikes(test.intensities, np.random.default_rng(seed))
@@ -250,8 +240,6 @@ def hygiene_rows(bundle_dir: str | Path, data_root: str | Path | None = None, se
                 rows[name]["by_label"] = {
                     lab: _row([p for p, r in zip(preds, members, strict=True) if r["label"] == lab])
                     for lab in NOT_RAMAN}
-        if daemon.novelty is not None:
-            daemon.novelty.close()
     rows.update(_calibration_rows(root / "cross_instrument" / "charisma", labels, silicon_cm1))
     return rows
 

@@ -26,22 +26,28 @@ Rows (``{"rows": {NAME: {"n", "top1", "flagged", ...}}}``):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge.data import data_dir, load_npz, load_rruff_txt
 from edge.errors import DataError
+from edge.io import read_spectrum
 from edge.shift import shift_spectra, truncate_spectra
-from edge.wire import TOPICS, decode_payload, encode_spectrum
+from edge.wire import decode_payload, encode_spectrum
 
-__all__ = ["ROW_NAMES", "Row", "build_rows", "evaluate_instruments", "read_charisma", "score_row"]
+if TYPE_CHECKING:
+    from edge.daemon import Daemon
+
+__all__ = ["ROW_NAMES", "MessageCapture", "Row", "build_rows", "evaluate_instruments", "score_row",
+           "serving"]
 
 log = logging.getLogger("trainer.eval_instruments")
 
@@ -82,55 +88,6 @@ class Row:
         self.spectra.append((axis, np.asarray(intensity, dtype=np.float32)))
         self.labels.append(label)
         self.instruments.append(instrument)
-
-
-def read_charisma(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a CHARISMA round-robin spectrum.
-
-    BWTek files: ``;``-separated, decimal comma, a ``key;value`` header, columns ``Raman Shift`` and
-    ``Dark Subtracted #1``. Horiba files: two tab-separated columns.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        Raman shift, cm⁻¹, shape (M,) float64 increasing; intensity, shape (M,) float32.
-
-    Raises
-    ------
-    DataError
-        If the file cannot be read or holds fewer than 2 points.
-    """
-    p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as exc:
-        raise DataError(f"{p}: cannot read: {exc}") from exc
-    head = next((i for i, ln in enumerate(lines) if ln.startswith("Pixel;") and "Raman Shift" in ln), None)
-    xs, ys = [], []
-    if head is not None:
-        cols = lines[head].split(";")
-        ix, iy = cols.index("Raman Shift"), cols.index("Dark Subtracted #1")
-        for ln in lines[head + 1:]:
-            f = ln.split(";")
-            if len(f) > max(ix, iy) and f[ix].strip() and f[iy].strip():
-                xs.append(float(f[ix].replace(",", ".")))
-                ys.append(float(f[iy].replace(",", ".")))
-    else:
-        for ln in lines:
-            f = ln.split()
-            if len(f) == 2:
-                try:
-                    xs.append(float(f[0]))
-                    ys.append(float(f[1]))
-                except ValueError:
-                    continue
-    if len(xs) < 2:
-        raise DataError(f"{p}: fewer than 2 spectrum points")
-    x, y = np.asarray(xs), np.asarray(ys, dtype=np.float32)
-    order = np.argsort(x, kind="stable")
-    x, y = x[order], y[order]
-    keep = np.concatenate([[True], np.diff(x) > 0])
-    return x[keep], y[keep]
 
 
 def build_rows(classes: Sequence[str], root: Path, names: Sequence[str] = ROW_NAMES,
@@ -182,7 +139,8 @@ def build_rows(classes: Sequence[str], root: Path, names: Sequence[str] = ROW_NA
         except (OSError, KeyError) as exc:
             raise DataError(f"{folder / 'labels.csv'}: cannot read the labels: {exc}") from exc
         for r in entries:
-            ax, y = read_charisma(folder / r["file"])
+            ax, y64 = read_spectrum(folder / r["file"])  # BWTek: Raman Shift / Dark Subtracted #1 (edge.io)
+            y = y64.astype(np.float32)
             if "charisma_calcite" in rows:  # one daemon per lab instrument, as deployed
                 rows["charisma_calcite"].add(ax, y, "Calcite", r["lab_instrument"])
             if "charisma_calcite_one_stream" in rows:  # the six instruments through one daemon (a stress test)
@@ -190,14 +148,34 @@ def build_rows(classes: Sequence[str], root: Path, names: Sequence[str] = ROW_NA
     return rows
 
 
-class _Capture:
-    """Stands in for the daemon's PUB socket: keeps every published message, by topic."""
+class MessageCapture:
+    """Stands in for the daemon's output socket (:class:`edge.daemon.Publisher`): keeps every published
+    ``(topic, payload)`` in order. The evaluation commands run the daemon's own per-message handler with it.
+    """
 
     def __init__(self) -> None:
-        self.messages: dict[bytes, list[dict[str, Any]]] = {t: [] for t in TOPICS.values()}
+        self.messages: list[tuple[str, dict[str, Any]]] = []
 
     def send_multipart(self, frames: Sequence[bytes], /) -> None:
-        self.messages.setdefault(frames[0], []).append(decode_payload(frames[1]))
+        """Keep one ``[topic, payload]`` message."""
+        self.messages.append((frames[0].decode(), decode_payload(frames[1])))
+
+    def topic(self, name: str) -> list[dict[str, Any]]:
+        """The payloads published on topic ``name``, in order."""
+        return [m for t, m in self.messages if t == name]
+
+
+@contextlib.contextmanager
+def serving(daemon: Daemon) -> Iterator[Daemon]:
+    """Open ``daemon``'s inference backend and novelty models for use without sockets; close them after."""
+    with daemon.backend:
+        if daemon.novelty is not None:
+            daemon.novelty.load()
+        try:
+            yield daemon
+        finally:
+            if daemon.novelty is not None:
+                daemon.novelty.close()
 
 
 def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict[str, Any] | None = None,
@@ -233,7 +211,7 @@ def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict
 
     cfg = DaemonConfig.from_dict({"input": "", "output": "", "max_batch": 1, **(daemon_settings or {}),
                                   "bundle": str(bundle)})
-    pub = _Capture()
+    pub = MessageCapture()
     order = np.random.default_rng(seed).permutation(len(row.spectra))
     instruments = row.instruments or [""] * len(row.spectra)
     rejected = 0
@@ -245,7 +223,7 @@ def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict
         for k, v in daemon.rejections.items():
             rejections[k] = rejections.get(k, 0) + v
         corrections[instrument] = daemon.novelty.correction_cm1() if daemon.novelty is not None else 0.0
-    preds = {int(m["id"]): m for m in pub.messages[TOPICS["prediction"]]}
+    preds = {int(m["id"]): m for m in pub.topic("prediction")}
     n = len(row.spectra)
     correct = sum(1 for i, m in preds.items() if m["labels"][0] == row.labels[i])
     flagged = [bool(m.get("novel")) for m in preds.values() if "novel" in m]
@@ -266,7 +244,7 @@ def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict
     return out
 
 
-def _stream(cfg: Any, row: Row, order: Sequence[int], pub: _Capture) -> Any:
+def _stream(cfg: Any, row: Row, order: Sequence[int], pub: MessageCapture) -> Any:
     """Stream ``row``'s spectra ``order`` one message at a time through a fresh daemon; return the daemon.
 
     The daemon's own per-message handler runs (``Daemon._process``: decode, preprocess, infer, novelty, drift
@@ -274,17 +252,10 @@ def _stream(cfg: Any, row: Row, order: Sequence[int], pub: _Capture) -> Any:
     """
     from edge.daemon import Daemon
 
-    daemon = Daemon(cfg)
-    with daemon.backend:
-        if daemon.novelty is not None:
-            daemon.novelty.load()
-        try:
-            for i in order:
-                axis, y = row.spectra[i]
-                daemon._process([encode_spectrum(y, axis, id=str(i))], pub)
-        finally:
-            if daemon.novelty is not None:
-                daemon.novelty.close()
+    with serving(Daemon(cfg)) as daemon:
+        for i in order:
+            axis, y = row.spectra[i]
+            daemon._process([encode_spectrum(y, axis, id=str(i))], pub)
     return daemon
 
 
