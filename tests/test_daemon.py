@@ -17,8 +17,8 @@ from edge.client import PredictionSubscriber, SpectrumSender
 from edge.daemon import Daemon, DaemonConfig
 from edge.data import load_spectra
 from edge.errors import BundleError, ConfigError
-from edge.store import open_for_reading
 from edge.preprocess import Preprocessor, RamanGrid
+from edge.store import open_for_reading
 from edge.wire import encode_spectrum
 
 

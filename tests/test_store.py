@@ -11,8 +11,8 @@ import pytest
 from daemon_harness import RunningDaemon
 
 from edge.daemon import DaemonConfig
-from edge.errors import ConfigError
 from edge.data import load_spectra
+from edge.errors import ConfigError
 from edge.store import PRIORITY, Arrival, Store, StoreConfig, StoredResult, StoreError, open_for_reading
 from edge.wire import encode_spectrum
 

@@ -5,9 +5,9 @@ WAL mode lets a reader (``edge-downlink``, a catch-up request) read while the da
 ``synchronous = NORMAL`` a committed transaction survives the process being killed (SIGKILL); the last
 transactions before a power cut may be lost (the WAL is synced at checkpoints: docs/store.md, "guarantees").
 
-One :class:`Store` per thread (a connection is not used by two threads at once; it may be handed over); the daemon writes one transaction
-per micro-batch for the spectra (:meth:`Store.admit`, before they are acknowledged or classified) and one for
-their results (:meth:`Store.record`, before they are published).
+One :class:`Store` per thread (a connection is not used by two threads at once; it may be handed over). The
+daemon writes one transaction per micro-batch for the spectra (:meth:`Store.admit`, before they are acknowledged
+or classified) and one for their results (:meth:`Store.record`, before they are published).
 
 A write that fails (disk full, I/O error, a store on ``/dev/full``) never stops the daemon: the store raises its
 status alarm, counts what it could not store (``not_stored``) and tries again after ``retry_s``.
