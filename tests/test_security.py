@@ -168,7 +168,7 @@ def test_edge_keys_makes_a_private_pair_and_never_overwrites(tmp_path, capsys):
     secret, public = folder / "daemon.key_secret", folder / "daemon.key"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and stat.S_IMODE(public.stat().st_mode) == 0o644
     assert b"secret-key" in secret.read_bytes() and b"secret-key" not in public.read_bytes()
-    key_line = [line for line in out.splitlines() if line.startswith("public key ")][0]
+    key_line = next(line for line in out.splitlines() if line.startswith("public key "))
     assert key_line.split()[2].encode() in public.read_bytes()
     before = secret.read_bytes()
     assert keys_main(["new", "--dir", str(folder), "--name", "daemon"]) == 1
