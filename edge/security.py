@@ -183,6 +183,11 @@ def _acquire_authenticator(ctx: zmq.Context[Any], domain: str, folder: str) -> T
                 raise ConfigError(f"cannot start the CurveZMQ authenticator ({exc}): another ZAP handler already "
                                   "serves this ZeroMQ context; give the daemon its own zmq.Context") from exc
         auth.configure_curve(domain=domain, location=folder)  # the folder's *.key files, read now (at start)
+        if domain not in auth.certs:  # configure_curve logs a failure instead of raising: admit nobody, loudly
+            if users == 0:
+                auth.stop()
+            raise ConfigError(f"cannot read the authorised client keys in {folder!r} (changed since start?); "
+                              "restart the daemon")
         _AUTHENTICATORS[id(ctx)] = (auth, users + 1)
         return auth
 

@@ -21,7 +21,7 @@ from edge.errors import ConfigError, EdgeError
 from edge.heads import make_head
 from edge.keys_cli import main as keys_main
 from edge.keys_cli import new_key_pair
-from edge.security import CurveServer, curve_client, curve_sockets, is_loopback
+from edge.security import _AUTHENTICATORS, CurveServer, curve_client, curve_sockets, is_loopback
 
 
 @pytest.fixture(scope="module")
@@ -154,10 +154,30 @@ def test_two_servers_in_one_context_share_one_authenticator_with_their_own_keys(
             s.close(linger=0)
         for server in servers:
             server.close()
+    assert id(ctx) not in _AUTHENTICATORS
     done = threading.Thread(target=ctx.term, daemon=True)
     done.start()
     done.join(10)
     assert not done.is_alive(), "the context did not terminate: an authenticator was left running"
+
+
+def test_a_context_with_another_zap_handler_is_refused(keys):
+    from zmq.auth.thread import ThreadAuthenticator
+
+    ctx = zmq.Context()
+    theirs = ThreadAuthenticator(ctx)
+    theirs.start()
+    sock = ctx.socket(zmq.REP)
+    try:
+        server = CurveServer({"input"}, keys["daemon_secret"], keys["authorized"], ctx)
+        with pytest.raises(ConfigError, match="another ZAP handler"):
+            server.secure(sock, "input")
+        server.close()
+        assert id(ctx) not in _AUTHENTICATORS
+    finally:
+        sock.close(linger=0)
+        theirs.stop()
+        ctx.term()
 
 
 # -- edge-keys ---------------------------------------------------------------------------------------------------
@@ -261,6 +281,7 @@ def test_curve_on_input_and_output_admits_only_authorised_peers(synthetic_bundle
                 tx.close()
             eavesdropper.close()
             plain.close()
+    assert id(d.ctx) not in _AUTHENTICATORS  # the daemon stopped its authenticator (the context terminated)
 
 
 def test_network_control_without_keys_refuses_to_start(synthetic_bundle, keys, capsys):
