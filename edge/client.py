@@ -25,6 +25,7 @@ from .wire import TOPICS, decode_payload, encode_payload, encode_spectrum
 __all__ = ["ControlClient", "PredictionSubscriber", "SpectrumSender"]
 
 KeyFile = str | os.PathLike[str] | None
+_CURVE_HINT = "docs/security.md"
 
 
 class SpectrumSender:
@@ -146,7 +147,8 @@ class PredictionSubscriber:
             got = self.recv(timeout_s=left)
             if got is not None and got[0] == "status":
                 return got[1]
-        raise EdgeError(f"no status from the daemon within {timeout_s} s (is it running on this endpoint?)")
+        raise EdgeError(f"no status from the daemon within {timeout_s} s (is it running on this endpoint? if its "
+                        f"output uses CurveZMQ, is this client's key authorised? {_CURVE_HINT})")
 
     def recv(self, timeout_s: float | None = 1.0) -> tuple[str, dict[str, Any]] | None:
         """Next ``(topic, payload)``, or None after ``timeout_s`` (None: wait forever)."""
@@ -234,7 +236,8 @@ class ControlClient:
         if not self.sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
             self.sock.close(linger=0)
             self.sock = self._connect()
-            raise EdgeError(f"no reply from the daemon's control endpoint {self.endpoint} within {self.timeout_s} s")
+            raise EdgeError(f"no reply from the daemon's control endpoint {self.endpoint} within {self.timeout_s} s "
+                            f"(a CurveZMQ endpoint answers nothing to a client without an authorised key: {_CURVE_HINT})")
         return decode_payload(self.sock.recv())
 
     def load_head(self, path: str | None = None, data: bytes | None = None) -> dict[str, Any]:
