@@ -271,8 +271,12 @@ class CurveServer:
         Raises
         ------
         ConfigError
-            If the authenticator cannot start on this context.
+            If the authenticator cannot start on this context, or ``role`` is not in :data:`SOCKET_ROLES` (a
+            misspelt role must not leave a socket unprotected).
         """
+        if role not in SOCKET_ROLES:
+            raise ConfigError(f"unknown socket role {role!r} (known: {list(SOCKET_ROLES)}; add a new one to "
+                              "edge.security.SOCKET_ROLES)")
         if role not in self.roles or self._pair is None:
             return False
         if self._auth is None:

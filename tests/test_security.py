@@ -120,6 +120,8 @@ def test_two_servers_in_one_context_share_one_authenticator_with_their_own_keys(
     socks, endpoints = [], []
     unprotected = ctx.socket(zmq.PUB)
     assert not servers[0].secure(unprotected, "output")  # not in its roles: left alone
+    with pytest.raises(ConfigError, match="unknown socket role"):
+        servers[0].secure(unprotected, "contrl")
     assert unprotected.getsockopt(zmq.MECHANISM) == zmq.NULL
     unprotected.close(linger=0)
     for server in servers:
