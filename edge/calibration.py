@@ -47,6 +47,7 @@ __all__ = [
     "FittedLine",
     "fit_calibration",
     "fit_line",
+    "leave_one_line_out_rms",
     "load_calibration",
     "measure_lines",
     "reference_lines",
@@ -321,6 +322,10 @@ class Calibration:
         ISO 8601 date of the fit.
     sha256 : str
         Hash of the file it was read from ("" before it is saved).
+    fit : dict
+        How the correction was chosen: ``degree_rule`` ("given", "default", "cv"), ``cv_rms_cm1`` (the
+        leave-one-line-out RMS per degree, cm⁻¹) and, when the laser was fitted from neon plus a Raman
+        standard, ``laser_offset_cm1`` and ``laser_nm_fitted`` (optional in the file).
     """
 
     instrument_id: str
@@ -333,6 +338,7 @@ class Calibration:
     calibration_id: str = ""
     created_utc: str = ""
     sha256: str = ""
+    fit: dict[str, Any] = field(default_factory=dict)
 
     @property
     def degree(self) -> int:
@@ -389,7 +395,7 @@ class Calibration:
             "polynomial": {"degree": self.degree, "coefficients_cm1": [float(c) for c in self.coefficients_cm1],
                            "variable": "measured Raman shift x, cm⁻¹; corrected = x + sum(c_k x^k)",
                            "valid_range_cm1": [float(v) for v in self.valid_range_cm1]},
-            "lines": self.lines, "rms_cm1": float(self.rms_cm1),
+            "lines": self.lines, "rms_cm1": float(self.rms_cm1), "fit": self.fit,
         }
 
     def save(self, path: str | os.PathLike[str]) -> str:
@@ -428,7 +434,7 @@ class Calibration:
                       valid_range_cm1=(lo, hi), lines=list(d.get("lines") or []),
                       rms_cm1=float(d.get("rms_cm1", 0.0)),
                       standards=list(d.get("standards") or []), calibration_id=str(d["calibration_id"]),
-                      created_utc=str(d.get("created_utc", "")), sha256=sha256)
+                      created_utc=str(d.get("created_utc", "")), sha256=sha256, fit=dict(d.get("fit") or {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"malformed calibration file: {type(exc).__name__}: {exc}") from exc
         if not coeffs or len(coeffs) > 4 or int(poly.get("degree", len(coeffs) - 1)) != len(coeffs) - 1:
@@ -474,11 +480,71 @@ def load_calibration(path: str | os.PathLike[str]) -> Calibration:
         raise CalibrationError(f"{p}: {exc}") from exc
 
 
+def _design(m: np.ndarray, neon: np.ndarray, degree: int, fit_laser: bool) -> np.ndarray:
+    """Least-squares design matrix: powers of the measured position, plus a neon-only column (laser)."""
+    a = np.vander(m, degree + 1, increasing=True)
+    return np.column_stack([a, neon.astype(np.float64)]) if fit_laser else a
+
+
+def _solve(m: np.ndarray, r: np.ndarray, neon: np.ndarray, degree: int, fit_laser: bool
+           ) -> tuple[np.ndarray, float, np.ndarray]:
+    """Coefficients, laser offset (cm⁻¹, 0 when not fitted) and residuals of ``reference - corrected``."""
+    p = np.linalg.lstsq(_design(m, neon, degree, fit_laser), r - m, rcond=None)[0]
+    coeffs, laser = (p[:-1], float(p[-1])) if fit_laser else (p, 0.0)
+    resid = r - (m + np.vander(m, degree + 1, increasing=True) @ coeffs) - laser * neon
+    return coeffs, laser, resid
+
+
+def leave_one_line_out_rms(lines: Sequence[FittedLine], degree: int, *, fit_laser: bool = False) -> float:
+    """Cross-validated residual of a polynomial correction on a standard's own lines, cm⁻¹.
+
+    Each line is predicted by the correction fitted to the other lines (neon lines get the common laser offset
+    when ``fit_laser``); the root mean square of those prediction errors judges a degree without looking at
+    any check spectrum.
+
+    Parameters
+    ----------
+    lines : sequence of FittedLine
+        Located lines (:func:`measure_lines`).
+    degree : int
+        Polynomial degree 0-3.
+    fit_laser : bool
+        Fit a common offset of the neon lines (the laser wavenumber error) besides the polynomial.
+
+    Returns
+    -------
+    float
+        RMS of the left-out lines' errors, cm⁻¹; ``inf`` when a subset leaves no residual (too few lines).
+    """
+    m = np.array([ln.measured_cm1 for ln in lines])
+    r = np.array([ln.reference_cm1 for ln in lines])
+    neon = np.array([ln.standard == "neon" for ln in lines])
+    errors = []
+    for i in range(m.size):
+        keep = np.arange(m.size) != i
+        if fit_laser and not (neon[keep].any() and (~neon[keep]).any()):
+            continue  # without the other kind of line the left-out one's offset is undetermined
+        if keep.sum() < degree + 2 + int(fit_laser):
+            return float("inf")
+        coeffs, laser, _ = _solve(m[keep], r[keep], neon[keep], degree, fit_laser)
+        predicted = m[i] + float((np.vander(m[i:i + 1], degree + 1, increasing=True) @ coeffs)[0]) + laser * neon[i]
+        errors.append(r[i] - predicted)
+    return float(np.sqrt(np.mean(np.square(errors)))) if errors else float("inf")
+
+
 def fit_calibration(measurements: Sequence[tuple[str, np.ndarray, np.ndarray]], *, instrument_id: str,
-                    laser_nm: float | None = None, degree: int | None = None, silicon_cm1: float = SILICON_CM1,
-                    sources: Sequence[str] | None = None, calibration_id: str = "",
-                    max_offset_cm1: float = 15.0) -> Calibration:
+                    laser_nm: float | None = None, degree: int | str | None = None,
+                    silicon_cm1: float = SILICON_CM1, sources: Sequence[str] | None = None,
+                    calibration_id: str = "", max_offset_cm1: float = 15.0,
+                    fit_laser: bool | None = None) -> Calibration:
     """Fit an axis correction from one or more standards' spectra.
+
+    A neon lamp calibrates the *absolute* wavelength axis; the Raman shift also needs the laser line, which a
+    Raman standard (silicon, polystyrene) pins. When neon is given together with a Raman standard the laser
+    wavenumber is therefore fitted by default (``fit_laser``): the neon lines get one common offset
+    ``δ`` (cm⁻¹) besides the polynomial, the Raman lines pin ``Δ(x)`` absolutely, and the fitted laser
+    wavelength ``1e7 / (1e7/laser_nm + δ)`` nm is recorded. Neon alone places the axis with the nominal
+    ``laser_nm`` (0.1 nm at 785 nm ≈ 1.6 cm⁻¹).
 
     Parameters
     ----------
@@ -488,11 +554,12 @@ def fit_calibration(measurements: Sequence[tuple[str, np.ndarray, np.ndarray]], 
         Instrument (and setup) identifier.
     laser_nm : float, optional
         Laser wavelength, nm (needed for neon).
-    degree : int, optional
-        Polynomial degree 0-2; default: the highest the standards call for (silicon 0, polystyrene 1 — linear
-        transfers best to silicon's 520.7 cm⁻¹ below the first polystyrene line on the development set —,
-        neon 2), lowered to (number of lines - 2) so that a residual is left. A line whose residual exceeds
-        1 cm⁻¹ and 3 x the other lines' RMS is dropped (worst first) while lines remain to spare.
+    degree : int or "cv", optional
+        Polynomial degree 0-2, or ``"cv"``: the degree 0-2 with the smallest leave-one-line-out residual on
+        the standards' own lines (:func:`leave_one_line_out_rms`; ties go to the lower degree). Default: the
+        highest the standards call for (silicon 0, polystyrene 1, neon 2), lowered to (number of lines - 2)
+        so that a residual is left. A line whose residual exceeds 1 cm⁻¹ and 3 x the other lines' RMS is
+        dropped (worst first) while lines remain to spare.
     silicon_cm1 : float
         Silicon's reference line, cm⁻¹.
     sources : sequence of str, optional
@@ -501,15 +568,20 @@ def fit_calibration(measurements: Sequence[tuple[str, np.ndarray, np.ndarray]], 
         Identifier; default ``"<instrument_id>-<UTC date and time>"``.
     max_offset_cm1 : float
         Largest axis error searched when locating lines, cm⁻¹.
+    fit_laser : bool, optional
+        Fit the laser wavenumber from neon plus a Raman standard (default: True exactly when both are given).
 
     Returns
     -------
     Calibration
+        With ``laser_offset_cm1`` (δ) and ``laser_nm_fitted`` when the laser was fitted, and
+        ``degree_rule`` (``"given"``, ``"default"`` or ``"cv"``, with the cross-validated RMS per degree).
 
     Raises
     ------
     CalibrationError
-        For an empty list, an unknown standard, a bad degree, or too few lines for the degree.
+        For an empty list, an unknown standard, a bad degree, too few lines for the degree, or ``fit_laser``
+        without both neon and a Raman standard.
     """
     from numpy.polynomial import polynomial as P
 
@@ -521,21 +593,43 @@ def fit_calibration(measurements: Sequence[tuple[str, np.ndarray, np.ndarray]], 
             raise CalibrationError(f"unknown standard {standard!r}; known: {', '.join(STANDARDS)}")
         lines += measure_lines(x, y, standard, laser_nm=laser_nm, silicon_cm1=silicon_cm1,
                                max_offset_cm1=max_offset_cm1)
-    if degree is None:  # at least one line more than coefficients (a residual to judge the fit by)
-        degree = max(0, min(max(_DEFAULT_DEGREE[s] for s, _, _ in measurements), len(lines) - 2))
+    kinds = {s for s, _, _ in measurements}
+    both = "neon" in kinds and bool(kinds & {"silicon", "polystyrene"})
+    if fit_laser is None:
+        fit_laser = both
+    elif fit_laser and not both:
+        raise CalibrationError("fitting the laser wavelength needs a neon spectrum and a Raman standard "
+                               "(silicon or polystyrene): the neon lines alone cannot tell the laser line")
+    if fit_laser and not any(ln.standard == "neon" for ln in lines):
+        fit_laser = False  # unreachable in practice: measure_lines raises when no neon line is found
+    rule = "given"
+    cv: dict[str, float] = {}
+    if degree == "cv":
+        for d in (0, 1, 2):
+            cv[str(d)] = round(leave_one_line_out_rms(lines, d, fit_laser=fit_laser), 4)
+        finite = [d for d in (0, 1, 2) if np.isfinite(cv[str(d)])]
+        if not finite:
+            raise CalibrationError(f"{len(lines)} line(s) found: too few to cross-validate a degree")
+        degree, rule = min(finite, key=lambda d: (cv[str(d)], d)), "cv"
+    elif degree is None:  # at least one line more than coefficients (a residual to judge the fit by)
+        degree = max(0, min(max(_DEFAULT_DEGREE[s] for s, _, _ in measurements), len(lines) - 2 - int(fit_laser)))
+        rule = "default"
     if degree not in (0, 1, 2):
-        raise CalibrationError(f"calibration degree must be 0, 1 or 2, got {degree!r}")
-    if len(lines) < degree + 1:
+        raise CalibrationError(f"calibration degree must be 0, 1 or 2 (or 'cv'), got {degree!r}")
+    if len(lines) < degree + 1 + int(fit_laser):
         raise CalibrationError(f"{len(lines)} line(s) found: too few for a degree-{degree} correction")
     while True:  # drop the worst line while it is an outlier (> 1 cm⁻¹ and > 3 x the others' RMS)
         m = np.array([ln.measured_cm1 for ln in lines])
         r = np.array([ln.reference_cm1 for ln in lines])
-        coeffs = P.polyfit(m, r - m, degree) if degree else np.array([float(np.mean(r - m))])
+        neon = np.array([ln.standard == "neon" for ln in lines], dtype=np.float64)
+        coeffs, laser, resid = _solve(m, r, neon, degree, fit_laser)
         corrected = m + P.polyval(m, coeffs)
-        resid = r - corrected
         worst = int(np.argmax(np.abs(resid)))
         rest = np.delete(resid, worst)
-        if len(lines) <= degree + 2 or abs(resid[worst]) <= max(1.0, 3.0 * float(np.sqrt(np.mean(rest ** 2)))):
+        kinds_left = {ln.standard for i, ln in enumerate(lines) if i != worst}
+        if (len(lines) <= degree + 2 + int(fit_laser) or (fit_laser and not ("neon" in kinds_left
+                                                                              and len(kinds_left) > 1))
+                or abs(resid[worst]) <= max(1.0, 3.0 * float(np.sqrt(np.mean(rest ** 2))))):
             break
         lines = lines[:worst] + lines[worst + 1:]
     now = _dt.datetime.now(_dt.UTC).replace(microsecond=0)
@@ -548,9 +642,16 @@ def fit_calibration(measurements: Sequence[tuple[str, np.ndarray, np.ndarray]], 
               "measured_cm1": round(ln.measured_cm1, 4), "corrected_cm1": round(float(c), 4),
               "residual_cm1": round(float(e), 4), "fwhm_cm1": round(ln.fwhm_cm1, 3)}
              for ln, c, e in zip(lines, corrected, resid, strict=True)]
+    extra: dict[str, Any] = {"degree_rule": rule}
+    if cv:
+        extra["cv_rms_cm1"] = cv
+    if fit_laser and laser_nm is not None:
+        # corrected neon position = nominal reference + δ, δ = ν_laser(true) - ν_laser(nominal)
+        delta = -laser
+        extra.update(laser_offset_cm1=round(delta, 4), laser_nm_fitted=round(1e7 / (1e7 / float(laser_nm) + delta), 5))
     return Calibration(
         instrument_id=instrument_id, laser_nm=None if laser_nm is None else float(laser_nm),
         coefficients_cm1=[float(c) for c in coeffs], valid_range_cm1=(float(m.min()), float(m.max())),
         lines=table, rms_cm1=float(np.sqrt(np.mean(resid ** 2))), standards=standards,
         calibration_id=calibration_id or f"{instrument_id}-{now.strftime('%Y%m%dT%H%M%SZ')}",
-        created_utc=now.isoformat().replace("+00:00", "Z"))
+        created_utc=now.isoformat().replace("+00:00", "Z"), fit=extra)
