@@ -495,7 +495,8 @@ def _solve(m: np.ndarray, r: np.ndarray, neon: np.ndarray, degree: int, fit_lase
     return coeffs, laser, resid
 
 
-def leave_one_line_out_rms(lines: Sequence[FittedLine], degree: int, *, fit_laser: bool = False) -> float:
+def leave_one_line_out_rms(lines: Sequence[FittedLine], degree: int, *, fit_laser: bool = False,
+                           scored: Sequence[str] | None = None) -> float:
     """Cross-validated residual of a polynomial correction on a standard's own lines, cm⁻¹.
 
     Each line is predicted by the correction fitted to the other lines (neon lines get the common laser offset
@@ -510,6 +511,9 @@ def leave_one_line_out_rms(lines: Sequence[FittedLine], degree: int, *, fit_lase
         Polynomial degree 0-3.
     fit_laser : bool
         Fit a common offset of the neon lines (the laser wavenumber error) besides the polynomial.
+    scored : sequence of str, optional
+        Standards whose left-out lines are scored (default: all). ``("polystyrene",)`` compares a
+        polystyrene-only fit with a neon + polystyrene fit on the same held-out Raman lines.
 
     Returns
     -------
@@ -521,6 +525,8 @@ def leave_one_line_out_rms(lines: Sequence[FittedLine], degree: int, *, fit_lase
     neon = np.array([ln.standard == "neon" for ln in lines])
     errors = []
     for i in range(m.size):
+        if scored is not None and lines[i].standard not in scored:
+            continue
         keep = np.arange(m.size) != i
         if fit_laser and not (neon[keep].any() and (~neon[keep]).any()):
             continue  # without the other kind of line the left-out one's offset is undetermined
