@@ -37,6 +37,7 @@ import numpy as np
 from .errors import CalibrationError
 
 __all__ = [
+    "BASELINES",
     "CALIBRATION_FORMAT",
     "CALIBRATION_VERSION",
     "NEON_NIST_AIR_NM",
@@ -45,8 +46,10 @@ __all__ = [
     "STANDARDS",
     "Calibration",
     "FittedLine",
+    "LineFit",
     "fit_calibration",
     "fit_line",
+    "fit_line_detail",
     "leave_one_line_out_rms",
     "load_calibration",
     "measure_lines",
@@ -150,9 +153,45 @@ class FittedLine:
     amplitude: float
 
 
-def fit_line(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm1: float, *,
-             half_window_cm1: float = 10.0, profile: str = "lorentzian") -> tuple[float, float, float]:
-    """Fit one line profile plus a linear background around ``guess_cm1``.
+def _pseudo_voigt(x: np.ndarray, amp: float, x0: float, fwhm: float, b0: float, b1: float, eta: float
+                  ) -> np.ndarray:
+    """Pseudo-Voigt: ``eta`` x Lorentzian + (1 - eta) x Gaussian of one FWHM (Thompson, Cox & Hastings 1987)."""
+    hw = 0.5 * fwhm
+    shape = eta * hw * hw / ((x - x0) ** 2 + hw * hw) + (1.0 - eta) * np.exp(-4.0 * np.log(2.0) * ((x - x0) / fwhm) ** 2)
+    return amp * shape + b0 + b1 * (x - x0)
+
+
+_PROFILES["pseudo_voigt"] = _pseudo_voigt
+BASELINES = ("linear", "constant")
+
+
+@dataclass(frozen=True)
+class LineFit:
+    """One fitted line profile (:func:`fit_line_detail`).
+
+    Attributes
+    ----------
+    centre_cm1, fwhm_cm1 : float
+        Fitted centre and full width at half maximum, cm⁻¹.
+    amplitude : float
+        Height above the local background (intensity units).
+    centre_stderr_cm1 : float
+        Standard error of the centre from the fit's covariance, cm⁻¹ (``nan`` when undetermined).
+    eta : float
+        Lorentzian fraction (1 for a Lorentzian, 0 for a Gaussian, fitted for a pseudo-Voigt).
+    """
+
+    centre_cm1: float
+    fwhm_cm1: float
+    amplitude: float
+    centre_stderr_cm1: float
+    eta: float
+
+
+def fit_line_detail(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm1: float, *,
+                    half_window_cm1: float = 10.0, profile: str = "lorentzian",
+                    baseline: str = "linear") -> LineFit:
+    """Fit one line profile plus a background around ``guess_cm1`` (:func:`scipy.optimize.curve_fit`).
 
     Parameters
     ----------
@@ -164,8 +203,92 @@ def fit_line(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm1: floa
         Approximate line position, cm⁻¹.
     half_window_cm1 : float
         Half width of the fitted window, cm⁻¹.
-    profile : {"lorentzian", "gaussian"}
+    profile : {"lorentzian", "gaussian", "pseudo_voigt"}
+        Line shape (pseudo-Voigt: the Lorentzian fraction is fitted within 0-1).
+    baseline : {"linear", "constant"}
+        Background under the line within the window.
+
+    Returns
+    -------
+    LineFit
+
+    Raises
+    ------
+    CalibrationError
+        For an unknown profile or baseline, when the window holds fewer points than the model has parameters
+        plus one, the fit does not converge, or the fitted line is not a peak inside the window (centre
+        outside, width not positive, or amplitude not positive).
+    """
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    fn = _PROFILES.get(profile)
+    if fn is None:
+        raise CalibrationError(f"unknown line profile {profile!r}; known: {', '.join(_PROFILES)}")
+    if baseline not in BASELINES:
+        raise CalibrationError(f"unknown baseline {baseline!r}; known: {', '.join(BASELINES)}")
+    x = np.asarray(raman_shift_cm1, dtype=np.float64)
+    y = np.asarray(intensity, dtype=np.float64)
+    sel = np.abs(x - guess_cm1) <= half_window_cm1
+    xs, ys = x[sel], y[sel]
+    pv = profile == "pseudo_voigt"
+    n_par = 3 + (2 if baseline == "linear" else 1) + int(pv)
+    if xs.size < max(5, n_par + 1):
+        raise CalibrationError(f"fewer than {max(5, n_par + 1)} points within ±{half_window_cm1:g} cm⁻¹ of "
+                               f"{guess_cm1:.1f} cm⁻¹")
+    i = int(np.argmax(ys))
+    base = float(min(ys[0], ys[-1]))
+    step = float(np.median(np.diff(xs)))
+    p0 = [float(ys[i] - base), float(xs[i]), max(3.0 * step, 2.0), base]
+
+    def model(xx: np.ndarray, *q: float) -> np.ndarray:
+        b1 = q[4] if baseline == "linear" else 0.0
+        if pv:
+            return _pseudo_voigt(xx, q[0], q[1], q[2], q[3], b1, q[-1])
+        return fn(xx, q[0], q[1], q[2], q[3], b1)
+
+    if baseline == "linear":
+        p0.append(0.0)
+    lo = [-np.inf] * len(p0)
+    hi = [np.inf] * len(p0)
+    if pv:
+        p0.append(0.5)
+        lo.append(0.0)
+        hi.append(1.0)
+    try:
+        with warnings.catch_warnings():  # an undetermined covariance is fine: the centre's error is then nan
+            warnings.simplefilter("ignore", OptimizeWarning)
+            p, cov = curve_fit(model, xs, ys, p0=p0, bounds=(lo, hi) if pv else (-np.inf, np.inf), maxfev=4000)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise CalibrationError(f"line fit near {guess_cm1:.1f} cm⁻¹ failed: {exc}") from exc
+    amp, x0, fwhm = float(p[0]), float(p[1]), abs(float(p[2]))
+    if not (np.all(np.isfinite(p)) and amp > 0 and xs[0] < x0 < xs[-1] and 0 < fwhm < 2 * half_window_cm1):
+        raise CalibrationError(f"no line near {guess_cm1:.1f} cm⁻¹ (fit: centre {x0:.2f}, FWHM {fwhm:.2f}, "
+                               f"amplitude {amp:.3g})")
+    var = float(np.asarray(cov)[1, 1]) if np.ndim(cov) == 2 else float("nan")
+    err = float(np.sqrt(var)) if np.isfinite(var) and var >= 0 else float("nan")
+    eta = float(p[-1]) if pv else (1.0 if profile == "lorentzian" else 0.0)
+    return LineFit(x0, fwhm, amp, err, eta)
+
+
+def fit_line(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm1: float, *,
+             half_window_cm1: float = 10.0, profile: str = "lorentzian",
+             baseline: str = "linear") -> tuple[float, float, float]:
+    """Fit one line profile plus a background around ``guess_cm1``; see :func:`fit_line_detail`.
+
+    Parameters
+    ----------
+    raman_shift_cm1 : numpy.ndarray, shape (M,)
+        Strictly increasing axis, cm⁻¹.
+    intensity : numpy.ndarray, shape (M,)
+        Intensities.
+    guess_cm1 : float
+        Approximate line position, cm⁻¹.
+    half_window_cm1 : float
+        Half width of the fitted window, cm⁻¹.
+    profile : {"lorentzian", "gaussian", "pseudo_voigt"}
         Line shape.
+    baseline : {"linear", "constant"}
+        Background under the line.
 
     Returns
     -------
@@ -175,35 +298,11 @@ def fit_line(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm1: floa
     Raises
     ------
     CalibrationError
-        When the window holds fewer than 5 points, the fit does not converge, or the fitted line is not a
-        peak inside the window (centre outside, width not positive, or amplitude not positive).
+        As :func:`fit_line_detail`.
     """
-    from scipy.optimize import OptimizeWarning, curve_fit
-
-    fn = _PROFILES.get(profile)
-    if fn is None:
-        raise CalibrationError(f"unknown line profile {profile!r}; known: {', '.join(_PROFILES)}")
-    x = np.asarray(raman_shift_cm1, dtype=np.float64)
-    y = np.asarray(intensity, dtype=np.float64)
-    sel = np.abs(x - guess_cm1) <= half_window_cm1
-    if np.count_nonzero(sel) < 5:
-        raise CalibrationError(f"fewer than 5 points within ±{half_window_cm1:g} cm⁻¹ of {guess_cm1:.1f} cm⁻¹")
-    xs, ys = x[sel], y[sel]
-    i = int(np.argmax(ys))
-    base = float(min(ys[0], ys[-1]))
-    step = float(np.median(np.diff(xs)))
-    p0 = [float(ys[i] - base), float(xs[i]), max(3.0 * step, 2.0), base, 0.0]
-    try:
-        with warnings.catch_warnings():  # an undetermined covariance is fine: only the centre is used
-            warnings.simplefilter("ignore", OptimizeWarning)
-            p, _ = curve_fit(fn, xs, ys, p0=p0, maxfev=4000)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise CalibrationError(f"line fit near {guess_cm1:.1f} cm⁻¹ failed: {exc}") from exc
-    amp, x0, fwhm = float(p[0]), float(p[1]), abs(float(p[2]))
-    if not (np.all(np.isfinite(p)) and amp > 0 and xs[0] < x0 < xs[-1] and 0 < fwhm < 2 * half_window_cm1):
-        raise CalibrationError(f"no line near {guess_cm1:.1f} cm⁻¹ (fit: centre {x0:.2f}, FWHM {fwhm:.2f}, "
-                               f"amplitude {amp:.3g})")
-    return x0, fwhm, amp
+    f = fit_line_detail(raman_shift_cm1, intensity, guess_cm1, half_window_cm1=half_window_cm1, profile=profile,
+                        baseline=baseline)
+    return f.centre_cm1, f.fwhm_cm1, f.amplitude
 
 
 def _noise(y: np.ndarray) -> float:

@@ -12,6 +12,7 @@ from edge.calibration import (
     Calibration,
     fit_calibration,
     fit_line,
+    fit_line_detail,
     leave_one_line_out_rms,
     load_calibration,
     measure_lines,
@@ -120,6 +121,21 @@ def test_fit_line_uses_a_profile_not_the_highest_sample(rng):
     assert centre == pytest.approx(521.0, abs=0.01) and fwhm == pytest.approx(4.0, abs=0.05)
     with pytest.raises(CalibrationError):
         fit_line(x, np.full_like(x, 3.0), 520.0)
+
+
+@pytest.mark.parametrize("baseline", ["linear", "constant"])
+def test_pseudo_voigt_recovers_centre_and_shape(baseline, rng):
+    x = np.arange(480.0, 560.0, 1.7)
+    lor = 4 / ((x - 521.3) ** 2 + 4)
+    gau = np.exp(-4 * np.log(2) * ((x - 521.3) / 4.0) ** 2)
+    for eta in (0.0, 0.6, 1.0):
+        y = 1000 * (eta * lor + (1 - eta) * gau) + 50 + (0.5 * (x - 520) if baseline == "linear" else 0.0)
+        y = y + rng.normal(0, 2.0, x.size)
+        f = fit_line_detail(x, y, 520.0, half_window_cm1=20.0, profile="pseudo_voigt", baseline=baseline)
+        assert f.centre_cm1 == pytest.approx(521.3, abs=0.05) and f.eta == pytest.approx(eta, abs=0.1)
+        assert 0 < f.centre_stderr_cm1 < 0.05 and f.fwhm_cm1 == pytest.approx(4.0, abs=0.1)
+    with pytest.raises(CalibrationError, match="baseline"):
+        fit_line_detail(x, y, 520.0, baseline="cubic")
 
 
 def test_file_round_trip_and_refusals(tmp_path, rng):
