@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,7 +125,7 @@ def _gaussian(x: np.ndarray, amp: float, x0: float, fwhm: float, b0: float, b1: 
     return amp * np.exp(-4.0 * np.log(2.0) * ((x - x0) / fwhm) ** 2) + b0 + b1 * (x - x0)
 
 
-_PROFILES = {"lorentzian": _lorentzian, "gaussian": _gaussian}
+_PROFILES: dict[str, Callable[..., np.ndarray]] = {"lorentzian": _lorentzian, "gaussian": _gaussian}
 
 
 @dataclass(frozen=True)
