@@ -216,7 +216,7 @@ def fit_line_detail(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm
     ------
     CalibrationError
         For an unknown profile or baseline, when the window holds fewer points than the model has parameters
-        plus one, the fit does not converge, or the fitted line is not a peak inside the window (centre
+        (at least 5), the fit does not converge, or the fitted line is not a peak inside the window (centre
         outside, width not positive, or amplitude not positive).
     """
     from scipy.optimize import OptimizeWarning, curve_fit
@@ -232,8 +232,8 @@ def fit_line_detail(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm
     xs, ys = x[sel], y[sel]
     pv = profile == "pseudo_voigt"
     n_par = 3 + (2 if baseline == "linear" else 1) + int(pv)
-    if xs.size < max(5, n_par + 1):
-        raise CalibrationError(f"fewer than {max(5, n_par + 1)} points within ±{half_window_cm1:g} cm⁻¹ of "
+    if xs.size < max(5, n_par):
+        raise CalibrationError(f"fewer than {max(5, n_par)} points within ±{half_window_cm1:g} cm⁻¹ of "
                                f"{guess_cm1:.1f} cm⁻¹")
     i = int(np.argmax(ys))
     base = float(min(ys[0], ys[-1]))
