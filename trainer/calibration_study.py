@@ -269,27 +269,28 @@ def default_calibration(setup: Setup, *, silicon_cm1: float = SILICON_CM1) -> tu
         cands.append((cv, 1, d, "polystyrene", None))
         scores[f"polystyrene/{d}"] = round(cv, 3)
     for path in setup.neon:
-        ne = read_standard(path, setup.laser_nm)
-        axis = _on_laser(ne, ps.laser_nm)
+        lamp = read_standard(path, setup.laser_nm)
+        axis = _on_laser(lamp, ps.laser_nm)
         try:
-            ne_lines = measure_lines(axis, ne.intensity, "neon", laser_nm=ps.laser_nm)
+            ne_lines = measure_lines(axis, lamp.intensity, "neon", laser_nm=ps.laser_nm)
         except CalibrationError:
             continue
         for d in (0, 1, 2):
             try:
-                alone = _fit([("neon", axis, ne.intensity)], setup, ps.laser_nm, d, False, silicon_cm1, [path.name])
+                alone = _fit([("neon", axis, lamp.intensity)], setup, ps.laser_nm, d, False, silicon_cm1, [path.name])
                 cv = _predicts(alone, ps_lines)
             except CalibrationError:
                 cv = float("inf")
-            cands.append((cv, 1, d, "neon", ne))
+            cands.append((cv, 1, d, "neon", lamp))
             scores[f"neon/{d}/{path.name}"] = round(cv, 3)
             cv = leave_one_line_out_rms(ps_lines + ne_lines, d, fit_laser=True, scored=("polystyrene",))
-            cands.append((cv, 2, d, "neon+polystyrene", ne))
+            cands.append((cv, 2, d, "neon+polystyrene", lamp))
             scores[f"neon+polystyrene/{d}/{path.name}"] = round(cv, 3)
     finite = [c for c in cands if np.isfinite(c[0])]
     if not finite:
         raise CalibrationError(f"{setup.name}: too few polystyrene lines to score any candidate")
-    cv, _, degree, standard, ne = min(finite, key=lambda c: (c[0], c[1], c[2]))
+    cv, _, degree, standard, chosen = min(finite, key=lambda c: (c[0], c[1], c[2]))
+    ne = chosen
     if ne is None:
         cal = _fit(ps_meas, setup, ps.laser_nm, degree, False, silicon_cm1, [ps.path.name])
     elif standard == "neon":
@@ -315,9 +316,9 @@ def _after(cal: Calibration | None, silicon: Sequence[StandardSpectrum], silicon
     return None if r is None else round(r - silicon_cm1, 2)
 
 
-def _try(fn: Any) -> Any:
+def _try(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
-        return fn()
+        return fn(*args, **kwargs)
     except CalibrationError:
         return None
 
@@ -371,9 +372,9 @@ def study(charisma_dir: str | Path, *, silicon_cm1: float = SILICON_CM1) -> dict
         # 1 + 3. standards and degree
         methods: dict[str, Any] = {}
         ps_meas = [("polystyrene", ps.axis_cm1, ps.intensity)]
-        ps_lines = _try(lambda: measure_lines(ps.axis_cm1, ps.intensity, "polystyrene"))
+        ps_lines = _try(measure_lines, ps.axis_cm1, ps.intensity, "polystyrene")
         for d in (0, 1, 2):
-            cal = _try(lambda d=d: _fit(ps_meas, setup, ps.laser_nm, d, False, silicon_cm1, [ps.path.name]))
+            cal = _try(_fit, ps_meas, setup, ps.laser_nm, d, False, silicon_cm1, [ps.path.name])
             methods[f"polystyrene/{d}"] = {
                 "lines": None if cal is None else len(cal.lines), "rms_cm1": None if cal is None else round(cal.rms_cm1, 2),
                 "cv_rms_cm1": None if ps_lines is None else round(leave_one_line_out_rms(ps_lines, d), 2),
@@ -381,9 +382,9 @@ def study(charisma_dir: str | Path, *, silicon_cm1: float = SILICON_CM1) -> dict
         for ne in neons:
             for d in (0, 1, 2):
                 on = _on_laser(ne, ps.laser_nm)  # the silicon and polystyrene files share this laser value
-                alone = _try(lambda d=d, on=on, ne=ne: _fit([("neon", on, ne.intensity)], setup, ps.laser_nm, d,
-                                                            False, silicon_cm1, [ne.path.name]))
-                ne_lines = _try(lambda on=on, ne=ne: measure_lines(on, ne.intensity, "neon", laser_nm=ps.laser_nm))
+                alone = _try(_fit, [("neon", on, ne.intensity)], setup, ps.laser_nm, d, False, silicon_cm1,
+                             [ne.path.name])
+                ne_lines = _try(measure_lines, on, ne.intensity, "neon", laser_nm=ps.laser_nm)
                 methods[f"neon/{d}/{ne.path.name}"] = {
                     "lines": None if alone is None else len(alone.lines),
                     "rms_cm1": None if alone is None else round(alone.rms_cm1, 2),
@@ -391,11 +392,9 @@ def study(charisma_dir: str | Path, *, silicon_cm1: float = SILICON_CM1) -> dict
                     "polystyrene_rms_cm1": None if (alone is None or not ps_lines) else round(
                         _predicts(alone, ps_lines), 2),
                     "laser_nm": ps.laser_nm, "silicon_after_error_cm1": _after(alone, si, silicon_cm1)}
-                both = _try(lambda d=d, ne=ne: _fit([("neon", _on_laser(ne, ps.laser_nm), ne.intensity), *ps_meas],
-                                                      setup, ps.laser_nm, d, True, silicon_cm1,
-                                                      [ne.path.name, ps.path.name]))
-                nl = _try(lambda ne=ne: measure_lines(_on_laser(ne, ps.laser_nm), ne.intensity, "neon",
-                                                      laser_nm=ps.laser_nm))
+                both = _try(_fit, [("neon", on, ne.intensity), *ps_meas], setup, ps.laser_nm, d, True, silicon_cm1,
+                            [ne.path.name, ps.path.name])
+                nl = ne_lines
                 methods[f"neon+polystyrene/{d}/{ne.path.name}"] = {
                     "lines": None if both is None else len(both.lines),
                     "rms_cm1": None if both is None else round(both.rms_cm1, 2),
@@ -456,7 +455,7 @@ def markdown(result: dict[str, dict[str, Any]]) -> str:
     for name, r in result.items():
         m = r["methods"]
 
-        def cell(k: str) -> str:
+        def cell(k: str, m: dict[str, Any] = m) -> str:
             v = m.get(k)
             return "–" if not v else f"{_f(v['silicon_after_error_cm1'])} (cv {_f(v['cv_rms_cm1']).lstrip('+')})"
 
