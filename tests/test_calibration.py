@@ -212,3 +212,23 @@ def test_edge_calibrate_cli(data_root, tmp_path, capsys):
                          "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 1 and err.strip().count("\n") == 0 and "error:" in err and "--laser-nm" in err
+
+
+@pytest.mark.realdata
+def test_edge_calibrate_cli_neon_plus_polystyrene(data_root, tmp_path, capsys):
+    """Horiba 785 OP03: the laser is fitted from neon + polystyrene, the degree by cross-validation."""
+    root = data_root / "cross_instrument" / "charisma" / "FMNT-M_Ho785"
+    out = tmp_path / "cal.json"
+    rc = calibrate_main(["--instrument", "HO785-OP03", "--laser-nm", "785", "--neon",
+                         str(root / "NeonSNQ043_iR785_OP03.txt"), "--polystyrene",
+                         str(root / "PST10_iR785_OP03_8000msx2.txt"), "--degree", "cv", "--out", str(out), "-q"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "laser fitted" in text and "leave-one-line-out" in text
+    cal = load_calibration(out)
+    assert cal.fit["degree_rule"] == "cv" and 784.5 < cal.fit["laser_nm_fitted"] < 784.9  # not the nominal 785
+    assert {ln["standard"] for ln in cal.lines} == {"neon", "polystyrene"}
+    rc = calibrate_main(["--instrument", "x", "--laser-nm", "785", "--neon", str(root / "NeonSNQ043_iR785_OP03.txt"),
+                         "--fit-laser", "--out", str(out)])
+    assert rc == 1 and "Raman standard" in capsys.readouterr().err
+    assert calibrate_main(["--instrument", "x", "--polystyrene", "p.txt", "--degree", "3", "--out", str(out)]) == 1
+    assert "must be 0, 1, 2 or cv" in capsys.readouterr().err
