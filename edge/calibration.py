@@ -13,8 +13,14 @@ Standards (line tables below):
   one line, so an offset only;
 - **polystyrene**: the ASTM E1840-96 (2022) reference Raman shifts of polystyrene;
 - **neon**: Ne I emission lines (NIST Atomic Spectra Database, air wavelengths, nm), placed on the Raman-shift
-  axis with the laser wavelength: ``1e7/λ_laser - 1e7/λ_line`` cm⁻¹. An error of the laser wavelength is a
-  constant offset in cm⁻¹ (0.1 nm at 785 nm ≈ 1.6 cm⁻¹): combine neon with silicon to pin it.
+  axis with the laser wavelength: ``1e7/λ_laser - 1e7/λ_line`` cm⁻¹. A neon lamp calibrates the *absolute*
+  wavelength axis; an error of the laser wavelength is a constant offset in cm⁻¹ (0.1 nm at 785 nm ≈
+  1.6 cm⁻¹) that only a Raman standard reveals. Given neon together with silicon or polystyrene,
+  :func:`fit_calibration` therefore fits the laser wavenumber (one common offset of the neon lines) with the
+  polynomial, and records the fitted laser wavelength.
+
+The degree can be chosen by leave-one-line-out cross-validation on the standards' own lines
+(``degree="cv"``, :func:`leave_one_line_out_rms`), never on a check spectrum.
 
 The result is written as a versioned JSON *instrument calibration file* (:data:`CALIBRATION_FORMAT`,
 :data:`CALIBRATION_VERSION`); :func:`load_calibration` validates one and :meth:`Calibration.apply` corrects an
