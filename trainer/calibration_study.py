@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.ndimage import median_filter
 
 from edge.calibration import (
     SILICON_CM1,
@@ -349,7 +350,8 @@ def study(charisma_dir: str | Path, *, silicon_cm1: float = SILICON_CM1) -> dict
         b = before["median_cm1"]
         row: dict[str, Any] = {"silicon_before_error_cm1": None if b is None else round(b - silicon_cm1, 2)}
         # 4. sessions
-        windows = int(np.sum(np.diff(ps.axis_cm1) < 0.6 * np.median(np.diff(ps.axis_cm1))))
+        step = np.diff(ps.axis_cm1)  # a stitched (multi-window) spectrum has a short step at each seam
+        windows = int(np.sum(step < 0.6 * median_filter(step, size=15, mode="nearest")))
         row["sessions"] = {
             "polystyrene": ps.acquired, "silicon": sorted({s.acquired for s in si if s.acquired}),
             "neon": sorted({n.acquired for n in neons if n.acquired}),
@@ -367,7 +369,8 @@ def study(charisma_dir: str | Path, *, silicon_cm1: float = SILICON_CM1) -> dict
             r = silicon_reading(si, silicon_cm1=silicon_cm1, profile=prof, half_window_cm1=half, baseline=base)
             reader[f"{prof}/{half:g}/{base}"] = None if r["median_cm1"] is None else round(r["median_cm1"] - silicon_cm1, 2)
         reader.update(spread_cm1=round(before["spread_cm1"] or 0.0, 2), stderr_cm1=round(before["stderr_cm1"] or 0.0, 3),
-                      per_file_error_cm1=[round(c - silicon_cm1, 2) for c in before["per_file_cm1"]])
+                      per_file_error_cm1=[round(c - silicon_cm1, 2) for c in before["per_file_cm1"]],
+                      per_file_sample=[s.path.stem.split("_")[0][:3] for s in si][:len(before["per_file_cm1"])])
         row["reader"] = reader
         # 1 + 3. standards and degree
         methods: dict[str, Any] = {}
@@ -449,7 +452,8 @@ def markdown(result: dict[str, dict[str, Any]]) -> str:
         rd = r["reader"]
         lines.append(f"| {name} | " + " | ".join(_f(rd[k]) for k in keys)
                      + f" | {rd['spread_cm1']:.2f} | {rd['stderr_cm1']:.2f} | "
-                     + " ".join(f"{v:+.2f}" for v in rd["per_file_error_cm1"]) + " |")
+                     + " ".join(f"{c} {v:+.2f}" for c, v in zip(rd["per_file_sample"], rd["per_file_error_cm1"],
+                                                                   strict=True)) + " |")
     lines += ["", "| setup | before | PS d0 | PS d1 | PS d2 | neon only | neon+PS d0 | neon+PS d1 | neon+PS d2 "
               "| fitted laser nm | default (rule) | after |", "|---|" + "---|" * 11]
     for name, r in result.items():
