@@ -31,7 +31,7 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ KINDS = ("novel", "doubtful", "event", "rejected", "nominal")
 """Record kinds in the order they are filled in and written."""
 _FINISH_RESERVE = 16  # bytes the zlib stream's end (final block, Adler-32) may add after the last sync flush
 _CHUNK = 500
+_SMALLEST_RECORD = 24  # bytes: no record takes less (its keys alone do), so with less room the filling stops
 
 
 @dataclass
@@ -242,13 +243,12 @@ def _plan(conn: sqlite3.Connection, budget_bytes: int, include_exported: bool, s
         raise ConfigError(f"a budget of {budget_bytes} bytes does not hold the package header ({reserve} bytes)")
     body = _Body(budget_bytes - reserve, compress)
     plan = Plan({}, b"")
-    counts, sizes, left = dict.fromkeys(KINDS, 0), dict.fromkeys(KINDS, 0), dict.fromkeys(KINDS, 0)
+    counts, sizes = dict.fromkeys(KINDS, 0), dict.fromkeys(KINDS, 0)
 
     def add(kind: str, r: tuple[Any, ...], with_spectrum: bool) -> bool:
         rec = _record(kind, r, with_spectrum)
         n = body.try_add(rec)
         if not n:
-            left[kind] += 1
             return False
         counts[kind] += 1
         sizes[kind] += n
@@ -258,24 +258,20 @@ def _plan(conn: sqlite3.Connection, budget_bytes: int, include_exported: bool, s
         plan.items.append((kind, int(r[0]), r[1], _spectrum_id(rec), n))
         return True
 
-    for kind in ("novel", "doubtful"):
+    for kind in ("novel", "doubtful", "event", "rejected"):
         for r in _rows(conn, _WHERE[kind] + mine, ()):
-            add(kind, r, with_spectrum=True)
-    for r in _rows(conn, _WHERE["event"] + mine, ()):
-        add("event", r, with_spectrum=False)
-    for r in _rows(conn, _WHERE["rejected"] + mine, ()):
-        if counts["rejected"] >= max_rejected:
-            left["rejected"] += 1
-            continue
-        add("rejected", r, with_spectrum=False)
-    _sample_nominal(conn, mine, seed, body, add, left)
+            if body.room < _SMALLEST_RECORD or (kind == "rejected" and counts[kind] >= max_rejected):
+                break
+            add(kind, r, with_spectrum=kind in ("novel", "doubtful"))
+    _sample_nominal(conn, mine, seed, body, add)
+    left = {k: most[k] - counts[k] for k in KINDS}  # one snapshot: what waits and did not go
     plan.header = _header(budget_bytes, compress, seed, include_exported, last_seq, counts, sizes, left)
     plan.body = body.finish()
     return plan
 
 
-def _sample_nominal(conn: sqlite3.Connection, mine: str, seed: int, body: _Body, add: Any,
-                    left: dict[str, int]) -> None:
+def _sample_nominal(conn: sqlite3.Connection, mine: str, seed: int, body: _Body,
+                    add: Callable[[str, tuple[Any, ...], bool], bool]) -> None:
     """Add a seeded sample of nominal predictions spread over arrival order, in rounds until the budget is used.
 
     Each round splits the candidates still waiting (oldest first) into as many equal strata as the remaining room
@@ -287,7 +283,7 @@ def _sample_nominal(conn: sqlite3.Connection, mine: str, seed: int, body: _Body,
     rng = np.random.default_rng(seed)
     waiting = rows
     est, added_bytes, added = 400.0, 0, 0
-    while len(waiting) and body.room > 0:
+    while len(waiting) and body.room >= _SMALLEST_RECORD:
         k = int(min(len(waiting), max(1, body.room // max(est, 1.0))))
         edges = np.linspace(0, len(waiting), k + 1).astype(np.int64)
         picks = edges[:-1] + rng.integers(0, np.maximum(edges[1:] - edges[:-1], 1))
@@ -301,12 +297,11 @@ def _sample_nominal(conn: sqlite3.Connection, mine: str, seed: int, body: _Body,
                 if add("nominal", r, False):
                     got += 1
                     added_bytes += body.size - before
-        waiting = np.setdiff1d(waiting, chosen, assume_unique=True) if got else waiting[:0]
-        if not got:
+        if not got:  # none of them fits any more
             break
+        waiting = np.setdiff1d(waiting, chosen, assume_unique=True)
         added += got
         est = added_bytes / added
-    left["nominal"] = len(rows) - added
 
 
 def write_package(plan: Plan, out: str | os.PathLike[str]) -> int:
