@@ -90,6 +90,17 @@ def _stream(ctx, ep_in: str, ep_out: str, x: np.ndarray, axis: np.ndarray, n: in
             "latency_p50_ms": float(np.percentile(lat_a, 50)), "latency_p99_ms": float(np.percentile(lat_a, 99))}
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux ``/proc``; None elsewhere)."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _per_call_ms(fn, n: int) -> dict[str, float]:
     fn()
     times = np.empty(n)
@@ -126,14 +137,20 @@ def bench_daemon(bundle: Path, x: np.ndarray, axis: np.ndarray, rate_hz: float =
     proc = start_daemon(bundle, ep_in, ep_out, store, extra_args=extra_args)
     ctx = zmq.Context()
     try:
+        cpu0 = _cpu_seconds(proc.pid)
         steady = _stream(ctx, ep_in, ep_out, x, axis, n_rate, rate_hz, tag="steady-")
+        cpu1 = _cpu_seconds(proc.pid)
         flood = _stream(ctx, ep_in, ep_out, x, axis, n_flood, 0.0, tag="flood-")
+        cpu2 = _cpu_seconds(proc.pid)
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
         ctx.term()
     if proc.returncode != 0:
         raise RuntimeError(f"the daemon exited with status {proc.returncode}: {err.strip()[-500:]}")
+    if None not in (cpu0, cpu1, cpu2):  # the daemon's own CPU time per spectrum: what the load of others hides less
+        steady["daemon_cpu_ms_per_spectrum"] = (cpu1 - cpu0) * 1e3 / max(steady["received"], 1)
+        flood["daemon_cpu_ms_per_spectrum"] = (cpu2 - cpu1) * 1e3 / max(flood["received"], 1)
     out: dict[str, Any] = {"store": store is not None}
     if store is not None:
         out["store_bytes"] = sum(p.stat().st_size for p in Path(store).parent.glob(Path(store).name + "*"))
@@ -185,7 +202,9 @@ def store_cost(without: dict[str, Any], with_store: dict[str, Any]) -> dict[str,
     """The two daemon rows side by side: flooded spectra/s and steady p50/p99 (ms) without and with the store."""
     def row(r: dict[str, Any]) -> dict[str, float]:
         return {"flood_spectra_per_s": r["flood"]["spectra_per_s"], "steady_p50_ms": r["steady"]["latency_p50_ms"],
-                "steady_p99_ms": r["steady"]["latency_p99_ms"]}
+                "steady_p99_ms": r["steady"]["latency_p99_ms"],
+                "steady_daemon_cpu_ms_per_spectrum": r["steady"].get("daemon_cpu_ms_per_spectrum"),
+                "flood_daemon_cpu_ms_per_spectrum": r["flood"].get("daemon_cpu_ms_per_spectrum")}
 
     a, b = row(without), row(with_store)
     return {"without_store": a, "with_store": b,

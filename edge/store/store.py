@@ -25,6 +25,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,7 @@ class Store:
         if self._checkpointer is None:
             self._checkpointer = _Checkpointer(self.path, CHECKPOINT_INTERVAL_S)
             self._checkpointer.start()
+            weakref.finalize(self, self._checkpointer.signal_stop)  # a store never closed does not leave it running
 
     # -- writing -------------------------------------------------------------------------------------------
     def _write(self, work: Callable[[sqlite3.Connection], T], n_items: int) -> T | None:
@@ -508,6 +510,10 @@ class _Checkpointer(threading.Thread):
                     log.debug("store %s: background checkpoint failed: %s", self.path, exc)
         finally:
             conn.close()
+
+    def signal_stop(self) -> None:
+        """Ask the thread to stop after its current checkpoint (without waiting)."""
+        self._stop_event.set()
 
     def stop(self) -> None:
         """Stop and wait for the thread (at most a few seconds)."""
