@@ -148,7 +148,7 @@ def bench_daemon(bundle: Path, x: np.ndarray, axis: np.ndarray, rate_hz: float =
         ctx.term()
     if proc.returncode != 0:
         raise RuntimeError(f"the daemon exited with status {proc.returncode}: {err.strip()[-500:]}")
-    if None not in (cpu0, cpu1, cpu2):  # the daemon's own CPU time per spectrum: what the load of others hides less
+    if cpu0 is not None and cpu1 is not None and cpu2 is not None:  # the daemon's own CPU per spectrum: load hides less
         steady["daemon_cpu_ms_per_spectrum"] = (cpu1 - cpu0) * 1e3 / max(steady["received"], 1)
         flood["daemon_cpu_ms_per_spectrum"] = (cpu2 - cpu1) * 1e3 / max(flood["received"], 1)
     out: dict[str, Any] = {"store": store is not None}
