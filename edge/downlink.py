@@ -42,7 +42,7 @@ import numpy as np
 from .errors import ConfigError, DataError
 from .store import SCHEMA_VERSION, StoreError, open_for_reading
 
-__all__ = ["FORMAT", "KINDS", "VERSION", "Package", "Plan", "mark_exported", "plan_downlink", "read_package",
+__all__ = ["FORMAT", "KINDS", "MAX_BUDGET_BYTES", "VERSION", "Package", "Plan", "mark_exported", "plan_downlink", "read_package",
            "write_package"]
 
 FORMAT = "raman-edge-downlink"
@@ -51,6 +51,8 @@ KINDS = ("novel", "doubtful", "event", "rejected", "nominal")
 """Record kinds in the order they are filled in and written."""
 _FINISH_RESERVE = 16  # bytes the zlib stream's end (final block, Adler-32) may add after the last sync flush
 _CHUNK = 500
+MAX_BUDGET_BYTES = 1 << 30
+"""A package is assembled in memory before it is written: budgets above 1 GiB are refused (a thin link carries MBs)."""
 _SMALLEST_RECORD = 24  # bytes: no record takes less (its keys alone do), so with less room the filling stops
 
 
@@ -214,8 +216,12 @@ def plan_downlink(store: str | os.PathLike[str], budget_bytes: int, *, include_e
     StoreError
         The file is absent or is not a store of this schema version.
     ConfigError
-        ``budget_bytes`` is smaller than the header, or ``max_rejected`` is negative.
+        ``budget_bytes`` is smaller than the header or above :data:`MAX_BUDGET_BYTES`, or ``max_rejected`` is
+        negative.
     """
+    if budget_bytes > MAX_BUDGET_BYTES:
+        raise ConfigError(f"a budget of {budget_bytes} bytes is above the {MAX_BUDGET_BYTES}-byte limit (a package is "
+                          "assembled in memory); write several packages")
     if max_rejected < 0:
         raise ConfigError(f"max_rejected must be ≥ 0, got {max_rejected}")
     conn = open_for_reading(store)

@@ -196,6 +196,7 @@ def test_cli_writes_prints_the_summary_and_dry_run_writes_nothing(store_path, tm
     ("other-db", "is not a raman-edge store: no such table: meta"),
     ("budget", "does not hold the package header"),
     ("zero-budget", "--budget-bytes: must be a positive integer"),
+    ("huge-budget", "above the 1073741824-byte limit"),
     ("out-exists", "exists: a package not yet sent down would be lost"),
     ("out-folder", "cannot write the package"),
 ])
@@ -208,7 +209,7 @@ def test_user_errors_are_one_line_and_exit_1(tmp_path, case, expect):
     store, budget, out = str(good), "100000", str(tmp_path / "p.rdl")
     store = {"missing": str(tmp_path / "none.sqlite"), "text": str(tmp_path / "text.sqlite"),
              "other-db": str(tmp_path / "other.sqlite")}.get(case, store)
-    budget = {"budget": "100", "zero-budget": "0"}.get(case, budget)
+    budget = {"budget": "100", "zero-budget": "0", "huge-budget": str(2**31)}.get(case, budget)
     out = {"out-exists": str(tmp_path / "taken.rdl"), "out-folder": str(tmp_path / "no" / "such" / "p.rdl")}.get(case, out)
     code, stdout, err = run_main(["--store", store, "--budget-bytes", budget, "--out", out])
     errors = [line for line in err.splitlines() if "error:" in line]
