@@ -17,6 +17,7 @@ Run ``edge-bench latency [--bundle DIR] [--json PATH]``.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from pathlib import Path
@@ -35,8 +36,6 @@ from edge.preprocess import Preprocessor
 
 def machine() -> dict[str, Any]:
     """The host's CPU, core count, load average and library versions, recorded with every result."""
-    import os
-
     import onnxruntime
 
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -92,8 +91,6 @@ def _stream(ctx, ep_in: str, ep_out: str, x: np.ndarray, axis: np.ndarray, n: in
 
 def _cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds a process has used so far (Linux ``/proc``; None elsewhere)."""
-    import os
-
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -136,6 +133,7 @@ def bench_daemon(bundle: Path, x: np.ndarray, axis: np.ndarray, rate_hz: float =
     ep_in, ep_out = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
     proc = start_daemon(bundle, ep_in, ep_out, store, extra_args=extra_args)
     ctx = zmq.Context()
+    load0 = os.getloadavg()[0]  # before and after: the machine is shared, say how busy it was
     try:
         cpu0 = _cpu_seconds(proc.pid)
         steady = _stream(ctx, ep_in, ep_out, x, axis, n_rate, rate_hz, tag="steady-")
@@ -151,7 +149,7 @@ def bench_daemon(bundle: Path, x: np.ndarray, axis: np.ndarray, rate_hz: float =
     if cpu0 is not None and cpu1 is not None and cpu2 is not None:  # the daemon's own CPU per spectrum: load hides less
         steady["daemon_cpu_ms_per_spectrum"] = (cpu1 - cpu0) * 1e3 / max(steady["received"], 1)
         flood["daemon_cpu_ms_per_spectrum"] = (cpu2 - cpu1) * 1e3 / max(flood["received"], 1)
-    out: dict[str, Any] = {"store": store is not None}
+    out: dict[str, Any] = {"store": store is not None, "load_average_1min": [load0, os.getloadavg()[0]]}
     if store is not None:
         out["store_bytes"] = sum(p.stat().st_size for p in Path(store).parent.glob(Path(store).name + "*"))
     return {**out, "steady": {**steady, "rate_hz": rate_hz}, "flood": flood,
