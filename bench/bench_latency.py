@@ -62,10 +62,11 @@ def bench_backend(model: Path, x: np.ndarray, n_single: int = 2000, n_batches: i
 
 
 def _stream(ctx, ep_in: str, ep_out: str, x: np.ndarray, axis: np.ndarray, n: int, rate_hz: float, timeout_s: float = 60,
-            tag: str = ""):
+            tag: str = "", pid: int | None = None):
     lat = []
     with PredictionSubscriber(ep_out, topics=("prediction",), context=ctx) as rx, SpectrumSender(ep_in, ctx) as tx:
-        rx.wait_ready(timeout_s=30)
+        rx.wait_ready(timeout_s=30)  # the daemon is up: its start-up is not counted in its CPU time below
+        cpu0 = _cpu_seconds(pid) if pid is not None else None
         period = 1.0 / rate_hz if rate_hz else 0.0
         t0 = time.perf_counter()
         got = 0
@@ -84,9 +85,13 @@ def _stream(ctx, ep_in: str, ep_out: str, x: np.ndarray, axis: np.ndarray, n: in
                 lat.append((time.time_ns() - r[1]["sent_ns"]) / 1e6)
                 got += 1
         dt = time.perf_counter() - t0
+        cpu1 = _cpu_seconds(pid) if pid is not None else None
     lat_a = np.asarray(lat)
-    return {"sent": n, "received": got, "seconds": dt, "spectra_per_s": got / dt,
-            "latency_p50_ms": float(np.percentile(lat_a, 50)), "latency_p99_ms": float(np.percentile(lat_a, 99))}
+    out = {"sent": n, "received": got, "seconds": dt, "spectra_per_s": got / dt,
+           "latency_p50_ms": float(np.percentile(lat_a, 50)), "latency_p99_ms": float(np.percentile(lat_a, 99))}
+    if cpu0 is not None and cpu1 is not None:  # the daemon's own CPU per spectrum: load from others hides it less
+        out["daemon_cpu_ms_per_spectrum"] = (cpu1 - cpu0) * 1e3 / max(got, 1)
+    return out
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -135,20 +140,14 @@ def bench_daemon(bundle: Path, x: np.ndarray, axis: np.ndarray, rate_hz: float =
     ctx = zmq.Context()
     load0 = os.getloadavg()[0]  # before and after: the machine is shared, say how busy it was
     try:
-        cpu0 = _cpu_seconds(proc.pid)
-        steady = _stream(ctx, ep_in, ep_out, x, axis, n_rate, rate_hz, tag="steady-")
-        cpu1 = _cpu_seconds(proc.pid)
-        flood = _stream(ctx, ep_in, ep_out, x, axis, n_flood, 0.0, tag="flood-")
-        cpu2 = _cpu_seconds(proc.pid)
+        steady = _stream(ctx, ep_in, ep_out, x, axis, n_rate, rate_hz, tag="steady-", pid=proc.pid)
+        flood = _stream(ctx, ep_in, ep_out, x, axis, n_flood, 0.0, tag="flood-", pid=proc.pid)
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
         ctx.term()
     if proc.returncode != 0:
         raise RuntimeError(f"the daemon exited with status {proc.returncode}: {err.strip()[-500:]}")
-    if cpu0 is not None and cpu1 is not None and cpu2 is not None:  # the daemon's own CPU per spectrum: load hides less
-        steady["daemon_cpu_ms_per_spectrum"] = (cpu1 - cpu0) * 1e3 / max(steady["received"], 1)
-        flood["daemon_cpu_ms_per_spectrum"] = (cpu2 - cpu1) * 1e3 / max(flood["received"], 1)
     out: dict[str, Any] = {"store": store is not None, "load_average_1min": [load0, os.getloadavg()[0]]}
     if store is not None:
         out["store_bytes"] = sum(p.stat().st_size for p in Path(store).parent.glob(Path(store).name + "*"))
