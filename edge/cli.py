@@ -34,6 +34,8 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--bundle", default=None, help="model bundle folder")
     g.add_argument("--input", default=None, help="ZeroMQ PULL endpoint to bind for spectra ('' for none)")
     g.add_argument("--output", default=None, help="ZeroMQ PUB endpoint to bind for predictions")
+    g.add_argument("--ack-input", dest="ack_input", default=None,
+                   help="ZeroMQ ROUTER endpoint of the acknowledged input (needs --store; docs/store.md)")
     g.add_argument("--precision", choices=["auto", "int8", "fp32"], default=None)
     g.add_argument("--backend", default=None, help="inference backend (onnxruntime)")
     g.add_argument("--providers", type=_provider_list, default=None, metavar="EP[,EP...]",
@@ -127,7 +129,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[DaemonConfig, RamanGrid 
     if not isinstance(d, dict):
         raise ConfigError(f"{args.config}: [daemon] must be a table")
     d = dict(d)
-    for key in ("bundle", "input", "output", "precision", "backend", "providers", "allow_cpu_fallback", "threads",
+    for key in ("bundle", "input", "ack_input", "output", "precision", "backend", "providers", "allow_cpu_fallback", "threads",
                 "max_batch", "top_k", "store", "serial", "control", "head", "novelty", "novelty_detector"):
         value = getattr(args, key, None)
         if value is not None:

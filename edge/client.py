@@ -17,14 +17,18 @@ from typing import Any
 import numpy as np
 import zmq
 
+from .acked_sender import AckedSender, SenderFullError
 from .errors import EdgeError
 from .wire import TOPICS, decode_payload, encode_payload, encode_spectrum
 
-__all__ = ["ControlClient", "PredictionSubscriber", "SpectrumSender"]
+__all__ = ["AckedSender", "ControlClient", "PredictionSubscriber", "SenderFullError", "SpectrumSender"]
 
 
 class SpectrumSender:
-    """PUSH spectra to the daemon's input endpoint (queued by ZeroMQ until the daemon is up).
+    """PUSH spectra to the daemon's input endpoint (queued by ZeroMQ until the daemon is up): fire and forget.
+
+    Nothing tells this sender what the daemon received; a spectrum in flight when the daemon is killed is lost.
+    Where every spectrum matters, use :class:`AckedSender` with the daemon's ``ack_input`` (docs/store.md).
 
     Parameters
     ----------

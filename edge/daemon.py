@@ -29,6 +29,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 import zmq
 
+from .ack_input import AckInput, AckItem, Received, require_id
 from .backends import create_backend
 from .batch import classify_batch, rejection_detail, rejection_reason
 from .bundle import Bundle
@@ -67,7 +68,12 @@ class DaemonConfig:
     bundle : str
         Model bundle folder.
     input : str
-        ZeroMQ endpoint the PULL socket binds (``""`` for none, e.g. serial-only).
+        ZeroMQ endpoint the PULL socket binds (``""`` for none, e.g. serial-only): fire and forget.
+    ack_input : str
+        ZeroMQ endpoint of the acknowledged input, a ROUTER (``""``: none; needs ``store``, refused at start
+        without one): each spectrum (``id`` required) is acknowledged to its sender once stored (``stored``,
+        ``duplicate`` for a resend, ``rejected``, ``not_stored`` when the store cannot write), so a sender such as
+        :class:`edge.client.AckedSender` resends what was not acknowledged (:mod:`edge.ack_input`, docs/store.md).
     output : str
         ZeroMQ endpoint the PUB (XPUB) socket binds.
     precision : {"auto", "int8", "fp32"}
@@ -128,6 +134,7 @@ class DaemonConfig:
 
     bundle: str = ""
     input: str = "tcp://127.0.0.1:5555"
+    ack_input: str = ""
     output: str = "tcp://127.0.0.1:5556"
     precision: str = "auto"
     backend: str = "onnxruntime"
@@ -173,9 +180,21 @@ class DaemonConfig:
         if cfg.output_hwm < 1:
             raise ConfigError(f"output_hwm must be ≥ 1, got {cfg.output_hwm!r}")
         cfg.store_config()  # unknown or out-of-range store options: ConfigError now, not at start
+        cfg.check_ack_input()
         if cfg.novelty_detector not in NOVELTY_DETECTORS:
             raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {cfg.novelty_detector!r}")
         return cfg
+
+    def check_ack_input(self) -> None:
+        """Refuse ``ack_input`` without ``store`` (an ack promises the spectrum is stored).
+
+        Raises
+        ------
+        ConfigError
+        """
+        if self.ack_input and not self.store:
+            raise ConfigError(f"ack_input ({self.ack_input}) needs a store (daemon setting 'store', --store): "
+                              "an acknowledgement promises the spectrum is stored")
 
     def store_config(self) -> StoreConfig | None:
         """The store's settings (None without a store).
@@ -231,6 +250,7 @@ class _Input:
     received_ns: int = 0
     row: int | None = None
     duplicate_of: int | None = None
+    peer: list[bytes] | None = None  # acknowledged input: the envelope its ack goes to (edge.ack_input)
 
 
 @dataclass
@@ -341,6 +361,8 @@ class Daemon:
             # On by default (issue #14), but this bundle has no reference spectra: say so once, loudly.
             log.warning("drift compensation (on by default) is OFF: %s", "novelty is off" if not config.novelty
                         else "the bundle has no novelty section (retrain with edge-train --novelty)")
+        config.check_ack_input()
+        self._acks: AckInput | None = None  # the acknowledged input, bound in _open_sockets
         store_config = config.store_config()
         self._store = Store(store_config) if store_config is not None else None  # StoreError: refused at start
         if self._store is not None:
@@ -391,6 +413,9 @@ class Daemon:
                 if self._control is not None:
                     self._control.close(linger=0)
                     self._control = None
+                if self._acks is not None:
+                    self._acks.close()
+                    self._acks = None
                 if self._store is not None:
                     self._store.close()
                 if self.novelty is not None:
@@ -415,11 +440,16 @@ class Daemon:
                 pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # larger: dropped by ZeroMQ (docs/wire.md)
                 pull.bind(self.config.input)
                 self.endpoints["input"] = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+            if self.config.ack_input:  # edge.ack_input: ROUTER, MAXMSGSIZE, closes itself when it cannot bind
+                self._acks = AckInput(self.ctx, self.config.ack_input)
+                self.endpoints["ack_input"] = self._acks.endpoint
+                self.add_status_hook(self._acks.status)
         except zmq.ZMQError as exc:
             for s in (pub, internal, pull):
                 if s is not None:
                     s.close(linger=0)
-            raise ConfigError(f"cannot bind ZeroMQ endpoint ({self.config.input} / {self.config.output}): {exc}") from exc
+            raise ConfigError(f"cannot bind ZeroMQ endpoint ({self.config.input} / {self.config.output} / ack_input "
+                              f"{self.config.ack_input or '-'}): {exc}") from exc
         log.info("serving %s (%s, %s) on in=%s out=%s", self.bundle.model_id, self.precision, self.config.backend,
                  self.endpoints.get("input", "-"), self.endpoints["output"])
         return pull, pub, internal
@@ -431,6 +461,8 @@ class Daemon:
         inputs = [*public, internal]
         for s in [*inputs, sock]:
             poller.register(s, zmq.POLLIN)
+        if self._acks is not None:
+            poller.register(self._acks.sock, zmq.POLLIN)
         control = self._open_control(poller)
         self._replay(pub)  # what a kill left without a result, before any new input
         next_status = time.monotonic() + self.config.status_interval_s
@@ -439,9 +471,10 @@ class Daemon:
             if sock in events:
                 self._handle_subscriptions(sock, pub)
             frames = self._drain(public, events, self.config.max_batch)
-            internal_frames = self._drain([internal], events, self.config.max_batch - len(frames))
-            if frames or internal_frames:
-                self._process(frames, pub, internal_frames)
+            acked = self._drain_acks(events, self.config.max_batch - len(frames))
+            internal_frames = self._drain([internal], events, self.config.max_batch - len(frames) - len(acked))
+            if frames or internal_frames or acked:
+                self._process(frames, pub, internal_frames, acked)
             if control is not None and control in events:
                 self._handle_control(control, pub)  # between micro-batches: no batch sees two heads
             if time.monotonic() >= next_status:
@@ -461,14 +494,19 @@ class Daemon:
                 s.unbind(self.endpoints["input"])
             except zmq.ZMQError as exc:  # e.g. already gone: then it takes nothing anyway
                 log.debug("unbinding the input failed: %s", exc)
+        if self._acks is not None:
+            self._acks.unbind()
         deadline = self._input_deadline()
-        ready = {s: zmq.POLLIN for s in [*public, internal]}
+        ready: dict[Any, int] = {s: zmq.POLLIN for s in [*public, internal]}
+        if self._acks is not None:
+            ready[self._acks.sock] = zmq.POLLIN
         while time.monotonic() < deadline:
             frames = self._drain(public, ready, self.config.max_batch)
-            internal_frames = self._drain([internal], ready, self.config.max_batch - len(frames))
-            if not frames and not internal_frames:
+            acked = self._drain_acks(ready, self.config.max_batch - len(frames))
+            internal_frames = self._drain([internal], ready, self.config.max_batch - len(frames) - len(acked))
+            if not frames and not internal_frames and not acked:
                 break
-            self._process(frames, pub, internal_frames)
+            self._process(frames, pub, internal_frames, acked)
         else:
             log.warning("drain deadline (drain_timeout_s = %s) reached: input still queued is not answered",
                         self.config.drain_timeout_s)
@@ -484,6 +522,12 @@ class Daemon:
     def _output_linger_ms(self) -> int:
         """The output socket's linger on exit: what is left of ``drain_timeout_s`` (0 when it is spent)."""
         return max(0, int((self._stop_at + self.config.drain_timeout_s - time.monotonic()) * 1000))
+
+    def _drain_acks(self, events: Mapping[Any, int], limit: int) -> list[Received]:
+        """Up to ``limit`` waiting messages of the acknowledged input (none without it)."""
+        if self._acks is None or self._acks.sock not in events or limit <= 0:
+            return []
+        return self._acks.drain(limit)
 
     @staticmethod
     def _drain(inputs: list[Socket], events: Mapping[Any, int], limit: int) -> list[bytes | list[bytes]]:
@@ -577,13 +621,15 @@ class Daemon:
             pub.send_multipart([topic, data])
 
     def _process(self, frames: list[bytes | list[bytes]], pub: Publisher,
-                 internal_frames: Sequence[bytes | list[bytes]] = ()) -> None:
-        """Answer one micro-batch: ``frames`` from the public input, ``internal_frames`` from the internal one.
+                 internal_frames: Sequence[bytes | list[bytes]] = (), acked: Sequence[Received] = ()) -> None:
+        """Answer one micro-batch: ``frames`` from the public input, ``acked`` from the acknowledged input,
+        ``internal_frames`` from the internal one.
 
         Only the internal input (the serial input's thread) may carry link/lost events; on the public input an
         event is one ``wire`` rejection (docs/wire.md §5).
         """
         inputs = [_Input(f, "push") for f in self._refuse_events(frames, pub)]
+        inputs += [_Input(r.frame, "ack", peer=r.envelope) for r in acked]  # an event there fails decoding: rejected
         inputs += [_Input(f, "serial") for f in self._publish_events(list(internal_frames), pub)]
         if inputs:
             self._answer(inputs, pub, time.time_ns())
@@ -603,16 +649,27 @@ class Daemon:
                 if not isinstance(inp.frame, bytes):
                     raise WireError(f"a multipart message of {len(inp.frame)} frames; send each spectrum as one frame",
                                     peek_identity(inp.frame[0]))
-                decoded.append((inp, decode_spectrum(inp.frame), None))
+                spectrum = decode_spectrum(inp.frame)
+                if inp.peer is not None:
+                    require_id(inp.frame)  # acknowledged input: a resend is recognised by its id
+                decoded.append((inp, spectrum, None))
             except Exception as exc:  # every foreign exception too: a bad message is never fatal
                 decoded.append((inp, None, exc))
         if self._store is not None and not replayed:
             self._admit(decoded, received_ns)
+            if self._acks is not None:  # stored (committed) before acknowledged
+                self._acks.acknowledge([AckItem(inp.peer, s, e, inp.row, inp.duplicate_of)
+                                        for inp, s, e in decoded if inp.peer is not None], self._store)
         messages: list[_Message] = []
         answered: list[tuple[int, int]] = []
         accepted: list[SpectrumIn] = []
         rows: dict[int, int | None] = {}  # id(spectrum) -> its store row
         for inp, spectrum, error in decoded:
+            if inp.peer is not None and spectrum is not None and inp.row is None:
+                # acknowledged `duplicate` (a resend: counted, its first answer stands) or `not_stored` (the sender
+                # resends it): neither classified nor published (docs/store.md)
+                self.counters["duplicates"] += inp.duplicate_of is not None
+                continue
             if inp.duplicate_of is not None:
                 sid, iid, iseq = (spectrum.id, spectrum.instrument_id, spectrum.instrument_seq) if spectrum \
                     else (None, None, None)
