@@ -120,7 +120,7 @@ class Message:
     """
 
     name: str
-    direction: str  # "input", "output", "control-request", "control-reply", "part"
+    direction: str  # "input", "output", "ack", "control-request", "control-reply", "part"
     doc: str
     fields: tuple[Field, ...]
     topic: str | None = None
@@ -283,6 +283,8 @@ STATUS = Message("status", "output", "Daemon state: periodic, on each new subscr
     _MAP("serial", False, "serial input state (serial input on; README, Serial input)"),
     _MAP("store", False, "path, last_seq, not_stored, alarm, error (store on; docs/store.md)"),
     _MAP("output", False, "hwm (the output high-water mark), dropped_hwm_by_topic (ints by topic; §7)"),
+    _MAP("ack_input", False, "endpoint, acks (ints by ack status), unroutable (acks whose sender was gone; "
+         "acknowledged input on; §4.3)"),
     _MAP("hygiene", True, "quality_not_ok, spikes_removed, quality_reasons (counts by reason), calibration"),
 ), topic="status")
 
@@ -311,6 +313,19 @@ LINK = Message("link", "output", "A serial link state change, republished.", (
     _i("received_ns", True, "when the daemon received the event", "ns", **_U64),
 ), topic="link")
 
+ACK = Message("ack", "ack", "The acknowledged input's answer to one input message, after the store's commit.", (
+    _TYPE("ack", "message type"), _V,
+    _s("id", True, "the spectrum's id as sent (nil when unreadable)", nil=True),
+    _s("instrument_id", True, "as sent (nil when absent or unreadable)", nil=True),
+    _s("status", True, "stored (kept: answered exactly once), duplicate (a resend of a stored spectrum: not "
+                       "classified again), rejected (malformed: resending cannot help), not_stored (the store cannot "
+                       "write: not classified; keep it and resend after retry_after_ms)",
+       enum=["stored", "duplicate", "rejected", "not_stored"]),
+    _s("reason", False, "rejected: the error reason, as on the error topic"),
+    _s("detail", False, "rejected, not_stored: what was wrong, in words"),
+    _i("retry_after_ms", False, "not_stored: resend after this many ms", "ms", minimum=1),
+))
+
 CONTROL_REQUEST = Message("control_request", "control-request", "A request on the control (REP) endpoint.", (
     _s("cmd", True, "what to do", enum=["status", "load_head"]),
     _s("path", False, "load_head: a head file on the daemon's machine (a regular file)", nil=True, minLength=1),
@@ -332,7 +347,7 @@ CONTROL_REPLY = Message("control_reply", "control-reply", "The reply to every co
 ))
 
 MESSAGES: dict[str, Message] = {m.name: m for m in (SPECTRUM, LINK_EVENT, LOST_EVENT, PREDICTION, ERROR, STATUS,
-                                                    DRIFT, LINK, CONTROL_REQUEST, CONTROL_REPLY)}
+                                                    DRIFT, LINK, ACK, CONTROL_REQUEST, CONTROL_REPLY)}
 
 
 def json_schema() -> dict[str, Any]:
