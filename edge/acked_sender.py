@@ -227,9 +227,9 @@ class AckedSender:
         except WireError:
             self.counts["unknown_acks"] += 1
             return 0
-        key = (ack.get("instrument_id") or "", ack.get("id"))
-        status = ack.get("status")
-        item = self._pending.get(key)  # type: ignore[arg-type]
+        sid, iid, status = ack.get("id"), ack.get("instrument_id"), ack.get("status")
+        key = (iid if isinstance(iid, str) else "", sid if isinstance(sid, str) else "")
+        item = self._pending.get(key)
         if item is None or status not in ("stored", "duplicate", "rejected", "not_stored"):
             self.counts["unknown_acks"] += 1  # an ack of a spectrum acknowledged already (a resend's): harmless
             return 0

@@ -649,10 +649,10 @@ class Daemon:
                 if not isinstance(inp.frame, bytes):
                     raise WireError(f"a multipart message of {len(inp.frame)} frames; send each spectrum as one frame",
                                     peek_identity(inp.frame[0]))
-                spectrum = decode_spectrum(inp.frame)
+                got = decode_spectrum(inp.frame)
                 if inp.peer is not None:
                     require_id(inp.frame)  # acknowledged input: a resend is recognised by its id
-                decoded.append((inp, spectrum, None))
+                decoded.append((inp, got, None))
             except Exception as exc:  # every foreign exception too: a bad message is never fatal
                 decoded.append((inp, None, exc))
         if self._store is not None and not replayed:
