@@ -12,8 +12,9 @@ the daemon is stopped with SIGTERM (drain), and the store, the ground truth, is 
 * ``lost``: spectra sent and never predicted; ``duplicated``: spectra predicted more than once;
 * ``seq_reused``: ``seq`` values given to two different predictions, in the store or as seen by the subscriber;
 * ``subscriber_missing`` / ``subscriber_duplicated``: predictions in the store that a subscriber connected
-  throughout (:class:`edge.client.PredictionSubscriber`, live only: catch-up is issue #17's other branch) did not
-  see, or saw more than once;
+  throughout (:class:`edge.client.PredictionSubscriber`, with catch-up from ``seq`` 0 when this code base has it:
+  :data:`HAS_CATCHUP`, ``subscriber_catch_up`` in the result; live only otherwise) did not see, or saw more than
+  once;
 * throughput (spectra acknowledged per second of flood, restarts included) and wall time.
 
 Run ``python -m bench.bench_crash --bundle DIR --kills 20 --json PATH`` or ``edge-bench crash``.
@@ -22,6 +23,7 @@ Run ``python -m bench.bench_crash --bundle DIR --kills 20 --json PATH`` or ``edg
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import shutil
@@ -41,12 +43,16 @@ import numpy as np
 import zmq
 
 from edge.client import AckedSender, PredictionSubscriber
+from edge.daemon import DaemonConfig
 from edge.data import SpectraSet, load_spectra
 from edge.errors import ConfigError, DataError, EdgeError
 from edge.store import open_for_reading
 
 INSTRUMENT = "crash-bench"
 START_TIMEOUT_S = 120.0
+#: Catch-up (issue #17's catch-up branch): the daemon's ``catchup`` endpoint and ``PredictionSubscriber(catchup=)``.
+HAS_CATCHUP = ("catchup" in DaemonConfig.__dataclass_fields__
+               and "catchup" in inspect.signature(PredictionSubscriber).parameters)
 
 
 def _free_port() -> int:
@@ -101,9 +107,10 @@ class _Flood(threading.Thread):
 class _Watcher(threading.Thread):
     """A subscriber that stays connected throughout: every prediction's (id, seq) as it arrives."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, catchup: str | None) -> None:
         super().__init__(name="crash-subscriber", daemon=True)
-        self.endpoint = endpoint
+        self.endpoint, self.catchup = endpoint, catchup
+        self.stats: dict[str, int] = {}
         self.seen: list[tuple[str, int]] = []
         self.generation = 0  # daemons heard from: +1 when a status names a later start time (a restarted daemon)
         self._started_ns = 0
@@ -111,7 +118,9 @@ class _Watcher(threading.Thread):
 
     def run(self) -> None:
         ctx: zmq.Context[Any] = zmq.Context()
-        rx = PredictionSubscriber(self.endpoint, topics=("prediction", "status"), context=ctx)
+        # with catch-up: from seq 0, every prediction the store keeps, exactly once, whatever the restarts
+        extra: dict[str, Any] = {"catchup": self.catchup, "after_seq": 0} if self.catchup else {}
+        rx = PredictionSubscriber(self.endpoint, topics=("prediction", "status"), context=ctx, **extra)
         try:
             while not self.stop.is_set():
                 got = rx.recv(timeout_s=0.1)
@@ -125,6 +134,7 @@ class _Watcher(threading.Thread):
                         self.generation += 1
                         self._started_ns = started_ns
         finally:
+            self.stats = dict(getattr(rx, "stats", {}))
             rx.close()
             ctx.term()
 
@@ -132,9 +142,11 @@ class _Watcher(threading.Thread):
 class _Daemon:
     """The ``edge-daemon`` subprocess on fixed endpoints; its log goes to one file per start."""
 
-    def __init__(self, bundle: Path, store: Path, ack: str, output: str, log_dir: Path) -> None:
+    def __init__(self, bundle: Path, store: Path, ack: str, output: str, catchup: str | None, log_dir: Path) -> None:
         self.cmd = [sys.executable, "-m", "edge.cli", "--bundle", str(bundle), "--input", "", "--ack-input", ack,
                     "--output", output, "--store", str(store), "--instrument-grid", "bundle", "--quiet"]
+        if catchup:
+            self.cmd += ["--catchup", catchup]
         self.log_dir = log_dir
         self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -239,10 +251,11 @@ def run(bundle: str | Path, kills: int = 20, per_kill: int = 2000, seed: int = 0
     if store.exists():
         raise ConfigError(f"{store} exists: the crash run needs a new store")
     ack, out = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
-    daemon = _Daemon(Path(bundle), store, ack, out, tmp)
+    catchup = f"tcp://127.0.0.1:{_free_port()}" if HAS_CATCHUP else None
+    daemon = _Daemon(Path(bundle), store, ack, out, catchup, tmp)
     total = kills * per_kill
     flood = _Flood(ack, spectra, total, flush_timeout_s=600.0)
-    watcher = _Watcher(out)
+    watcher = _Watcher(out, catchup)
     t0 = time.monotonic()
     kill_log: list[dict[str, Any]] = []
     try:
@@ -265,7 +278,10 @@ def run(bundle: str | Path, kills: int = 20, per_kill: int = 2000, seed: int = 0
             daemon.start()
         _wait(lambda: not flood.is_alive(), 900.0, "the sender to send and flush everything", daemon, flood)
         flood.join()
-        time.sleep(1.0)  # the last acknowledged micro-batch is classified after its ack
+        # the last acknowledged micro-batch is classified after its ack; a catching-up subscriber needs the daemon
+        deadline = time.monotonic() + (120.0 if HAS_CATCHUP else 2.0)
+        while len({sid for sid, _ in watcher.seen}) < flood.sent and time.monotonic() < deadline:
+            time.sleep(0.05)
         exit_code = daemon.stop()
         time.sleep(0.5)
     finally:
@@ -286,7 +302,7 @@ def run(bundle: str | Path, kills: int = 20, per_kill: int = 2000, seed: int = 0
         "lost": sum(1 for s in sent_ids if per_id[s] == 0),
         "duplicated": sum(1 for s in sent_ids if per_id[s] > 1),
         "seq_reused": sum(1 for ids in per_seq.values() if len(ids) > 1),
-        "subscriber_catch_up": False,
+        "subscriber_catch_up": HAS_CATCHUP, "subscriber_stats": watcher.stats,
         "subscriber_missing": sum(1 for s in per_id if live[s] == 0),
         "subscriber_duplicated": sum(1 for s in per_id if live[s] > 1),
         "subscriber_seen": len(watcher.seen),
