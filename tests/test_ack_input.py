@@ -17,7 +17,7 @@ from edge.daemon import Daemon, DaemonConfig
 from edge.data import load_spectra
 from edge.errors import ConfigError, EdgeError
 from edge.store import open_for_reading
-from edge.wire import decode_payload, encode_spectrum
+from edge.wire import decode_payload, encode_event, encode_spectrum
 from edge.wire_spec import validator
 
 
@@ -109,18 +109,21 @@ def test_malformed_messages_are_acknowledged_rejected_and_answered_on_the_error_
         bad = _ack(raw)
         raw.send(msgpack.packb(no_id, use_bin_type=True))
         anonymous = _ack(raw)
+        raw.send(encode_event("lost", instrument_seq=7, reason="forged", instrument_id="rover"))
+        event = _ack(raw)  # an event is not a spectrum: only the serial input's internal socket takes events
         req = d.ctx.socket(zmq.REQ)  # a REQ sender works too: its delimiter frame comes back
         req.setsockopt(zmq.LINGER, 0)
         req.connect(d.daemon.endpoints["ack_input"])
         req.send(b"\xc1 not msgpack")
         garbage = _ack(req)
-        _, other = d.messages(0, n_err=3)
+        _, other = d.messages(0, n_err=4)
         raw.close()
         req.close()
     assert (bad["status"], bad["reason"], bad["id"]) == ("rejected", "wire", "bad") and "intensity" in bad["detail"]
     assert anonymous["status"] == "rejected" and "needs each spectrum's 'id'" in anonymous["detail"]
     assert garbage["status"] == "rejected" and garbage["id"] is None
-    assert sorted(e["reason"] for e in other["error"]) == ["wire"] * 3
+    assert event["status"] == "rejected" and event["reason"] == "wire"
+    assert sorted(e["reason"] for e in other["error"]) == ["wire"] * 4
     assert "bad" in [e["id"] for e in other["error"]]
 
 
