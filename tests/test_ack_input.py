@@ -180,3 +180,39 @@ def test_a_full_window_blocks_then_raises_and_close_reports_what_is_unacknowledg
     ctx.term()
     with pytest.raises(EdgeError, match="max_in_flight"):
         AckedSender("tcp://127.0.0.1:9", max_in_flight=0)
+
+
+def test_the_sender_resends_after_its_timeout_and_after_retry_after_ms_when_not_stored(spectra):
+    """Against a stand-in daemon (a ROUTER): no ack -> resent after resend_timeout_ms; `not_stored` -> resent only
+    after the daemon's retry_after_ms; `stored` -> forgotten."""
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    tx = AckedSender(f"tcp://127.0.0.1:{port}", ctx, resend_timeout_ms=100)
+
+    def receive() -> tuple[list[bytes], float]:
+        deadline = time.monotonic() + 5
+        while not router.poll(10):
+            tx.poll(0.01)
+            assert time.monotonic() < deadline, "nothing (re)sent"
+        return router.recv_multipart(), time.monotonic()
+
+    def reply(peer: bytes, status: str, **extra) -> None:
+        router.send_multipart([peer, msgpack.packb({"type": "ack", "v": 1, "id": "a", "instrument_id": "rover",
+                                                    "status": status, **extra})])
+
+    tx.send(spectra.intensities[0], spectra.raman_shift_cm1, id="a", instrument_id="rover")
+    (peer, first), t_first = receive()
+    (_, again), t_again = receive()  # no ack: resent after the timeout
+    reply(peer, "not_stored", retry_after_ms=400, detail="disk full")
+    tx.poll(0.05)
+    _, t_third = receive()
+    reply(peer, "stored")
+    assert tx.flush(2) == 0
+    tx.close(0)
+    router.close()
+    ctx.term()
+    assert again == first and t_again - t_first >= 0.09
+    assert t_third - t_again >= 0.39  # the daemon's retry_after_ms, not the 100 ms timeout
+    assert tx.counts["not_stored"] == 1 and tx.counts["stored"] == 1 and tx.counts["resent"] >= 2
