@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
 from .batch import rejection_detail, rejection_reason
-from .errors import WireError
+from .errors import ConfigError, WireError
 from .store import Store
 from .wire import MAX_MESSAGE_BYTES, WIRE_VERSION, SpectrumIn, encode_payload, peek_identity
 
@@ -111,14 +111,20 @@ class AckInput:
     context : zmq.Context
     endpoint : str
         ZeroMQ endpoint to bind, e.g. ``tcp://127.0.0.1:5558``.
+    secure : callable, optional
+        Called with the socket before it binds: the daemon makes it a CurveZMQ server there when its ``input``
+        is protected (:meth:`edge.security.CurveServer.secure`, role ``input``: both spectrum inputs or neither).
 
     Raises
     ------
     zmq.ZMQError
         When the endpoint cannot be bound (the socket is closed first).
+    ConfigError
+        From ``secure`` (the socket is closed first).
     """
 
-    def __init__(self, context: zmq.Context[Any], endpoint: str) -> None:
+    def __init__(self, context: zmq.Context[Any], endpoint: str,
+                 secure: Callable[[zmq.Socket[bytes]], object] | None = None) -> None:
         self.sock: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self.sock.setsockopt(zmq.RCVHWM, 100000)
@@ -126,8 +132,10 @@ class AckInput:
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.sock.setsockopt(zmq.LINGER, 0)
         try:
+            if secure is not None:
+                secure(self.sock)
             self.sock.bind(endpoint)
-        except zmq.ZMQError:
+        except (zmq.ZMQError, ConfigError):
             self.sock.close(linger=0)
             raise
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)

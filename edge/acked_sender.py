@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from .errors import EdgeError, WireError
+from .security import curve_client
 from .wire import MAX_MESSAGE_BYTES, decode_payload, encode_spectrum, peek_identity
 
 __all__ = ["AckedSender", "SenderFullError"]
@@ -60,15 +62,21 @@ class AckedSender:
         Most unacknowledged spectra kept (≥ 1); :meth:`send` blocks when that many are in flight.
     block_timeout_s : float
         How long :meth:`send` waits for room before raising :class:`SenderFullError` (≥ 0).
+    curve_secret_key, curve_server_key : path-like, optional
+        CurveZMQ, when the daemon protects its ``input`` (which covers the acknowledged input): this client's
+        ``NAME.key_secret`` (its public key in the daemon's ``curve_authorized_dir``) and the daemon's public
+        ``DAEMON.key``; both or neither (docs/security.md).
 
     Raises
     ------
     EdgeError
-        If a setting is out of range or the endpoint cannot be connected.
+        If a setting is out of range, a key file is missing or malformed, or the endpoint cannot be connected.
     """
 
     def __init__(self, endpoint: str, context: zmq.Context[Any] | None = None, *, resend_timeout_ms: int = 2000,
-                 max_in_flight: int = 1000, block_timeout_s: float = 30.0) -> None:
+                 max_in_flight: int = 1000, block_timeout_s: float = 30.0,
+                 curve_secret_key: str | os.PathLike[str] | None = None,
+                 curve_server_key: str | os.PathLike[str] | None = None) -> None:
         if type(resend_timeout_ms) is not int or resend_timeout_ms < 1:
             raise EdgeError(f"resend_timeout_ms must be an int ≥ 1 (ms), got {resend_timeout_ms!r}")
         if type(max_in_flight) is not int or max_in_flight < 1:
@@ -84,9 +92,14 @@ class AckedSender:
         self.sock.setsockopt(zmq.SNDHWM, 0)  # bounded by max_in_flight, not by ZeroMQ (a full HWM would block)
         self.sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing while disconnected: kept here, sent on (re)connection
         self.sock.setsockopt(zmq.LINGER, 0)  # nothing is lost by closing: what is unacknowledged is reported
-        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        # a connection is usable once its ZMTP (or CurveZMQ) handshake succeeded: then what waits is sent
+        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         try:
+            curve_client(self.sock, curve_secret_key, curve_server_key)
             self.sock.connect(endpoint)
+        except EdgeError:
+            self._close_sockets()
+            raise
         except zmq.ZMQError as exc:
             self._close_sockets()
             raise EdgeError(f"cannot connect to {endpoint}: {exc}") from exc
@@ -268,7 +281,7 @@ class AckedSender:
                 event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if event["event"] != zmq.EVENT_CONNECTED:
+            if event["event"] != zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 continue
             # first connection: send what could not be sent yet; a reconnection: everything unacknowledged (the
             # daemon may have lost what it had queued, or the acks)

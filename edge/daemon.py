@@ -41,6 +41,7 @@ from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .novelty import DriftConfig, NoveltyService
 from .output import CountingPublisher
 from .preprocess import Preprocessor, RamanGrid
+from .security import CurveServer, curve_sockets
 from .store import PRIORITY, Admission, Arrival, Store, StoreConfig, StoredResult
 from .wire import (
     MAX_MESSAGE_BYTES,
@@ -130,6 +131,20 @@ class DaemonConfig:
         Send high-water mark of the output socket, in messages queued per subscriber (≥ 1). A subscriber
         whose queue is full loses messages; the status counts them (``counters.dropped_hwm``, lower bound:
         docs/wire.md §7 "delivery"; :mod:`edge.output`). Lower it only to test that path.
+    curve : list of str
+        Sockets served with CurveZMQ (:mod:`edge.security`, docs/security.md): any of ``"control"``, ``"input"``,
+        ``"output"``. The control socket is protected by default when its endpoint is reachable from the network
+        (not ``tcp://127.*``, ``localhost``, ``[::1]``, ``ipc://``, ``inproc://``); a protected socket without
+        ``curve_secret_key`` and ``curve_authorized_dir`` stops the daemon at start (keys: ``edge-keys``).
+        Only clients whose public key is in ``curve_authorized_dir`` get through.
+    curve_secret_key : str
+        The daemon's secret key file (``NAME.key_secret`` from ``edge-keys new``); clients need its public
+        ``NAME.key``. A missing or malformed file stops the daemon at start.
+    curve_authorized_dir : str
+        Folder of the authorised clients' public key files (``*.key``), read at start (restart to add a client).
+    insecure_control : bool
+        Serve a control endpoint reachable from the network WITHOUT CurveZMQ (anyone who can connect may swap
+        the head); default false. A warning says so at every start.
     """
 
     bundle: str = ""
@@ -156,6 +171,10 @@ class DaemonConfig:
     allow_cpu_fallback: bool = False
     drain_timeout_s: float = 5.0
     output_hwm: int = 100000
+    curve: list[str] = field(default_factory=list)
+    curve_secret_key: str = ""
+    curve_authorized_dir: str = ""
+    insecure_control: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -183,6 +202,7 @@ class DaemonConfig:
         cfg.check_ack_input()
         if cfg.novelty_detector not in NOVELTY_DETECTORS:
             raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {cfg.novelty_detector!r}")
+        curve_sockets(cfg.curve, cfg.control, cfg.insecure_control)  # unknown socket names: ConfigError
         return cfg
 
     def check_ack_input(self) -> None:
@@ -324,6 +344,12 @@ class Daemon:
         self.backend = create_backend(config.backend, model_path, intra_op_threads=config.threads,
                                       precision=self.precision, **ep)
         self.ctx = context or zmq.Context.instance()
+        # CurveZMQ (edge.security): key files read now (ConfigError at start); sockets secured by role before bind
+        self.security = CurveServer(curve_sockets(config.curve, config.control, config.insecure_control),
+                                    config.curve_secret_key, config.curve_authorized_dir, self.ctx)
+        if config.insecure_control and config.control:
+            log.warning("control endpoint %s served WITHOUT CurveZMQ (insecure_control): anyone who can connect may "
+                        "swap the head", config.control)
         self.stop_event = threading.Event()
         self._stop_at = 0.0  # time.monotonic() of the stop request: the drain deadline counts from it
         self.ready = threading.Event()
@@ -416,6 +442,7 @@ class Daemon:
                 if self._acks is not None:
                     self._acks.close()
                     self._acks = None
+                self.security.close()  # after its sockets: the context's authenticator stops with its last user
                 if self._store is not None:
                     self._store.close()
                 if self.novelty is not None:
@@ -431,6 +458,7 @@ class Daemon:
         internal = self.ctx.socket(zmq.PULL)
         pull = None
         try:
+            self.security.secure(pub, "output")
             pub.bind(self.config.output)
             self.endpoints["output"] = pub.getsockopt_string(zmq.LAST_ENDPOINT)
             internal.bind(INTERNAL_INPUT)
@@ -438,16 +466,20 @@ class Daemon:
                 pull = self.ctx.socket(zmq.PULL)
                 pull.setsockopt(zmq.RCVHWM, 100000)
                 pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # larger: dropped by ZeroMQ (docs/wire.md)
+                self.security.secure(pull, "input")
                 pull.bind(self.config.input)
                 self.endpoints["input"] = pull.getsockopt_string(zmq.LAST_ENDPOINT)
-            if self.config.ack_input:  # edge.ack_input: ROUTER, MAXMSGSIZE, closes itself when it cannot bind
-                self._acks = AckInput(self.ctx, self.config.ack_input)
+            if self.config.ack_input:  # edge.ack_input: ROUTER, MAXMSGSIZE, CurveZMQ as the input; closes itself on failure
+                self._acks = AckInput(self.ctx, self.config.ack_input, lambda s: self.security.secure(s, "input"))
                 self.endpoints["ack_input"] = self._acks.endpoint
                 self.add_status_hook(self._acks.status)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, ConfigError) as exc:
             for s in (pub, internal, pull):
                 if s is not None:
                     s.close(linger=0)
+            self.security.close()
+            if isinstance(exc, ConfigError):  # the CurveZMQ authenticator could not start
+                raise
             raise ConfigError(f"cannot bind ZeroMQ endpoint ({self.config.input} / {self.config.output} / ack_input "
                               f"{self.config.ack_input or '-'}): {exc}") from exc
         log.info("serving %s (%s, %s) on in=%s out=%s", self.bundle.model_id, self.precision, self.config.backend,
@@ -566,9 +598,12 @@ class Daemon:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_HEAD_BYTES + 4096)  # an inline head and its request map
         try:
+            self.security.secure(sock, "control")
             sock.bind(self.config.control)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, ConfigError) as exc:
             sock.close(linger=0)
+            if isinstance(exc, ConfigError):  # the CurveZMQ authenticator could not start
+                raise
             raise ConfigError(f"cannot bind the control endpoint {self.config.control}: {exc}") from exc
         self._control = sock
         self.endpoints["control"] = sock.getsockopt_string(zmq.LAST_ENDPOINT)

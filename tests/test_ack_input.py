@@ -216,3 +216,27 @@ def test_the_sender_resends_after_its_timeout_and_after_retry_after_ms_when_not_
     assert again == first and t_again - t_first >= 0.09
     assert t_third - t_again >= 0.39  # the daemon's retry_after_ms, not the 100 ms timeout
     assert tx.counts["not_stored"] == 1 and tx.counts["stored"] == 1 and tx.counts["resent"] >= 2
+
+
+def test_curve_on_the_input_protects_the_acknowledged_input_too(synthetic_bundle, spectra, tmp_path):
+    from edge.keys_cli import new_key_pair
+
+    daemon_pub, daemon_sec = new_key_pair(tmp_path, "daemon")
+    client_pub, client_sec = new_key_pair(tmp_path, "client")
+    _, intruder_sec = new_key_pair(tmp_path, "intruder")
+    (tmp_path / "authorized").mkdir()
+    (tmp_path / "authorized" / "client.key").write_bytes(client_pub.read_bytes())
+    client = {"curve_secret_key": client_sec, "curve_server_key": daemon_pub}
+    with RunningDaemon(synthetic_bundle, curve=["input", "output"], client_keys=client, store=str(tmp_path / "s.db"),
+                       ack_input="tcp://127.0.0.1:*", curve_secret_key=str(daemon_sec),
+                       curve_authorized_dir=str(tmp_path / "authorized")) as d:
+        endpoint = d.daemon.endpoints["ack_input"]
+        with AckedSender(endpoint, d.ctx, **client) as ok, \
+                AckedSender(endpoint, d.ctx, curve_secret_key=intruder_sec, curve_server_key=daemon_pub) as bad:
+            ok.send(spectra.intensities[0], spectra.raman_shift_cm1, id="ok")
+            bad.send(spectra.intensities[1], spectra.raman_shift_cm1, id="intruder")
+            assert ok.flush(10) == 0
+            assert bad.flush(1.0) == 1  # never acknowledged: its handshake fails, the daemon never sees it
+            bad.close(0)
+        preds, _ = d.messages(1, trailing_s=0.5)
+    assert list(preds) == ["ok"] and d.daemon.counters["received"] == 1
