@@ -15,7 +15,8 @@ the daemon is stopped with SIGTERM (drain), and the store, the ground truth, is 
   throughout (:class:`edge.client.PredictionSubscriber`, with catch-up from ``seq`` 0 when this code base has it:
   :data:`HAS_CATCHUP`, ``subscriber_catch_up`` in the result; live only otherwise) did not see, or saw more than
   once;
-* throughput (spectra acknowledged per second of flood, restarts included) and wall time.
+* throughput: ``spectra_per_s`` (per second of flood, restarts included), ``serving_spectra_per_s`` (acknowledged
+  per second while a daemon served, restarts excluded); wall time.
 
 Run ``python -m bench.bench_crash --bundle DIR --kills 20 --json PATH`` or ``edge-bench crash``.
 """
@@ -266,7 +267,8 @@ def run(bundle: str | Path, kills: int = 20, per_kill: int = 2000, seed: int = 0
             started = time.monotonic()  # the daemon is serving once its status reaches the subscriber
             _wait(lambda: watcher.generation >= daemon.starts, START_TIMEOUT_S, f"daemon start {daemon.starts}",
                   daemon, flood)
-            up_s = time.monotonic() - started
+            serving, acked_serving = time.monotonic(), flood.acked()
+            up_s = serving - started
             target = k * per_kill + int(rng.integers(0, per_kill))
             _wait(lambda t=target: flood.sent >= t, START_TIMEOUT_S * 5, f"spectrum {target} to be sent", daemon,
                   flood)
@@ -274,7 +276,8 @@ def run(bundle: str | Path, kills: int = 20, per_kill: int = 2000, seed: int = 0
             sent, acked = flood.sent, flood.acked()
             daemon.kill()
             kill_log.append({"kill": k + 1, "sent": sent, "acknowledged": acked, "in_flight": sent - acked,
-                             "serving_after_start_s": round(up_s, 2)})
+                             "serving_after_start_s": round(up_s, 2), "served_s": round(time.monotonic() - serving, 3),
+                             "acknowledged_while_serving": acked - acked_serving})
             daemon.start()
         _wait(lambda: not flood.is_alive(), 900.0, "the sender to send and flush everything", daemon, flood)
         flood.join()
@@ -310,6 +313,9 @@ def run(bundle: str | Path, kills: int = 20, per_kill: int = 2000, seed: int = 0
         "sender": dict(flood.counts), "daemon_starts": daemon.starts, "final_exit_code": exit_code,
         "flood_seconds": round(flood_s, 1), "wall_seconds": round(wall_s, 1),
         "spectra_per_s": round(flood.sent / flood_s, 1) if flood_s > 0 else None,
+        # acknowledged per second while a daemon served (from its first status to its kill): the rate without restarts
+        "serving_spectra_per_s": round(sum(k["acknowledged_while_serving"] for k in kill_log)
+                                       / max(1e-9, sum(k["served_s"] for k in kill_log)), 1),
         "mean_restart_s": round(float(np.mean([k["serving_after_start_s"] for k in kill_log[1:]]))
                                 if len(kill_log) > 1 else 0.0, 2),
         "kill_points": kill_log, "load_average": list(os.getloadavg()), "cpus": os.cpu_count(),
