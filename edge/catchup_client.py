@@ -195,7 +195,7 @@ class SubscriberCatchUp:
         self._wait_status = True  # the subscription is live at the first status
         self._disconnected_at: int | None = None
         self._was_disconnected = False
-        self._warned_store_behind = False
+        self._status_last_seq = 0  # store.last_seq of the last status
         self._seen: deque[bytes] = deque(maxlen=dedup_window)
         self._seen_set: set[bytes] = set()
         if after_seq is not None:
@@ -238,22 +238,17 @@ class SubscriberCatchUp:
     def _on_status(self, status: dict[str, Any]) -> None:
         store = status.get("store")
         store_last = store.get("last_seq") if isinstance(store, dict) else None
+        waited, self._wait_status = self._wait_status, False  # the subscription is live
         if type(store_last) is not int:
-            store_last = None
-        if self._wait_status:
-            self._wait_status = False
-            if self.last_seq is None and self._need is None:
-                self.last_seq = store_last  # live from here: what is published after the subscription
-                return
-        if store_last is None or self.last_seq is None or self._need is not None:
             return
-        if store_last > self.last_seq:  # predictions before this status never arrived
-            self._request("status", self.last_seq)
-        elif store_last < self.last_seq and not self._warned_store_behind:
-            self._warned_store_behind = True
-            log.warning("the daemon's store.last_seq %d is behind the last seq delivered, %d (another store, or "
-                        "failed writes): predictions with seq ≤ %d are dropped as already delivered", store_last,
-                        self.last_seq, self.last_seq)
+        if store_last < self._status_last_seq:  # monotonic in one store: the daemon now serves another one
+            log.warning("the daemon's store.last_seq went back from %d to %d (another store?): predictions with seq "
+                        "≤ %s are dropped as already delivered", self._status_last_seq, store_last, self.last_seq)
+        self._status_last_seq = store_last
+        if waited and self.last_seq is None and self._need is None:
+            self.last_seq = store_last  # live from here: what is published after the subscription
+        elif self.last_seq is not None and self._need is None and store_last > self.last_seq:
+            self._request("status", self.last_seq)  # predictions published before this status never arrived
 
     # -- delivering ---------------------------------------------------------------------------------------
     def on_live(self, topic: str, raw: bytes) -> None:

@@ -302,6 +302,7 @@ class Daemon:
     def __init__(self, config: DaemonConfig, context: zmq.Context[Any] | None = None,
                  expect_grid: RamanGrid | None = None, instrument: InstrumentConfig | None = None) -> None:
         self.config = config
+        config.check_catchup()  # a catch-up endpoint without a store: refused before anything loads
         self.bundle = Bundle.load(config.bundle, expect_grid=expect_grid)
         self.labels = np.asarray(self.bundle.labels)
         if config.top_k > len(self.labels):
@@ -361,7 +362,6 @@ class Daemon:
             # On by default (issue #14), but this bundle has no reference spectra: say so once, loudly.
             log.warning("drift compensation (on by default) is OFF: %s", "novelty is off" if not config.novelty
                         else "the bundle has no novelty section (retrain with edge-train --novelty)")
-        config.check_catchup()
         store_config = config.store_config()
         self._store = Store(store_config) if store_config is not None else None  # StoreError: refused at start
         # -- catch-up (edge.catchup): its own thread, socket and read connection; started in run() --
