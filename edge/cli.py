@@ -49,6 +49,8 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--top-k", type=positive_int, default=None, help="labels per prediction (≤ the bundle's classes)")
     g.add_argument("--store", default=None,
                    help="SQLite store file: every spectrum and result kept, replayed after a crash (docs/store.md)")
+    g.add_argument("--catchup", default=None,
+                   help="ZeroMQ endpoint serving catch-up requests from the store (needs --store; docs/store.md)")
     g.add_argument("--serial", default=None, help="pyserial URL of an instrument (firmware_bridge protocol)")
     g.add_argument("--control", default=None, help="ZeroMQ REP endpoint for control requests (load_head, status)")
     g.add_argument("--head", default=None, help="head file to serve instead of the bundle's own head")
@@ -149,7 +151,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[DaemonConfig, RamanGrid 
         raise ConfigError(f"{args.config}: [daemon] must be a table")
     d = dict(d)
     for key in ("bundle", "input", "ack_input", "output", "precision", "backend", "providers", "allow_cpu_fallback", "threads",
-                "max_batch", "top_k", "store", "serial", "control", "head", "novelty", "novelty_detector",
+                "max_batch", "top_k", "store", "catchup", "serial", "control", "head", "novelty", "novelty_detector",
                 "curve", "curve_secret_key", "curve_authorized_dir", "insecure_control"):
         value = getattr(args, key, None)
         if value is not None:

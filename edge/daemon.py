@@ -33,6 +33,7 @@ from .ack_input import AckInput, AckItem, Received, require_id
 from .backends import create_backend
 from .batch import classify_batch, rejection_detail, rejection_reason
 from .bundle import Bundle
+from .catchup import CatchUpServer
 from .config_check import check_field_types
 from .errors import ConfigError, EdgeError, WireError
 from .heads import MAX_HEAD_BYTES, HeadSwitch, load_head
@@ -94,6 +95,11 @@ class DaemonConfig:
         acknowledged), every result before it is published; on start the daemon answers what was stored without
         a result (``replayed: true``), ``seq`` continues where it stopped, a resent spectrum (same
         ``instrument_id`` and ``id``) is not classified twice (:mod:`edge.store`, docs/store.md).
+    catchup : str
+        ZeroMQ endpoint of the catch-up socket (``""``: none; needs ``store``): a subscriber that was away asks for
+        the stored results after the last ``seq`` it has and gets them in publication order (docs/wire.md §12,
+        docs/store.md "Catch-up"), served by a thread of its own from its own read connection
+        (:mod:`edge.catchup`), so a large catch-up does not stall classification.
     store_options : dict
         ``[daemon.store_options]``: ``max_bytes``, ``max_age_s`` (retention), ``max_rejected_frame_bytes``,
         ``retention_interval_s``, ``retry_s`` (:class:`edge.store.StoreConfig`).
@@ -158,6 +164,7 @@ class DaemonConfig:
     top_k: int = 3
     status_interval_s: float = 2.0
     store: str = ""
+    catchup: str = ""
     store_options: dict[str, Any] = field(default_factory=dict)
     serial: str = ""
     serial_baudrate: int = 921600
@@ -200,6 +207,7 @@ class DaemonConfig:
             raise ConfigError(f"output_hwm must be ≥ 1, got {cfg.output_hwm!r}")
         cfg.store_config()  # unknown or out-of-range store options: ConfigError now, not at start
         cfg.check_ack_input()
+        cfg.check_catchup()
         if cfg.novelty_detector not in NOVELTY_DETECTORS:
             raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {cfg.novelty_detector!r}")
         curve_sockets(cfg.curve, cfg.control, cfg.insecure_control)  # unknown socket names: ConfigError
@@ -211,10 +219,23 @@ class DaemonConfig:
         Raises
         ------
         ConfigError
+            ``ack_input`` is set and ``store`` is not.
         """
         if self.ack_input and not self.store:
             raise ConfigError(f"ack_input ({self.ack_input}) needs a store (daemon setting 'store', --store): "
                               "an acknowledgement promises the spectrum is stored")
+
+    def check_catchup(self) -> None:
+        """Refuse a catch-up endpoint without a store (catch-up is served from the store).
+
+        Raises
+        ------
+        ConfigError
+            ``catchup`` is set and ``store`` is not.
+        """
+        if self.catchup and not self.store:
+            raise ConfigError(f"catchup = {self.catchup!r} needs a store (daemon setting 'store'): catch-up is "
+                              "served from the stored results")
 
     def store_config(self) -> StoreConfig | None:
         """The store's settings (None without a store).
@@ -322,6 +343,7 @@ class Daemon:
     def __init__(self, config: DaemonConfig, context: zmq.Context[Any] | None = None,
                  expect_grid: RamanGrid | None = None, instrument: InstrumentConfig | None = None) -> None:
         self.config = config
+        config.check_catchup()  # a catch-up endpoint without a store: refused before anything loads
         self.bundle = Bundle.load(config.bundle, expect_grid=expect_grid)
         self.labels = np.asarray(self.bundle.labels)
         if config.top_k > len(self.labels):
@@ -391,6 +413,11 @@ class Daemon:
         self._acks: AckInput | None = None  # the acknowledged input, bound in _open_sockets
         store_config = config.store_config()
         self._store = Store(store_config) if store_config is not None else None  # StoreError: refused at start
+        # -- catch-up (edge.catchup): its own thread, socket and read connection; started in run() --
+        self._catchup = CatchUpServer(config.catchup, config.store, self.ctx) if config.catchup else None
+        if self._catchup is not None:
+            self.add_status_hook(self._catchup.status)
+        # -- end catch-up --
         if self._store is not None:
             self.seq = self._store.last_seq  # never reused across restarts
             self.add_status_hook(self._store.status)  # a failed write raises its alarm there
@@ -428,6 +455,8 @@ class Daemon:
                 self.novelty.load((1, self.grid.n_points))
             sockets = self._open_sockets()
             try:
+                if self._catchup is not None:  # ConfigError when it cannot bind: refused at start
+                    self.endpoints["catchup"] = self._catchup.start()
                 self.ready.set()
                 self._loop(*sockets)
             finally:
@@ -442,6 +471,8 @@ class Daemon:
                 if self._acks is not None:
                     self._acks.close()
                     self._acks = None
+                if self._catchup is not None:  # before the store closes; within what is left of the deadline
+                    self._catchup.stop(timeout_s=min(1.0, max(0.1, self._output_linger_ms() / 1000)))
                 self.security.close()  # after its sockets: the context's authenticator stops with its last user
                 if self._store is not None:
                     self._store.close()
