@@ -13,13 +13,15 @@
   ``received_ns`` and running totals, so two different messages never have the same bytes.
 - **Status** is live only (never stored), delivered as it arrives; it tells the subscriber the daemon's
   ``store.last_seq``: one beyond the last delivered prediction starts a catch-up (the predictions after the last
-  one received were dropped).
+  one received were dropped). A ``counters.dropped_hwm`` higher than in the previous status (some subscriber's
+  queue overflowed, maybe this one's) starts a catch-up from that status's ``store.last_seq``: errors, drift
+  alarms and link events dropped at the high-water mark leave no gap in ``seq`` to show it.
 - A catch-up also starts after a reconnection (ZeroMQ socket monitor: disconnected, then connected), from the last
   ``seq`` delivered before the disconnection, at the first status after it (the subscription is then live again);
   and at the start, from ``after_seq`` when one is given.
 
-Order: predictions in ``seq`` order; other messages in publication order, except that one published while the
-subscriber was disconnected can come after live messages received before the reconnection was noticed.
+Order: predictions in ``seq`` order; other messages in publication order, except that one recovered by a
+reconnection or high-water-mark catch-up comes after the live messages received before it was noticed.
 """
 
 from __future__ import annotations
@@ -196,6 +198,8 @@ class SubscriberCatchUp:
         self._disconnected_at: int | None = None
         self._was_disconnected = False
         self._status_last_seq = 0  # store.last_seq of the last status
+        self._status_dropped: int | None = None  # counters.dropped_hwm of the last status
+        self._again: int | None = None  # a catch-up to start when the one under way ends
         self._seen: deque[bytes] = deque(maxlen=dedup_window)
         self._seen_set: set[bytes] = set()
         if after_seq is not None:
@@ -203,11 +207,16 @@ class SubscriberCatchUp:
 
     # -- when to catch up ---------------------------------------------------------------------------------
     def _request(self, reason: str, from_seq: int) -> None:
+        """Start a catch-up after ``from_seq``; one due already starts from the lower; one under way is followed
+        by another.
+        """
         if self._need is None:
             self._need, self._from, self._need_since, self._retry_at = reason, from_seq, time.monotonic(), 0.0
             log.info("catching up (%s) after seq %d", reason, from_seq)
-        else:
+        elif self._page is None:
             self._from = min(from_seq, self._from if self._from is not None else from_seq)
+        else:
+            self._again = from_seq if self._again is None else min(self._again, from_seq)
 
     def due(self) -> bool:
         """A catch-up page should be fetched now."""
@@ -238,16 +247,29 @@ class SubscriberCatchUp:
     def _on_status(self, status: dict[str, Any]) -> None:
         store = status.get("store")
         store_last = store.get("last_seq") if isinstance(store, dict) else None
+        counters = status.get("counters")
+        dropped = counters.get("dropped_hwm") if isinstance(counters, dict) else None
         waited, self._wait_status = self._wait_status, False  # the subscription is live
         if type(store_last) is not int:
             return
-        if store_last < self._status_last_seq:  # monotonic in one store: the daemon now serves another one
+        previous_last, previous_dropped = self._status_last_seq, self._status_dropped
+        if store_last < previous_last:  # monotonic in one store: the daemon now serves another one
             log.warning("the daemon's store.last_seq went back from %d to %d (another store?): predictions with seq "
-                        "≤ %s are dropped as already delivered", self._status_last_seq, store_last, self.last_seq)
+                        "≤ %s are dropped as already delivered", previous_last, store_last, self.last_seq)
         self._status_last_seq = store_last
+        self._status_dropped = dropped if type(dropped) is int else None
         if waited and self.last_seq is None and self._need is None:
             self.last_seq = store_last  # live from here: what is published after the subscription
-        elif self.last_seq is not None and self._need is None and store_last > self.last_seq:
+            return
+        if self.last_seq is None:
+            return
+        overflowed = (not waited and previous_dropped is not None and self._status_dropped is not None
+                      and self._status_dropped > previous_dropped)
+        if overflowed:
+            # a subscriber's queue overflowed since the last status (maybe this one's): errors, drift and link
+            # events have no seq to show a gap, so fetch what was published since then (duplicates are dropped)
+            self._request("hwm", min(previous_last, self.last_seq))
+        elif store_last > self.last_seq and self._need is None:
             self._request("status", self.last_seq)  # predictions published before this status never arrived
 
     # -- delivering ---------------------------------------------------------------------------------------
@@ -331,3 +353,6 @@ class SubscriberCatchUp:
             log.warning("predictions %d–%d are not in the daemon's store (retention or a failed write): missed for "
                         "good", self.last_seq + 1, store_last_seq)
             self.last_seq = store_last_seq
+        if self._again is not None:
+            again, self._again = self._again, None
+            self._request("again", again)

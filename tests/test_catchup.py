@@ -126,8 +126,8 @@ class _StoreClient:
                 "cursor": p.cursor, "store_last_seq": p.store_last_seq}
 
 
-def _status(last_seq: int) -> bytes:
-    return msgpack.packb({"type": "status", "store": {"last_seq": last_seq}})
+def _status(last_seq: int, dropped_hwm: int = 0) -> bytes:
+    return msgpack.packb({"type": "status", "store": {"last_seq": last_seq}, "counters": {"dropped_hwm": dropped_hwm}})
 
 
 def _catch_up(cu: SubscriberCatchUp) -> None:
@@ -162,6 +162,21 @@ def test_a_gap_is_filled_in_order_and_nothing_is_delivered_twice(tmp_path):
     cu.on_live("status", _status(11))
     _catch_up(cu)
     assert _delivered(cu) == [11] and cu.stats["missing"] == 0
+
+
+def test_errors_lost_at_the_high_water_mark_are_fetched_when_the_status_counts_a_drop(tmp_path):
+    store = Store(StoreConfig(str(tmp_path / "s.sqlite")))
+    published = [_pred(1), _err(1), _pred(2)]
+    store.record(published)
+    cu = SubscriberCatchUp(_StoreClient(store), ["prediction", "error"])
+    cu.on_live("status", _status(0, dropped_hwm=5))
+    cu.on_live("prediction", published[0].payload)
+    cu.on_live("prediction", published[2].payload)  # no gap in seq: the dropped error leaves no trace ...
+    cu.on_live("status", _status(2, dropped_hwm=6))  # ... but the daemon counted a drop since the last status
+    _catch_up(cu)
+    assert _delivered(cu) == [1, 2, "e1"] and cu.stats["duplicates"] == 2
+    cu.on_live("status", _status(2, dropped_hwm=6))
+    assert not cu.due()  # no new drop, nothing to fetch
 
 
 def test_predictions_the_store_lost_are_counted_missing_not_waited_for(tmp_path):
