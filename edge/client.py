@@ -205,7 +205,8 @@ class PredictionSubscriber:
     def wait_ready(self, timeout_s: float = 10.0) -> dict[str, Any]:
         """Block until the daemon's first status message arrives: the subscription is then live.
 
-        Messages received before it stay queued for :meth:`recv`.
+        Without catch-up, messages received before that status are discarded (nothing before the handshake is
+        guaranteed); with catch-up they stay queued for :meth:`recv` (they count among what it delivers once).
 
         Raises
         ------
@@ -214,6 +215,11 @@ class PredictionSubscriber:
         """
         deadline = time.monotonic() + timeout_s
         while True:
+            if self._catchup is None:
+                while self._queue:
+                    topic, payload = self._queue.popleft()
+                    if topic == "status":
+                        return payload
             for i, (topic, payload) in enumerate(self._queue):
                 if topic == "status":
                     del self._queue[i]
