@@ -8,6 +8,7 @@ edge-bench accuracy [--quick] [--json PATH]        ours vs paper CNN and peers o
 edge-bench transfer [--quick] [--json PATH]        head-only transfer, the paper's Table 11 protocol (issue 5)
 edge-bench o1       [--bundle DIR] [--json PATH]   per-spectrum time of our head vs kNN as classes grow (issue 5)
 edge-bench predict  [--bundle DIR] [--json PATH]   edge-predict spectra/s: 1 process, Dask 1 and 2 workers (#16)
+edge-bench catchup  [--bundle DIR] [--json PATH]   catch-up: backlog messages/s, daemon latency while serving it (#17)
 edge-bench all      [--bundle DIR] [--out DIR]     every benchmark above
 
 Without --bundle, a bundle is trained on the real 40 % split (and exported to INT8) under bench/results/.
@@ -69,6 +70,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "transfer": lambda a: _bench("bench_transfer").run(quick=a.quick, verbose=False,
                                                        cache_dir=str(Path(a.out) / "transfer_backbones")),
     "predict": lambda a: _bench("bench_predict").run(_bundle(a), quick=a.quick),
+    "catchup": lambda a: _bench("bench_catchup").run(_bundle(a), quick=a.quick),
     "o1": lambda a: _bench("bench_o1").run(str(_bundle(a)), quick=a.quick, png_path=str(Path(a.out) / "o1.png")),
 }
 
