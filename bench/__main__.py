@@ -10,6 +10,7 @@ edge-bench o1       [--bundle DIR] [--json PATH]   per-spectrum time of our head
 edge-bench predict  [--bundle DIR] [--json PATH]   edge-predict spectra/s: 1 process, Dask 1 and 2 workers (#16)
 edge-bench crash    [--bundle DIR] [--json PATH] [--kills 20] [--per-kill 2000] [--seed 0]
                     SIGKILL edge-daemon under an acknowledged flood and restart it: lost/duplicated/seq_reused (#17)
+edge-bench catchup  [--bundle DIR] [--json PATH]   catch-up: backlog messages/s, daemon latency while serving it (#17)
 edge-bench all      [--bundle DIR] [--out DIR]     every benchmark above
 
 Without --bundle, a bundle is trained on the real 40 % split (and exported to INT8) under bench/results/.
@@ -72,6 +73,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
                                                        cache_dir=str(Path(a.out) / "transfer_backbones")),
     "predict": lambda a: _bench("bench_predict").run(_bundle(a), quick=a.quick),
     "crash": lambda a: _bench("bench_crash").run(_bundle(a), kills=a.kills, per_kill=a.per_kill, seed=a.seed),
+    "catchup": lambda a: _bench("bench_catchup").run(_bundle(a), quick=a.quick),
     "o1": lambda a: _bench("bench_o1").run(str(_bundle(a)), quick=a.quick, png_path=str(Path(a.out) / "o1.png")),
 }
 

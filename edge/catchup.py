@@ -98,6 +98,10 @@ class CatchUpServer:
         The daemon's context.
     max_reply_bytes : int
         A reply stops adding messages before their payloads exceed this (one message always goes).
+    max_busy : float
+        Largest share of time the thread spends answering (0 < ``max_busy`` ≤ 1): after a reply that took ``t``
+        seconds it rests ``t * (1 / max_busy - 1)``. The thread shares the daemon's interpreter lock (GIL); an
+        unthrottled catch-up of a large backlog would delay classification by tens of ms (``edge-bench catchup``).
 
     Attributes
     ----------
@@ -106,7 +110,10 @@ class CatchUpServer:
     """
 
     def __init__(self, endpoint: str, store_path: str, context: zmq.Context[Any],
-                 max_reply_bytes: int = MAX_CATCHUP_REPLY_BYTES) -> None:
+                 max_reply_bytes: int = MAX_CATCHUP_REPLY_BYTES, max_busy: float = 0.25) -> None:
+        if not 0 < max_busy <= 1:
+            raise ConfigError(f"max_busy must be in (0, 1], got {max_busy!r}")
+        self.max_busy = max_busy
         self.endpoint = endpoint
         self.store_path = store_path
         self.ctx = context
@@ -186,7 +193,9 @@ class CatchUpServer:
                         frames = sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
+                    t0 = time.perf_counter()
                     self._serve(sock, frames)
+                    self._stop.wait((time.perf_counter() - t0) * (1 / self.max_busy - 1))  # leave the GIL to classifying
         finally:
             sock.close(linger=0)
             if self._conn is not None:

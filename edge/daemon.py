@@ -11,6 +11,8 @@ One thread owns every socket (ZeroMQ sockets are not thread-safe) and runs a pol
 Subscribers join through an XPUB socket: each new subscription makes the daemon publish a ``status``
 message at once, so a client knows its subscription is live (no sleeping for the "slow joiner").
 Other inputs (the serial link) run in their own threads and hand frames over an ``inproc://`` PUSH socket.
+The catch-up endpoint (:mod:`edge.catchup`, with a store) runs in a thread of its own, with its own socket and
+its own read connection to the store.
 On stop (SIGINT/SIGTERM in the CLI) the daemon unbinds its input, answers what was already queued and returns
 within ``drain_timeout_s``.
 """
