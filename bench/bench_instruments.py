@@ -79,6 +79,16 @@ for _t in (5, 10, 15, 40):
 RECIPES["default_no_band_ratio"] = {"train": [], "config": {"augmentation": {"band_ratio": 0.0}}, "daemon": {}}
 
 
+#: Issue #14, second session: the untried levers (docs/instruments.md, "Second session").
+#: Resolution: CHARISMA's calcite lines are 5-8 cm⁻¹ wide on the BWTek and Horiba-633 instruments, 14-26 in the
+#: RRUFF training spectra; broadening them (FWHM 8-12) turned a network's rhodochrosite calls into calcite.
+RECIPES["resolution_aug12"] = {"train": [], "config": {"augmentation": {"resolution_fwhm_cm1": 12.0}}, "daemon": {}}
+for _w in (6, 8, 12):
+    RECIPES[f"resolution_floor{_w}"] = {"train": [], "config": {"preprocessing": {"resolution_fwhm_cm1": float(_w)}},
+                                         "daemon": {}}
+RECIPES["band_ratio_015"] = {"train": [], "config": {"augmentation": {"band_ratio": 0.15}}, "daemon": {}}
+RECIPES["fluorescence_05"] = {"train": [], "config": {"augmentation": {"fluorescence": 0.5}}, "daemon": {}}
+
 #: The default before issue #14 (T = 40, no range augmentation, no coverage minimum; compensation was off),
 #: with the new edge-level extension (it is the one resample now).
 OLD_DEFAULT = {"preprocessing": {"min_coverage": 0.0}, "augmentation": {"range_probability": 0.0}}
@@ -153,6 +163,36 @@ def _dev_split(seed: int, work: pathlib.Path, data_root: str | None) -> tuple[pa
     return paths
 
 
+def synthetic_map_row(bundle: pathlib.Path, data_root: str | None) -> dict[str, Any]:
+    """Issue #16's map clause: % of the synthetic basalt map's inner pixels named right (tests/synthetic_map.py).
+
+    The map of ``test_synthetic_map_phase_map_is_right_away_from_boundaries`` (20 × 24 pixels of Forsterite,
+    Diopside, Albite and Hematite training spectra, seed 0), classified by :func:`edge.predict.predict` without
+    novelty, as the test does. The row's ``errors`` counts the wrong names given to inner pixels.
+    """
+    import importlib.util
+    from collections import Counter
+
+    from edge.data import resolve_data_path
+    from edge.predict import predict
+
+    spec = importlib.util.spec_from_file_location(
+        "synthetic_map", pathlib.Path(__file__).resolve().parents[1] / "tests" / "synthetic_map.py")
+    assert spec is not None and spec.loader is not None  # the repository's own file
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    m = mod.build_map(resolve_data_path(TRAIN, data_root), ["Forsterite", "Diopside", "Albite", "Hematite"],
+                      shape=(20, 24), seed=0)
+    rows, cols = m["truth"].shape
+    path = mod.write_map(pathlib.Path(bundle) / "synthetic_basalt_map.npz", m)
+    got = np.array([r.get("predicted") for r in predict([path], bundle, novelty=False).rows],
+                   dtype=object).reshape(rows, cols)
+    inner = ~m["boundary"]
+    wrong = Counter(f"{t}->{g}" for t, g in zip(m["truth"][inner], got[inner], strict=True) if t != g)
+    return {"n": int(inner.sum()), "top1": 100.0 * float((got == m["truth"])[inner].mean()), "flagged": None,
+            "rejected": 0, "errors": dict(wrong)}
+
+
 def run(recipe: str = "default", seeds: int = 3, dev: bool = False, json_path: str | None = None,
         work: str | None = None, data_root: str | None = None, retrain: bool = False,
         bundle_dir: str | None = None) -> dict[str, Any]:
@@ -193,6 +233,7 @@ def run(recipe: str = "default", seeds: int = 3, dev: bool = False, json_path: s
                                       test_path=test if dev else None)
         if dev:
             result["rows"] = {k.replace("raw_test", "heldout40"): v for k, v in result["rows"].items()}
+        result["rows"]["synthetic_map_inner"] = synthetic_map_row(bundle, data_root)
         result.update({"train_seconds": b.metrics.get("train_seconds"), "train_wall_s": t_train,
                        "export_wall_s": t_export, "export": b.manifest.get("metrics", {}).get("export"),
                        "n_parameters": b.manifest["model"]["n_parameters"]})
