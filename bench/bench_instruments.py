@@ -87,6 +87,10 @@ for _w in (6, 8, 12):
     RECIPES[f"resolution_floor{_w}"] = {"train": [], "config": {"preprocessing": {"resolution_fwhm_cm1": float(_w)}},
                                          "daemon": {}}
 RECIPES["band_ratio_015"] = {"train": [], "config": {"augmentation": {"band_ratio": 0.15}}, "daemon": {}}
+#: Lever 4: an ensemble of 3 precise members of the ensemble config's size (8/16/32 channels, 16 pointwise:
+#: ~27 k parameters each, ~81 k in all, under the spine's 100 k); the served logits are the members' mean.
+ENSEMBLE3 = {"model": {"channels": [8, 16, 32], "pointwise_channels": 16, "members": 3}}
+RECIPES["ensemble3"] = {"train": [], "config": ENSEMBLE3, "daemon": {}}
 RECIPES["fluorescence_05"] = {"train": [], "config": {"augmentation": {"fluorescence": 0.5}}, "daemon": {}}
 
 #: The default before issue #14 (T = 40, no range augmentation, no coverage minimum; compensation was off),

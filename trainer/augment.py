@@ -84,7 +84,7 @@ class AugmentConfig(SettingsMixin):
 
 
 def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, step_cm1: float = 1.0,
-                  min_coverage: float = 0.0) -> np.ndarray:
+                  min_coverage: float = 0.0, floor_fwhm_cm1: float = 0.0) -> np.ndarray:
     """Augment a batch of spectra.
 
     Parameters
@@ -100,6 +100,9 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
     min_coverage : float
         Smallest fraction of the grid a cut range keeps (``range_probability``; the bundle's recorded
         ``min_coverage``).
+    floor_fwhm_cm1 : float
+        The preprocessing's resolution floor (``PreprocessConfig.resolution_fwhm_cm1``), cm⁻¹: a background is
+        kept only if the spectrum still has a positive maximum after that broadening (0: no floor).
 
     Returns
     -------
@@ -165,7 +168,8 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
         with_bg = out + peak * (a * np.tanh((tb - c) / w) + lin * tb + quad * tb * tb)
         # A background that drags the whole spectrum to (almost) nothing positive is no spectrum an
         # instrument delivers, and max normalisation rightly rejects it: keep those rows without it.
-        valid = with_bg.max(axis=1, keepdims=True) > 0.05 * peak
+        seen = broaden(with_bg, floor_fwhm_cm1, step_cm1) if floor_fwhm_cm1 else with_bg  # what preprocessing sees
+        valid = seen.max(axis=1, keepdims=True) > 0.05 * peak
         out = np.where(valid, with_bg, out)
     if cfg.noise_std > 0:
         sd = rng.uniform(0, cfg.noise_std, (b, 1)) * on[:, None] * peak
