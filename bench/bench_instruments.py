@@ -199,14 +199,18 @@ def synthetic_map_row(bundle: pathlib.Path, data_root: str | None) -> dict[str, 
 
 def run(recipe: str = "default", seeds: int = 3, dev: bool = False, json_path: str | None = None,
         work: str | None = None, data_root: str | None = None, retrain: bool = False,
-        bundle_dir: str | None = None) -> dict[str, Any]:
+        bundle_dir: str | None = None, cross_only: bool = False) -> dict[str, Any]:
     """Train, export and evaluate ``recipe`` for ``seeds`` seeds; write and return the JSON result.
+
+    ``cross_only``: networks trained on the whole 40 % split (the test mode's bundles) scored on the
+    development rows only (RRUFF 2026, CHARISMA, the synthetic map; no ``raw_test`` row is built): selection on
+    the cross-instrument set with the shipped training data. JSON ``instruments_cross_R.json``.
 
     ``bundle_dir``: evaluate the bundles ``seed0``, ``seed1``, ... already in that folder (trained by an earlier
     run of a recipe with the same training settings) instead of the recipe's own folder.
     """
     from edge.bundle import Bundle
-    from trainer.eval_instruments import evaluate_instruments
+    from trainer.eval_instruments import ROW_NAMES, evaluate_instruments
 
     spec = RECIPES[recipe]
     mode = "dev" if dev else "test"
@@ -233,7 +237,8 @@ def run(recipe: str = "default", seeds: int = 3, dev: bool = False, json_path: s
             gate = ["--max-accuracy-drop", "2.5"] if dev else []
             t_export = _run([sys.executable, "-m", "export", str(bundle), "--int8", *gate, *data], log)
         b = Bundle.load(bundle)
-        result = evaluate_instruments(bundle, data_root, seed, daemon_settings=spec["daemon"],
+        names = [n for n in ROW_NAMES if not n.startswith("raw_test")] if cross_only else ROW_NAMES
+        result = evaluate_instruments(bundle, data_root, seed, names=names, daemon_settings=spec["daemon"],
                                       test_path=test if dev else None)
         if dev:
             result["rows"] = {k.replace("raw_test", "heldout40"): v for k, v in result["rows"].items()}
@@ -256,7 +261,8 @@ def run(recipe: str = "default", seeds: int = 3, dev: bool = False, json_path: s
                    "rejected": float(np.mean([v["rejected"] for v in vals]))}
     out = {"recipe": recipe, "mode": mode, "spec": spec, "seeds": seeds, "rows": mean, "per_seed": per_seed,
            "load_average": os.getloadavg(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    path = pathlib.Path(json_path) if json_path else RESULTS / f"instruments_{mode}_{recipe}.json"
+    out["mode"] = "cross" if cross_only else mode
+    path = pathlib.Path(json_path) if json_path else RESULTS / f"instruments_{out['mode']}_{recipe}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=float) + "\n")
     for k, v in mean.items():
@@ -273,13 +279,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--recipe", choices=sorted(RECIPES), default="default")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--dev", action="store_true", help="selection mode: held-out part of the 40 %% split, no raw_test")
+    p.add_argument("--cross-only", action="store_true",
+                   help="train on the 40 %% split, score only the cross-instrument rows and the map (selection)")
     p.add_argument("--json", default=None)
     p.add_argument("--work", default=None, help="folder for the bundles (default under /tmp)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--retrain", action="store_true", help="train again even if the bundle exists")
     p.add_argument("--bundle-dir", default=None, help="evaluate the seed bundles already in this folder")
     a = p.parse_args(argv)
-    run(a.recipe, a.seeds, a.dev, a.json, a.work, a.data_dir, a.retrain, a.bundle_dir)
+    if a.cross_only and a.dev:
+        p.error("--cross-only trains on the whole 40 %% split: not with --dev")
+    run(a.recipe, a.seeds, a.dev, a.json, a.work, a.data_dir, a.retrain, a.bundle_dir, a.cross_only)
     return 0
 
 
