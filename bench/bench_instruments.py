@@ -91,7 +91,11 @@ RECIPES["band_ratio_015"] = {"train": [], "config": {"augmentation": {"band_rati
 #: ~27 k parameters each, ~81 k in all, under the spine's 100 k); the served logits are the members' mean.
 ENSEMBLE3 = {"model": {"channels": [8, 16, 32], "pointwise_channels": 16, "members": 3}}
 RECIPES["ensemble3"] = {"train": [], "config": ENSEMBLE3, "daemon": {}}
-RECIPES["fluorescence_05"] = {"train": [], "config": {"augmentation": {"fluorescence": 0.5}}, "daemon": {}}
+#: Lever 2: a positive fluorescence-like background (tanh step + cosine, up to this fraction of the spectrum's
+#: maximum) on top of the default's signed baseline (0.4); the default has fluorescence 0.
+for _f in (0.5, 1.0):
+    RECIPES[f"fluorescence_{int(_f * 10):02d}"] = {"train": [], "config": {"augmentation": {"fluorescence": _f}},
+                                                  "daemon": {}}
 
 #: The default before issue #14 (T = 40, no range augmentation, no coverage minimum; compensation was off),
 #: with the new edge-level extension (it is the one resample now).
