@@ -87,6 +87,8 @@ for _w in (6, 8, 12):
     RECIPES[f"resolution_floor{_w}"] = {"train": [], "config": {"preprocessing": {"resolution_fwhm_cm1": float(_w)}},
                                          "daemon": {}}
 RECIPES["band_ratio_015"] = {"train": [], "config": {"augmentation": {"band_ratio": 0.15}}, "daemon": {}}
+#: The default of the first #14 session (no fluorescence background; the default since the second session has 0.5).
+RECIPES["default_no_fluorescence"] = {"train": [], "config": {"augmentation": {"fluorescence": 0.0}}, "daemon": {}}
 #: Lever 4: an ensemble of 3 precise members of the ensemble config's size (8/16/32 channels, 16 pointwise:
 #: ~27 k parameters each, ~81 k in all, under the spine's 100 k); the served logits are the members' mean.
 ENSEMBLE3 = {"model": {"channels": [8, 16, 32], "pointwise_channels": 16, "members": 3}}
@@ -99,7 +101,7 @@ for _f in (0.5, 1.0):
 
 #: The default before issue #14 (T = 40, no range augmentation, no coverage minimum; compensation was off),
 #: with the new edge-level extension (it is the one resample now).
-OLD_DEFAULT = {"preprocessing": {"min_coverage": 0.0}, "augmentation": {"range_probability": 0.0}}
+OLD_DEFAULT = {"preprocessing": {"min_coverage": 0.0}, "augmentation": {"range_probability": 0.0, "fluorescence": 0.0}}
 RECIPES["old_default"] = {"train": ["--shift-tolerance-cm1", "40", "--novelty-quantile", "0.95"], "config": OLD_DEFAULT,
                           "daemon": {"drift": {"compensate_offset": False}}}
 
