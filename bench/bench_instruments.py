@@ -79,22 +79,25 @@ for _t in (5, 10, 15, 40):
 RECIPES["default_no_band_ratio"] = {"train": [], "config": {"augmentation": {"band_ratio": 0.0}}, "daemon": {}}
 
 
-#: Issue #14, second session: the untried levers (docs/instruments.md, "Second session").
+#: Issue #14, second session: the untried levers (docs/instruments.md, "Second session"). Measured over the then
+#: default, which had no fluorescence background: NO_FLUO keeps them reproducible now that the default has 1.0.
 #: Resolution: CHARISMA's calcite lines are 5-8 cm⁻¹ wide on the BWTek and Horiba-633 instruments, 14-26 in the
 #: RRUFF training spectra; broadening them (FWHM 8-12) turned a network's rhodochrosite calls into calcite.
-RECIPES["resolution_aug12"] = {"train": [], "config": {"augmentation": {"resolution_fwhm_cm1": 12.0}}, "daemon": {}}
+NO_FLUO = {"fluorescence": 0.0}
+RECIPES["resolution_aug12"] = {"train": [], "config": {"augmentation": {**NO_FLUO, "resolution_fwhm_cm1": 12.0}},
+                               "daemon": {}}
 for _w in (6, 8, 12):
-    RECIPES[f"resolution_floor{_w}"] = {"train": [], "config": {"preprocessing": {"resolution_fwhm_cm1": float(_w)}},
-                                         "daemon": {}}
-RECIPES["band_ratio_015"] = {"train": [], "config": {"augmentation": {"band_ratio": 0.15}}, "daemon": {}}
-#: The default of the first #14 session (no fluorescence background; the default since the second session has 0.5).
-RECIPES["default_no_fluorescence"] = {"train": [], "config": {"augmentation": {"fluorescence": 0.0}}, "daemon": {}}
+    RECIPES[f"resolution_floor{_w}"] = {"train": [], "config": {"preprocessing": {"resolution_fwhm_cm1": float(_w)},
+                                                                "augmentation": NO_FLUO}, "daemon": {}}
+RECIPES["band_ratio_015"] = {"train": [], "config": {"augmentation": {**NO_FLUO, "band_ratio": 0.15}}, "daemon": {}}
+#: The default of the first #14 session (no fluorescence background; the default since the second session has 1.0).
+RECIPES["default_no_fluorescence"] = {"train": [], "config": {"augmentation": NO_FLUO}, "daemon": {}}
 #: Lever 4: an ensemble of 3 precise members of the ensemble config's size (8/16/32 channels, 16 pointwise:
 #: ~27 k parameters each, ~81 k in all, under the spine's 100 k); the served logits are the members' mean.
-ENSEMBLE3 = {"model": {"channels": [8, 16, 32], "pointwise_channels": 16, "members": 3}}
+ENSEMBLE3 = {"model": {"channels": [8, 16, 32], "pointwise_channels": 16, "members": 3}, "augmentation": NO_FLUO}
 RECIPES["ensemble3"] = {"train": [], "config": ENSEMBLE3, "daemon": {}}
 #: Lever 2: a positive fluorescence-like background (tanh step + cosine, up to this fraction of the spectrum's
-#: maximum) on top of the default's signed baseline (0.4); the default has fluorescence 0.
+#: maximum) on top of the signed baseline (0.4). 1.0 is the default since the second session.
 for _f in (0.5, 1.0):
     RECIPES[f"fluorescence_{int(_f * 10):02d}"] = {"train": [], "config": {"augmentation": {"fluorescence": _f}},
                                                   "daemon": {}}
