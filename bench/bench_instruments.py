@@ -81,7 +81,7 @@ RECIPES["default_no_band_ratio"] = {"train": [], "config": {"augmentation": {"ba
 
 #: Issue #14, second session: the untried levers (docs/instruments.md, "Second session"). Measured over the then
 #: default, which had no fluorescence background: NO_FLUO keeps them reproducible now that the default has 1.0.
-#: Resolution: CHARISMA's calcite lines are 5-8 cm⁻¹ wide on the BWTek and Horiba-633 instruments, 14-26 in the
+#: Resolution: CHARISMA's calcite lines are 6-10 cm⁻¹ wide on the BWTek and Horiba-633 instruments, 14-26 in the
 #: RRUFF training spectra; broadening them (FWHM 8-12) turned a network's rhodochrosite calls into calcite.
 NO_FLUO = {"fluorescence": 0.0}
 RECIPES["resolution_aug12"] = {"train": [], "config": {"augmentation": {**NO_FLUO, "resolution_fwhm_cm1": 12.0}},

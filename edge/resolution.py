@@ -8,7 +8,7 @@ change. Two uses (issue #14), one implementation:
 
 * **a resolution floor** in preprocessing (:class:`edge.preprocess.PreprocessConfig` ``resolution_fwhm_cm1``):
   every spectrum, in training and onboard, is broadened by the same fixed width, so a sharper instrument than
-  the training library's (CHARISMA's BWTek and Horiba 633 nm calcite lines are 5–8 cm⁻¹ wide, RRUFF's 14–26)
+  the training library's (CHARISMA's BWTek and Horiba 633 nm calcite lines are 6–10 cm⁻¹ wide, RRUFF's 14–26)
   no longer shows the network line widths it never saw;
 * **resolution augmentation** in training (:class:`trainer.augment.AugmentConfig` ``resolution_fwhm_cm1``): a
   random extra width per training spectrum, applied before noise (an instrument blurs the signal, not its
