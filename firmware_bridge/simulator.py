@@ -331,6 +331,9 @@ class _TcpEndpoint:
             data = self._client.recv(n)
         except BlockingIOError:
             return b""
+        except OSError:  # host reset the connection (e.g. killed): wait for the next one
+            self._drop_client()
+            return b""
         if not data:  # host closed its end; wait for the next one
             self._drop_client()
         return data

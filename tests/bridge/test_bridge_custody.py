@@ -116,3 +116,37 @@ def test_instrument_keeps_unacked_and_a_restarted_host_takes_each_once(make_sim)
     assert sim.unacked == 0 and stats["unacked_released"] == n
     assert stats["unacked_resent"] > 0 and links[1].counters()["spectra_reoffered"] > 0
     assert store.refused and stats.get("fault_bit_flips", 0) + stats.get("fault_dropped_bytes", 0) > 0
+
+
+def test_tcp_simulator_survives_a_host_reset(make_sim):
+    """A host killed mid-stream resets its TCP connection: the simulator waits for the next host (it used to die
+    with ConnectionResetError), which is then sent what the first one did not ACK."""
+    import socket
+    import struct
+
+    sim = make_sim(synthetic_spectra(seed=6, count=20), transport="tcp", rate_hz=200, keep_unacked=True)
+    port = int(sim.url.rsplit(":", 1)[1])
+    first = socket.create_connection(("127.0.0.1", port))
+    first.sendall(encode_message(_hello()))
+    first.settimeout(5)
+    assert first.recv(65536)  # streaming to it
+    first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    first.close()  # RST
+    store = FakeStore()
+    link = InstrumentLink(sim.url, config=CUSTODY, backoff=Backoff(0.02, 0.1))
+    stop = threading.Event()
+    thread = threading.Thread(target=link.run, args=(store.take,), kwargs={"stop_event": stop}, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if len(store.stored) == 20 and sim.unacked == 0:
+            break
+        stop.wait(0.05)
+    stop.set()
+    thread.join(5)
+    assert sorted(store.stored) == list(range(20)) and sim.unacked == 0
+
+
+def _hello():
+    from firmware_bridge.protocol import Hello
+
+    return Hello("test-host")
