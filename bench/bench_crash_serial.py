@@ -139,7 +139,9 @@ def _analyse(db: pathlib.Path, count: int, session_id: int | None) -> dict[str, 
         conn.close()
     predicted: Counter[int] = Counter()
     seqs: Counter[int] = Counter()
-    replayed = lost_reported = 0
+    replayed = 0
+    lost_reported: Counter[str] = Counter()
+    lost_reported_seqs: set[int] = set()
     rejected: Counter[str] = Counter()
     ids_ok = True
     last_seq, monotonic = 0, True
@@ -155,7 +157,8 @@ def _analyse(db: pathlib.Path, count: int, session_id: int | None) -> dict[str, 
                 ids_ok &= msg["id"] == f"{INSTRUMENT_ID}-{session_id}-{msg['instrument_seq']}"
         elif topic == "error":
             if msg.get("reason") == "lost":
-                lost_reported += 1
+                lost_reported[str(msg.get("detail")).split(":")[0]] += 1
+                lost_reported_seqs.add(int(msg["instrument_seq"]))
             else:
                 rejected[str(msg.get("reason"))] += 1
     sent = set(range(count))
@@ -163,7 +166,8 @@ def _analyse(db: pathlib.Path, count: int, session_id: int | None) -> dict[str, 
     return {"sent": count, "predicted": len(set(predicted) & sent), "lost": len(lost), "lost_seqs": lost[:20],
             "duplicated": sum(n > 1 for n in predicted.values()), "seq_reused_in_store": sum(n > 1 for n in seqs.values()),
             "seq_increasing_in_store": monotonic, "replayed_predictions": replayed,
-            "lost_reported_by_link": lost_reported, "rejected": dict(rejected), "unexpected_predictions":
+            "lost_reported_by_link": dict(lost_reported),
+            "lost_reported_then_predicted": len(lost_reported_seqs & set(predicted)), "rejected": dict(rejected), "unexpected_predictions":
             sorted(set(predicted) - sent)[:20], "ids_match_session": ids_ok, "stored_spectra_by_source": spectra,
             "stored_unanswered": int(pending)}
 
@@ -290,8 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rate", type=float, default=200.0, help="spectra per second the instrument acquires")
     parser.add_argument("--json", type=pathlib.Path, help="write the results to this file")
+    parser.add_argument("--keep-store", type=pathlib.Path, help="copy the daemon's store file here")
     args = parser.parse_args(argv)
-    results = run(args.bundle, kills=args.kills, seed=args.seed, rate_hz=args.rate)
+    results = run(args.bundle, kills=args.kills, seed=args.seed, rate_hz=args.rate, keep_store=args.keep_store)
     text = json.dumps(results, indent=2, default=str)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -696,6 +696,8 @@ class SimulatedInstrument:
 
     def _retransmit(self, seq: int) -> None:
         payload = self._ring.get(seq)
+        if payload is None and seq in self._unacked:  # custody mode: kept beyond the ring until ACKed
+            payload = self._unacked[seq][0]
         if payload is None:
             self.counters["resend_unavailable_sent"] += 1
             reply = encode_message(ResendUnavailable(seq, next(iter(self._ring), None)))
