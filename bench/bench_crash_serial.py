@@ -54,7 +54,7 @@ INSTRUMENT_ID = "crash-serial"
 def _instrument(count: int, rate_hz: float, seed: int, disconnects: list[int], data: str | None) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "edge.bridge_cli", "simulate", "--tcp", "0", "--count", str(count),
            "--rate", str(rate_hz), "--seed", str(seed), "--instrument-id", INSTRUMENT_ID, "--heartbeat", "0.2",
-           "--keep-unacked", "--max-unacked", "8192", "--unacked-resend-s", "2",
+           "--keep-unacked", "--max-unacked", "8192",
            "--bit-flip-rate", "0.01", "--drop-byte-rate", "0.01", "--disconnect-down-s", "0.3",
            "--disconnect-after", *map(str, disconnects)]
     if data:
@@ -133,6 +133,8 @@ def _analyse(db: pathlib.Path, count: int, session_id: int | None) -> dict[str, 
     conn = open_for_reading(db)
     try:
         results = conn.execute("SELECT row, topic, seq, payload FROM results ORDER BY row").fetchall()
+        first_ns, last_ns = conn.execute("SELECT min(created_ns), max(created_ns) FROM results "
+                                         "WHERE topic = 'prediction'").fetchone()
         spectra = dict(conn.execute("SELECT source, count(*) FROM spectra GROUP BY source").fetchall())
         pending = conn.execute("SELECT count(*) FROM spectra WHERE answered = 0").fetchone()[0]
     finally:
@@ -167,9 +169,10 @@ def _analyse(db: pathlib.Path, count: int, session_id: int | None) -> dict[str, 
             "duplicated": sum(n > 1 for n in predicted.values()), "seq_reused_in_store": sum(n > 1 for n in seqs.values()),
             "seq_increasing_in_store": monotonic, "replayed_predictions": replayed,
             "lost_reported_by_link": dict(lost_reported),
-            "lost_reported_then_predicted": len(lost_reported_seqs & set(predicted)), "rejected": dict(rejected), "unexpected_predictions":
-            sorted(set(predicted) - sent)[:20], "ids_match_session": ids_ok, "stored_spectra_by_source": spectra,
-            "stored_unanswered": int(pending)}
+            "lost_reported_then_predicted": len(lost_reported_seqs & set(predicted)), "rejected": dict(rejected),
+            "unexpected_predictions": sorted(set(predicted) - sent)[:20], "ids_match_session": ids_ok,
+            "stored_spectra_by_source": spectra, "stored_unanswered": int(pending),
+            "first_to_last_prediction_s": round((last_ns - first_ns) / 1e9, 2) if first_ns else None}
 
 
 def run(bundle: str | pathlib.Path, kills: int = 20, seed: int = 0, rate_hz: float = 200.0,

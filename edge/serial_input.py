@@ -10,7 +10,8 @@ the same way as events (:func:`edge.wire.encode_event`), which the daemon publis
 message under ``"serial"``.
 
 With a store (``daemon.config.store``) the input takes *custody* of each spectrum (docs/serial.md, "store before
-ACK"): it writes the spectrum to the store on its own connection (one transaction per spectrum) before the link
+ACK"): it writes the spectrum to the store on its own connection (one transaction per spectrum, ``synchronous = FULL``:
+an fsync per commit, so that what the instrument is told is stored survives a power cut too) before the link
 ACKs it to the instrument, then hands the daemon an internal message naming the stored row
 (:func:`edge.daemon.stored_input_message`), which the daemon classifies without storing it again. A spectrum the
 store already holds (the instrument resent it after a lost ACK or a daemon restart: same ``id``) is ACKed again and
@@ -98,8 +99,9 @@ class SerialInput:
         self.baudrate = daemon.config.serial_baudrate
         self.retry_s = retry_s
         store_config = daemon.config.store_config()
-        # custody: its own connection to the daemon's store file (WAL; one connection per thread)
-        self._store = Store(store_config) if store_config is not None else None
+        # custody: its own connection to the daemon's store file (WAL; one connection per thread), synchronous FULL:
+        # what it ACKs the instrument forgets, so a commit must survive a power cut too (one fsync per spectrum)
+        self._store = Store(dataclasses.replace(store_config, synchronous="FULL")) if store_config is not None else None
         if self._store is not None:
             config = dataclasses.replace(config, ack_spectra=True, ack_when_taken=True)
         self.link = InstrumentLink(self.url, baudrate=self.baudrate, config=config, backoff=backoff)

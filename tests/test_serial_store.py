@@ -104,11 +104,13 @@ def test_damaged_line_each_spectrum_stored_before_its_ack_and_predicted_once(syn
             sim.start()
             done = wait_until(lambda: len(answers(db)) == n and sim.unacked == 0, 60)
             status = d.daemon.status()
+            synchronous = d.serial._store._conn.execute("PRAGMA synchronous").fetchone()[0]
     finally:
         sim.stop()
     got, stats = answers(db), sim.stats()
     assert done, (n - len(got), sim.unacked, status["serial"], stats)
     assert unstored == [] and set(checked) == set(range(n))
+    assert synchronous == 2  # FULL: a spectrum ACKed (forgotten by the instrument) survives a power cut too
     assert all(len(topics) == 1 for topics in got.values()), {s: t for s, t in got.items() if len(t) > 1}
     assert sum(t == ["prediction"] for t in got.values()) >= n - 5  # a synthetic draw may be refused by the gate
     assert "lost" not in {t[0] for t in got.values()}
@@ -167,3 +169,12 @@ def test_a_store_that_cannot_write_never_acks(synthetic_bundle):
 def test_simulator_custody_options_are_checked(bad):
     with pytest.raises(ValueError, match="max_unacked"):
         SimulatedInstrument(iter(()), **bad)
+
+
+def test_store_synchronous_option_is_checked():
+    from edge.errors import ConfigError
+    from edge.store import StoreConfig
+
+    assert StoreConfig("x.sqlite", synchronous="FULL").synchronous == "FULL"
+    with pytest.raises(ConfigError, match="synchronous must be NORMAL or FULL"):
+        StoreConfig("x.sqlite", synchronous="OFF")
