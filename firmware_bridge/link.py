@@ -93,8 +93,8 @@ class LinkConfig:
         and only then is it ACKed; otherwise no ACK goes out and a retransmission of it is offered again.
         Every intact SPECTRUM this link has not yet taken is offered, duplicates and
         late arrivals included (after a host restart the tracker cannot know what an earlier run stored: the
-        callback deduplicates); a taken one that arrives again is ACKed again without a callback.
-        PROTOCOL.md §7.
+        callback deduplicates); a taken one that arrives again is ACKed again without a callback. A
+        retransmission the link did not ask for leaves sequence tracking alone. PROTOCOL.md §7.8.
     """
 
     ack_spectra: bool = False
@@ -285,12 +285,18 @@ class InstrumentLink:
 
     def _on_spectrum(self, msg: SpectrumMessage, seq: int) -> None:
         counters = self.protocol_counters
-        observation = self.tracker.observe(seq, msg.session_id)
-        self._account(observation)
-        if msg.retransmitted:
-            self._last_retransmission = time.monotonic()
         custody = self.config.ack_when_taken
         key = (msg.session_id, seq)
+        if msg.retransmitted:
+            self._last_retransmission = time.monotonic()
+            if custody and not self.tracker.is_missing(seq) and self.tracker.session_id in (None, msg.session_id):
+                # an unacknowledged spectrum the instrument sent again on its own (after a HELLO or its ACK
+                # timeout), not one we asked for: it may be far behind (a restarted host never saw it), so it
+                # must not move sequence tracking (no bogus gaps or resyncs); offered unless taken already
+                self._take_resent(msg, key)
+                return
+        observation = self.tracker.observe(seq, msg.session_id)
+        self._account(observation)
         if observation.deliver or (custody and key not in self._taken):
             if observation.deliver:
                 counters.spectra_delivered += 1
@@ -308,6 +314,20 @@ class InstrumentLink:
         else:
             counters.duplicates += 1
         if self.config.ack_spectra and self._send(Ack(seq)):
+            counters.acks_sent += 1
+
+    def _take_resent(self, msg: SpectrumMessage, key: tuple[int, int]) -> None:
+        """Custody mode: offer a spectrum the instrument resent unasked unless taken already; ACK it once taken."""
+        counters = self.protocol_counters
+        if key in self._taken:
+            counters.duplicates += 1
+        else:
+            counters.spectra_reoffered += 1
+            if self._run_callbacks().on_spectrum(msg) is not True:
+                counters.spectra_not_taken += 1
+                return
+            self._taken.add(key)
+        if self._send(Ack(msg.seq)):
             counters.acks_sent += 1
 
     def _run_callbacks(self) -> _Callbacks:
