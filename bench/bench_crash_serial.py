@@ -2,7 +2,7 @@
 
 The simulated instrument runs in its own process (``edge-bridge simulate --tcp 0 --data ... --keep-unacked``):
 custody mode (it keeps every spectrum until the daemon ACKs it and sends the unacknowledged ones again after every
-HELLO and after ``unacked_resend_s``), with faults on the line (bit flips, dropped bytes, disconnects). The real
+HELLO and after :data:`UNACKED_RESEND_S`), with faults on the line (bit flips, dropped bytes, disconnects). The real
 ``edge-daemon --serial socket://... --store DB --input ''`` runs as a subprocess and is SIGKILLed at N seeded random
 points (after a random number of new results since its start, plus a random delay), then restarted on the same
 store. After the last restart it runs until every spectrum the instrument generated is answered, then both are
@@ -49,12 +49,16 @@ from edge.errors import EdgeError
 from edge.store import StoreError, open_for_reading
 
 INSTRUMENT_ID = "crash-serial"
+UNACKED_RESEND_S = 5.0
+"""The instrument's ACK timeout: an unacknowledged spectrum is sent again after it (a resend it made on its own after
+a HELLO may be damaged on the line, and the host, which did not ask for it, cannot ask again). Long enough that the
+backlog after a restart is answered first (else every resend is sent twice: congestion)."""
 
 
 def _instrument(count: int, rate_hz: float, seed: int, disconnects: list[int], data: str | None) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "edge.bridge_cli", "simulate", "--tcp", "0", "--count", str(count),
            "--rate", str(rate_hz), "--seed", str(seed), "--instrument-id", INSTRUMENT_ID, "--heartbeat", "0.2",
-           "--keep-unacked", "--max-unacked", "8192",
+           "--keep-unacked", "--max-unacked", "8192", "--unacked-resend-s", str(UNACKED_RESEND_S),
            "--bit-flip-rate", "0.01", "--drop-byte-rate", "0.01", "--disconnect-down-s", "0.3",
            "--disconnect-after", *map(str, disconnects)]
     if data:

@@ -76,7 +76,7 @@ def wait_until(predicate, timeout_s):
 def instrument(n, faults=None, **kwargs):
     return SimulatedInstrument(synthetic_source(seed=4, count=n), transport="tcp", rate_hz=300, faults=faults or FaultConfig(),
                                heartbeat_interval_s=0.2, instrument_id="sim-custody", keep_unacked=True,
-                               record_sent=False, **kwargs)
+                               record_sent=False, unacked_resend_s=1.0, **kwargs)
 
 
 def test_damaged_line_each_spectrum_stored_before_its_ack_and_predicted_once(synthetic_bundle, tmp_path):
