@@ -58,7 +58,7 @@ backlog after a restart is answered first (else every resend is sent twice: cong
 def _instrument(count: int, rate_hz: float, seed: int, disconnects: list[int], data: str | None) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "edge.bridge_cli", "simulate", "--tcp", "0", "--count", str(count),
            "--rate", str(rate_hz), "--seed", str(seed), "--instrument-id", INSTRUMENT_ID, "--heartbeat", "0.2",
-           "--keep-unacked", "--max-unacked", "8192", "--unacked-resend-s", str(UNACKED_RESEND_S),
+           "--keep-unacked", "--max-unacked", str(max(8192, count)), "--unacked-resend-s", str(UNACKED_RESEND_S),
            "--bit-flip-rate", "0.01", "--drop-byte-rate", "0.01", "--disconnect-down-s", "0.3",
            "--disconnect-after", *map(str, disconnects)]
     if data:
@@ -179,7 +179,7 @@ def _analyse(db: pathlib.Path, count: int, session_id: int | None) -> dict[str, 
             "first_to_last_prediction_s": round((last_ns - first_ns) / 1e9, 2) if first_ns else None}
 
 
-def run(bundle: str | pathlib.Path, kills: int = 20, seed: int = 0, rate_hz: float = 200.0,
+def run(bundle: str | pathlib.Path, kills: int = 20, seed: int = 0, rate_hz: float = 100.0,
         data: str | None = "rruff_soysal/raw_test.npz", keep_store: pathlib.Path | None = None) -> dict[str, Any]:
     """Stream from a faulty instrument into ``edge-daemon --serial --store`` and SIGKILL the daemon ``kills`` times.
 
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", required=True, help="model bundle")
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rate", type=float, default=200.0, help="spectra per second the instrument acquires")
+    parser.add_argument("--rate", type=float, default=100.0, help="spectra per second the instrument acquires")
     parser.add_argument("--json", type=pathlib.Path, help="write the results to this file")
     parser.add_argument("--keep-store", type=pathlib.Path, help="copy the daemon's store file here")
     args = parser.parse_args(argv)

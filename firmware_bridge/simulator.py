@@ -624,7 +624,7 @@ class SimulatedInstrument:
         if now >= self._next_heartbeat_at:
             self._send_status()
             self._next_heartbeat_at = now + self.heartbeat_interval_s
-        if self._unacked and self._down_until is None:
+        if self._unacked and self._down_until is None and self._endpoint.fd is not None:  # a host is connected
             self._resend_unacked(now)
 
     def _resend_unacked(self, now: float) -> None:
