@@ -327,7 +327,7 @@ class InstrumentLink:
                 counters.spectra_not_taken += 1
                 return
             self._taken.add(key)
-        if self._send(Ack(msg.seq)):
+        if self._send(Ack(key[1])):
             counters.acks_sent += 1
 
     def _run_callbacks(self) -> _Callbacks:
