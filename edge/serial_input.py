@@ -149,7 +149,9 @@ class SerialInput:
             If the thread did not stop within ``timeout_s``.
         """
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is None:  # never started: its store connection is closed here
+            self._close_store()
+        else:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
                 raise EdgeError(f"serial input thread did not stop within {timeout_s} s")

@@ -57,14 +57,18 @@ def test_loop_acks_only_what_was_taken_and_reoffers_the_rest():
     thread = threading.Thread(target=link.run, args=(store.take,), kwargs={"stop_event": stop}, daemon=True)
     thread.start()
     try:
-        def offers(n):
-            deadline = threading.Event()
-            for _ in range(100):
-                if len(store.offers) >= n:
+        def wait(predicate):
+            pause = threading.Event()
+            for _ in range(250):
+                if predicate():
                     return True
-                deadline.wait(0.02)
+                pause.wait(0.02)
             return False
 
+        def offers(n):
+            return wait(lambda: len(store.offers) >= n)
+
+        assert wait(lambda: port.is_open and port.generation == 1)  # frames written before are lost
         port.write(encode_message(_spectrum(0)))  # refused (store failed): no ACK
         assert offers(1)
         port.write(encode_message(_spectrum(0, retransmitted=True)))  # the instrument sends it again: offered again
