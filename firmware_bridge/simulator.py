@@ -37,7 +37,7 @@ import time
 import tty
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -414,8 +414,9 @@ class SimulatedInstrument:
         Most spectra kept unacknowledged; beyond it the oldest is dropped and
         counted ``unacked_overflow`` (the instrument's memory is finite).
     unacked_resend_s : float or None, optional
-        Send an unacknowledged spectrum again after this many seconds (None: only
-        after a HELLO).
+        Send an unacknowledged spectrum again once it and the host have both been
+        silent this many seconds (no ACK at all: a host still ACKing is working
+        through its backlog); None: only after a HELLO.
 
     Attributes
     ----------
@@ -469,6 +470,7 @@ class SimulatedInstrument:
         # custody mode: seq -> (payload, monotonic time last queued), oldest send first
         self._unacked: collections.OrderedDict[int, tuple[bytes, float]] = collections.OrderedDict()
         self._resend_unacked_before = -math.inf  # unacked spectra last sent before this are due (set by HELLO)
+        self._last_ack_at = -math.inf  # monotonic time of the last ACK received
         self._endpoint = _PtyEndpoint() if transport == "pty" else _TcpEndpoint(tcp_port)
         self.url = self._endpoint.url
         self.device_path = self._endpoint.device_path
@@ -632,9 +634,12 @@ class SimulatedInstrument:
         output queue (the rest stay due for the next step).
         """
         timeout = self.unacked_resend_s
+        # the ACK timeout counts silence: while ACKs keep coming the host is working through its backlog, and
+        # sending that backlog again would only double it
+        timed_out = timeout is not None and now - self._last_ack_at >= timeout
         while self._unacked and self._queued_bytes < self.max_queued_bytes // 2:
             seq, (payload, sent) = next(iter(self._unacked.items()))
-            if not (sent < self._resend_unacked_before or (timeout is not None and now - sent >= timeout)):
+            if not (sent < self._resend_unacked_before or (timed_out and now - sent >= cast(float, timeout))):
                 return  # ordered by last send: the rest are not due either
             self._unacked.move_to_end(seq)
             self._unacked[seq] = (payload, now)
@@ -728,6 +733,7 @@ class SimulatedInstrument:
                 self._retransmit(msg.seq)
             elif isinstance(msg, Ack):
                 self.counters["acks_received"] += 1
+                self._last_ack_at = time.monotonic()
                 if self._unacked.pop(msg.seq, None) is not None:
                     self.counters["unacked_released"] += 1
             elif isinstance(msg, Nack):
