@@ -8,6 +8,7 @@ edge-bench accuracy [--quick] [--json PATH]        ours vs paper CNN and peers o
 edge-bench transfer [--quick] [--json PATH]        head-only transfer, the paper's Table 11 protocol (issue 5)
 edge-bench o1       [--bundle DIR] [--json PATH]   per-spectrum time of our head vs kNN as classes grow (issue 5)
 edge-bench predict  [--bundle DIR] [--json PATH]   edge-predict spectra/s: 1 process, Dask 1 and 2 workers (#16)
+edge-bench malformed [--messages N] [--seed S]     malformed-message mix vs edge-daemon: crash, answers, peak RSS (#17)
 edge-bench all      [--bundle DIR] [--out DIR]     every benchmark above
 
 Without --bundle, a bundle is trained on the real 40 % split (and exported to INT8) under bench/results/.
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.cli_common import CliParser, existing_dir, run_cli
+from edge.cli_common import CliParser, existing_dir, positive_int, run_cli
 from edge.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -70,6 +71,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
                                                        cache_dir=str(Path(a.out) / "transfer_backbones")),
     "predict": lambda a: _bench("bench_predict").run(_bundle(a), quick=a.quick),
     "o1": lambda a: _bench("bench_o1").run(str(_bundle(a)), quick=a.quick, png_path=str(Path(a.out) / "o1.png")),
+    "malformed": lambda a: _bench("bench_malformed").run(_bundle(a), n_messages=a.messages, seed=a.seed),
 }
 
 
@@ -81,6 +83,8 @@ def bench_impl(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS), help="folder for JSON results")
     p.add_argument("--json", default=None, help="JSON file (single benchmark)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--messages", type=positive_int, default=10000, help="malformed: messages in the mix")
+    p.add_argument("--seed", type=int, default=0, help="malformed: seed of the mix")
     args = p.parse_args(argv)
     out = Path(args.out)
     try:  # before any benchmark runs: an unwritable --out must not cost an hour of measurements
