@@ -21,6 +21,7 @@ valid spectra) and reports:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -28,9 +29,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 import zmq
 
@@ -38,6 +41,7 @@ from edge.bundle import Bundle
 from edge.client import PredictionSubscriber
 from edge.demo import _free_port
 from edge.fuzz import MixMessage, malformed_mix, score_answers
+from edge.socket_limits import MAX_BYTES, receive_hwm
 from edge.synthetic import SyntheticLibrary
 from edge.wire import encode_spectrum
 
@@ -145,6 +149,38 @@ class _RssSampler(threading.Thread):
             self.done.wait(self.period_s)
 
 
+def _reset_hwm(pid: int) -> bool:
+    """Reset a process's peak RSS (``VmHWM := VmRSS``, Linux ≥ 4.0); False when not permitted."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _measured(pid: int, work: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, int], _RssSampler]:
+    """Run ``work`` while sampling the process's RSS; returns its result, the process's status after, the sampler."""
+    sampler = _RssSampler(pid)
+    sampler.start()
+    try:
+        result = work()
+    finally:
+        sampler.done.set()
+        sampler.join()
+    return result, _proc_status(pid), sampler
+
+
+def _renamed(messages: list[MixMessage]) -> list[MixMessage]:
+    """``messages`` with ids ``largest-<index>`` and no ``instrument_seq`` (not to collide with the mix's)."""
+    out = []
+    for m in messages:
+        msg = msgpack.unpackb(m.frames[0], raw=False)
+        msg["id"] = f"largest-{m.index}"
+        msg.pop("instrument_seq", None)
+        out.append(dataclasses.replace(m, frames=(msgpack.packb(msg, use_bin_type=True),)))
+    return out
+
+
 def _status(ctx: zmq.Context[Any], output_endpoint: str) -> dict[str, Any]:
     """A fresh status from the daemon: a new subscription makes it publish one (docs/wire.md §7)."""
     with PredictionSubscriber(output_endpoint, topics=("status",), context=ctx) as sub:
@@ -178,7 +214,8 @@ def _finite_drift(status: dict[str, Any]) -> bool | None:
     return all(math.isfinite(v) for v in values) and (off is None or math.isfinite(off))
 
 
-def run(bundle: str | Path, n_messages: int = 10000, seed: int = 0, warmup: int = 2000) -> dict[str, Any]:
+def run(bundle: str | Path, n_messages: int = 10000, seed: int = 0, warmup: int = 2000,
+        largest: int = 300) -> dict[str, Any]:
     """Run the mix against ``edge-daemon`` in its own process.
 
     Parameters
@@ -191,6 +228,8 @@ def run(bundle: str | Path, n_messages: int = 10000, seed: int = 0, warmup: int 
         Seed of the mix.
     warmup : int
         Valid spectra sent before the steady-state memory is read.
+    largest : int
+        Then, the worst case for memory: this many of the largest valid spectra (1 MB each) in a flood (0: skip).
 
     Returns
     -------
@@ -210,19 +249,25 @@ def run(bundle: str | Path, n_messages: int = 10000, seed: int = 0, warmup: int 
                 warmed = _warm_up(ctx, ep_in, rx, b, warmup)
                 time.sleep(1.0)
                 steady = _proc_status(proc.pid)
-                try:
-                    Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS from here on
-                    hwm_reset = True
-                except OSError:
-                    hwm_reset = False
-                sampler = _RssSampler(proc.pid)
-                sampler.start()
-                driven = drive_mix(messages, ctx, ep_in, rx, timeout_s=300)
-                sampler.done.set()
-                sampler.join()
-                peak = _proc_status(proc.pid)
+                hwm_reset = _reset_hwm(proc.pid)
+                driven, peak, sampler = _measured(proc.pid, lambda: drive_mix(messages, ctx, ep_in, rx, timeout_s=300))
                 alive = proc.poll() is None
                 status = _status(ctx, ep_out) if alive else {}
+                worst: dict[str, Any] = {}
+                if alive and largest:  # the worst case for memory: nothing but the largest valid spectra
+                    flood = malformed_mix(largest, seed + 1, b.grid, b.preprocessing.min_coverage, valid_fraction=0.0,
+                                          only=["huge_valid_f8"])
+                    flood = [dataclasses.replace(m, key=f"largest-{m.index}") for m in _renamed(flood)]
+                    hwm_reset = hwm_reset and _reset_hwm(proc.pid)
+                    got, worst_peak, worst_sampler = _measured(
+                        proc.pid, lambda: drive_mix(flood, ctx, ep_in, rx, timeout_s=300))
+                    worst_score = score_answers(flood, got["answers"])
+                    worst_kb = max(worst_peak.get("VmHWM", 0) if hwm_reset else 0, worst_sampler.peak_kb)
+                    worst = {"sent": largest, "bytes_each": flood[0].nbytes, "predicted": worst_score["predicted"],
+                             "ok": worst_score["ok"], "peak_kb": worst_kb, "peak_above_steady_kb": worst_kb - steady["VmRSS"],
+                             "meets_bar": worst_kb - steady["VmRSS"] < RSS_BAR_BYTES // 1024,
+                             "seconds": round(got["seconds"], 2)}
+                    alive = proc.poll() is None
         finally:
             proc.terminate()
             try:
@@ -254,6 +299,8 @@ def run(bundle: str | Path, n_messages: int = 10000, seed: int = 0, warmup: int 
                       "peak_rss_sampled": sampler.peak_kb, "peak": peak_kb,
                       "peak_above_steady": peak_kb - steady_kb, "bar_above_steady": RSS_BAR_BYTES // 1024,
                       "meets_bar": peak_kb - steady_kb < RSS_BAR_BYTES // 1024},
+        "largest_spectra_flood": worst,
+        "input_queue": {"rcvhwm_messages": receive_hwm("input"), "max_message_bytes": MAX_BYTES["input"]},
         "drift_statistics_finite": _finite_drift(status),
         "daemon_counters": counters, "rejections_by_reason": status.get("rejections", {}),
         "answers_by_reason": score["rejections_by_reason"],

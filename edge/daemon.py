@@ -34,15 +34,15 @@ from .batch import classify_batch, rejection_detail, rejection_reason
 from .bundle import Bundle
 from .config_check import check_field_types
 from .errors import ConfigError, EdgeError, WireError
-from .heads import MAX_HEAD_BYTES, HeadSwitch, load_head
+from .heads import HeadSwitch, load_head
 from .hygiene import Hygiene, InstrumentConfig
 from .journal import Journal
 from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .novelty import DriftConfig, NoveltyService
 from .output import CountingPublisher
 from .preprocess import Preprocessor, RamanGrid
+from .socket_limits import BATCH_BYTES, apply_limits
 from .wire import (
-    MAX_MESSAGE_BYTES,
     TOPICS,
     WIRE_VERSION,
     SpectrumIn,
@@ -328,7 +328,9 @@ class Daemon:
         pub = self.ctx.socket(zmq.XPUB)
         pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         pub.setsockopt(zmq.SNDHWM, self.config.output_hwm)
+        apply_limits(pub, "output")  # it reads subscriptions only (edge.socket_limits, docs/wire.md §1.1)
         internal = self.ctx.socket(zmq.PULL)
+        apply_limits(internal, "internal")  # inproc: sizes are checked by the decoder (edge.wire)
         pull = None
         try:
             pub.bind(self.config.output)
@@ -336,8 +338,7 @@ class Daemon:
             internal.bind(INTERNAL_INPUT)
             if self.config.input:
                 pull = self.ctx.socket(zmq.PULL)
-                pull.setsockopt(zmq.RCVHWM, 100000)
-                pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # larger: dropped by ZeroMQ (docs/wire.md)
+                apply_limits(pull, "input")  # larger messages dropped by ZeroMQ; queue ≤ 64 MiB (docs/wire.md §1.1)
                 pull.bind(self.config.input)
                 self.endpoints["input"] = pull.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
@@ -411,20 +412,23 @@ class Daemon:
 
     @staticmethod
     def _drain(inputs: list[Socket], events: Mapping[Any, int], limit: int) -> list[bytes | list[bytes]]:
-        """Receive up to ``limit`` waiting input messages.
+        """Receive up to ``limit`` waiting input messages, and no more once they hold :data:`BATCH_BYTES`.
 
         Each is one frame (bytes), or a multipart message (a list of its frames), which :meth:`_process`
-        refuses as one rejection.
+        refuses as one rejection. The byte budget bounds the memory a micro-batch of the largest spectra takes
+        to preprocess (edge.socket_limits; ordinary spectra never reach it).
         """
         frames: list[bytes | list[bytes]] = []
+        nbytes = 0
         for s in inputs:
             if s not in events:
                 continue
-            while len(frames) < limit:
+            while len(frames) < limit and nbytes < BATCH_BYTES:
                 try:
                     parts = s.recv_multipart(zmq.NOBLOCK, copy=True)
                 except zmq.Again:
                     break
+                nbytes += sum(len(p) for p in parts)
                 frames.append(parts[0] if len(parts) == 1 else parts)
         return frames
 
@@ -444,7 +448,7 @@ class Daemon:
             return None
         sock = self.ctx.socket(zmq.REP)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_HEAD_BYTES + 4096)  # an inline head and its request map
+        apply_limits(sock, "control")  # an inline head and its request map; one request queued per peer
         try:
             sock.bind(self.config.control)
         except zmq.ZMQError as exc:

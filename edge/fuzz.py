@@ -123,7 +123,7 @@ class _Ctx:
         return m
 
     def msg(self, kind: str, frames: Sequence[bytes] | bytes, expect: str, reason: str | None = None,
-            key: int | str | None | bool = True) -> MixMessage:
+            key: int | str | bool | None = True) -> MixMessage:
         """A :class:`MixMessage`; ``key=True`` means this message's ``instrument_seq`` (the index)."""
         frames = (frames,) if isinstance(frames, bytes) else tuple(frames)
         return MixMessage(self.index, kind, frames, expect, reason, self.index if key is True else key or None)
@@ -156,6 +156,14 @@ def _raw_str(b: bytes) -> bytes:
 def _nested(depth: int) -> bytes:
     """``depth`` nested one-element arrays around nil, as msgpack bytes."""
     return b"\x91" * depth + b"\xc0"
+
+
+def _nested_list(depth: int) -> Any:
+    """``depth`` nested one-element lists around None."""
+    out: Any = None
+    for _ in range(depth):
+        out = [out]
+    return out
 
 
 def _huge_axis(grid: RamanGrid) -> np.ndarray:
@@ -239,7 +247,7 @@ for _name, _mutate in {
     "sent_ns_nan": lambda c, m: m.update(sent_ns=float("nan")),
     "id_empty": lambda c, m: m.update(id=""),  # the error echoes instrument_seq (the key)
     "instrument_id_as_map": lambda c, m: m.update(instrument_id={"name": "x"}),
-    "label_nested_300": lambda c, m: m.update(label=functools.reduce(lambda a, _: [a], range(300), None)),
+    "label_nested_300": lambda c, m: m.update(label=_nested_list(300)),
 }.items():
     _keyed_wire(_name, _mutate)
 
@@ -404,8 +412,9 @@ def _huge_valid(ctx: _Ctx) -> MixMessage:  # 1 MB: the largest spectrum the wire
 
 @_kind("many_unknown_fields")
 def _unknown_fields(ctx: _Ctx) -> MixMessage:
-    extra = {f"x{i}": i for i in range(3000)}
-    return ctx.msg("many_unknown_fields", _pack(ctx.spectrum(**extra)), "prediction")
+    m = ctx.spectrum()
+    m.update({f"x{i}": i for i in range(3000)})
+    return ctx.msg("many_unknown_fields", _pack(m), "prediction")
 
 
 @_kind("oversize")
@@ -576,7 +585,10 @@ def score_answers(messages: Sequence[MixMessage], answers: Iterable[tuple[str, M
         group = {"prediction": "valid", "dropped": "dropped"}.get(m.expect, "malformed")
         kind = by_kind.setdefault(m.kind, Counter())
         kind["sent"] += 1
-        kind["as_expected"] += ok and m.key is not None or m.expect == "dropped"
+        if m.key is None and m.expect != "dropped":
+            kind["anonymous"] += 1  # matched by count, below
+        else:
+            kind["as_expected"] += ok
         stats[f"{group}_sent"] += 1
         if m.key is None and group == "malformed":
             stats["anonymous_sent"] += 1
