@@ -142,4 +142,4 @@ def test_vector_messages_keep_their_defect_and_gain_a_matchable_identity():
         elif m.kind == "vector:instrument_seq_negative":
             assert msg["instrument_seq"] == -1 and m.key == msg["id"] == f"mix-{m.index}"
         else:
-            assert list(msg)[0] == "type" and msg["type"] == "link" and m.key == msg["instrument_seq"]
+            assert next(iter(msg)) == "type" and msg["type"] == "link" and m.key == msg["instrument_seq"]
