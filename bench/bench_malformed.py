@@ -48,7 +48,7 @@ from edge.wire import encode_spectrum
 #: Peak RSS allowed above the steady state (issue #17), bytes.
 RSS_BAR_BYTES = 100 * 2**20
 #: Per-frame caps whose storage cost is reported (bytes).
-STORE_CAPS = (1024, 4096, 16384, 65536)
+STORE_CAPS = (1024, 4096, 16384, 32768, 65536)
 
 
 def drive_mix(messages: list[MixMessage], ctx: zmq.Context[Any], input_endpoint: str, rx: PredictionSubscriber,

@@ -4,6 +4,9 @@ lives on; the limits leave room for a CurveZMQ handshake."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import zmq
 from daemon_harness import RunningDaemon
@@ -118,3 +121,20 @@ def test_the_output_limit_leaves_room_for_a_curvezmq_handshake():
             s.close(linger=0)
     finally:
         ctx.term()
+
+
+def test_the_limits_table_in_docs_wire_md_matches_the_code():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "wire.md").read_text(encoding="utf-8")
+    section = text[text.index("### 1.1"):text.index("## 2.")]
+    rows = {line.split("|")[1].strip().split(" ")[0]: [c.strip() for c in line.split("|")[1:-1]]
+            for line in section.splitlines() if line.startswith("| ") and "---" not in line}
+
+    def number(cell: str) -> int:
+        """The leading figure of a cell: "1 114 112 bytes (...)" -> 1114112, "64 MiB + 4 KiB" -> 67112960."""
+        if cell.startswith("64 MiB + 4 KiB"):
+            return 64 * 2**20 + 4096
+        return int(re.match(r"[\d ]+", cell).group().replace(" ", ""))
+
+    for role, row in (("input", "input"), ("output", "output"), ("control", "control"), ("internal", "internal")):
+        assert number(rows[row][2]) == MAX_BYTES[role], (role, rows[row][2])
+        assert number(rows[row][3]) == receive_hwm(role), (role, rows[row][3])
