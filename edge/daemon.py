@@ -338,7 +338,7 @@ class Daemon:
             internal.bind(INTERNAL_INPUT)
             if self.config.input:
                 pull = self.ctx.socket(zmq.PULL)
-                apply_limits(pull, "input")  # larger messages dropped by ZeroMQ; queue ≤ 64 MiB (docs/wire.md §1.1)
+                apply_limits(pull, "input")  # larger messages dropped by ZeroMQ; queue ≤ 32 MiB (docs/wire.md §1.1)
                 pull.bind(self.config.input)
                 self.endpoints["input"] = pull.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:

@@ -8,7 +8,7 @@ socket the daemon binds therefore gets (docs/wire.md §1.1):
   inputs (:data:`edge.wire.MAX_MESSAGE_BYTES`), subscription frames for the output (a topic prefix, plus room
   for a CurveZMQ handshake command, which libzmq also checks against the limit), a head file for control;
 * a receive queue bounded in bytes: its high-water mark is :data:`QUEUE_BYTES` divided by that size (at
-  least 1), so a flood of the largest messages queues at most about 64 MiB per connected peer; a flood of
+  least 1), so a flood of the largest messages queues at most about 32 MiB per connected peer; a flood of
   ordinary spectra waits in the kernel's TCP buffers and in the sender instead.
 
 On a stream transport (tcp, ipc) libzmq drops a message above the limit while reading its size (before
@@ -44,7 +44,7 @@ MAX_BYTES: dict[str, int] = {
 }
 #: Bytes of the largest messages one peer may have queued in a receiving socket (the high-water mark is
 #: this divided by the role's maximum message size).
-QUEUE_BYTES = 64 << 20
+QUEUE_BYTES = 32 << 20
 #: Input bytes the daemon takes into one micro-batch (it stops receiving once a batch holds this many; the
 #: next batch takes the rest): preprocessing a batch of the largest spectra costs several times their bytes.
 #: 64 ordinary spectra (1 392 float32 points and axis, about 11 KB each) stay far below it.
