@@ -6,13 +6,15 @@ steady-state resident memory (``VmRSS`` in ``/proc/PID/status``), resets its pea
 ``/proc/PID/clear_refs``), then floods it with the seeded mix of :func:`edge.fuzz.malformed_mix` (about 1/5
 valid spectra) and reports:
 
-* ``crashed``: the daemon exited (or stopped answering) during the mix;
+* ``crashed``: the daemon process exited during the run (a stalled daemon shows as missing answers);
 * ``valid_sent`` / ``predicted`` / ``predicted_more_than_once``; ``malformed_sent`` / ``malformed_answered``
   (one ``error``, with the reason the specification names) and :func:`edge.fuzz.score_answers`' other checks;
 * ``dropped_by_size``: messages over the size limit sent (each on its own connection) and the connections the
   daemon closed on reading their size (a socket monitor's ``DISCONNECTED`` events): ZeroMQ drops them unread;
 * memory (kB): steady ``VmRSS`` after the warm-up, peak ``VmHWM`` over the mix, the highest ``VmRSS`` sampled
   every 10 ms, and the bar: peak below steady + 100 MB;
+* ``largest_spectra_flood``: then the worst case for memory, ``largest`` (300) of the largest valid spectra
+  (65 536 float64 points and axis, 1 MB each) in a flood: predicted, and peak RSS above the steady state;
 * ``rejections_by_reason`` (from the daemon's own status) and ``malformed_bytes``: what storing each rejected
   frame whole or capped would cost (the store's per-frame cap, issue #17).
 
@@ -258,11 +260,11 @@ def run(bundle: str | Path, n_messages: int = 10000, seed: int = 0, warmup: int 
                     flood = malformed_mix(largest, seed + 1, b.grid, b.preprocessing.min_coverage, valid_fraction=0.0,
                                           only=["huge_valid_f8"])
                     flood = [dataclasses.replace(m, key=f"largest-{m.index}") for m in _renamed(flood)]
-                    hwm_reset = hwm_reset and _reset_hwm(proc.pid)
+                    worst_reset = _reset_hwm(proc.pid)
                     got, worst_peak, worst_sampler = _measured(
                         proc.pid, lambda: drive_mix(flood, ctx, ep_in, rx, timeout_s=300))
                     worst_score = score_answers(flood, got["answers"])
-                    worst_kb = max(worst_peak.get("VmHWM", 0) if hwm_reset else 0, worst_sampler.peak_kb)
+                    worst_kb = max(worst_peak.get("VmHWM", 0) if worst_reset else 0, worst_sampler.peak_kb)
                     worst = {"sent": largest, "bytes_each": flood[0].nbytes, "predicted": worst_score["predicted"],
                              "ok": worst_score["ok"], "peak_kb": worst_kb, "peak_above_steady_kb": worst_kb - steady["VmRSS"],
                              "meets_bar": worst_kb - steady["VmRSS"] < RSS_BAR_BYTES // 1024,

@@ -557,7 +557,8 @@ def score_answers(messages: Sequence[MixMessage], answers: Iterable[tuple[str, M
         ``anonymous_sent``/``anonymous_errors`` (messages whose identity cannot be read, and errors with no
         identity), ``dropped_sent`` (over the size limit; must get no answer), ``dropped_answered``,
         ``unexpected_answers`` (answers matching no message), ``rejections_by_reason`` (errors by reason),
-        ``by_kind`` (sent and answered as expected, per kind), and ``ok`` (all of the above as required).
+        ``by_kind`` (per kind: ``sent``, ``as_expected`` among those matched by key, ``anonymous`` for those
+        matched by count), and ``ok`` (all of the above as required).
     """
     by_key: dict[int | str, list[tuple[str, Mapping[str, Any]]]] = {}
     anonymous_errors, unexpected = 0, 0
