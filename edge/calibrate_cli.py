@@ -5,6 +5,10 @@ Examples
 python -m edge.calibrate_cli --instrument ICV_BW785-Z050 --polystyrene PST.txt --out cal.json
 python -m edge.calibrate_cli --instrument HO785-OP03 --laser-nm 785 --neon Ne.txt --silicon Si.txt --out cal.json
 python -m edge.calibrate_cli --instrument HO785-OP03 --polystyrene PST.txt --out cal.json --plot cal.png
+python -m edge.calibrate_cli --instrument HO785-OP03 --laser-nm 785 --neon Ne.txt --polystyrene PST.txt --degree cv --out cal.json
+
+With neon and a Raman standard the laser wavelength is fitted (``--no-fit-laser`` holds it at ``--laser-nm``): the
+neon lamp calibrates the absolute wavelength axis, polystyrene or silicon the laser line.
 
 Reads the CHARISMA BWTek (semicolon, decimal comma) and Horiba (two tab-separated columns) text files with
 :func:`edge.io.read_spectrum` (any format it reads), prints the residual
@@ -27,6 +31,14 @@ from .errors import CalibrationError, ConfigError
 from .io import read_spectrum
 
 
+def _degree(text: str) -> int | str:
+    if text == "cv":
+        return "cv"
+    if text in ("0", "1", "2"):
+        return int(text)
+    raise argparse.ArgumentTypeError(f"must be 0, 1, 2 or cv, got {text!r}")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-calibrate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,8 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--neon", action="append", default=[], metavar="FILE", help="neon lamp spectrum (needs --laser-nm)")
     p.add_argument("--laser-nm", type=float, default=None, help="laser wavelength, nm (air)")
     p.add_argument("--silicon-cm1", type=float, default=SILICON_CM1, help="silicon reference line (default 520.7)")
-    p.add_argument("--degree", type=int, choices=(0, 1, 2), default=None,
-                   help="polynomial degree (default: silicon 0, polystyrene 1, neon 2)")
+    p.add_argument("--degree", type=_degree, default=None, metavar="{0,1,2,cv}",
+                   help="polynomial degree, or cv: the degree 0-2 with the smallest leave-one-line-out residual "
+                        "on the standards' own lines (default: silicon 0, polystyrene 1, neon 2)")
+    p.add_argument("--fit-laser", action=argparse.BooleanOptionalAction, default=None,
+                   help="fit the laser wavelength from neon plus a Raman standard (default: on exactly when "
+                        "--neon comes with --polystyrene or --silicon)")
     p.add_argument("--max-offset", type=float, default=15.0, help="largest axis error searched, cm⁻¹ (default 15)")
     p.add_argument("--id", default="", help="calibration id (default <instrument>-<UTC time>)")
     p.add_argument("--out", required=True, help="calibration file to write (JSON)")
@@ -55,6 +71,12 @@ def residual_table(cal: Calibration) -> str:
     coeffs = ", ".join(f"{c:.6g}" for c in cal.coefficients_cm1)
     rows.append(f"degree {cal.degree} correction c = [{coeffs}] (cm⁻¹); RMS residual {cal.rms_cm1:.3f} cm⁻¹ "
                 f"over {len(cal.lines)} line(s)")
+    if "cv_rms_cm1" in cal.fit:
+        rows.append("leave-one-line-out RMS by degree: " + ", ".join(f"{d}: {v:.3f}" for d, v in
+                                                                     cal.fit["cv_rms_cm1"].items()) + " cm⁻¹")
+    if "laser_nm_fitted" in cal.fit:
+        rows.append(f"laser fitted from neon + Raman standard: {cal.fit['laser_nm_fitted']:.4f} nm "
+                    f"(neon lines offset {cal.fit['laser_offset_cm1']:+.3f} cm⁻¹ from the nominal {cal.laser_nm:g} nm)")
     return "\n".join(rows)
 
 
@@ -113,7 +135,7 @@ def calibrate_impl(argv: Sequence[str] | None = None) -> int:
     try:
         cal = fit_calibration(spectra, instrument_id=args.instrument, laser_nm=args.laser_nm, degree=args.degree,
                               silicon_cm1=args.silicon_cm1, sources=[os.path.basename(f) for _, f in files],
-                              calibration_id=args.id, max_offset_cm1=args.max_offset)
+                              calibration_id=args.id, max_offset_cm1=args.max_offset, fit_laser=args.fit_laser)
     except CalibrationError as exc:
         raise CalibrationError(f"calibration failed: {exc}") from exc
     sha = cal.save(args.out)

@@ -13,8 +13,14 @@ Standards (line tables below):
   one line, so an offset only;
 - **polystyrene**: the ASTM E1840-96 (2022) reference Raman shifts of polystyrene;
 - **neon**: Ne I emission lines (NIST Atomic Spectra Database, air wavelengths, nm), placed on the Raman-shift
-  axis with the laser wavelength: ``1e7/λ_laser - 1e7/λ_line`` cm⁻¹. An error of the laser wavelength is a
-  constant offset in cm⁻¹ (0.1 nm at 785 nm ≈ 1.6 cm⁻¹): combine neon with silicon to pin it.
+  axis with the laser wavelength: ``1e7/λ_laser - 1e7/λ_line`` cm⁻¹. A neon lamp calibrates the *absolute*
+  wavelength axis; an error of the laser wavelength is a constant offset in cm⁻¹ (0.1 nm at 785 nm ≈
+  1.6 cm⁻¹) that only a Raman standard reveals. Given neon together with silicon or polystyrene,
+  :func:`fit_calibration` therefore fits the laser wavenumber (one common offset of the neon lines) with the
+  polynomial, and records the fitted laser wavelength.
+
+The degree can be chosen by leave-one-line-out cross-validation on the standards' own lines
+(``degree="cv"``, :func:`leave_one_line_out_rms`), never on a check spectrum.
 
 The result is written as a versioned JSON *instrument calibration file* (:data:`CALIBRATION_FORMAT`,
 :data:`CALIBRATION_VERSION`); :func:`load_calibration` validates one and :meth:`Calibration.apply` corrects an
@@ -28,7 +34,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +43,7 @@ import numpy as np
 from .errors import CalibrationError
 
 __all__ = [
+    "BASELINES",
     "CALIBRATION_FORMAT",
     "CALIBRATION_VERSION",
     "NEON_NIST_AIR_NM",
@@ -45,8 +52,11 @@ __all__ = [
     "STANDARDS",
     "Calibration",
     "FittedLine",
+    "LineFit",
     "fit_calibration",
     "fit_line",
+    "fit_line_detail",
+    "leave_one_line_out_rms",
     "load_calibration",
     "measure_lines",
     "reference_lines",
@@ -121,7 +131,7 @@ def _gaussian(x: np.ndarray, amp: float, x0: float, fwhm: float, b0: float, b1: 
     return amp * np.exp(-4.0 * np.log(2.0) * ((x - x0) / fwhm) ** 2) + b0 + b1 * (x - x0)
 
 
-_PROFILES = {"lorentzian": _lorentzian, "gaussian": _gaussian}
+_PROFILES: dict[str, Callable[..., np.ndarray]] = {"lorentzian": _lorentzian, "gaussian": _gaussian}
 
 
 @dataclass(frozen=True)
@@ -149,9 +159,45 @@ class FittedLine:
     amplitude: float
 
 
-def fit_line(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm1: float, *,
-             half_window_cm1: float = 10.0, profile: str = "lorentzian") -> tuple[float, float, float]:
-    """Fit one line profile plus a linear background around ``guess_cm1``.
+def _pseudo_voigt(x: np.ndarray, amp: float, x0: float, fwhm: float, b0: float, b1: float, eta: float
+                  ) -> np.ndarray:
+    """Pseudo-Voigt: ``eta`` x Lorentzian + (1 - eta) x Gaussian of one FWHM (Thompson, Cox & Hastings 1987)."""
+    hw = 0.5 * fwhm
+    shape = eta * hw * hw / ((x - x0) ** 2 + hw * hw) + (1.0 - eta) * np.exp(-4.0 * np.log(2.0) * ((x - x0) / fwhm) ** 2)
+    return amp * shape + b0 + b1 * (x - x0)
+
+
+_PROFILES["pseudo_voigt"] = _pseudo_voigt
+BASELINES = ("linear", "constant")
+
+
+@dataclass(frozen=True)
+class LineFit:
+    """One fitted line profile (:func:`fit_line_detail`).
+
+    Attributes
+    ----------
+    centre_cm1, fwhm_cm1 : float
+        Fitted centre and full width at half maximum, cm⁻¹.
+    amplitude : float
+        Height above the local background (intensity units).
+    centre_stderr_cm1 : float
+        Standard error of the centre from the fit's covariance, cm⁻¹ (``nan`` when undetermined).
+    eta : float
+        Lorentzian fraction (1 for a Lorentzian, 0 for a Gaussian, fitted for a pseudo-Voigt).
+    """
+
+    centre_cm1: float
+    fwhm_cm1: float
+    amplitude: float
+    centre_stderr_cm1: float
+    eta: float
+
+
+def fit_line_detail(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm1: float, *,
+                    half_window_cm1: float = 10.0, profile: str = "lorentzian",
+                    baseline: str = "linear") -> LineFit:
+    """Fit one line profile plus a background around ``guess_cm1`` (:func:`scipy.optimize.curve_fit`).
 
     Parameters
     ----------
@@ -163,8 +209,92 @@ def fit_line(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm1: floa
         Approximate line position, cm⁻¹.
     half_window_cm1 : float
         Half width of the fitted window, cm⁻¹.
-    profile : {"lorentzian", "gaussian"}
+    profile : {"lorentzian", "gaussian", "pseudo_voigt"}
+        Line shape (pseudo-Voigt: the Lorentzian fraction is fitted within 0-1).
+    baseline : {"linear", "constant"}
+        Background under the line within the window.
+
+    Returns
+    -------
+    LineFit
+
+    Raises
+    ------
+    CalibrationError
+        For an unknown profile or baseline, when the window holds fewer points than the model has parameters
+        (at least 5), the fit does not converge, or the fitted line is not a peak inside the window (centre
+        outside, width not positive, or amplitude not positive).
+    """
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    fn = _PROFILES.get(profile)
+    if fn is None:
+        raise CalibrationError(f"unknown line profile {profile!r}; known: {', '.join(_PROFILES)}")
+    if baseline not in BASELINES:
+        raise CalibrationError(f"unknown baseline {baseline!r}; known: {', '.join(BASELINES)}")
+    x = np.asarray(raman_shift_cm1, dtype=np.float64)
+    y = np.asarray(intensity, dtype=np.float64)
+    sel = np.abs(x - guess_cm1) <= half_window_cm1
+    xs, ys = x[sel], y[sel]
+    pv = profile == "pseudo_voigt"
+    n_par = 3 + (2 if baseline == "linear" else 1) + int(pv)
+    if xs.size < max(5, n_par):
+        raise CalibrationError(f"fewer than {max(5, n_par)} points within ±{half_window_cm1:g} cm⁻¹ of "
+                               f"{guess_cm1:.1f} cm⁻¹")
+    i = int(np.argmax(ys))
+    base = float(min(ys[0], ys[-1]))
+    step = float(np.median(np.diff(xs)))
+    p0 = [float(ys[i] - base), float(xs[i]), max(3.0 * step, 2.0), base]
+
+    def model(xx: np.ndarray, *q: float) -> np.ndarray:
+        b1 = q[4] if baseline == "linear" else 0.0
+        if pv:
+            return _pseudo_voigt(xx, q[0], q[1], q[2], q[3], b1, q[-1])
+        return fn(xx, q[0], q[1], q[2], q[3], b1)
+
+    if baseline == "linear":
+        p0.append(0.0)
+    lo = [-np.inf] * len(p0)
+    hi = [np.inf] * len(p0)
+    if pv:
+        p0.append(0.5)
+        lo.append(0.0)
+        hi.append(1.0)
+    try:
+        with warnings.catch_warnings():  # an undetermined covariance is fine: the centre's error is then nan
+            warnings.simplefilter("ignore", OptimizeWarning)
+            p, cov = curve_fit(model, xs, ys, p0=p0, bounds=(lo, hi) if pv else (-np.inf, np.inf), maxfev=4000)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise CalibrationError(f"line fit near {guess_cm1:.1f} cm⁻¹ failed: {exc}") from exc
+    amp, x0, fwhm = float(p[0]), float(p[1]), abs(float(p[2]))
+    if not (np.all(np.isfinite(p)) and amp > 0 and xs[0] < x0 < xs[-1] and 0 < fwhm < 2 * half_window_cm1):
+        raise CalibrationError(f"no line near {guess_cm1:.1f} cm⁻¹ (fit: centre {x0:.2f}, FWHM {fwhm:.2f}, "
+                               f"amplitude {amp:.3g})")
+    var = float(np.asarray(cov)[1, 1]) if np.ndim(cov) == 2 else float("nan")
+    err = float(np.sqrt(var)) if np.isfinite(var) and var >= 0 else float("nan")
+    eta = float(p[-1]) if pv else (1.0 if profile == "lorentzian" else 0.0)
+    return LineFit(x0, fwhm, amp, err, eta)
+
+
+def fit_line(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm1: float, *,
+             half_window_cm1: float = 10.0, profile: str = "lorentzian",
+             baseline: str = "linear") -> tuple[float, float, float]:
+    """Fit one line profile plus a background around ``guess_cm1``; see :func:`fit_line_detail`.
+
+    Parameters
+    ----------
+    raman_shift_cm1 : numpy.ndarray, shape (M,)
+        Strictly increasing axis, cm⁻¹.
+    intensity : numpy.ndarray, shape (M,)
+        Intensities.
+    guess_cm1 : float
+        Approximate line position, cm⁻¹.
+    half_window_cm1 : float
+        Half width of the fitted window, cm⁻¹.
+    profile : {"lorentzian", "gaussian", "pseudo_voigt"}
         Line shape.
+    baseline : {"linear", "constant"}
+        Background under the line.
 
     Returns
     -------
@@ -174,35 +304,11 @@ def fit_line(raman_shift_cm1: np.ndarray, intensity: np.ndarray, guess_cm1: floa
     Raises
     ------
     CalibrationError
-        When the window holds fewer than 5 points, the fit does not converge, or the fitted line is not a
-        peak inside the window (centre outside, width not positive, or amplitude not positive).
+        As :func:`fit_line_detail`.
     """
-    from scipy.optimize import OptimizeWarning, curve_fit
-
-    fn = _PROFILES.get(profile)
-    if fn is None:
-        raise CalibrationError(f"unknown line profile {profile!r}; known: {', '.join(_PROFILES)}")
-    x = np.asarray(raman_shift_cm1, dtype=np.float64)
-    y = np.asarray(intensity, dtype=np.float64)
-    sel = np.abs(x - guess_cm1) <= half_window_cm1
-    if np.count_nonzero(sel) < 5:
-        raise CalibrationError(f"fewer than 5 points within ±{half_window_cm1:g} cm⁻¹ of {guess_cm1:.1f} cm⁻¹")
-    xs, ys = x[sel], y[sel]
-    i = int(np.argmax(ys))
-    base = float(min(ys[0], ys[-1]))
-    step = float(np.median(np.diff(xs)))
-    p0 = [float(ys[i] - base), float(xs[i]), max(3.0 * step, 2.0), base, 0.0]
-    try:
-        with warnings.catch_warnings():  # an undetermined covariance is fine: only the centre is used
-            warnings.simplefilter("ignore", OptimizeWarning)
-            p, _ = curve_fit(fn, xs, ys, p0=p0, maxfev=4000)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise CalibrationError(f"line fit near {guess_cm1:.1f} cm⁻¹ failed: {exc}") from exc
-    amp, x0, fwhm = float(p[0]), float(p[1]), abs(float(p[2]))
-    if not (np.all(np.isfinite(p)) and amp > 0 and xs[0] < x0 < xs[-1] and 0 < fwhm < 2 * half_window_cm1):
-        raise CalibrationError(f"no line near {guess_cm1:.1f} cm⁻¹ (fit: centre {x0:.2f}, FWHM {fwhm:.2f}, "
-                               f"amplitude {amp:.3g})")
-    return x0, fwhm, amp
+    f = fit_line_detail(raman_shift_cm1, intensity, guess_cm1, half_window_cm1=half_window_cm1, profile=profile,
+                        baseline=baseline)
+    return f.centre_cm1, f.fwhm_cm1, f.amplitude
 
 
 def _noise(y: np.ndarray) -> float:
@@ -321,6 +427,10 @@ class Calibration:
         ISO 8601 date of the fit.
     sha256 : str
         Hash of the file it was read from ("" before it is saved).
+    fit : dict
+        How the correction was chosen: ``degree_rule`` ("given", "default", "cv"), ``cv_rms_cm1`` (the
+        leave-one-line-out RMS per degree, cm⁻¹) and, when the laser was fitted from neon plus a Raman
+        standard, ``laser_offset_cm1`` and ``laser_nm_fitted`` (optional in the file).
     """
 
     instrument_id: str
@@ -333,6 +443,7 @@ class Calibration:
     calibration_id: str = ""
     created_utc: str = ""
     sha256: str = ""
+    fit: dict[str, Any] = field(default_factory=dict)
 
     @property
     def degree(self) -> int:
@@ -389,7 +500,7 @@ class Calibration:
             "polynomial": {"degree": self.degree, "coefficients_cm1": [float(c) for c in self.coefficients_cm1],
                            "variable": "measured Raman shift x, cm⁻¹; corrected = x + sum(c_k x^k)",
                            "valid_range_cm1": [float(v) for v in self.valid_range_cm1]},
-            "lines": self.lines, "rms_cm1": float(self.rms_cm1),
+            "lines": self.lines, "rms_cm1": float(self.rms_cm1), "fit": self.fit,
         }
 
     def save(self, path: str | os.PathLike[str]) -> str:
@@ -428,7 +539,7 @@ class Calibration:
                       valid_range_cm1=(lo, hi), lines=list(d.get("lines") or []),
                       rms_cm1=float(d.get("rms_cm1", 0.0)),
                       standards=list(d.get("standards") or []), calibration_id=str(d["calibration_id"]),
-                      created_utc=str(d.get("created_utc", "")), sha256=sha256)
+                      created_utc=str(d.get("created_utc", "")), sha256=sha256, fit=dict(d.get("fit") or {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"malformed calibration file: {type(exc).__name__}: {exc}") from exc
         if not coeffs or len(coeffs) > 4 or int(poly.get("degree", len(coeffs) - 1)) != len(coeffs) - 1:
@@ -474,11 +585,77 @@ def load_calibration(path: str | os.PathLike[str]) -> Calibration:
         raise CalibrationError(f"{p}: {exc}") from exc
 
 
+def _design(m: np.ndarray, neon: np.ndarray, degree: int, fit_laser: bool) -> np.ndarray:
+    """Least-squares design matrix: powers of the measured position, plus a neon-only column (laser)."""
+    a = np.vander(m, degree + 1, increasing=True)
+    return np.column_stack([a, neon.astype(np.float64)]) if fit_laser else a
+
+
+def _solve(m: np.ndarray, r: np.ndarray, neon: np.ndarray, degree: int, fit_laser: bool
+           ) -> tuple[np.ndarray, float, np.ndarray]:
+    """Coefficients, laser offset (cm⁻¹, 0 when not fitted) and residuals of ``reference - corrected``."""
+    p = np.linalg.lstsq(_design(m, neon, degree, fit_laser), r - m, rcond=None)[0]
+    coeffs, laser = (p[:-1], float(p[-1])) if fit_laser else (p, 0.0)
+    resid = r - (m + np.vander(m, degree + 1, increasing=True) @ coeffs) - laser * neon
+    return coeffs, laser, resid
+
+
+def leave_one_line_out_rms(lines: Sequence[FittedLine], degree: int, *, fit_laser: bool = False,
+                           scored: Sequence[str] | None = None) -> float:
+    """Cross-validated residual of a polynomial correction on a standard's own lines, cm⁻¹.
+
+    Each line is predicted by the correction fitted to the other lines (neon lines get the common laser offset
+    when ``fit_laser``); the root mean square of those prediction errors judges a degree without looking at
+    any check spectrum.
+
+    Parameters
+    ----------
+    lines : sequence of FittedLine
+        Located lines (:func:`measure_lines`).
+    degree : int
+        Polynomial degree 0-3.
+    fit_laser : bool
+        Fit a common offset of the neon lines (the laser wavenumber error) besides the polynomial.
+    scored : sequence of str, optional
+        Standards whose left-out lines are scored (default: all). ``("polystyrene",)`` compares a
+        polystyrene-only fit with a neon + polystyrene fit on the same held-out Raman lines.
+
+    Returns
+    -------
+    float
+        RMS of the left-out lines' errors, cm⁻¹; ``inf`` when a subset leaves no residual (too few lines).
+    """
+    m = np.array([ln.measured_cm1 for ln in lines])
+    r = np.array([ln.reference_cm1 for ln in lines])
+    neon = np.array([ln.standard == "neon" for ln in lines])
+    errors = []
+    for i in range(m.size):
+        if scored is not None and lines[i].standard not in scored:
+            continue
+        keep = np.arange(m.size) != i
+        if fit_laser and not (neon[keep].any() and (~neon[keep]).any()):
+            continue  # without the other kind of line the left-out one's offset is undetermined
+        if keep.sum() < degree + 2 + int(fit_laser):
+            return float("inf")
+        coeffs, laser, _ = _solve(m[keep], r[keep], neon[keep], degree, fit_laser)
+        predicted = m[i] + float((np.vander(m[i:i + 1], degree + 1, increasing=True) @ coeffs)[0]) + laser * neon[i]
+        errors.append(r[i] - predicted)
+    return float(np.sqrt(np.mean(np.square(errors)))) if errors else float("inf")
+
+
 def fit_calibration(measurements: Sequence[tuple[str, np.ndarray, np.ndarray]], *, instrument_id: str,
-                    laser_nm: float | None = None, degree: int | None = None, silicon_cm1: float = SILICON_CM1,
-                    sources: Sequence[str] | None = None, calibration_id: str = "",
-                    max_offset_cm1: float = 15.0) -> Calibration:
+                    laser_nm: float | None = None, degree: int | str | None = None,
+                    silicon_cm1: float = SILICON_CM1, sources: Sequence[str] | None = None,
+                    calibration_id: str = "", max_offset_cm1: float = 15.0,
+                    fit_laser: bool | None = None) -> Calibration:
     """Fit an axis correction from one or more standards' spectra.
+
+    A neon lamp calibrates the *absolute* wavelength axis; the Raman shift also needs the laser line, which a
+    Raman standard (silicon, polystyrene) pins. When neon is given together with a Raman standard the laser
+    wavenumber is therefore fitted by default (``fit_laser``): the neon lines get one common offset
+    ``δ`` (cm⁻¹) besides the polynomial, the Raman lines pin ``Δ(x)`` absolutely, and the fitted laser
+    wavelength ``1e7 / (1e7/laser_nm + δ)`` nm is recorded. Neon alone places the axis with the nominal
+    ``laser_nm`` (0.1 nm at 785 nm ≈ 1.6 cm⁻¹).
 
     Parameters
     ----------
@@ -488,11 +665,12 @@ def fit_calibration(measurements: Sequence[tuple[str, np.ndarray, np.ndarray]], 
         Instrument (and setup) identifier.
     laser_nm : float, optional
         Laser wavelength, nm (needed for neon).
-    degree : int, optional
-        Polynomial degree 0-2; default: the highest the standards call for (silicon 0, polystyrene 1 — linear
-        transfers best to silicon's 520.7 cm⁻¹ below the first polystyrene line on the development set —,
-        neon 2), lowered to (number of lines - 2) so that a residual is left. A line whose residual exceeds
-        1 cm⁻¹ and 3 x the other lines' RMS is dropped (worst first) while lines remain to spare.
+    degree : int or "cv", optional
+        Polynomial degree 0-2, or ``"cv"``: the degree 0-2 with the smallest leave-one-line-out residual on
+        the standards' own lines (:func:`leave_one_line_out_rms`; ties go to the lower degree). Default: the
+        highest the standards call for (silicon 0, polystyrene 1, neon 2), lowered to (number of lines - 2)
+        so that a residual is left. A line whose residual exceeds 1 cm⁻¹ and 3 x the other lines' RMS is
+        dropped (worst first) while lines remain to spare.
     silicon_cm1 : float
         Silicon's reference line, cm⁻¹.
     sources : sequence of str, optional
@@ -501,15 +679,20 @@ def fit_calibration(measurements: Sequence[tuple[str, np.ndarray, np.ndarray]], 
         Identifier; default ``"<instrument_id>-<UTC date and time>"``.
     max_offset_cm1 : float
         Largest axis error searched when locating lines, cm⁻¹.
+    fit_laser : bool, optional
+        Fit the laser wavenumber from neon plus a Raman standard (default: True exactly when both are given).
 
     Returns
     -------
     Calibration
+        With ``laser_offset_cm1`` (δ) and ``laser_nm_fitted`` when the laser was fitted, and
+        ``degree_rule`` (``"given"``, ``"default"`` or ``"cv"``, with the cross-validated RMS per degree).
 
     Raises
     ------
     CalibrationError
-        For an empty list, an unknown standard, a bad degree, or too few lines for the degree.
+        For an empty list, an unknown standard, a bad degree, too few lines for the degree, or ``fit_laser``
+        without both neon and a Raman standard.
     """
     from numpy.polynomial import polynomial as P
 
@@ -521,21 +704,43 @@ def fit_calibration(measurements: Sequence[tuple[str, np.ndarray, np.ndarray]], 
             raise CalibrationError(f"unknown standard {standard!r}; known: {', '.join(STANDARDS)}")
         lines += measure_lines(x, y, standard, laser_nm=laser_nm, silicon_cm1=silicon_cm1,
                                max_offset_cm1=max_offset_cm1)
-    if degree is None:  # at least one line more than coefficients (a residual to judge the fit by)
-        degree = max(0, min(max(_DEFAULT_DEGREE[s] for s, _, _ in measurements), len(lines) - 2))
+    kinds = {s for s, _, _ in measurements}
+    both = "neon" in kinds and bool(kinds & {"silicon", "polystyrene"})
+    if fit_laser is None:
+        fit_laser = both
+    elif fit_laser and not both:
+        raise CalibrationError("fitting the laser wavelength needs a neon spectrum and a Raman standard "
+                               "(silicon or polystyrene): the neon lines alone cannot tell the laser line")
+    if fit_laser and not any(ln.standard == "neon" for ln in lines):
+        fit_laser = False  # unreachable in practice: measure_lines raises when no neon line is found
+    rule = "given"
+    cv: dict[str, float] = {}
+    if degree == "cv":
+        for d in (0, 1, 2):
+            cv[str(d)] = round(leave_one_line_out_rms(lines, d, fit_laser=fit_laser), 4)
+        finite = [d for d in (0, 1, 2) if np.isfinite(cv[str(d)])]
+        if not finite:
+            raise CalibrationError(f"{len(lines)} line(s) found: too few to cross-validate a degree")
+        degree, rule = min(finite, key=lambda d: (cv[str(d)], d)), "cv"
+    elif degree is None:  # at least one line more than coefficients (a residual to judge the fit by)
+        degree = max(0, min(max(_DEFAULT_DEGREE[s] for s, _, _ in measurements), len(lines) - 2 - int(fit_laser)))
+        rule = "default"
     if degree not in (0, 1, 2):
-        raise CalibrationError(f"calibration degree must be 0, 1 or 2, got {degree!r}")
-    if len(lines) < degree + 1:
+        raise CalibrationError(f"calibration degree must be 0, 1 or 2 (or 'cv'), got {degree!r}")
+    if len(lines) < degree + 1 + int(fit_laser):
         raise CalibrationError(f"{len(lines)} line(s) found: too few for a degree-{degree} correction")
     while True:  # drop the worst line while it is an outlier (> 1 cm⁻¹ and > 3 x the others' RMS)
         m = np.array([ln.measured_cm1 for ln in lines])
         r = np.array([ln.reference_cm1 for ln in lines])
-        coeffs = P.polyfit(m, r - m, degree) if degree else np.array([float(np.mean(r - m))])
+        neon = np.array([ln.standard == "neon" for ln in lines], dtype=np.float64)
+        coeffs, laser, resid = _solve(m, r, neon, degree, fit_laser)
         corrected = m + P.polyval(m, coeffs)
-        resid = r - corrected
         worst = int(np.argmax(np.abs(resid)))
         rest = np.delete(resid, worst)
-        if len(lines) <= degree + 2 or abs(resid[worst]) <= max(1.0, 3.0 * float(np.sqrt(np.mean(rest ** 2)))):
+        kinds_left = {ln.standard for i, ln in enumerate(lines) if i != worst}
+        if (len(lines) <= degree + 2 + int(fit_laser) or (fit_laser and not ("neon" in kinds_left
+                                                                              and len(kinds_left) > 1))
+                or abs(resid[worst]) <= max(1.0, 3.0 * float(np.sqrt(np.mean(rest ** 2))))):
             break
         lines = lines[:worst] + lines[worst + 1:]
     now = _dt.datetime.now(_dt.UTC).replace(microsecond=0)
@@ -548,9 +753,16 @@ def fit_calibration(measurements: Sequence[tuple[str, np.ndarray, np.ndarray]], 
               "measured_cm1": round(ln.measured_cm1, 4), "corrected_cm1": round(float(c), 4),
               "residual_cm1": round(float(e), 4), "fwhm_cm1": round(ln.fwhm_cm1, 3)}
              for ln, c, e in zip(lines, corrected, resid, strict=True)]
+    extra: dict[str, Any] = {"degree_rule": rule}
+    if cv:
+        extra["cv_rms_cm1"] = cv
+    if fit_laser and laser_nm is not None:
+        # corrected neon position = nominal reference + δ, δ = ν_laser(true) - ν_laser(nominal)
+        delta = -laser
+        extra.update(laser_offset_cm1=round(delta, 4), laser_nm_fitted=round(1e7 / (1e7 / float(laser_nm) + delta), 5))
     return Calibration(
         instrument_id=instrument_id, laser_nm=None if laser_nm is None else float(laser_nm),
         coefficients_cm1=[float(c) for c in coeffs], valid_range_cm1=(float(m.min()), float(m.max())),
         lines=table, rms_cm1=float(np.sqrt(np.mean(resid ** 2))), standards=standards,
         calibration_id=calibration_id or f"{instrument_id}-{now.strftime('%Y%m%dT%H%M%SZ')}",
-        created_utc=now.isoformat().replace("+00:00", "Z"))
+        created_utc=now.isoformat().replace("+00:00", "Z"), fit=extra)

@@ -23,6 +23,7 @@ from .errors import ConfigError, EdgeError
 from .hygiene import InstrumentConfig
 from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .preprocess import RamanGrid
+from .security import SOCKET_ROLES
 
 log = logging.getLogger("edge.daemon")
 
@@ -44,10 +45,20 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=positive_int, default=None)
     g.add_argument("--max-batch", type=positive_int, default=None)
     g.add_argument("--top-k", type=positive_int, default=None, help="labels per prediction (≤ the bundle's classes)")
-    g.add_argument("--journal", default=None, help="append-only journal file")
+    g.add_argument("--store", default=None,
+                   help="SQLite store file: every spectrum and result kept, replayed after a crash (docs/store.md)")
     g.add_argument("--serial", default=None, help="pyserial URL of an instrument (firmware_bridge protocol)")
     g.add_argument("--control", default=None, help="ZeroMQ REP endpoint for control requests (load_head, status)")
     g.add_argument("--head", default=None, help="head file to serve instead of the bundle's own head")
+    g.add_argument("--curve", type=_curve_list, default=None, metavar="SOCKET[,SOCKET...]",
+                   help="sockets served with CurveZMQ: control, input, output ('' for none; a control endpoint "
+                        "reachable from the network is always protected); docs/security.md")
+    g.add_argument("--curve-secret-key", default=None, metavar="FILE",
+                   help="the daemon's secret key file (NAME.key_secret from edge-keys new)")
+    g.add_argument("--curve-authorized-dir", default=None, metavar="DIR",
+                   help="folder of the public key files (*.key) of the clients allowed in")
+    g.add_argument("--insecure-control", action=argparse.BooleanOptionalAction, default=None,
+                   help="serve a network-reachable control endpoint WITHOUT CurveZMQ (default: refuse to start)")
     g.add_argument("--instrument-grid", type=_grid_arg, default=None, metavar="START,STEP,N|bundle",
                    help="the instrument's Raman-shift grid (cm⁻¹): the bundle must match it (default: the config's "
                         "[instrument.grid], else 200,1,1392); 'bundle' accepts the bundle's own recorded grid")
@@ -66,6 +77,15 @@ def _provider_list(text: str) -> list[str]:
     names = [p.strip() for p in text.split(",")]
     if not all(names):
         raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of execution provider names")
+    return names
+
+
+def _curve_list(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = sorted(set(names) - set(SOCKET_ROLES))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown socket(s) {unknown}; a comma-separated list of "
+                                         f"{', '.join(SOCKET_ROLES)}")
     return names
 
 
@@ -127,7 +147,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[DaemonConfig, RamanGrid 
         raise ConfigError(f"{args.config}: [daemon] must be a table")
     d = dict(d)
     for key in ("bundle", "input", "output", "precision", "backend", "providers", "allow_cpu_fallback", "threads",
-                "max_batch", "top_k", "journal", "serial", "control", "head", "novelty", "novelty_detector"):
+                "max_batch", "top_k", "store", "serial", "control", "head", "novelty", "novelty_detector",
+                "curve", "curve_secret_key", "curve_authorized_dir", "insecure_control"):
         value = getattr(args, key, None)
         if value is not None:
             d[key] = value

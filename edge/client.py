@@ -10,6 +10,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -18,9 +19,13 @@ import numpy as np
 import zmq
 
 from .errors import EdgeError
+from .security import curve_client
 from .wire import TOPICS, decode_payload, encode_payload, encode_spectrum
 
 __all__ = ["ControlClient", "PredictionSubscriber", "SpectrumSender"]
+
+KeyFile = str | os.PathLike[str] | None
+_CURVE_HINT = "docs/security.md"
 
 
 class SpectrumSender:
@@ -37,14 +42,19 @@ class SpectrumSender:
         queued in this socket, in ms (ZeroMQ ``LINGER``; ``-1``: until delivered, ``0``: drop them). PUSH is
         fire and forget (docs/wire.md §1): terminate the context after ``close`` so the linger is waited for
         before the process exits.
+    curve_secret_key, curve_server_key : path-like, optional
+        CurveZMQ (docs/security.md): this client's ``NAME.key_secret`` file (its public key must be in the
+        daemon's ``curve_authorized_dir``) and the daemon's public ``DAEMON.key``; both or neither.
 
     Raises
     ------
     EdgeError
-        If ``linger_ms`` is not an int ≥ -1, or the endpoint cannot be connected.
+        If ``linger_ms`` is not an int ≥ -1, a key file is missing or malformed, or the endpoint cannot be
+        connected.
     """
 
-    def __init__(self, endpoint: str, context: zmq.Context[Any] | None = None, linger_ms: int = 5000) -> None:
+    def __init__(self, endpoint: str, context: zmq.Context[Any] | None = None, linger_ms: int = 5000,
+                 curve_secret_key: KeyFile = None, curve_server_key: KeyFile = None) -> None:
         if type(linger_ms) is not int or linger_ms < -1:
             raise EdgeError(f"linger_ms must be an int ≥ -1 (ms; -1: wait until delivered), got {linger_ms!r}")
         self.linger_ms = linger_ms
@@ -53,9 +63,12 @@ class SpectrumSender:
         self.sock.setsockopt(zmq.SNDHWM, 100000)
         self.sock.setsockopt(zmq.LINGER, linger_ms)
         try:
+            curve_client(self.sock, curve_secret_key, curve_server_key)
             self.sock.connect(endpoint)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, EdgeError) as exc:
             self.sock.close(linger=0)
+            if isinstance(exc, EdgeError):
+                raise
             raise EdgeError(f"cannot connect to {endpoint}: {exc}") from exc
 
     def send(self, intensity: np.ndarray, raman_shift_cm1: np.ndarray | None = None, **fields: Any) -> None:
@@ -87,10 +100,22 @@ class PredictionSubscriber:
     topics : iterable of str
         Topics to receive (``prediction``, ``error``, ``status``, ``drift``, ``link``); ``status`` is always
         added because :meth:`wait_ready` needs it.
+    context : zmq.Context, optional
+        Context to use (default: the process-wide instance).
+    curve_secret_key, curve_server_key : path-like, optional
+        CurveZMQ (docs/security.md): this client's ``NAME.key_secret`` file (its public key must be in the
+        daemon's ``curve_authorized_dir``) and the daemon's public ``DAEMON.key``; both or neither. Without
+        an authorised key a protected output delivers nothing (:meth:`wait_ready` times out).
+
+    Raises
+    ------
+    EdgeError
+        An unknown topic, or a missing or malformed key file.
     """
 
     def __init__(self, endpoint: str, topics: Iterable[str] = ("prediction", "error", "status"),
-                 context: zmq.Context[Any] | None = None) -> None:
+                 context: zmq.Context[Any] | None = None, curve_secret_key: KeyFile = None,
+                 curve_server_key: KeyFile = None) -> None:
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, 100000)
@@ -100,6 +125,11 @@ class PredictionSubscriber:
                 self.sock.close()
                 raise EdgeError(f"unknown topic {t!r}; topics: {sorted(TOPICS)}")
             self.sock.setsockopt(zmq.SUBSCRIBE, TOPICS[t])
+        try:
+            curve_client(self.sock, curve_secret_key, curve_server_key)
+        except EdgeError:
+            self.sock.close()
+            raise
         self.sock.connect(endpoint)
         self._poller = zmq.Poller()
         self._poller.register(self.sock, zmq.POLLIN)
@@ -117,7 +147,8 @@ class PredictionSubscriber:
             got = self.recv(timeout_s=left)
             if got is not None and got[0] == "status":
                 return got[1]
-        raise EdgeError(f"no status from the daemon within {timeout_s} s (is it running on this endpoint?)")
+        raise EdgeError(f"no status from the daemon within {timeout_s} s (is it running on this endpoint? if its "
+                        f"output uses CurveZMQ, is this client's key authorised? {_CURVE_HINT})")
 
     def recv(self, timeout_s: float | None = 1.0) -> tuple[str, dict[str, Any]] | None:
         """Next ``(topic, payload)``, or None after ``timeout_s`` (None: wait forever)."""
@@ -158,21 +189,38 @@ class ControlClient:
         The daemon's control endpoint, e.g. ``tcp://127.0.0.1:5557``.
     timeout_s : float
         Longest wait for a reply, seconds.
+    context : zmq.Context, optional
+        Context to use (default: the process-wide instance).
+    curve_secret_key, curve_server_key : path-like, optional
+        CurveZMQ (docs/security.md): this client's ``NAME.key_secret`` file (its public key must be in the
+        daemon's ``curve_authorized_dir``) and the daemon's public ``DAEMON.key``; both or neither. A control
+        endpoint reachable from the network always requires them; without an authorised key no reply comes
+        (the request times out).
+
+    Raises
+    ------
+    EdgeError
+        A missing or malformed key file, or an endpoint that cannot be connected.
     """
 
-    def __init__(self, endpoint: str, timeout_s: float = 10.0, context: zmq.Context[Any] | None = None) -> None:
+    def __init__(self, endpoint: str, timeout_s: float = 10.0, context: zmq.Context[Any] | None = None,
+                 curve_secret_key: KeyFile = None, curve_server_key: KeyFile = None) -> None:
         self.ctx = context or zmq.Context.instance()
         self.endpoint = endpoint
         self.timeout_s = float(timeout_s)
+        self._curve = (curve_secret_key, curve_server_key)
         self.sock = self._connect()
 
     def _connect(self) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         try:
+            curve_client(sock, *self._curve)
             sock.connect(self.endpoint)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, EdgeError) as exc:
             sock.close(linger=0)
+            if isinstance(exc, EdgeError):
+                raise
             raise EdgeError(f"cannot connect to {self.endpoint}: {exc}") from exc
         return sock
 
@@ -188,7 +236,8 @@ class ControlClient:
         if not self.sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
             self.sock.close(linger=0)
             self.sock = self._connect()
-            raise EdgeError(f"no reply from the daemon's control endpoint {self.endpoint} within {self.timeout_s} s")
+            raise EdgeError(f"no reply from the daemon's control endpoint {self.endpoint} within {self.timeout_s} s "
+                            f"(a CurveZMQ endpoint answers nothing to a client without an authorised key: {_CURVE_HINT})")
         return decode_payload(self.sock.recv())
 
     def load_head(self, path: str | None = None, data: bytes | None = None) -> dict[str, Any]:

@@ -36,12 +36,13 @@ from .config_check import check_field_types
 from .errors import ConfigError, EdgeError, WireError
 from .heads import HeadSwitch, load_head
 from .hygiene import Hygiene, InstrumentConfig
-from .journal import Journal
 from .novelty import DETECTORS as NOVELTY_DETECTORS
 from .novelty import DriftConfig, NoveltyService
 from .output import CountingPublisher
 from .preprocess import Preprocessor, RamanGrid
+from .security import CurveServer, curve_sockets
 from .socket_limits import BATCH_BYTES, apply_limits
+from .store import PRIORITY, Admission, Arrival, Store, StoreConfig, StoredResult
 from .wire import (
     TOPICS,
     WIRE_VERSION,
@@ -82,8 +83,14 @@ class DaemonConfig:
         Labels and probabilities per prediction.
     status_interval_s : float
         Period of status messages.
-    journal : str
-        Journal file (``""``: no journal).
+    store : str
+        SQLite store file (``""``: no store): every input message is stored before it is classified (and
+        acknowledged), every result before it is published; on start the daemon answers what was stored without
+        a result (``replayed: true``), ``seq`` continues where it stopped, a resent spectrum (same
+        ``instrument_id`` and ``id``) is not classified twice (:mod:`edge.store`, docs/store.md).
+    store_options : dict
+        ``[daemon.store_options]``: ``max_bytes``, ``max_age_s`` (retention), ``max_rejected_frame_bytes``,
+        ``retention_interval_s``, ``retry_s`` (:class:`edge.store.StoreConfig`).
     serial : str
         pyserial URL of an instrument (``""``: none).
     serial_baudrate : int
@@ -118,6 +125,20 @@ class DaemonConfig:
         Send high-water mark of the output socket, in messages queued per subscriber (≥ 1). A subscriber
         whose queue is full loses messages; the status counts them (``counters.dropped_hwm``, lower bound:
         docs/wire.md §7 "delivery"; :mod:`edge.output`). Lower it only to test that path.
+    curve : list of str
+        Sockets served with CurveZMQ (:mod:`edge.security`, docs/security.md): any of ``"control"``, ``"input"``,
+        ``"output"``. The control socket is protected by default when its endpoint is reachable from the network
+        (not ``tcp://127.*``, ``localhost``, ``[::1]``, ``ipc://``, ``inproc://``); a protected socket without
+        ``curve_secret_key`` and ``curve_authorized_dir`` stops the daemon at start (keys: ``edge-keys``).
+        Only clients whose public key is in ``curve_authorized_dir`` get through.
+    curve_secret_key : str
+        The daemon's secret key file (``NAME.key_secret`` from ``edge-keys new``); clients need its public
+        ``NAME.key``. A missing or malformed file stops the daemon at start.
+    curve_authorized_dir : str
+        Folder of the authorised clients' public key files (``*.key``), read at start (restart to add a client).
+    insecure_control : bool
+        Serve a control endpoint reachable from the network WITHOUT CurveZMQ (anyone who can connect may swap
+        the head); default false. A warning says so at every start.
     """
 
     bundle: str = ""
@@ -129,7 +150,8 @@ class DaemonConfig:
     max_batch: int = 64
     top_k: int = 3
     status_interval_s: float = 2.0
-    journal: str = ""
+    store: str = ""
+    store_options: dict[str, Any] = field(default_factory=dict)
     serial: str = ""
     serial_baudrate: int = 921600
     control: str = ""
@@ -142,12 +164,19 @@ class DaemonConfig:
     allow_cpu_fallback: bool = False
     drain_timeout_s: float = 5.0
     output_hwm: int = 100000
+    curve: list[str] = field(default_factory=list)
+    curve_secret_key: str = ""
+    curve_authorized_dir: str = ""
+    insecure_control: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DaemonConfig:
         """Settings from a ``[daemon]`` table (unknown keys, wrong types and out-of-range values: ConfigError)."""
         known = set(cls.__dataclass_fields__) - {"extra"}
+        if "journal" in d:
+            raise ConfigError("daemon setting 'journal' was replaced by 'store' (a SQLite store with replay: "
+                              "docs/store.md); the journal file format is gone")
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown daemon setting(s): {sorted(unknown)}; known: {sorted(known)}")
@@ -162,9 +191,30 @@ class DaemonConfig:
             raise ConfigError(f"drain_timeout_s must be > 0, got {cfg.drain_timeout_s!r}")
         if cfg.output_hwm < 1:
             raise ConfigError(f"output_hwm must be ≥ 1, got {cfg.output_hwm!r}")
+        cfg.store_config()  # unknown or out-of-range store options: ConfigError now, not at start
         if cfg.novelty_detector not in NOVELTY_DETECTORS:
             raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {cfg.novelty_detector!r}")
+        curve_sockets(cfg.curve, cfg.control, cfg.insecure_control)  # unknown socket names: ConfigError
         return cfg
+
+    def store_config(self) -> StoreConfig | None:
+        """The store's settings (None without a store).
+
+        Raises
+        ------
+        ConfigError
+            Unknown, mistyped or out-of-range ``store_options``.
+        """
+        if not self.store:
+            if self.store_options:
+                raise ConfigError("store_options are set but no store file is (daemon setting 'store')")
+            return None
+        check_field_types(StoreConfig, self.store_options, "daemon.store_options")
+        unknown = set(self.store_options) - set(StoreConfig.__dataclass_fields__) | ({"path"} & set(self.store_options))
+        if unknown:
+            raise ConfigError(f"unknown store option(s): {sorted(unknown)}; known: "
+                              f"{sorted(set(StoreConfig.__dataclass_fields__) - {'path'})}")
+        return StoreConfig(path=self.store, **self.store_options)
 
 
 def _providers(backend: object) -> list[str]:
@@ -188,6 +238,48 @@ def _identity(exc: Exception) -> tuple[str | None, str | None, int | None]:
     sid, iid, seq = ident.get("id"), ident.get("instrument_id"), ident.get("instrument_seq")
     return (sid if isinstance(sid, str) else None, iid if isinstance(iid, str) else None,
             seq if isinstance(seq, int) and not isinstance(seq, bool) else None)
+
+
+@dataclass
+class _Input:
+    """One input message of a micro-batch: ``frame`` (a multipart message: its frames), ``source`` (``push``,
+    ``ack``, ``serial``), and once stored its ``row`` or the earlier row it ``duplicate_of``.
+    """
+
+    frame: bytes | list[bytes]
+    source: str
+    received_ns: int = 0
+    row: int | None = None
+    duplicate_of: int | None = None
+
+
+@dataclass
+class _Message:
+    """One message to store and publish: ``topic``, ``payload`` (a map), prediction ``seq``, the ``spectrum_row``
+    it answers, retention ``priority`` (:data:`edge.store.PRIORITY`).
+    """
+
+    topic: str
+    payload: dict[str, Any]
+    seq: int | None = None
+    spectrum_row: int | None = None
+    priority: int = 0
+
+
+DOUBTFUL_PROBABILITY = 0.5
+"""A prediction whose top-1 probability is below this is stored (and sent down) as doubtful."""
+
+
+def _priority(prediction: Mapping[str, Any]) -> int:
+    """Retention and downlink priority of a prediction: novel, then doubtful (quality not ok, labels not
+    trusted, top-1 probability < :data:`DOUBTFUL_PROBABILITY`), then nominal.
+    """
+    if prediction.get("novel"):
+        return PRIORITY["novel"]
+    probs = prediction.get("probabilities") or [0.0]
+    if not prediction.get("labels_trusted", True) or probs[0] < DOUBTFUL_PROBABILITY:
+        return PRIORITY["doubtful"]
+    return PRIORITY["nominal"]
 
 
 class Daemon:
@@ -232,11 +324,18 @@ class Daemon:
         self.backend = create_backend(config.backend, model_path, intra_op_threads=config.threads,
                                       precision=self.precision, **ep)
         self.ctx = context or zmq.Context.instance()
+        # CurveZMQ (edge.security): key files read now (ConfigError at start); sockets secured by role before bind
+        self.security = CurveServer(curve_sockets(config.curve, config.control, config.insecure_control),
+                                    config.curve_secret_key, config.curve_authorized_dir, self.ctx)
+        if config.insecure_control and config.control:
+            log.warning("control endpoint %s served WITHOUT CurveZMQ (insecure_control): anyone who can connect may "
+                        "swap the head", config.control)
         self.stop_event = threading.Event()
         self._stop_at = 0.0  # time.monotonic() of the stop request: the drain deadline counts from it
         self.ready = threading.Event()
         self.counters = {"received": 0, "published": 0, "rejected": 0, "batches": 0, "subscriptions": 0,
-                         "lost": 0, "drift_errors": 0, "dropped_hwm": 0}
+                         "lost": 0, "drift_errors": 0, "dropped_hwm": 0, "replayed": 0,
+                         "duplicates": 0}
         # lost: spectra the serial link reported lost (error topic, reason "lost"); drift_errors: batches whose
         # drift bookkeeping failed after their predictions were published (logged); dropped_hwm: messages a
         # subscriber's full queue refused (edge.output; a lower bound, docs/wire.md §7), by topic in the status
@@ -268,9 +367,11 @@ class Daemon:
             # On by default (issue #14), but this bundle has no reference spectra: say so once, loudly.
             log.warning("drift compensation (on by default) is OFF: %s", "novelty is off" if not config.novelty
                         else "the bundle has no novelty section (retrain with edge-train --novelty)")
-        self._journal = Journal(config.journal) if config.journal else None
-        if self._journal is not None:
-            self.add_status_hook(self._journal.status)  # a failed write raises its alarm there
+        store_config = config.store_config()
+        self._store = Store(store_config) if store_config is not None else None  # StoreError: refused at start
+        if self._store is not None:
+            self.seq = self._store.last_seq  # never reused across restarts
+            self.add_status_hook(self._store.status)  # a failed write raises its alarm there
         self._started_ns = time.time_ns()
         self.endpoints: dict[str, str] = {}
 
@@ -316,8 +417,9 @@ class Daemon:
                 if self._control is not None:
                     self._control.close(linger=0)
                     self._control = None
-                if self._journal:
-                    self._journal.close()
+                self.security.close()  # after its sockets: the context's authenticator stops with its last user
+                if self._store is not None:
+                    self._store.close()
                 if self.novelty is not None:
                     self.novelty.close()
         log.info("stopped: %s", self.counters)
@@ -333,18 +435,23 @@ class Daemon:
         apply_limits(internal, "internal")  # inproc: sizes are checked by the decoder (edge.wire)
         pull = None
         try:
+            self.security.secure(pub, "output")
             pub.bind(self.config.output)
             self.endpoints["output"] = pub.getsockopt_string(zmq.LAST_ENDPOINT)
             internal.bind(INTERNAL_INPUT)
             if self.config.input:
                 pull = self.ctx.socket(zmq.PULL)
                 apply_limits(pull, "input")  # larger messages dropped by ZeroMQ; queue ≤ 32 MiB (docs/wire.md §1.1)
+                self.security.secure(pull, "input")
                 pull.bind(self.config.input)
                 self.endpoints["input"] = pull.getsockopt_string(zmq.LAST_ENDPOINT)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, ConfigError) as exc:
             for s in (pub, internal, pull):
                 if s is not None:
                     s.close(linger=0)
+            self.security.close()
+            if isinstance(exc, ConfigError):  # the CurveZMQ authenticator could not start
+                raise
             raise ConfigError(f"cannot bind ZeroMQ endpoint ({self.config.input} / {self.config.output}): {exc}") from exc
         log.info("serving %s (%s, %s) on in=%s out=%s", self.bundle.model_id, self.precision, self.config.backend,
                  self.endpoints.get("input", "-"), self.endpoints["output"])
@@ -358,6 +465,7 @@ class Daemon:
         for s in [*inputs, sock]:
             poller.register(s, zmq.POLLIN)
         control = self._open_control(poller)
+        self._replay(pub)  # what a kill left without a result, before any new input
         next_status = time.monotonic() + self.config.status_interval_s
         while not self.stop_event.is_set():
             events = dict(poller.poll(timeout=100))
@@ -450,9 +558,12 @@ class Daemon:
         sock.setsockopt(zmq.LINGER, 0)
         apply_limits(sock, "control")  # an inline head and its request map; one request queued per peer
         try:
+            self.security.secure(sock, "control")
             sock.bind(self.config.control)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, ConfigError) as exc:
             sock.close(linger=0)
+            if isinstance(exc, ConfigError):  # the CurveZMQ authenticator could not start
+                raise
             raise ConfigError(f"cannot bind the control endpoint {self.config.control}: {exc}") from exc
         self._control = sock
         self.endpoints["control"] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -476,17 +587,33 @@ class Daemon:
                 self._publish_status(pub)  # subscribers learn the new head version at once
             control.send(encode_payload(reply))
 
-    def _reject(self, pub: Publisher, reason: str, detail: str, spectrum_id: str | None, received_ns: int,
-                instrument_id: str | None = None, instrument_seq: int | None = None) -> None:
+    # -- answering a micro-batch: store → classify → store the results → publish (docs/store.md) -------------
+    def _rejection(self, reason: str, detail: str, spectrum_id: str | None, received_ns: int,
+                   instrument_id: str | None = None, instrument_seq: int | None = None,
+                   spectrum_row: int | None = None) -> _Message:
+        """Count one refused input and make its ``error`` message."""
         self.counters["rejected"] += 1
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
         log.warning("rejected spectrum %s: %s: %s", spectrum_id or "?", reason, detail)
         payload = {"type": "error", "v": WIRE_VERSION, "reason": reason, "detail": detail, "id": spectrum_id,
                    "instrument_id": instrument_id, "instrument_seq": instrument_seq,
                    "received_ns": received_ns, "rejected_total": self.counters["rejected"]}
-        if self._journal:
-            self._journal.append("error", payload)
-        pub.send_multipart([TOPICS["error"], encode_payload(payload)])
+        return _Message("error", payload, spectrum_row=spectrum_row, priority=PRIORITY["rejected"])
+
+    def _emit(self, pub: Publisher, messages: Sequence[_Message], answered: Sequence[tuple[int, int]] = ()) -> None:
+        """Store ``messages`` (and mark the ``answered`` spectrum rows) in one transaction, then publish them in
+        order. Without a store, or when it cannot write (alarm raised, counted ``not_stored``), they are published
+        all the same.
+        """
+        if not messages and not answered:
+            return
+        encoded = [(TOPICS[m.topic], encode_payload(m.payload)) for m in messages]
+        if self._store is not None:
+            now = time.time_ns()
+            self._store.record([StoredResult(m.topic, data, now, m.seq, m.spectrum_row, m.priority)
+                                for m, (_, data) in zip(messages, encoded, strict=True)], answered)
+        for topic, data in encoded:
+            pub.send_multipart([topic, data])
 
     def _process(self, frames: list[bytes | list[bytes]], pub: Publisher,
                  internal_frames: Sequence[bytes | list[bytes]] = ()) -> None:
@@ -495,61 +622,119 @@ class Daemon:
         Only the internal input (the serial input's thread) may carry link/lost events; on the public input an
         event is one ``wire`` rejection (docs/wire.md §5).
         """
-        frames = [*self._refuse_events(frames, pub), *self._publish_events(list(internal_frames), pub)]
-        if not frames:
-            return
-        received_ns = time.time_ns()
-        self.counters["received"] += len(frames)
-        decoded = self._decode(frames, pub, received_ns)
+        inputs = [_Input(f, "push") for f in self._refuse_events(frames, pub)]
+        inputs += [_Input(f, "serial") for f in self._publish_events(list(internal_frames), pub)]
+        if inputs:
+            self._answer(inputs, pub, time.time_ns())
+        if self._store is not None:
+            self._store.maybe_apply_retention()
+
+    def _answer(self, inputs: list[_Input], pub: Publisher, received_ns: int, replayed: bool = False) -> None:
+        """Decode, store (unless ``replayed``: they are stored already), classify, store the results, publish.
+
+        A spectrum the store already holds under the same ``instrument_id`` and ``id`` is not classified again: it
+        is answered with a ``duplicate`` error (its first answer stands).
+        """
+        self.counters["replayed" if replayed else "received"] += len(inputs)
+        decoded: list[tuple[_Input, SpectrumIn | None, Exception | None]] = []
+        for inp in inputs:
+            try:
+                if not isinstance(inp.frame, bytes):
+                    raise WireError(f"a multipart message of {len(inp.frame)} frames; send each spectrum as one frame",
+                                    peek_identity(inp.frame[0]))
+                decoded.append((inp, decode_spectrum(inp.frame), None))
+            except Exception as exc:  # every foreign exception too: a bad message is never fatal
+                decoded.append((inp, None, exc))
+        if self._store is not None and not replayed:
+            self._admit(decoded, received_ns)
+        messages: list[_Message] = []
+        answered: list[tuple[int, int]] = []
+        accepted: list[SpectrumIn] = []
+        rows: dict[int, int | None] = {}  # id(spectrum) -> its store row
+        for inp, spectrum, error in decoded:
+            if inp.duplicate_of is not None:
+                sid, iid, iseq = (spectrum.id, spectrum.instrument_id, spectrum.instrument_seq) if spectrum \
+                    else (None, None, None)
+                self.counters["duplicates"] += 1
+                messages.append(self._rejection("duplicate", f"already received (stored row {inp.duplicate_of}); "
+                                                "it is answered once", sid, received_ns, iid, iseq))
+            elif spectrum is None:
+                err = cast("Exception", error)
+                sid, iid, iseq = _identity(err)
+                messages.append(self._rejection(rejection_reason(err), rejection_detail(err), sid,
+                                                inp.received_ns or received_ns, iid, iseq, inp.row))
+                if inp.row is not None:
+                    answered.append((inp.row, PRIORITY["rejected"]))
+            else:
+                accepted.append(spectrum)
+                rows[id(spectrum)] = inp.row
         correction = self.novelty.correction_cm1() if self.novelty is not None else 0.0
         # calibrate → preprocess → infer → novelty → quality → result fields: the one path edge-predict shares
-        res = classify_batch(decoded, self.preprocessor, self.backend, self.heads, self.labels, self.novelty,
-                             self.config.top_k, correction, self.hygiene, self._standard)
-        for s, reason, detail in res.rejected:
-            self._reject(pub, reason, detail, s.id, received_ns, s.instrument_id, s.instrument_seq)
-        if res.accepted:
-            self._publish_predictions(pub, res.accepted, res.fields, received_ns)
-            if self.novelty is not None:  # after publishing: drift bookkeeping adds no prediction latency
-                self._publish_drift(pub, res.accepted, cast("np.ndarray", res.x), res.out, correction)
-        if self._journal:
-            self._journal.flush()
+        res = classify_batch(accepted, self.preprocessor, self.backend, self.heads, self.labels, self.novelty,
+                             self.config.top_k, correction, self.hygiene, self._standard) if accepted else None
+        if res is not None:
+            for s, reason, detail in res.rejected:
+                row = rows.get(id(s))
+                messages.append(self._rejection(reason, detail, s.id, received_ns, s.instrument_id, s.instrument_seq,
+                                                row))
+                if row is not None:
+                    answered.append((row, PRIORITY["rejected"]))
+            messages += self._predictions(res.accepted, res.fields, received_ns, rows, answered, replayed)
+        self._emit(pub, messages, answered)
+        if res is not None and res.accepted and self.novelty is not None:
+            # after publishing: drift bookkeeping adds no prediction latency
+            self._publish_drift(pub, res.accepted, cast("np.ndarray", res.x), res.out, correction)
 
-    # -- decoding and rejecting (docs/wire.md) ---------------------------------------------------------------
-    def _decode(self, frames: list[bytes | list[bytes]], pub: Publisher, received_ns: int) -> list[SpectrumIn]:
-        """Decode the input messages; each bad one (a multipart message included) is one answered rejection.
-
-        The rejection echoes the ``id``, ``instrument_id``, ``instrument_seq`` the message carried when they can
-        be read.
+    def _admit(self, decoded: list[tuple[_Input, SpectrumIn | None, Exception | None]], received_ns: int) -> None:
+        """Store the micro-batch's input messages in one transaction; set each input's ``row`` (or
+        ``duplicate_of``).
         """
-        decoded: list[SpectrumIn] = []
-        for frame in frames:
-            if self._journal:
-                self._journal.append("spectrum", {"frame": frame if isinstance(frame, bytes) else b"".join(frame),
-                                                  "received_ns": received_ns})
-            try:
-                if not isinstance(frame, bytes):
-                    raise WireError(f"a multipart message of {len(frame)} frames; send each spectrum as one frame",
-                                    peek_identity(frame[0]))
-                decoded.append(decode_spectrum(frame))
-            except Exception as exc:  # every foreign exception too: a bad message is never fatal
-                sid, iid, seq = _identity(exc)
-                self._reject(pub, rejection_reason(exc), rejection_detail(exc), sid, received_ns, iid, seq)
-        return decoded
+        store = cast("Store", self._store)
+        arrivals = []
+        for inp, spectrum, exc in decoded:
+            frame = inp.frame if isinstance(inp.frame, bytes) else b"".join(inp.frame)
+            if spectrum is not None:
+                arrivals.append(Arrival(frame, inp.source, received_ns, spectrum.id, spectrum.instrument_id))
+            else:
+                sid, iid, _ = _identity(cast("Exception", exc))
+                arrivals.append(Arrival(frame, inp.source, received_ns, sid, iid, accepted=False))
+        admissions: list[Admission] = store.admit(arrivals)
+        for (inp, _, _), adm in zip(decoded, admissions, strict=True):
+            inp.row, inp.duplicate_of = adm.row, adm.duplicate_of
+            inp.received_ns = received_ns
+
+    def _replay(self, pub: Publisher) -> None:
+        """Answer every stored spectrum that has no result yet (a crash or kill came between storing it and
+        storing its result), oldest first, before any new input; their predictions say ``replayed: true``.
+        """
+        if self._store is None:
+            return
+        after = 0
+        while not self.stop_event.is_set():
+            batch = self._store.pending(self.config.max_batch, after)
+            if not batch:
+                return
+            after = batch[-1].row
+            log.info("replaying %d stored spectra without a result (rows %d–%d)", len(batch), batch[0].row, after)
+            self._answer([_Input(p.frame, p.source, p.received_ns, p.row) for p in batch], pub, time.time_ns(),
+                         replayed=True)
 
     def _refuse_events(self, frames: list[bytes | list[bytes]], pub: Publisher) -> list[bytes | list[bytes]]:
         """Refuse the events among public-input ``frames`` (one counted ``wire`` rejection each: an input peer
         must not forge link states or lost spectra). Returns the other frames, in order.
         """
         rest: list[bytes | list[bytes]] = []
+        refused: list[_Message] = []
         for frame in frames:
             kind = event_type(frame) if isinstance(frame, bytes) else None
             if kind is None or not isinstance(frame, bytes):
                 rest.append(frame)
                 continue
             ident = peek_identity(frame)
-            self._reject(pub, "wire", f"a {kind} event is accepted only on the daemon's internal input (the serial "
-                         "input), not on the public input", ident["id"], time.time_ns(), ident["instrument_id"],
-                         ident["instrument_seq"])
+            refused.append(self._rejection(
+                "wire", f"a {kind} event is accepted only on the daemon's internal input (the serial input), not on "
+                "the public input", ident["id"], time.time_ns(), ident["instrument_id"], ident["instrument_seq"]))
+        self._emit(pub, refused)
         return rest
 
     def _publish_events(self, frames: list[bytes | list[bytes]], pub: Publisher) -> list[bytes | list[bytes]]:
@@ -559,12 +744,14 @@ class Daemon:
         frames, in order.
         """
         rest: list[bytes | list[bytes]] = []
+        messages: list[_Message] = []
         for frame in frames:
             try:
                 event = decode_event(frame) if isinstance(frame, bytes) else None
             except Exception as exc:  # a malformed event is one answered rejection, never fatal
                 sid, iid, seq = _identity(exc)
-                self._reject(pub, rejection_reason(exc), rejection_detail(exc), sid, time.time_ns(), iid, seq)
+                messages.append(self._rejection(rejection_reason(exc), rejection_detail(exc), sid, time.time_ns(),
+                                                iid, seq))
                 continue
             if event is None:
                 rest.append(frame)
@@ -577,19 +764,19 @@ class Daemon:
                 event = {"type": "error", "v": WIRE_VERSION, "reason": "lost", "detail": event["reason"],
                          "id": event.get("id"), "instrument_id": instrument, "instrument_seq": seq,
                          "received_ns": event["received_ns"], "lost_total": self.counters["lost"]}
-                topic = TOPICS["error"]
+                messages.append(_Message("error", event, priority=PRIORITY["event"]))
             else:
-                topic = TOPICS["link"]
-            if self._journal:
-                self._journal.append(event["type"], event)
-            pub.send_multipart([topic, encode_payload(event)])
-        if self._journal and len(rest) < len(frames):
-            self._journal.flush()
+                messages.append(_Message("link", event, priority=PRIORITY["event"]))
+        self._emit(pub, messages)
         return rest
 
-    def _publish_predictions(self, pub: Publisher, spectra: list[SpectrumIn], fields: list[dict[str, Any]],
-                             received_ns: int) -> None:
+    def _predictions(self, spectra: list[SpectrumIn], fields: list[dict[str, Any]], received_ns: int,
+                     rows: Mapping[int, int | None], answered: list[tuple[int, int]], replayed: bool) -> list[_Message]:
+        """The ``prediction`` messages of a micro-batch, each with the next ``seq``; appends each stored spectrum's
+        ``(row, priority)`` to ``answered``.
+        """
         self.counters["batches"] += 1
+        out = []
         for s, f in zip(spectra, fields, strict=True):
             self.seq += 1
             payload = {
@@ -602,11 +789,16 @@ class Daemon:
             }
             # novelty fields, offset_correction_cm1, hygiene fields (edge.batch.result_fields)
             payload.update({k: v for k, v in f.items() if k not in ("labels", "probabilities")})
+            if replayed:
+                payload["replayed"] = True
             payload["published_ns"] = time.time_ns()
-            if self._journal:
-                self._journal.append("prediction", payload)
+            priority = _priority(payload)
+            row = rows.get(id(s))
+            if row is not None:
+                answered.append((row, priority))
             self.counters["published"] += 1  # counted before sending: a subscriber never sees more than counted
-            pub.send_multipart([TOPICS["prediction"], encode_payload(payload)])
+            out.append(_Message("prediction", payload, seq=self.seq, spectrum_row=row, priority=priority))
+        return out
 
     def _publish_drift(self, pub: Publisher, spectra: list[SpectrumIn], x: np.ndarray, out: dict[str, np.ndarray],
                        offset_correction_cm1: float = 0.0) -> None:
@@ -619,13 +811,13 @@ class Daemon:
             self.counters["drift_errors"] += 1
             log.warning("drift monitor skipped a batch of %d: %s", len(spectra), exc)
             return
+        messages = []
         for event in events:
             event["v"] = WIRE_VERSION
             log.warning("drift alarm: %s",
                         {k: event[k] for k in ("kind", "statistic", "threshold", "detected_seq", "change_seq")})
-            if self._journal:
-                self._journal.append("drift", event)
-            pub.send_multipart([TOPICS["drift"], encode_payload(event)])
+            messages.append(_Message("drift", event, priority=PRIORITY["event"]))
+        self._emit(pub, messages)
 
     def status(self, final: bool = False) -> dict[str, Any]:
         """The status message: model, precision, backend and its execution providers, counters, uptime."""

@@ -111,11 +111,11 @@ def ensure_bundle(bundle_dir: Path, train: str, test: str, steps: int | None, da
     return Bundle.load(bundle_dir)
 
 
-def start_daemon(bundle: Path, input_ep: str, output_ep: str, journal: str | None,
+def start_daemon(bundle: Path, input_ep: str, output_ep: str, store: str | None,
                  serial: str | None = None, extra_args: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "edge", "--bundle", str(bundle), "--input", input_ep, "--output", output_ep, "-q"]
-    if journal:
-        cmd += ["--journal", journal]
+    if store:
+        cmd += ["--store", store]
     if serial:
         cmd += ["--serial", serial]
     cmd += list(extra_args)  # e.g. --calibration FILE --laser-nm 785 (edge-bench latency, issue 15)
@@ -205,7 +205,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     input_ep = f"tcp://127.0.0.1:{_free_port()}"
     output_ep = f"tcp://127.0.0.1:{_free_port()}"
     print(f"[demo] starting edge-daemon on {input_ep} → {output_ep}", flush=True)
-    proc = start_daemon(bundle.path, input_ep, output_ep, args.journal)
+    proc = start_daemon(bundle.path, input_ep, output_ep, args.store)
     ctx = zmq.Context()
     try:
         res = stream(spectra, input_ep, output_ep, args.rate, args.timeout, not args.no_live, ctx)
@@ -265,7 +265,7 @@ def demo_line_faults(n_spectra: int, seed: int = 7) -> FaultConfig:
 
 
 def stream_serial(spectra: SpectraSet, bundle: Path, rate_hz: float, timeout_s: float, live: bool, ctx: zmq.Context[Any],
-                  *, faults: FaultConfig | None = None, journal: str | None = None,
+                  *, faults: FaultConfig | None = None, store: str | None = None,
                   instrument_id: str = "simulated-instrument") -> dict[str, Any]:
     """Stream ``spectra`` from a simulated instrument on a pty into ``edge-daemon --serial`` and collect the answers.
 
@@ -284,8 +284,8 @@ def stream_serial(spectra: SpectraSet, bundle: Path, rate_hz: float, timeout_s: 
     ctx : zmq.Context
     faults : FaultConfig, optional
         Line damage (default: none).
-    journal : str, optional
-        Daemon journal file.
+    store : str, optional
+        Daemon store file (SQLite; docs/store.md).
     instrument_id : str, optional
 
     Returns
@@ -325,7 +325,7 @@ def stream_serial(spectra: SpectraSet, bundle: Path, rate_hz: float, timeout_s: 
                               heartbeat_interval_s=0.2, instrument_id=instrument_id, record_sent=False)
     print(f"[demo] simulated instrument on {sim.url}", flush=True)
     output_ep = f"tcp://127.0.0.1:{_free_port()}"
-    proc = start_daemon(bundle, "", output_ep, journal, serial=sim.url)
+    proc = start_daemon(bundle, "", output_ep, store, serial=sim.url)
     t_start = t_end = time.perf_counter()
     terminated = False
     try:
@@ -384,7 +384,7 @@ def run_serial_demo(args: argparse.Namespace, bundle: Bundle, spectra: SpectraSe
     ctx = zmq.Context()
     try:
         res = stream_serial(spectra, bundle.path, args.rate, args.timeout, not args.no_live, ctx, faults=faults,
-                            journal=args.journal)
+                            store=args.store)
     finally:
         ctx.term()
     if res["daemon_exit_code"] != 0:
@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=non_negative_float, default=500.0, help="spectra per second sent (0: as fast as possible)")
     p.add_argument("--limit", type=positive_int, default=None, help="stream only the first N spectra")
     p.add_argument("--timeout", type=positive_float, default=60.0, help="seconds to wait for all predictions")
-    p.add_argument("--journal", default=None, help="daemon journal file")
+    p.add_argument("--store", default=None, help="daemon store file (SQLite; docs/store.md)")
     p.add_argument("--no-live", action="store_true", help="no live view (sample predictions and a progress line)")
     p.add_argument("--json", default=None, help="write the summary JSON here")
     p.add_argument("--serial", action="store_true",

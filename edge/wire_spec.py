@@ -218,7 +218,8 @@ _IDENTITY = (
 PREDICTION = Message("prediction", "output", "One classified spectrum.", (
     _TYPE("prediction", "message type"), _V,
     _s("id", True, "the spectrum's id (as sent, or made by the daemon)"),
-    _i("seq", True, "daemon sequence number, from 1, +1 per prediction", minimum=1),
+    _i("seq", True, "daemon sequence number, from 1, +1 per prediction; with a store, never reused across restarts",
+       minimum=1),
     Field("labels", ("array",), True, "top-k mineral names, best first", limits={"items": {"type": "string"}}),
     Field("probabilities", ("array",), True, "top-k probabilities (float64), same order; not the full vector",
           limits={"items": {"type": "number"}}),
@@ -247,11 +248,13 @@ PREDICTION = Message("prediction", "output", "One classified spectrum.", (
                           "not_raman, standard)"),
     Field("labels_trusted", ("bool",), True, "false when quality is not ok (novel is then true)"),
     Field("calibration", ("map", "nil"), True, "the instrument calibration applied: id, sha256 (nil without one)"),
+    Field("replayed", ("bool",), False, "true: answered on restart from the store (received before a crash); absent "
+                                        "otherwise"),
 ), topic="prediction")
 
 ERROR = Message("error", "output", "A refused input (one per refused message) or a spectrum the serial link lost.", (
     _TYPE("error", "message type"), _V,
-    _s("reason", True, "wire, preprocess, inference, internal, lost (new values may appear in version 1)"),
+    _s("reason", True, "wire, preprocess, inference, internal, lost, duplicate (new values may appear in version 1)"),
     _s("detail", True, "what was wrong, in words"),
     *_IDENTITY,
     _i("received_ns", True, "when the daemon received it", "ns", **_U64),
@@ -268,7 +271,8 @@ STATUS = Message("status", "output", "Daemon state: periodic, on each new subscr
     _s("backend", True, "inference backend"),
     Field("providers", ("array",), True, "onnxruntime execution providers in use, in order (array of str)"),
     _MAP("counters", True, "received, published, rejected, batches, subscriptions, lost, drift_errors, "
-         "dropped_hwm (ints; dropped_hwm: messages a subscriber's full queue refused, a lower bound, §7)"),
+         "dropped_hwm, replayed, duplicates (ints; dropped_hwm: messages a subscriber's full queue refused, a lower "
+         "bound, §7; replayed: stored spectra answered on start; duplicates: resent spectra not classified again)"),
     _MAP("rejections", True, "rejections by reason (ints)"),
     _f("uptime_s", True, "seconds since the daemon started", "s"),
     Field("final", ("bool",), True, "true in the last status before exit"),
@@ -277,7 +281,7 @@ STATUS = Message("status", "output", "Daemon state: periodic, on each new subscr
     _MAP("novelty", False, "novelty model settings (novelty on; README, Novelty and drift)"),
     _MAP("drift", False, "drift monitor state (novelty on; README, Novelty and drift)"),
     _MAP("serial", False, "serial input state (serial input on; README, Serial input)"),
-    _MAP("journal", False, "path, records, not_stored, alarm, error (journal on)"),
+    _MAP("store", False, "path, last_seq, not_stored, alarm, error (store on; docs/store.md)"),
     _MAP("output", False, "hwm (the output high-water mark), dropped_hwm_by_topic (ints by topic; §7)"),
     _MAP("hygiene", True, "quality_not_ok, spikes_removed, quality_reasons (counts by reason), calibration"),
 ), topic="status")

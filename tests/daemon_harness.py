@@ -14,11 +14,14 @@ from edge.daemon import INTERNAL_INPUT, Daemon, DaemonConfig
 
 
 class RunningDaemon:
-    """``with RunningDaemon(bundle, **daemon_settings) as d: d.tx.send(...); preds, errs = d.collect(n)``."""
+    """``with RunningDaemon(bundle, **daemon_settings) as d: d.tx.send(...); preds, errs = d.collect(n)``.
 
-    def __init__(self, bundle, topics=("prediction", "error", "status"), instrument=None, **kw):
+    ``client_keys``: ``{"curve_secret_key": ..., "curve_server_key": ...}`` for ``tx`` and ``rx`` (CurveZMQ)."""
+
+    def __init__(self, bundle, topics=("prediction", "error", "status"), instrument=None, client_keys=None, **kw):
         self.ctx = zmq.Context()
         self.topics = topics
+        self.client_keys = dict(client_keys or {})
         self.daemon = Daemon(DaemonConfig(bundle=str(bundle), input="tcp://127.0.0.1:*",
                                           output="tcp://127.0.0.1:*", **kw), context=self.ctx, instrument=instrument)
         self.thread = threading.Thread(target=self.daemon.run, daemon=True)
@@ -27,8 +30,9 @@ class RunningDaemon:
     def __enter__(self) -> RunningDaemon:
         self.thread.start()
         assert self.daemon.ready.wait(20)
-        self.tx = SpectrumSender(self.daemon.endpoints["input"], self.ctx)
-        self.rx = PredictionSubscriber(self.daemon.endpoints["output"], topics=self.topics, context=self.ctx)
+        self.tx = SpectrumSender(self.daemon.endpoints["input"], self.ctx, **self.client_keys)
+        self.rx = PredictionSubscriber(self.daemon.endpoints["output"], topics=self.topics, context=self.ctx,
+                                       **self.client_keys)
         self.rx.wait_ready(timeout_s=10)
         return self
 

@@ -23,6 +23,8 @@ from bench.__main__ import main as bench_main
 from edge.bridge_cli import main as bridge_main
 from edge.cli import daemon_main
 from edge.demo import main as demo_main
+from edge.keys_cli import main as keys_main
+from edge.keys_cli import new_key_pair
 from export.cli import main as export_main
 from trainer.cli import main as train_main
 from trainer.evaluate import main as eval_main
@@ -119,6 +121,15 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bench", ["latency", "--out", "/proc/no-such-dir"], "cannot write results"),
     ("bench", ["latency", "--bundle", "{T}/none"], "no such folder"),
     ("bench", ["latency", "--bundle", "{B}", "--json", "{T}/no/such/x.json", "--out", "{T}/bench"], "--json"),
+    # edge-keys, and the daemon's CurveZMQ settings (docs/security.md)
+    ("keys", [], "required"),
+    ("keys", ["new", "--dir", "{T}/keys", "--name", "daemon"], "already exists"),
+    ("keys", ["new", "--dir", "{T}/keys", "--name", "a/b"], "use letters, digits"),
+    ("keys", ["show", "{T}/a-file"], "not a ZeroMQ certificate"),
+    ("daemon", [*D, "--control", "tcp://0.0.0.0:*"], "never served unauthenticated"),
+    ("daemon", [*D, "--curve", "input,journal"], "unknown socket(s) ['journal']"),
+    ("daemon", [*D, "--curve", "output", "--curve-secret-key", "{T}/keys/daemon.key",
+                "--curve-authorized-dir", "{T}/keys"], "holds only a public key"),
     # edge-eval
     ("eval", [], "required"),
     ("eval", ["novelty"], "--out"),
@@ -128,7 +139,7 @@ CASES: list[tuple[str, list[str], str]] = [
 ]
 
 MAINS = {"train": train_main, "export": export_main, "daemon": daemon_main, "demo": demo_main,
-         "bridge": bridge_main, "bench": bench_main, "eval": eval_main}
+         "bridge": bridge_main, "bench": bench_main, "eval": eval_main, "keys": keys_main}
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +152,7 @@ def scratch(tmp_path_factory, synthetic_bundle):
     np.savez(t / "foreign.npz", X=np.random.default_rng(0).random((6, axis.size)).astype(np.float32),
              y=np.array(["Quartz", "Calcite"] * 3), raman_shift_cm1=axis)
     (t / "a-file").write_text("x")
+    new_key_pair(t / "keys", "daemon")
     (t / "full").mkdir()
     (t / "full" / "notes.txt").write_text("mine")
     (t / "broken.toml").write_text("[daemon\nbundle = ")
@@ -191,7 +203,8 @@ def test_user_error_is_one_line_and_exit_1(script, argv, expect, scratch, synthe
 
 def test_help_of_every_script_prints_and_exits_0():
     for script, argv in (("train", ["--help"]), ("export", ["--help"]), ("daemon", ["--help"]), ("demo", ["--help"]),
-                         ("bridge", ["simulate", "--help"]), ("bench", ["--help"]), ("eval", ["novelty", "--help"])):
+                         ("bridge", ["simulate", "--help"]), ("bench", ["--help"]), ("eval", ["novelty", "--help"]),
+                         ("keys", ["new", "--help"])):
         code, out, err = run_main(script, argv)
         assert code == 0 and "usage:" in out and "Traceback" not in err, (script, err)
         assert "{'" not in out, f"{script} --help is garbled: {out[:300]}"  # an unescaped % dumps argparse's dict

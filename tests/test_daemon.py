@@ -17,8 +17,8 @@ from edge.client import PredictionSubscriber, SpectrumSender
 from edge.daemon import Daemon, DaemonConfig
 from edge.data import load_spectra
 from edge.errors import BundleError, ConfigError
-from edge.journal import read_journal
 from edge.preprocess import Preprocessor, RamanGrid
+from edge.store import open_for_reading
 from edge.wire import encode_spectrum
 
 
@@ -103,15 +103,18 @@ def test_micro_batches_form_under_backlog_and_keep_order(synthetic_bundle):
     assert [int(p["id"]) for p in order] == list(range(len(s)))  # published in arrival order
 
 
-def test_journal_keeps_every_spectrum_and_result(synthetic_bundle, tmp_path):
+def test_store_keeps_every_spectrum_and_result(synthetic_bundle, tmp_path):
     s = load_spectra("synthetic:test")
-    with RunningDaemon(synthetic_bundle, journal=str(tmp_path / "j.bin")) as d:
+    with RunningDaemon(synthetic_bundle, store=str(tmp_path / "store.sqlite")) as d:
         for i in range(20):
             d.tx.send(s.intensities[i], s.raman_shift_cm1, id=f"{i}")
         d.tx.send_raw(b"junk")
         d.collect(20, n_err=1)
-    kinds = [r["kind"] for r in read_journal(tmp_path / "j.bin")]
-    assert kinds.count("spectrum") == 21 and kinds.count("prediction") == 20 and kinds.count("error") == 1
+    db = open_for_reading(tmp_path / "store.sqlite")
+    assert db.execute("SELECT count(*), sum(answered) FROM spectra").fetchone() == (21, 21)
+    topics = dict(db.execute("SELECT topic, count(*) FROM results GROUP BY topic").fetchall())
+    assert topics == {"prediction": 20, "error": 1}
+    assert [r[0] for r in db.execute("SELECT seq FROM results WHERE seq IS NOT NULL ORDER BY row")] == list(range(1, 21))
 
 
 def test_sigterm_drains_and_exits_0(synthetic_bundle):

@@ -53,6 +53,9 @@ def test_calibration_rows(rows):
     assert all("silicon_before_cm1" in v and "rms_cm1" in v for v in cal.values())
     improved = [abs(v["error_after_cm1"]) < abs(v["error_before_cm1"]) for v in cal.values()]
     assert sum(improved) >= 6
+    assert all(v["standard"] in ("polystyrene", "neon", "neon+polystyrene") and v["degree"] in (0, 1, 2)
+               and v["cv_rms_cm1"] > 0 for v in cal.values())
+    assert sum(v["within_0_5"] for v in cal.values()) >= 7  # 6 with linear polystyrene alone (before #15 neon)
     assert all(v["rms_cm1"] < 2.5 for k, v in rows.items() if k.startswith("neon/"))
 
 

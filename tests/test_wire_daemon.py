@@ -112,18 +112,18 @@ def test_events_on_the_public_input_are_refused(synthetic_bundle):
     assert topic == "link" and msg["state"] == link["decoded"]["state"]
 
 
-def test_output_messages_follow_the_schema_with_novelty_drift_and_journal(novelty_bundle, soysal, tmp_path):
-    """Predictions with novelty fields, an offset drift alarm, status with novelty, drift and journal entries:
-    each valid under the JSON Schema (additional fields refused); the journal records the drift alarm, whose
-    ``kind`` field once crashed ``Journal.append``."""
-    from edge.journal import read_journal
+def test_output_messages_follow_the_schema_with_novelty_drift_and_store(novelty_bundle, soysal, tmp_path):
+    """Predictions with novelty fields, an offset drift alarm, status with novelty, drift and store entries:
+    each valid under the JSON Schema (additional fields refused); the store keeps the drift alarm (whose ``kind``
+    field once crashed the old journal) as published."""
+    from edge.store import open_for_reading
 
     test = load_spectra(soysal / "raw_test.npz")
     rng = np.random.default_rng(7)
     raw = test.intensities[rng.integers(0, len(test), 200)].copy()
     raw[120:] = shift_spectra(raw[120:], 12.0)
     seen: dict[str, int] = {}
-    with RunningDaemon(novelty_bundle["path"], topics=ALL_TOPICS, journal=str(tmp_path / "j.bin"),
+    with RunningDaemon(novelty_bundle["path"], topics=ALL_TOPICS, store=str(tmp_path / "store.sqlite"),
                        drift={"warmup": 50, "offset_window": 15}) as d:
         for i in range(len(raw)):
             d.tx.send(raw[i], test.raman_shift_cm1, id=f"s{i}", sent_ns=time.time_ns())
@@ -136,9 +136,12 @@ def test_output_messages_follow_the_schema_with_novelty_drift_and_journal(novelt
         status = d.daemon.status()
     _check_schema("status", status)
     assert seen["prediction"] == len(raw) and seen.get("drift", 0) >= 1 and seen["status"] >= 1
-    assert {"novelty", "drift", "journal"} <= set(status) and status["journal"]["alarm"] is False
-    kinds = [r["kind"] for r in read_journal(tmp_path / "j.bin")]
-    assert kinds.count("drift") == seen["drift"] and kinds.count("prediction") == len(raw)
+    assert {"novelty", "drift", "store"} <= set(status) and status["store"]["alarm"] is False
+    db = open_for_reading(tmp_path / "store.sqlite")
+    topics = dict(db.execute("SELECT topic, count(*) FROM results GROUP BY topic").fetchall())
+    assert topics["drift"] == seen["drift"] and topics["prediction"] == len(raw)
+    stored = [msgpack.unpackb(p) for (p,) in db.execute("SELECT payload FROM results WHERE topic = 'drift'")]
+    assert all(d["type"] == "drift" and "kind" in d for d in stored)
 
 
 def _finite_drift(status: dict) -> bool:
@@ -152,7 +155,7 @@ def _arr(a: np.ndarray) -> dict:
 
 
 def test_inputs_that_used_to_kill_or_hang_the_daemon_are_answered(novelty_bundle, soysal, tmp_path):
-    """Issue #17's crash cases against one running daemon (journal and control on): list and map dtypes, link
+    """Issue #17's crash cases against one running daemon (store and control on): list and map dtypes, link
     and lost events carrying ``kind``/``self``, load_head with a NUL byte or a FIFO path, float32 ±3e38 and
     float64 1e300 intensities, a NaN appearing after preprocessing, a foreign exception in preprocessing. Each is
     answered (error topic or control reply); real spectra before and after are classified and the drift
@@ -178,7 +181,7 @@ def test_inputs_that_used_to_kill_or_hang_the_daemon_are_answered(novelty_bundle
     }
     events = [msgpack.packb({"type": "link", "v": 1, "state": "up", "kind": "x", "self": 1}),
               msgpack.packb({"type": "lost", "v": 1, "instrument_seq": 5, "reason": "r", "kind": "k", "self": 2})]
-    with RunningDaemon(novelty_bundle["path"], topics=ALL_TOPICS, journal=str(tmp_path / "j.bin"),
+    with RunningDaemon(novelty_bundle["path"], topics=ALL_TOPICS, store=str(tmp_path / "store.sqlite"),
                        control="tcp://127.0.0.1:*", drift={"warmup": 20}, heads_dir=str(tmp_path)) as d:
         # faults injected into the one preprocessing call: a NaN appearing after preprocessing, and a foreign
         # exception (a library bug) for one spectrum
@@ -229,15 +232,15 @@ def test_inputs_that_used_to_kill_or_hang_the_daemon_are_answered(novelty_bundle
     assert nul["ok"] is False and nul["reason"] == "invalid_head"
     assert fifo_reply["ok"] is False and "not a regular file" in fifo_reply["error"] and fifo_s < 5
     assert _finite_drift(status) and status["drift"]["seen"] == 60
-    assert status["journal"]["alarm"] is False
+    assert status["store"]["alarm"] is False
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-def test_journal_on_a_full_disk_degrades_to_not_stored(synthetic_bundle):
-    """``--journal /dev/full``: every write fails (ENOSPC); the daemon keeps classifying and raises the journal
+def test_store_on_a_full_disk_degrades_to_not_stored(synthetic_bundle):
+    """``--store /dev/full``: every write fails (SQLITE_FULL); the daemon keeps classifying and raises the store
     alarm in its status, counting the records it could not store."""
     good = load_spectra("synthetic:test")
-    with RunningDaemon(synthetic_bundle, journal="/dev/full") as d:
+    with RunningDaemon(synthetic_bundle, store="/dev/full") as d:
         for i in range(10):
             d.tx.send(good.intensities[i], good.raman_shift_cm1, id=f"{i}")
         preds, _ = d.collect(10)
@@ -246,8 +249,8 @@ def test_journal_on_a_full_disk_degrades_to_not_stored(synthetic_bundle):
         status = d.daemon.status()
         alive = d.thread.is_alive()
     assert alive and len(preds) == 10 and "late" in late
-    j = status["journal"]
-    assert j["alarm"] is True and "No space left" in j["error"] and j["not_stored"] >= 11 and j["records"] == 0
+    st = status["store"]
+    assert st["alarm"] is True and "full" in st["error"] and st["not_stored"] >= 22  # 11 spectra + 11 results
 
 
 def test_oversized_message_is_dropped_by_zeromq_and_the_daemon_lives_on(synthetic_bundle):
@@ -266,16 +269,3 @@ def test_oversized_message_is_dropped_by_zeromq_and_the_daemon_lives_on(syntheti
         tx2.close(linger=0)
         status = d.daemon.status()
     assert "ok" in preds and errs == [] and status["counters"]["received"] == 1
-
-
-def test_journal_keeps_payload_keys_named_like_its_own_arguments(tmp_path):
-    """A payload with ``kind`` and ``self`` keys (a drift alarm has ``kind``) is stored whole."""
-    from edge.journal import Journal, read_journal
-
-    j = Journal(tmp_path / "j.bin")
-    j.append("drift", {"type": "drift", "kind": "offset", "self": 1})
-    j.close()
-    assert list(read_journal(tmp_path / "j.bin")) == [{"kind": "drift",
-                                                       "payload": {"type": "drift", "kind": "offset", "self": 1}}]
-    assert j.status()["journal"] == {"path": str(tmp_path / "j.bin"), "records": 1, "not_stored": 0, "alarm": False,
-                                     "error": None}

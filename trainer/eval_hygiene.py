@@ -9,9 +9,12 @@ for that command to merge into its JSON ``rows`` object:
 - ``raw_test_quality``: share of the test split the quality gate rejects;
 - ``charisma_not_raman`` (NeonLamp, LED, NIST_SRM), ``charisma_silicon``, ``charisma_polystyrene``,
   ``charisma_calcite``: ``flagged`` = quality not ok or novel (percent);
-- ``calibration/<lab_instrument>/<setup>``: fitted on that setup's polystyrene (else neon) spectrum, applied
-  to the same setup's silicon spectra: the silicon line (median over the spectra, Lorentzian fit) before and
-  after vs the reference, and the fit's residual RMS; ``neon/<lab_instrument>/<setup>`` rows report neon fits.
+- ``calibration/<lab_instrument>/<setup>``: fitted on that setup's standards by the default rule of
+  :func:`trainer.calibration_study.default_calibration` (polystyrene, neon, or neon + polystyrene with the
+  laser fitted; degree 0-2; chosen by the RMS on held-out polystyrene lines, ``cv_rms_cm1``), applied to the
+  same setup's silicon spectra: the silicon line (median over the spectra, Lorentzian fit) before and after
+  vs the reference, the fit's residual RMS, the chosen ``standard``/``degree``; ``neon/<lab_instrument>/<setup>``
+  rows report neon fits.
 
 Every spectrum goes through the daemon's own per-batch path (:meth:`edge.daemon.Daemon._process`: its
 calibration, :class:`~edge.preprocess.Preprocessor`, backend, novelty service and quality gate) with a
@@ -34,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.calibration import SILICON_CM1, fit_calibration, fit_line
+from edge.calibration import SILICON_CM1, fit_calibration
 from edge.daemon import Daemon, DaemonConfig
 from edge.data import data_dir, load_spectra
 from edge.errors import CalibrationError
@@ -43,6 +46,7 @@ from edge.io import read_spectrum
 from edge.preprocess import Preprocessor
 from edge.wire import encode_spectrum
 
+from .calibration_study import charisma_setups, default_calibration, read_standard, silicon_reading
 from .eval_instruments import MessageCapture, serving
 
 __all__ = ["hygiene_rows", "inject_spikes"]
@@ -113,56 +117,42 @@ def inject_spikes(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return y
 
 
-def _silicon_line(x: np.ndarray, y: np.ndarray, reference: float) -> float | None:
-    try:
-        return fit_line(x, y, reference, half_window_cm1=15.0, profile="lorentzian")[0]
-    except CalibrationError:
-        return None
-
-
 def _calibration_rows(charisma: Path, labels: list[dict[str, str]], silicon_cm1: float) -> dict[str, dict[str, Any]]:
-    groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-    for r in labels:
-        setup = r["setup"] or ""
-        groups[(r["lab_instrument"], setup)].append(r)
     rows: dict[str, dict[str, Any]] = {}
-    for (inst, setup), members in sorted(groups.items()):
-        by = defaultdict(list)
-        for r in members:
-            by[r["label"]].append(r)
-        for r in by["NeonLamp"]:  # neon fits: residual RMS (the laser wavelength is nominal: offset absorbed)
-            axis, intensity = read_spectrum(charisma / r["file"])
-            name = f"neon/{inst}/{setup or '-'}/{Path(r['file']).stem}"
-            try:
-                cal = fit_calibration([("neon", axis, intensity)], instrument_id=inst,
-                                      laser_nm=float(r["laser_nm"]))
-                rows[name] = {"n": len(cal.lines), "rms_cm1": round(cal.rms_cm1, 3), "degree": cal.degree}
-            except CalibrationError as exc:
-                rows[name] = {"n": 0, "error": str(exc)}
-        if not by["Silicon"] or not (by["Polystyrene"] or by["NeonLamp"]):
+    for r in labels:  # neon fits on their own: residual RMS (the laser wavelength is nominal: offset absorbed)
+        if r["label"] != "NeonLamp":
             continue
-        standard, ref = ("polystyrene", by["Polystyrene"][0]) if by["Polystyrene"] else ("neon", by["NeonLamp"][0])
-        axis, intensity = read_spectrum(charisma / ref["file"])
-        name = f"calibration/{inst}/{setup or '-'}"
+        axis, intensity = read_spectrum(charisma / r["file"])
+        name = f"neon/{r['lab_instrument']}/{r['setup'] or '-'}/{Path(r['file']).stem}"
         try:
-            cal = fit_calibration([(standard, axis, intensity)], instrument_id=f"{inst}/{setup}",
-                                  laser_nm=float(ref["laser_nm"]), silicon_cm1=silicon_cm1)
+            cal = fit_calibration([("neon", axis, intensity)], instrument_id=r["lab_instrument"],
+                                  laser_nm=float(r["laser_nm"]))
+            rows[name] = {"n": len(cal.lines), "rms_cm1": round(cal.rms_cm1, 3), "degree": cal.degree}
         except CalibrationError as exc:
-            rows[name] = {"n": len(by["Silicon"]), "standard": standard, "error": str(exc)}
+            rows[name] = {"n": 0, "error": str(exc)}
+    # per lab instrument + setup: the default rule (trainer.calibration_study.default_calibration) chooses the
+    # standard(s) and degree by held-out polystyrene lines; the silicon spectra of the same setup are the check
+    for setup in charisma_setups(charisma):
+        name = f"calibration/{setup.name}"
+        silicon = [read_standard(p, setup.laser_nm) for p in setup.silicon]
+        try:
+            cal, info = default_calibration(setup, silicon_cm1=silicon_cm1)
+        except CalibrationError as exc:
+            rows[name] = {"n": len(silicon), "standard": "polystyrene", "error": str(exc)}
             continue
-        before, after = [], []
-        for r in by["Silicon"]:
-            v_axis, v_intensity = read_spectrum(charisma / r["file"])
-            b = _silicon_line(v_axis, v_intensity, silicon_cm1)
-            a = _silicon_line(cal.apply(v_axis), v_intensity, silicon_cm1)
-            if b is not None and a is not None:
-                before.append(b)
-                after.append(a)
-        row: dict[str, Any] = {"n": len(by["Silicon"]), "silicon_fitted": len(after), "standard": standard,
-                               "standard_file": Path(ref["file"]).name, "lines": len(cal.lines),
-                               "degree": cal.degree, "rms_cm1": round(cal.rms_cm1, 3), "reference_cm1": silicon_cm1}
-        if after:
-            b, a = float(np.median(before)), float(np.median(after))
+        before = silicon_reading(silicon, silicon_cm1=silicon_cm1)
+        after = silicon_reading(silicon, silicon_cm1=silicon_cm1, calibration=cal)
+        row: dict[str, Any] = {
+            "n": len(silicon), "silicon_fitted": after["fitted"], "standard": info["standard"],
+            "standard_file": ", ".join(s["source"] for s in cal.standards), "lines": len(cal.lines),
+            "degree": cal.degree, "rms_cm1": round(cal.rms_cm1, 3), "reference_cm1": silicon_cm1,
+            "degree_rule": "held-out polystyrene lines (leave-one-line-out), never silicon",
+            "cv_rms_cm1": info["cv_rms_cm1"], "standard_cv_within_0_5": bool(info["cv_rms_cm1"] <= 0.5),
+            "silicon_spread_cm1": round(before["spread_cm1"] or 0.0, 2)}
+        if "laser_nm_fitted" in info:
+            row["laser_nm_fitted"] = info["laser_nm_fitted"]
+        if before["median_cm1"] is not None and after["median_cm1"] is not None:
+            b, a = before["median_cm1"], after["median_cm1"]
             row.update(silicon_before_cm1=round(b, 2), silicon_after_cm1=round(a, 2),
                        error_before_cm1=round(b - silicon_cm1, 2), error_after_cm1=round(a - silicon_cm1, 2),
                        within_0_5=bool(abs(a - silicon_cm1) <= 0.5))

@@ -1,0 +1,16 @@
+"""The daemon's durable store (SQLite): spectra in, results out, replay on start, retention (docs/store.md)."""
+
+from .schema import PRIORITY, SCHEMA_VERSION
+from .store import (
+    Admission,
+    Arrival,
+    PendingSpectrum,
+    Store,
+    StoreConfig,
+    StoredResult,
+    StoreError,
+    open_for_reading,
+)
+
+__all__ = ["PRIORITY", "SCHEMA_VERSION", "Admission", "Arrival", "PendingSpectrum", "Store", "StoreConfig",
+           "StoreError", "StoredResult", "open_for_reading"]
