@@ -556,7 +556,7 @@ class Daemon:
             return None
         sock = self.ctx.socket(zmq.REP)
         sock.setsockopt(zmq.LINGER, 0)
-        apply_limits(sock, "control")  # an inline head and its request map; one request queued per peer
+        apply_limits(sock, "control")  # an inline head and its request map; two requests queued per peer
         try:
             self.security.secure(sock, "control")
             sock.bind(self.config.control)

@@ -8,8 +8,8 @@ socket the daemon binds therefore gets (docs/wire.md §1.1):
   inputs (:data:`edge.wire.MAX_MESSAGE_BYTES`), subscription frames for the output (a topic prefix, plus room
   for a CurveZMQ handshake command, which libzmq also checks against the limit), a head file for control;
 * a receive queue bounded in bytes: its high-water mark is :data:`QUEUE_BYTES` divided by that size (at
-  least 1), so a flood of the largest messages queues at most about 32 MiB per connected peer; a flood of
-  ordinary spectra waits in the kernel's TCP buffers and in the sender instead.
+  least 2), so a flood of the largest messages queues at most about 32 MiB per connected peer (two heads on
+  control); a flood of ordinary spectra waits in the kernel's TCP buffers and in the sender instead.
 
 On a stream transport (tcp, ipc) libzmq drops a message above the limit while reading its size (before
 allocating it) and closes the connection that sent it; nothing reaches the daemon, nothing is answered. On
@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .heads import MAX_HEAD_BYTES
 from .wire import MAX_MESSAGE_BYTES
 
-__all__ = ["BATCH_BYTES", "MAX_BYTES", "QUEUE_BYTES", "SUBSCRIPTION_MAX_BYTES", "apply_limits", "receive_hwm"]
+__all__ = ["BATCH_BYTES", "MAX_BYTES", "MIN_RECEIVE_HWM", "QUEUE_BYTES", "SUBSCRIPTION_MAX_BYTES", "apply_limits", "receive_hwm"]
 
 #: Largest frame the output (XPUB) socket reads: a subscription (``\x01`` + topic prefix) or a ZMTP command.
 #: A CurveZMQ INITIATE command with its metadata is about 300 bytes: 4 KiB leaves room for both.
@@ -51,8 +51,13 @@ QUEUE_BYTES = 32 << 20
 BATCH_BYTES = 4 << 20
 
 
+#: Smallest receive high-water mark: libzmq's REP over CurveZMQ receives nothing with 1 (measured, libzmq 4.3.5).
+MIN_RECEIVE_HWM = 2
+
+
 def receive_hwm(role: str) -> int:
-    """Receive high-water mark (messages) for a socket role: :data:`QUEUE_BYTES` // its maximum size, ≥ 1.
+    """Receive high-water mark (messages) for a socket role: :data:`QUEUE_BYTES` // its maximum size, at least
+    :data:`MIN_RECEIVE_HWM`.
 
     Raises
     ------
@@ -61,7 +66,7 @@ def receive_hwm(role: str) -> int:
     """
     if role not in MAX_BYTES:
         raise ConfigError(f"unknown socket role {role!r}; roles: {sorted(MAX_BYTES)}")
-    return max(1, QUEUE_BYTES // MAX_BYTES[role])
+    return max(MIN_RECEIVE_HWM, QUEUE_BYTES // MAX_BYTES[role])
 
 
 def apply_limits(sock: zmq.Socket[Any], role: str) -> None:

@@ -14,7 +14,14 @@ from daemon_harness import RunningDaemon
 from edge.client import ControlClient
 from edge.data import load_spectra
 from edge.errors import ConfigError
-from edge.socket_limits import MAX_BYTES, QUEUE_BYTES, SUBSCRIPTION_MAX_BYTES, apply_limits, receive_hwm
+from edge.socket_limits import (
+    MAX_BYTES,
+    MIN_RECEIVE_HWM,
+    QUEUE_BYTES,
+    SUBSCRIPTION_MAX_BYTES,
+    apply_limits,
+    receive_hwm,
+)
 from edge.wire import MAX_MESSAGE_BYTES, TOPICS, encode_spectrum
 
 
@@ -26,7 +33,7 @@ def test_every_role_has_a_size_limit_and_a_queue_bounded_in_bytes():
             apply_limits(sock, role)
             assert sock.getsockopt(zmq.MAXMSGSIZE) == limit
             hwm = sock.getsockopt(zmq.RCVHWM)
-            assert hwm == receive_hwm(role) >= 1 and (hwm == 1 or hwm * limit <= QUEUE_BYTES), role
+            assert hwm == receive_hwm(role) >= MIN_RECEIVE_HWM and (hwm == MIN_RECEIVE_HWM or hwm * limit <= QUEUE_BYTES)
             sock.close(linger=0)
     finally:
         ctx.term()
@@ -117,10 +124,8 @@ def test_the_output_limit_leaves_room_for_a_curvezmq_handshake():
         largest = b"\x00" * (MAX_MESSAGE_BYTES - 64 * 1024)  # two float64 arrays of 65 536 points, and then some
         push.send(largest)
         assert pull.poll(5000) and len(pull.recv()) == len(largest)
-        for s in socks:
-            s.close(linger=0)
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def test_the_limits_table_in_docs_wire_md_matches_the_code():
@@ -138,3 +143,33 @@ def test_the_limits_table_in_docs_wire_md_matches_the_code():
     for role, row in (("input", "input"), ("output", "output"), ("control", "control"), ("internal", "internal")):
         assert number(rows[row][2]) == MAX_BYTES[role], (role, rows[row][2])
         assert number(rows[row][3]) == receive_hwm(role), (role, rows[row][3])
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
+def test_the_control_queue_passes_a_request_over_curvezmq_with_zap():
+    """libzmq's REP over CurveZMQ with a ZAP authenticator receives nothing with a receive HWM of 1 (libzmq 4.3.5):
+    the control socket's limits must let an authorised request through."""
+    from zmq.auth import CURVE_ALLOW_ANY
+    from zmq.auth.thread import ThreadAuthenticator
+
+    ctx = zmq.Context()
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=CURVE_ALLOW_ANY)
+    server_public, server_secret = zmq.curve_keypair()
+    client_public, client_secret = zmq.curve_keypair()
+    try:
+        rep = ctx.socket(zmq.REP)
+        rep.setsockopt(zmq.LINGER, 0)
+        rep.curve_server, rep.curve_secretkey = True, server_secret
+        apply_limits(rep, "control")
+        port = rep.bind_to_random_port("tcp://127.0.0.1")
+        req = ctx.socket(zmq.REQ)
+        req.setsockopt(zmq.LINGER, 0)
+        req.curve_serverkey, req.curve_publickey, req.curve_secretkey = server_public, client_public, client_secret
+        req.connect(f"tcp://127.0.0.1:{port}")
+        req.send(b"status")
+        assert rep.poll(5000) and rep.recv() == b"status"
+    finally:
+        auth.stop()
+        ctx.destroy(linger=0)
