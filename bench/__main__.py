@@ -8,7 +8,8 @@ edge-bench accuracy [--quick] [--json PATH]        ours vs paper CNN and peers o
 edge-bench transfer [--quick] [--json PATH]        head-only transfer, the paper's Table 11 protocol (issue 5)
 edge-bench o1       [--bundle DIR] [--json PATH]   per-spectrum time of our head vs kNN as classes grow (issue 5)
 edge-bench predict  [--bundle DIR] [--json PATH]   edge-predict spectra/s: 1 process, Dask 1 and 2 workers (#16)
-edge-bench malformed [--messages N] [--seed S]     malformed-message mix vs edge-daemon: crash, answers, peak RSS (#17)
+edge-bench malformed [--messages N] [--seed S] [--store-cap BYTES]
+                                                   malformed-message mix vs edge-daemon: crash, answers, peak RSS (#17)
 edge-bench all      [--bundle DIR] [--out DIR]     every benchmark above
 
 Without --bundle, a bundle is trained on the real 40 % split (and exported to INT8) under bench/results/.
@@ -71,7 +72,8 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
                                                        cache_dir=str(Path(a.out) / "transfer_backbones")),
     "predict": lambda a: _bench("bench_predict").run(_bundle(a), quick=a.quick),
     "o1": lambda a: _bench("bench_o1").run(str(_bundle(a)), quick=a.quick, png_path=str(Path(a.out) / "o1.png")),
-    "malformed": lambda a: _bench("bench_malformed").run(_bundle(a), n_messages=a.messages, seed=a.seed),
+    "malformed": lambda a: _bench("bench_malformed").run(_bundle(a), n_messages=a.messages, seed=a.seed,
+                                                         store_cap=a.store_cap),
 }
 
 
@@ -85,6 +87,8 @@ def bench_impl(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--messages", type=positive_int, default=10000, help="malformed: messages in the mix")
     p.add_argument("--seed", type=int, default=0, help="malformed: seed of the mix")
+    p.add_argument("--store-cap", type=positive_int, default=None, metavar="BYTES",
+                   help="malformed: run the daemon with a store, rejected frames cut to BYTES")
     args = p.parse_args(argv)
     out = Path(args.out)
     try:  # before any benchmark runs: an unwritable --out must not cost an hour of measurements

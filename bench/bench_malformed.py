@@ -15,8 +15,10 @@ valid spectra) and reports:
   every 10 ms, and the bar: peak below steady + 100 MB;
 * ``largest_spectra_flood``: then the worst case for memory, ``largest`` (300) of the largest valid spectra
   (65 536 float64 points and axis, 1 MB each) in a flood: predicted, and peak RSS above the steady state;
-* ``rejections_by_reason`` (from the daemon's own status) and ``malformed_bytes``: what storing each rejected
-  frame whole or capped would cost (the store's per-frame cap, issue #17).
+* ``rejections_by_reason`` (from the daemon's own status); ``malformed_bytes`` and ``wire_rejected_bytes``
+  (those the decoder refuses, which the store cuts): what storing them whole or cut would cost (issue #17);
+* ``store`` (with ``--store-cap BYTES``: the daemon runs with a store whose rejected frames are cut to BYTES):
+  its size on disk (file and write-ahead log) before and after the mix.
 
 :func:`drive_mix` (send the mix, collect the answers) is shared with tests/test_malformed_mix.py.
 """
@@ -151,6 +153,18 @@ class _RssSampler(threading.Thread):
             self.done.wait(self.period_s)
 
 
+def _bytes_summary(messages: list[MixMessage]) -> dict[str, Any]:
+    """What storing these messages would cost: whole, and cut to each of :data:`STORE_CAPS` bytes."""
+    sizes = [m.nbytes for m in messages]
+    return {"frames": len(sizes), "whole": sum(sizes), **{f"capped_{c}": sum(min(n, c) for n in sizes) for c in STORE_CAPS},
+            "largest_frame": max(sizes, default=0), "median_frame": float(np.median(sizes)) if sizes else 0.0}
+
+
+def _store_bytes(path: Path) -> int:
+    """Bytes of a SQLite store on disk: the file and its write-ahead log (0 when absent)."""
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+
+
 def _reset_hwm(pid: int) -> bool:
     """Reset a process's peak RSS (``VmHWM := VmRSS``, Linux ≥ 4.0); False when not permitted."""
     try:
@@ -217,7 +231,7 @@ def _finite_drift(status: dict[str, Any]) -> bool | None:
 
 
 def run(bundle: str | Path, n_messages: int = 10000, seed: int = 0, warmup: int = 2000,
-        largest: int = 300) -> dict[str, Any]:
+        largest: int = 300, store_cap: int | None = None) -> dict[str, Any]:
     """Run the mix against ``edge-daemon`` in its own process.
 
     Parameters
@@ -232,6 +246,9 @@ def run(bundle: str | Path, n_messages: int = 10000, seed: int = 0, warmup: int 
         Valid spectra sent before the steady-state memory is read.
     largest : int
         Then, the worst case for memory: this many of the largest valid spectra (1 MB each) in a flood (0: skip).
+    store_cap : int, optional
+        Run the daemon with a store (docs/store.md) in a temporary folder whose rejected frames are cut to this many
+        bytes (``max_rejected_frame_bytes``), and report the store's size on disk; None: no store.
 
     Returns
     -------
@@ -242,9 +259,15 @@ def run(bundle: str | Path, n_messages: int = 10000, seed: int = 0, warmup: int 
     messages = malformed_mix(n_messages, seed, b.grid, b.preprocessing.min_coverage)
     ep_in, ep_out = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
     ctx = zmq.Context()
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "edge", "--bundle", str(b.path), "--input", ep_in,
-                                 "--output", ep_out, "-q"], stdout=subprocess.DEVNULL, stderr=log, text=True)
+    with tempfile.TemporaryFile("w+") as log, tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "edge", "--bundle", str(b.path), "--input", ep_in, "--output", ep_out, "-q"]
+        store = Path(tmp) / "store.sqlite"
+        if store_cap is not None:
+            config = Path(tmp) / "daemon.toml"
+            config.write_text(f'[daemon]\nstore = "{store}"\n[daemon.store_options]\n'
+                              f"max_rejected_frame_bytes = {int(store_cap)}\n", encoding="utf-8")
+            cmd += ["--config", str(config)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
         try:
             with PredictionSubscriber(ep_out, topics=("prediction", "error"), context=ctx) as rx:
                 rx.wait_ready(timeout_s=60)
@@ -252,9 +275,11 @@ def run(bundle: str | Path, n_messages: int = 10000, seed: int = 0, warmup: int 
                 time.sleep(1.0)
                 steady = _proc_status(proc.pid)
                 hwm_reset = _reset_hwm(proc.pid)
+                store_before = _store_bytes(store)
                 driven, peak, sampler = _measured(proc.pid, lambda: drive_mix(messages, ctx, ep_in, rx, timeout_s=300))
                 alive = proc.poll() is None
                 status = _status(ctx, ep_out) if alive else {}
+                store_after = _store_bytes(store)
                 worst: dict[str, Any] = {}
                 if alive and largest:  # the worst case for memory: nothing but the largest valid spectra
                     flood = malformed_mix(largest, seed + 1, b.grid, b.preprocessing.min_coverage, valid_fraction=0.0,
@@ -302,14 +327,15 @@ def run(bundle: str | Path, n_messages: int = 10000, seed: int = 0, warmup: int 
                       "peak_above_steady": peak_kb - steady_kb, "bar_above_steady": RSS_BAR_BYTES // 1024,
                       "meets_bar": peak_kb - steady_kb < RSS_BAR_BYTES // 1024},
         "largest_spectra_flood": worst,
+        "store": None if store_cap is None else {
+            "max_rejected_frame_bytes": store_cap, "bytes_on_disk_before_mix": store_before,
+            "bytes_on_disk_after_mix": store_after, "status": status.get("store")},
         "input_queue": {"rcvhwm_messages": receive_hwm("input"), "max_message_bytes": MAX_BYTES["input"]},
         "drift_statistics_finite": _finite_drift(status),
         "daemon_counters": counters, "rejections_by_reason": status.get("rejections", {}),
         "answers_by_reason": score["rejections_by_reason"],
-        "malformed_bytes": {"frames": len(malformed), "whole": sum(m.nbytes for m in malformed),
-                            **{f"capped_{c}": sum(min(m.nbytes, c) for m in malformed) for c in STORE_CAPS},
-                            "largest_frame": max((m.nbytes for m in malformed), default=0),
-                            "median_frame": float(np.median([m.nbytes for m in malformed])) if malformed else 0.0},
+        "malformed_bytes": _bytes_summary(malformed),
+        "wire_rejected_bytes": _bytes_summary([m for m in malformed if m.reason == "wire"]),
         "seconds": {"send": round(driven["send_seconds"], 2), "send_to_last_answer": round(driven["seconds"], 2)},
         "by_kind": score["by_kind"],
         "daemon_log_tail": tail if not alive else "",
