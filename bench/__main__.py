@@ -10,6 +10,8 @@ edge-bench o1       [--bundle DIR] [--json PATH]   per-spectrum time of our head
 edge-bench predict  [--bundle DIR] [--json PATH]   edge-predict spectra/s: 1 process, Dask 1 and 2 workers (#16)
 edge-bench malformed [--messages N] [--seed S] [--store-cap BYTES]
                                                    malformed-message mix vs edge-daemon: crash, answers, peak RSS (#17)
+edge-bench crash    [--bundle DIR] [--json PATH] [--kills 20] [--per-kill 2000] [--seed 0]
+                    SIGKILL edge-daemon under an acknowledged flood and restart it: lost/duplicated/seq_reused (#17)
 edge-bench all      [--bundle DIR] [--out DIR]     every benchmark above
 
 Without --bundle, a bundle is trained on the real 40 % split (and exported to INT8) under bench/results/.
@@ -71,6 +73,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "transfer": lambda a: _bench("bench_transfer").run(quick=a.quick, verbose=False,
                                                        cache_dir=str(Path(a.out) / "transfer_backbones")),
     "predict": lambda a: _bench("bench_predict").run(_bundle(a), quick=a.quick),
+    "crash": lambda a: _bench("bench_crash").run(_bundle(a), kills=a.kills, per_kill=a.per_kill, seed=a.seed),
     "o1": lambda a: _bench("bench_o1").run(str(_bundle(a)), quick=a.quick, png_path=str(Path(a.out) / "o1.png")),
     "malformed": lambda a: _bench("bench_malformed").run(_bundle(a), n_messages=a.messages, seed=a.seed,
                                                          store_cap=a.store_cap),
@@ -86,9 +89,11 @@ def bench_impl(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="JSON file (single benchmark)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--messages", type=positive_int, default=10000, help="malformed: messages in the mix")
-    p.add_argument("--seed", type=int, default=0, help="malformed: seed of the mix")
     p.add_argument("--store-cap", type=positive_int, default=None, metavar="BYTES",
                    help="malformed: run the daemon with a store, rejected frames cut to BYTES")
+    p.add_argument("--kills", type=positive_int, default=20, help="crash: SIGKILLs of the daemon (default 20)")
+    p.add_argument("--per-kill", type=positive_int, default=2000, help="crash: spectra flooded per kill (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="crash: seed of the kill points; malformed: of the mix (default 0)")
     args = p.parse_args(argv)
     out = Path(args.out)
     try:  # before any benchmark runs: an unwritable --out must not cost an hour of measurements

@@ -8,8 +8,9 @@ socket the daemon binds therefore gets (docs/wire.md §1.1):
   inputs (:data:`edge.wire.MAX_MESSAGE_BYTES`), subscription frames for the output (a topic prefix, plus room
   for a CurveZMQ handshake command, which libzmq also checks against the limit), a head file for control;
 * a receive queue bounded in bytes: its high-water mark is :data:`QUEUE_BYTES` divided by that size (at
-  least 2), so a flood of the largest messages queues at most about 32 MiB per connected peer (two heads on
-  control); a flood of ordinary spectra waits in the kernel's TCP buffers and in the sender instead.
+  least 2, at most libzmq's default 1 000), so a flood of the largest messages queues at most about 32 MiB
+  per connected peer (two heads on control); a flood of ordinary spectra waits in the kernel's TCP buffers
+  and in the sender instead.
 
 On a stream transport (tcp, ipc) libzmq drops a message above the limit while reading its size (before
 allocating it) and closes the connection that sent it; nothing reaches the daemon, nothing is answered. On
@@ -26,21 +27,23 @@ import zmq
 from .errors import ConfigError
 from .heads import MAX_HEAD_BYTES
 from .wire import MAX_MESSAGE_BYTES
+from .wire_spec import MAX_CATCHUP_REQUEST_BYTES
 
-__all__ = ["BATCH_BYTES", "MAX_BYTES", "MIN_RECEIVE_HWM", "QUEUE_BYTES", "SUBSCRIPTION_MAX_BYTES", "apply_limits", "receive_hwm"]
+__all__ = ["BATCH_BYTES", "MAX_BYTES", "MAX_RECEIVE_HWM", "MIN_RECEIVE_HWM", "QUEUE_BYTES", "SUBSCRIPTION_MAX_BYTES",
+           "apply_limits", "receive_hwm"]
 
 #: Largest frame the output (XPUB) socket reads: a subscription (``\x01`` + topic prefix) or a ZMTP command.
 #: A CurveZMQ INITIATE command with its metadata is about 300 bytes: 4 KiB leaves room for both.
 SUBSCRIPTION_MAX_BYTES = 4096
-#: Largest message, bytes, by socket role. ``input``: the public spectrum input (PULL, or a ROUTER input);
-#: ``internal``: the serial input's inproc PULL; ``output``: the XPUB; ``control``: REP, one request with an
-#: inline head; ``request``: a small request endpoint (e.g. catch-up).
+#: Largest message, bytes, by socket role. ``input``: the public spectrum inputs (PULL, and the acknowledged
+#: input's ROUTER); ``internal``: the serial input's inproc PULL; ``output``: the XPUB; ``control``: REP, one
+#: request with an inline head; ``catchup``: the catch-up ROUTER (one small request map).
 MAX_BYTES: dict[str, int] = {
     "input": MAX_MESSAGE_BYTES,
     "internal": MAX_MESSAGE_BYTES,
     "output": SUBSCRIPTION_MAX_BYTES,
     "control": MAX_HEAD_BYTES + 4096,
-    "request": 65536,
+    "catchup": MAX_CATCHUP_REQUEST_BYTES,
 }
 #: Bytes of the largest messages one peer may have queued in a receiving socket (the high-water mark is
 #: this divided by the role's maximum message size).
@@ -53,11 +56,13 @@ BATCH_BYTES = 4 << 20
 
 #: Smallest receive high-water mark: libzmq's REP over CurveZMQ receives nothing with 1 (measured, libzmq 4.3.5).
 MIN_RECEIVE_HWM = 2
+#: Largest receive high-water mark: libzmq's default (small messages need no deeper queue).
+MAX_RECEIVE_HWM = 1000
 
 
 def receive_hwm(role: str) -> int:
-    """Receive high-water mark (messages) for a socket role: :data:`QUEUE_BYTES` // its maximum size, at least
-    :data:`MIN_RECEIVE_HWM`.
+    """Receive high-water mark (messages) for a socket role: :data:`QUEUE_BYTES` // its maximum size, within
+    [:data:`MIN_RECEIVE_HWM`, :data:`MAX_RECEIVE_HWM`].
 
     Raises
     ------
@@ -66,7 +71,7 @@ def receive_hwm(role: str) -> int:
     """
     if role not in MAX_BYTES:
         raise ConfigError(f"unknown socket role {role!r}; roles: {sorted(MAX_BYTES)}")
-    return max(MIN_RECEIVE_HWM, QUEUE_BYTES // MAX_BYTES[role])
+    return min(MAX_RECEIVE_HWM, max(MIN_RECEIVE_HWM, QUEUE_BYTES // MAX_BYTES[role]))
 
 
 def apply_limits(sock: zmq.Socket[Any], role: str) -> None:

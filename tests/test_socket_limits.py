@@ -16,6 +16,7 @@ from edge.data import load_spectra
 from edge.errors import ConfigError
 from edge.socket_limits import (
     MAX_BYTES,
+    MAX_RECEIVE_HWM,
     MIN_RECEIVE_HWM,
     QUEUE_BYTES,
     SUBSCRIPTION_MAX_BYTES,
@@ -33,7 +34,8 @@ def test_every_role_has_a_size_limit_and_a_queue_bounded_in_bytes():
             apply_limits(sock, role)
             assert sock.getsockopt(zmq.MAXMSGSIZE) == limit
             hwm = sock.getsockopt(zmq.RCVHWM)
-            assert hwm == receive_hwm(role) >= MIN_RECEIVE_HWM and (hwm == MIN_RECEIVE_HWM or hwm * limit <= QUEUE_BYTES)
+            assert MIN_RECEIVE_HWM <= hwm == receive_hwm(role) <= MAX_RECEIVE_HWM
+            assert hwm == MIN_RECEIVE_HWM or hwm * limit <= QUEUE_BYTES, role
             sock.close(linger=0)
     finally:
         ctx.term()
@@ -96,6 +98,24 @@ def test_an_oversize_frame_on_each_receiving_socket_is_dropped_and_the_daemon_li
     assert status["counters"]["received"] == 2 and status["counters"]["rejected"] == 1
 
 
+def test_oversize_on_the_acknowledged_input_and_catch_up_is_dropped(synthetic_bundle, tmp_path):
+    """The ROUTER sockets of the store's endpoints: acknowledged input (a spectrum's limit) and catch-up (4 KiB)."""
+    good = load_spectra("synthetic:test")
+    with RunningDaemon(synthetic_bundle, store=str(tmp_path / "s.sqlite"), ack_input="tcp://127.0.0.1:*",
+                       catchup="tcp://127.0.0.1:*") as d:
+        for name, kind, size in (("ack_input", zmq.DEALER, MAX_BYTES["input"] + 1),
+                                 ("catchup", zmq.REQ, MAX_BYTES["catchup"] + 1)):
+            sock, monitor = _monitored(d.ctx, kind)
+            sock.connect(d.daemon.endpoints[name])
+            sock.send(b"\x00" * size)
+            assert _closed_by_peer(sock, monitor), name
+        d.tx.send(good.intensities[0], good.raman_shift_cm1, id="after")
+        preds, errors = d.collect(1, timeout_s=10)
+        status = d.daemon.status()
+        alive = d.thread.is_alive()
+    assert alive and "after" in preds and errors == [] and status["counters"]["received"] == 1
+
+
 @pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
 def test_the_output_limit_leaves_room_for_a_curvezmq_handshake():
     """libzmq checks ZMTP commands against MAXMSGSIZE too: a CURVE handshake (HELLO 200 bytes, INITIATE with its
@@ -140,7 +160,8 @@ def test_the_limits_table_in_docs_wire_md_matches_the_code():
             return 64 * 2**20 + 4096
         return int(re.match(r"[\d ]+", cell).group().replace(" ", ""))
 
-    for role, row in (("input", "input"), ("output", "output"), ("control", "control"), ("internal", "internal")):
+    for role, row in (("input", "input"), ("input", "acknowledged"), ("output", "output"), ("control", "control"),
+                      ("internal", "internal"), ("catchup", "catch-up")):
         assert number(rows[row][2]) == MAX_BYTES[role], (role, rows[row][2])
         assert number(rows[row][3]) == receive_hwm(role), (role, rows[row][3])
 

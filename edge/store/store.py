@@ -9,6 +9,11 @@ One :class:`Store` per thread (a connection is not used by two threads at once; 
 daemon writes one transaction per micro-batch for the spectra (:meth:`Store.admit`, before they are acknowledged
 or classified) and one for their results (:meth:`Store.record`, before they are published).
 
+Checkpoints (copying the WAL into the database file, with an fsync) run in a background thread on its own
+connection (:class:`_Checkpointer`), not inside the daemon's commits: measured with 17 kB spectra, SQLite's automatic
+checkpoint made a commit 2.6 times slower (0.37 against 0.14 ms per spectrum, two commits each). What is stored
+and when it is durable do not change: a commit is in the WAL either way.
+
 A write that fails (disk full, I/O error, a store on ``/dev/full``) never stops the daemon: the store raises its
 status alarm, counts what it could not store (``not_stored``) and tries again after ``retry_s``.
 """
@@ -18,18 +23,27 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
+from .reading import results_after as read_results_after
 from .schema import SCHEMA_SQL, SCHEMA_VERSION
 
 __all__ = ["Admission", "Arrival", "PendingSpectrum", "Store", "StoreConfig", "StoreError", "StoredResult"]
 log = logging.getLogger("edge.store")
 T = TypeVar("T")
+
+CHECKPOINT_INTERVAL_S = 0.2
+"""How often the background thread checkpoints the WAL (PASSIVE: it never blocks the daemon's writes)."""
+FALLBACK_AUTOCHECKPOINT_PAGES = 16384
+"""SQLite's own automatic checkpoint, kept as a safety net should the background thread fall behind (64 MB of WAL
+at 4 kB pages): the WAL stays bounded whatever happens."""
 
 
 class StoreError(ConfigError):
@@ -163,6 +177,7 @@ class Store:
         self._retry_at = 0.0
         self._next_retention = 0.0
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -180,6 +195,7 @@ class Store:
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table: freed pages can be returned
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {FALLBACK_AUTOCHECKPOINT_PAGES}")  # _Checkpointer does it
             conn.executescript(SCHEMA_SQL)
             version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if version is None:
@@ -200,6 +216,10 @@ class Store:
             conn.close()
             raise StoreError(f"cannot use {self.path} as the store: {exc}") from exc
         self._conn = conn
+        if self._checkpointer is None:
+            self._checkpointer = _Checkpointer(self.path, CHECKPOINT_INTERVAL_S)
+            self._checkpointer.start()
+            weakref.finalize(self, self._checkpointer.signal_stop)  # a store never closed does not leave it running
 
     # -- writing -------------------------------------------------------------------------------------------
     def _write(self, work: Callable[[sqlite3.Connection], T], n_items: int) -> T | None:
@@ -339,6 +359,9 @@ class Store:
                       limit: int = 1000) -> tuple[list[tuple[str, bytes]], bool]:
         """Results published after the prediction with sequence number ``after_seq``, in publication order.
 
+        The first page of :func:`edge.store.reading.results_after` (the catch-up server pages through it on its own
+        read connection: :mod:`edge.catchup`).
+
         Parameters
         ----------
         after_seq : int
@@ -353,27 +376,13 @@ class Store:
         messages : list of (str, bytes)
             ``(topic, payload)`` as published.
         complete : bool
-            False when retention already deleted results after ``after_seq`` (they cannot be had).
+            False when predictions after ``after_seq`` are not in the store (retention deleted them, or they could
+            not be written); False too when the store cannot be read.
         """
 
         def query(c: sqlite3.Connection) -> tuple[list[tuple[str, bytes]], bool]:
-            start = c.execute("SELECT row FROM results WHERE seq = ?", (after_seq,)).fetchone() if after_seq else None
-            if start is not None:
-                start_row, complete = int(start[0]), True
-            elif after_seq == 0:
-                start_row, complete = 0, True
-            else:  # that prediction is gone (retention) or was never given: from the first prediction after it
-                nxt = c.execute("SELECT min(seq), min(row) FROM results WHERE seq > ?", (after_seq,)).fetchone()
-                if nxt[0] is None:
-                    return [], after_seq >= self.last_seq
-                complete, start_row = nxt[0] == after_seq + 1, int(nxt[1]) - 1
-            sql = "SELECT topic, payload FROM results WHERE row > ?"
-            args: list[object] = [start_row]
-            if topics is not None:
-                sql += f" AND topic IN ({','.join('?' * len(topics))})"
-                args.extend(topics)
-            rows = c.execute(sql + " ORDER BY row LIMIT ?", (*args, limit)).fetchall()
-            return [(str(t), bytes(p)) for t, p in rows], complete
+            page = read_results_after(c, after_seq, topics, limit)
+            return page.messages, page.complete
 
         nothing: tuple[list[tuple[str, bytes]], bool] = ([], False)
         return self._read(query, nothing)
@@ -448,6 +457,9 @@ class Store:
 
     def close(self) -> None:
         """Checkpoint the WAL and close (failures are logged, not raised)."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._conn is None:
             return
         try:
@@ -456,6 +468,47 @@ class Store:
             log.warning("store %s: checkpoint on close failed: %s", self.path, exc)
         self._conn.close()
         self._conn = None
+
+
+class _Checkpointer(threading.Thread):
+    """Checkpoint the store's WAL every ``interval_s`` from a connection of its own (a daemon thread).
+
+    sqlite3 releases the GIL while SQLite works, so the checkpoint's copy and fsync overlap the daemon's loop instead
+    of stalling the commit that crosses SQLite's automatic threshold. PASSIVE: it copies what no reader still needs
+    and never blocks a writer. Failures are logged at debug level (the daemon's own writes raise the alarm).
+    """
+
+    def __init__(self, path: Path, interval_s: float) -> None:
+        super().__init__(name=f"store-checkpoint:{path.name}", daemon=True)
+        self.path = path
+        self.interval_s = interval_s
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        """Checkpoint until :meth:`stop`."""
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=1.0)
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            log.debug("store %s: no background checkpoints: %s", self.path, exc)
+            return
+        try:
+            while not self._stop_event.wait(self.interval_s):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.debug("store %s: background checkpoint failed: %s", self.path, exc)
+        finally:
+            conn.close()
+
+    def signal_stop(self) -> None:
+        """Ask the thread to stop after its current checkpoint (without waiting)."""
+        self._stop_event.set()
+
+    def stop(self) -> None:
+        """Stop and wait for the thread (at most a few seconds)."""
+        self._stop_event.set()
+        self.join(timeout=5.0)
 
 
 def _live_bytes(conn: sqlite3.Connection) -> int:
