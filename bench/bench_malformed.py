@@ -61,7 +61,8 @@ def drive_mix(messages: list[MixMessage], ctx: zmq.Context[Any], input_endpoint:
 
     Messages expected to be dropped by size travel one at a time on a connection of their own (ZeroMQ closes the
     connection that sent one, losing whatever followed it on that connection); each is waited for until the
-    daemon closes that connection (at most 5 s). The others go on one PUSH socket, as fast as it takes them.
+    daemon closes that connection (at most 5 s). The others go on one PUSH socket, as fast as it takes them. A
+    thread reads the answers meanwhile, as a subscriber does, so they do not pile up in the daemon's output queue.
 
     Parameters
     ----------
@@ -94,7 +95,15 @@ def drive_mix(messages: list[MixMessage], ctx: zmq.Context[Any], input_endpoint:
     answers: list[tuple[str, dict[str, Any]]] = []
     expected = sum(m.expect != "dropped" for m in messages)
     oversize, closed = 0, 0
+    done = threading.Event()
+
+    def listen() -> None:  # a subscriber reads as answers come (the daemon never queues them for it)
+        while not done.is_set():
+            _take(rx, answers, 0.05)
+
+    reader = threading.Thread(target=listen, daemon=True)  # rx is used by this thread only until it ends
     t0 = time.perf_counter()
+    reader.start()
     try:
         for m in messages:
             if m.expect != "dropped":
@@ -105,16 +114,15 @@ def drive_mix(messages: list[MixMessage], ctx: zmq.Context[Any], input_endpoint:
             if monitor.poll(5000):
                 monitor.recv_multipart()
                 closed += 1
-            _take(rx, answers, 0.0)  # keep the subscriber's queue short while waiting
         send_s = time.perf_counter() - t0
         deadline = time.monotonic() + timeout_s
-        while len(answers) < expected and time.monotonic() < deadline:
-            _take(rx, answers, 0.2)
-        settle = time.monotonic() + settle_s
-        while time.monotonic() < settle:
-            _take(rx, answers, 0.05)
+        while len(answers) < expected and time.monotonic() < deadline and reader.is_alive():
+            time.sleep(0.05)
+        time.sleep(settle_s)
         seconds = time.perf_counter() - t0
     finally:
+        done.set()
+        reader.join(5)
         big.disable_monitor()
         monitor.close(linger=0)
         big.close(linger=0)
