@@ -143,3 +143,33 @@ def test_vector_messages_keep_their_defect_and_gain_a_matchable_identity():
             assert msg["instrument_seq"] == -1 and m.key == msg["id"] == f"mix-{m.index}"
         else:
             assert next(iter(msg)) == "type" and msg["type"] == "link" and m.key == msg["instrument_seq"]
+
+
+def test_a_refused_message_leaves_no_reference_cycle(synthetic_bundle):
+    """A refused message's exception, kept for its answer, must not hold the daemon's frame (its traceback did, and
+    the frame held the batch's list, which held the exception): each batch's frames then lived until the cyclic
+    garbage collector ran, 50-60 MB of peak memory under the mix."""
+    import gc
+    import time
+
+    from edge.daemon import Daemon, DaemonConfig, _Input
+
+    class Capture:
+        def __init__(self):
+            self.sent = []
+
+        def send_multipart(self, parts):
+            self.sent.append(parts)
+
+    d = Daemon(DaemonConfig(bundle=str(synthetic_bundle), input="", output="tcp://127.0.0.1:*"))
+    mix = malformed_mix(40, seed=5, valid_fraction=0.0, only=["truncated_msgpack", "vector:dtype_map", "shape_as_map"])
+    out = Capture()
+    gc.collect()
+    gc.disable()
+    try:
+        d._answer([_Input(m.frames[0], "push") for m in mix], out, time.time_ns())
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+    assert len(out.sent) == len(mix) and all(topic == b"error" for topic, _ in out.sent)
+    assert unreachable == 0
