@@ -10,6 +10,8 @@ edge-bench accuracy [--quick] [--json PATH]        ours vs paper CNN and peers o
 edge-bench transfer [--quick] [--json PATH]        head-only transfer, the paper's Table 11 protocol (issue 5)
 edge-bench o1       [--bundle DIR] [--json PATH]   per-spectrum time of our head vs kNN as classes grow (issue 5)
 edge-bench predict  [--bundle DIR] [--json PATH]   edge-predict spectra/s: 1 process, Dask 1 and 2 workers (#16)
+edge-bench malformed [--messages N] [--seed S] [--store-cap BYTES]
+                                                   malformed-message mix vs edge-daemon: crash, answers, peak RSS (#17)
 edge-bench crash    [--bundle DIR] [--json PATH] [--kills 20] [--per-kill 2000] [--seed 0]
                     SIGKILL edge-daemon under an acknowledged flood and restart it: lost/duplicated/seq_reused (#17)
 edge-bench catchup  [--bundle DIR] [--json PATH]   catch-up: backlog messages/s, daemon latency while serving it (#17)
@@ -78,6 +80,8 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "crash": lambda a: _bench("bench_crash").run(_bundle(a), kills=a.kills, per_kill=a.per_kill, seed=a.seed),
     "catchup": lambda a: _bench("bench_catchup").run(_bundle(a), quick=a.quick),
     "o1": lambda a: _bench("bench_o1").run(str(_bundle(a)), quick=a.quick, png_path=str(Path(a.out) / "o1.png")),
+    "malformed": lambda a: _bench("bench_malformed").run(_bundle(a), n_messages=a.messages, seed=a.seed,
+                                                         store_cap=a.store_cap),
 }
 
 
@@ -89,10 +93,13 @@ def bench_impl(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS), help="folder for JSON results")
     p.add_argument("--json", default=None, help="JSON file (single benchmark)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--messages", type=positive_int, default=10000, help="malformed: messages in the mix")
+    p.add_argument("--store-cap", type=positive_int, default=None, metavar="BYTES",
+                   help="malformed: run the daemon with a store, rejected frames cut to BYTES")
     p.add_argument("--kills", type=non_negative_int, default=20,
                    help="crash, crash-serial: SIGKILLs of the daemon (default 20)")
     p.add_argument("--per-kill", type=positive_int, default=2000, help="crash: spectra flooded per kill (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="crash: seed of the kill points (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="crash: seed of the kill points; malformed: of the mix (default 0)")
     args = p.parse_args(argv)
     out = Path(args.out)
     try:  # before any benchmark runs: an unwritable --out must not cost an hour of measurements

@@ -33,8 +33,9 @@ import zmq
 
 from .batch import rejection_detail, rejection_reason
 from .errors import ConfigError, WireError
+from .socket_limits import BATCH_BYTES, apply_limits
 from .store import Store
-from .wire import MAX_MESSAGE_BYTES, WIRE_VERSION, SpectrumIn, encode_payload, peek_identity
+from .wire import WIRE_VERSION, SpectrumIn, encode_payload, peek_identity
 
 __all__ = ["ACK_STATUSES", "AckInput", "AckItem", "Received", "require_id"]
 log = logging.getLogger("edge.ack_input")
@@ -126,8 +127,7 @@ class AckInput:
     def __init__(self, context: zmq.Context[Any], endpoint: str,
                  secure: Callable[[zmq.Socket[bytes]], object] | None = None) -> None:
         self.sock: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        self.sock.setsockopt(zmq.RCVHWM, 100000)
+        apply_limits(self.sock, "input")  # as the PULL input: MAXMSGSIZE, queue ≤ 32 MiB (docs/wire.md §1.1)
         self.sock.setsockopt(zmq.SNDHWM, 100000)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -155,11 +155,13 @@ class AckInput:
         list of Received
         """
         out: list[Received] = []
-        while len(out) < limit:
+        nbytes = 0
+        while len(out) < limit and nbytes < BATCH_BYTES:  # a batch of the largest spectra stays ≤ 4 MiB (+1 message)
             try:
                 parts = self.sock.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
                 break
+            nbytes += sum(len(p) for p in parts)
             cut = 2 if len(parts) > 2 and parts[1] == b"" else 1  # a REQ sender's empty delimiter stays in the envelope
             body = parts[cut:]
             out.append(Received(parts[:cut], body[0] if len(body) == 1 else body))

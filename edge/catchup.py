@@ -22,6 +22,7 @@ import msgpack
 import zmq
 
 from .errors import ConfigError, EdgeError
+from .socket_limits import apply_limits
 from .store import open_for_reading
 from .store.reading import results_after
 from .wire import encode_payload
@@ -29,7 +30,6 @@ from .wire_spec import (
     CATCHUP_REQUEST,
     CATCHUP_TOPICS,
     MAX_CATCHUP_REPLY_BYTES,
-    MAX_CATCHUP_REQUEST_BYTES,
     check_field,
 )
 
@@ -173,7 +173,7 @@ class CatchUpServer:
     def _run(self) -> None:
         sock: zmq.Socket[bytes] = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_CATCHUP_REQUEST_BYTES)  # larger: dropped by ZeroMQ
+        apply_limits(sock, "catchup")  # MAXMSGSIZE: a larger request is dropped by ZeroMQ (docs/wire.md §1.1)
         sock.setsockopt(zmq.SNDHWM, 100)
         try:
             sock.bind(self.endpoint)

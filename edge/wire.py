@@ -218,9 +218,12 @@ def decode_spectrum(frame: bytes) -> SpectrumIn:
     Raises
     ------
     WireError
-        Not msgpack, not a map, wrong type or version, missing or malformed fields, or values beyond the
-        limits. Its ``identity`` holds the ``id``, ``instrument_id``, ``instrument_seq`` that could be read.
+        Larger than :data:`MAX_MESSAGE_BYTES`, not msgpack, not a map, wrong type or version, missing or
+        malformed fields, or values beyond the limits. Its ``identity`` holds the ``id``, ``instrument_id``,
+        ``instrument_seq`` that could be read.
     """
+    if len(frame) > MAX_MESSAGE_BYTES:  # ZeroMQ drops these on tcp/ipc (edge.socket_limits); inproc does not
+        raise WireError(f"message of {len(frame)} bytes exceeds the limit of {MAX_MESSAGE_BYTES} bytes")
     try:
         msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_bin_len=8 * MAX_POINTS + 64)
     except Exception as exc:  # msgpack raises several foreign types for damaged bytes

@@ -19,11 +19,14 @@ def test_stop_drains_within_the_deadline_under_a_steady_sender(synthetic_bundle,
     good = load_spectra("synthetic:test")
     timeout_s = 1.5
     keep_sending, sent, attempts = threading.Event(), [0], [0]
-    with RunningDaemon(synthetic_bundle, max_batch=4, drain_timeout_s=timeout_s) as d:
+    with RunningDaemon(synthetic_bundle, max_batch=1, drain_timeout_s=timeout_s) as d:
         real_process = d.daemon.preprocessor.process
 
-        def slow(x, axis=None, offset_cm1=0.0):  # ~100 spectra/s: a backlog builds up behind the sender
-            time.sleep(0.01 * len(np.atleast_2d(x)))
+        # ~20 spectra/s: a backlog builds up behind the sender; the daemon's own queue holds at most 30 (its receive
+        # queue is bounded in bytes, edge.socket_limits), 1.5 s of work: more than the drain deadline leaves; batches
+        # of one keep the overshoot past the deadline at 0.05 s
+        def slow(x, axis=None, offset_cm1=0.0):
+            time.sleep(0.05 * len(np.atleast_2d(x)))
             return real_process(x, axis, offset_cm1)
 
         d.daemon.preprocessor.process = slow

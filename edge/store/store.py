@@ -79,7 +79,7 @@ class StoreConfig:
     path: str
     max_bytes: int = 0
     max_age_s: float = 0.0
-    max_rejected_frame_bytes: int = 65536
+    max_rejected_frame_bytes: int = 16384
     retention_interval_s: float = 5.0
     retry_s: float = 10.0
     synchronous: str = "NORMAL"
