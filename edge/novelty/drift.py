@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .offsets import estimate_offsets, offset_reference_fft, reference_line_offset
+from .offsets import estimate_offsets, offset_reference_fft, offset_spectra_fft, reference_line_offset
 from .scores import primary_channel
 
 __all__ = ["CHANNELS", "DriftConfig", "DriftMonitor", "PageHinkley"]
@@ -377,7 +377,8 @@ class DriftMonitor:
         cand = np.stack([p[2] for p in self._pending])
         applied = np.array([p[3] for p in self._pending])
         self._pending = []
-        off, quality, best = estimate_offsets(x, refs, cand, self.max_lag, references_fft=self._ref_fft)
+        xf = offset_spectra_fft(x, self.max_lag)  # once: the search against every reference reuses it
+        off, quality, best = estimate_offsets(x, refs, cand, self.max_lag, references_fft=self._ref_fft, spectra_fft=xf)
         # Every reference only where it can win (peak correlations are ≤ 1): the all-reference search costs
         # ~20 times the top-k one, and good top-k matches (the usual case once the offset is compensated) skip it.
         # Under a backlog, at most ``offset_fallback_max`` per block, the worst top-k matches first.
@@ -388,7 +389,7 @@ class DriftMonitor:
         quality[unsearched] = -np.inf
         if rows.size:
             off_all, q_all, best_all = estimate_offsets(x[rows], refs, None, self.max_lag,
-                                                        references_fft=self._ref_fft)
+                                                        references_fft=self._ref_fft, spectra_fft=xf[rows])
             better = q_all > quality[rows] + cfg.offset_all_margin
             off[rows] = np.where(better, off_all, off[rows])
             quality[rows] = np.where(better, q_all, quality[rows])
