@@ -8,6 +8,9 @@ edge-bench accuracy [--quick] [--json PATH]        ours vs paper CNN and peers o
 edge-bench transfer [--quick] [--json PATH]        head-only transfer, the paper's Table 11 protocol (issue 5)
 edge-bench o1       [--bundle DIR] [--json PATH]   per-spectrum time of our head vs kNN as classes grow (issue 5)
 edge-bench predict  [--bundle DIR] [--json PATH]   edge-predict spectra/s: 1 process, Dask 1 and 2 workers (#16)
+edge-bench crash    [--bundle DIR] [--json PATH] [--kills 20] [--per-kill 2000] [--seed 0]
+                    SIGKILL edge-daemon under an acknowledged flood and restart it: lost/duplicated/seq_reused (#17)
+edge-bench catchup  [--bundle DIR] [--json PATH]   catch-up: backlog messages/s, daemon latency while serving it (#17)
 edge-bench all      [--bundle DIR] [--out DIR]     every benchmark above
 
 Without --bundle, a bundle is trained on the real 40 % split (and exported to INT8) under bench/results/.
@@ -25,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.cli_common import CliParser, existing_dir, run_cli
+from edge.cli_common import CliParser, existing_dir, positive_int, run_cli
 from edge.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,6 +72,8 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "transfer": lambda a: _bench("bench_transfer").run(quick=a.quick, verbose=False,
                                                        cache_dir=str(Path(a.out) / "transfer_backbones")),
     "predict": lambda a: _bench("bench_predict").run(_bundle(a), quick=a.quick),
+    "crash": lambda a: _bench("bench_crash").run(_bundle(a), kills=a.kills, per_kill=a.per_kill, seed=a.seed),
+    "catchup": lambda a: _bench("bench_catchup").run(_bundle(a), quick=a.quick),
     "o1": lambda a: _bench("bench_o1").run(str(_bundle(a)), quick=a.quick, png_path=str(Path(a.out) / "o1.png")),
 }
 
@@ -81,6 +86,9 @@ def bench_impl(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS), help="folder for JSON results")
     p.add_argument("--json", default=None, help="JSON file (single benchmark)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--kills", type=positive_int, default=20, help="crash: SIGKILLs of the daemon (default 20)")
+    p.add_argument("--per-kill", type=positive_int, default=2000, help="crash: spectra flooded per kill (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="crash: seed of the kill points (default 0)")
     args = p.parse_args(argv)
     out = Path(args.out)
     try:  # before any benchmark runs: an unwritable --out must not cost an hour of measurements

@@ -35,6 +35,8 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--bundle", default=None, help="model bundle folder")
     g.add_argument("--input", default=None, help="ZeroMQ PULL endpoint to bind for spectra ('' for none)")
     g.add_argument("--output", default=None, help="ZeroMQ PUB endpoint to bind for predictions")
+    g.add_argument("--ack-input", dest="ack_input", default=None,
+                   help="ZeroMQ ROUTER endpoint of the acknowledged input (needs --store; docs/store.md)")
     g.add_argument("--precision", choices=["auto", "int8", "fp32"], default=None)
     g.add_argument("--backend", default=None, help="inference backend (onnxruntime)")
     g.add_argument("--providers", type=_provider_list, default=None, metavar="EP[,EP...]",
@@ -47,6 +49,8 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--top-k", type=positive_int, default=None, help="labels per prediction (≤ the bundle's classes)")
     g.add_argument("--store", default=None,
                    help="SQLite store file: every spectrum and result kept, replayed after a crash (docs/store.md)")
+    g.add_argument("--catchup", default=None,
+                   help="ZeroMQ endpoint serving catch-up requests from the store (needs --store; docs/store.md)")
     g.add_argument("--serial", default=None, help="pyserial URL of an instrument (firmware_bridge protocol)")
     g.add_argument("--control", default=None, help="ZeroMQ REP endpoint for control requests (load_head, status)")
     g.add_argument("--head", default=None, help="head file to serve instead of the bundle's own head")
@@ -146,8 +150,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[DaemonConfig, RamanGrid 
     if not isinstance(d, dict):
         raise ConfigError(f"{args.config}: [daemon] must be a table")
     d = dict(d)
-    for key in ("bundle", "input", "output", "precision", "backend", "providers", "allow_cpu_fallback", "threads",
-                "max_batch", "top_k", "store", "serial", "control", "head", "novelty", "novelty_detector",
+    for key in ("bundle", "input", "ack_input", "output", "precision", "backend", "providers", "allow_cpu_fallback", "threads",
+                "max_batch", "top_k", "store", "catchup", "serial", "control", "head", "novelty", "novelty_detector",
                 "curve", "curve_secret_key", "curve_authorized_dir", "insecure_control"):
         value = getattr(args, key, None)
         if value is not None:

@@ -11,6 +11,8 @@ One thread owns every socket (ZeroMQ sockets are not thread-safe) and runs a pol
 Subscribers join through an XPUB socket: each new subscription makes the daemon publish a ``status``
 message at once, so a client knows its subscription is live (no sleeping for the "slow joiner").
 Other inputs (the serial link) run in their own threads and hand frames over an ``inproc://`` PUSH socket.
+The catch-up endpoint (:mod:`edge.catchup`, with a store) runs in a thread of its own, with its own socket and
+its own read connection to the store.
 On stop (SIGINT/SIGTERM in the CLI) the daemon unbinds its input, answers what was already queued and returns
 within ``drain_timeout_s``.
 """
@@ -29,9 +31,11 @@ from typing import Any, Protocol, cast
 import numpy as np
 import zmq
 
+from .ack_input import AckInput, AckItem, Received, require_id
 from .backends import create_backend
 from .batch import classify_batch, rejection_detail, rejection_reason
 from .bundle import Bundle
+from .catchup import CatchUpServer
 from .config_check import check_field_types
 from .errors import ConfigError, EdgeError, WireError
 from .heads import MAX_HEAD_BYTES, HeadSwitch, load_head
@@ -68,7 +72,12 @@ class DaemonConfig:
     bundle : str
         Model bundle folder.
     input : str
-        ZeroMQ endpoint the PULL socket binds (``""`` for none, e.g. serial-only).
+        ZeroMQ endpoint the PULL socket binds (``""`` for none, e.g. serial-only): fire and forget.
+    ack_input : str
+        ZeroMQ endpoint of the acknowledged input, a ROUTER (``""``: none; needs ``store``, refused at start
+        without one): each spectrum (``id`` required) is acknowledged to its sender once stored (``stored``,
+        ``duplicate`` for a resend, ``rejected``, ``not_stored`` when the store cannot write), so a sender such as
+        :class:`edge.client.AckedSender` resends what was not acknowledged (:mod:`edge.ack_input`, docs/store.md).
     output : str
         ZeroMQ endpoint the PUB (XPUB) socket binds.
     precision : {"auto", "int8", "fp32"}
@@ -88,6 +97,11 @@ class DaemonConfig:
         acknowledged), every result before it is published; on start the daemon answers what was stored without
         a result (``replayed: true``), ``seq`` continues where it stopped, a resent spectrum (same
         ``instrument_id`` and ``id``) is not classified twice (:mod:`edge.store`, docs/store.md).
+    catchup : str
+        ZeroMQ endpoint of the catch-up socket (``""``: none; needs ``store``): a subscriber that was away asks for
+        the stored results after the last ``seq`` it has and gets them in publication order (docs/wire.md §12,
+        docs/store.md "Catch-up"), served by a thread of its own from its own read connection
+        (:mod:`edge.catchup`), so a large catch-up does not stall classification.
     store_options : dict
         ``[daemon.store_options]``: ``max_bytes``, ``max_age_s`` (retention), ``max_rejected_frame_bytes``,
         ``retention_interval_s``, ``retry_s`` (:class:`edge.store.StoreConfig`).
@@ -143,6 +157,7 @@ class DaemonConfig:
 
     bundle: str = ""
     input: str = "tcp://127.0.0.1:5555"
+    ack_input: str = ""
     output: str = "tcp://127.0.0.1:5556"
     precision: str = "auto"
     backend: str = "onnxruntime"
@@ -151,6 +166,7 @@ class DaemonConfig:
     top_k: int = 3
     status_interval_s: float = 2.0
     store: str = ""
+    catchup: str = ""
     store_options: dict[str, Any] = field(default_factory=dict)
     serial: str = ""
     serial_baudrate: int = 921600
@@ -192,10 +208,36 @@ class DaemonConfig:
         if cfg.output_hwm < 1:
             raise ConfigError(f"output_hwm must be ≥ 1, got {cfg.output_hwm!r}")
         cfg.store_config()  # unknown or out-of-range store options: ConfigError now, not at start
+        cfg.check_ack_input()
+        cfg.check_catchup()
         if cfg.novelty_detector not in NOVELTY_DETECTORS:
             raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {cfg.novelty_detector!r}")
         curve_sockets(cfg.curve, cfg.control, cfg.insecure_control)  # unknown socket names: ConfigError
         return cfg
+
+    def check_ack_input(self) -> None:
+        """Refuse ``ack_input`` without ``store`` (an ack promises the spectrum is stored).
+
+        Raises
+        ------
+        ConfigError
+            ``ack_input`` is set and ``store`` is not.
+        """
+        if self.ack_input and not self.store:
+            raise ConfigError(f"ack_input ({self.ack_input}) needs a store (daemon setting 'store', --store): "
+                              "an acknowledgement promises the spectrum is stored")
+
+    def check_catchup(self) -> None:
+        """Refuse a catch-up endpoint without a store (catch-up is served from the store).
+
+        Raises
+        ------
+        ConfigError
+            ``catchup`` is set and ``store`` is not.
+        """
+        if self.catchup and not self.store:
+            raise ConfigError(f"catchup = {self.catchup!r} needs a store (daemon setting 'store'): catch-up is "
+                              "served from the stored results")
 
     def store_config(self) -> StoreConfig | None:
         """The store's settings (None without a store).
@@ -251,6 +293,7 @@ class _Input:
     received_ns: int = 0
     row: int | None = None
     duplicate_of: int | None = None
+    peer: list[bytes] | None = None  # acknowledged input: the envelope its ack goes to (edge.ack_input)
 
 
 @dataclass
@@ -302,6 +345,7 @@ class Daemon:
     def __init__(self, config: DaemonConfig, context: zmq.Context[Any] | None = None,
                  expect_grid: RamanGrid | None = None, instrument: InstrumentConfig | None = None) -> None:
         self.config = config
+        config.check_catchup()  # a catch-up endpoint without a store: refused before anything loads
         self.bundle = Bundle.load(config.bundle, expect_grid=expect_grid)
         self.labels = np.asarray(self.bundle.labels)
         if config.top_k > len(self.labels):
@@ -367,8 +411,15 @@ class Daemon:
             # On by default (issue #14), but this bundle has no reference spectra: say so once, loudly.
             log.warning("drift compensation (on by default) is OFF: %s", "novelty is off" if not config.novelty
                         else "the bundle has no novelty section (retrain with edge-train --novelty)")
+        config.check_ack_input()
+        self._acks: AckInput | None = None  # the acknowledged input, bound in _open_sockets
         store_config = config.store_config()
         self._store = Store(store_config) if store_config is not None else None  # StoreError: refused at start
+        # -- catch-up (edge.catchup): its own thread, socket and read connection; started in run() --
+        self._catchup = CatchUpServer(config.catchup, config.store, self.ctx) if config.catchup else None
+        if self._catchup is not None:
+            self.add_status_hook(self._catchup.status)
+        # -- end catch-up --
         if self._store is not None:
             self.seq = self._store.last_seq  # never reused across restarts
             self.add_status_hook(self._store.status)  # a failed write raises its alarm there
@@ -406,6 +457,8 @@ class Daemon:
                 self.novelty.load((1, self.grid.n_points))
             sockets = self._open_sockets()
             try:
+                if self._catchup is not None:  # ConfigError when it cannot bind: refused at start
+                    self.endpoints["catchup"] = self._catchup.start()
                 self.ready.set()
                 self._loop(*sockets)
             finally:
@@ -417,6 +470,11 @@ class Daemon:
                 if self._control is not None:
                     self._control.close(linger=0)
                     self._control = None
+                if self._acks is not None:
+                    self._acks.close()
+                    self._acks = None
+                if self._catchup is not None:  # before the store closes; within what is left of the deadline
+                    self._catchup.stop(timeout_s=min(1.0, max(0.1, self._output_linger_ms() / 1000)))
                 self.security.close()  # after its sockets: the context's authenticator stops with its last user
                 if self._store is not None:
                     self._store.close()
@@ -444,6 +502,10 @@ class Daemon:
                 self.security.secure(pull, "input")
                 pull.bind(self.config.input)
                 self.endpoints["input"] = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+            if self.config.ack_input:  # edge.ack_input: ROUTER, MAXMSGSIZE, CurveZMQ as the input; closes itself on failure
+                self._acks = AckInput(self.ctx, self.config.ack_input, lambda s: self.security.secure(s, "input"))
+                self.endpoints["ack_input"] = self._acks.endpoint
+                self.add_status_hook(self._acks.status)
         except (zmq.ZMQError, ConfigError) as exc:
             for s in (pub, internal, pull):
                 if s is not None:
@@ -451,7 +513,8 @@ class Daemon:
             self.security.close()
             if isinstance(exc, ConfigError):  # the CurveZMQ authenticator could not start
                 raise
-            raise ConfigError(f"cannot bind ZeroMQ endpoint ({self.config.input} / {self.config.output}): {exc}") from exc
+            raise ConfigError(f"cannot bind ZeroMQ endpoint ({self.config.input} / {self.config.output} / ack_input "
+                              f"{self.config.ack_input or '-'}): {exc}") from exc
         log.info("serving %s (%s, %s) on in=%s out=%s", self.bundle.model_id, self.precision, self.config.backend,
                  self.endpoints.get("input", "-"), self.endpoints["output"])
         return pull, pub, internal
@@ -463,6 +526,8 @@ class Daemon:
         inputs = [*public, internal]
         for s in [*inputs, sock]:
             poller.register(s, zmq.POLLIN)
+        if self._acks is not None:
+            poller.register(self._acks.sock, zmq.POLLIN)
         control = self._open_control(poller)
         self._replay(pub)  # what a kill left without a result, before any new input
         next_status = time.monotonic() + self.config.status_interval_s
@@ -471,9 +536,10 @@ class Daemon:
             if sock in events:
                 self._handle_subscriptions(sock, pub)
             frames = self._drain(public, events, self.config.max_batch)
-            internal_frames = self._drain([internal], events, self.config.max_batch - len(frames))
-            if frames or internal_frames:
-                self._process(frames, pub, internal_frames)
+            acked = self._drain_acks(events, self.config.max_batch - len(frames))
+            internal_frames = self._drain([internal], events, self.config.max_batch - len(frames) - len(acked))
+            if frames or internal_frames or acked:
+                self._process(frames, pub, internal_frames, acked)
             if control is not None and control in events:
                 self._handle_control(control, pub)  # between micro-batches: no batch sees two heads
             if time.monotonic() >= next_status:
@@ -493,14 +559,19 @@ class Daemon:
                 s.unbind(self.endpoints["input"])
             except zmq.ZMQError as exc:  # e.g. already gone: then it takes nothing anyway
                 log.debug("unbinding the input failed: %s", exc)
+        if self._acks is not None:
+            self._acks.unbind()
         deadline = self._input_deadline()
-        ready = {s: zmq.POLLIN for s in [*public, internal]}
+        ready: dict[Any, int] = {s: zmq.POLLIN for s in [*public, internal]}
+        if self._acks is not None:
+            ready[self._acks.sock] = zmq.POLLIN
         while time.monotonic() < deadline:
             frames = self._drain(public, ready, self.config.max_batch)
-            internal_frames = self._drain([internal], ready, self.config.max_batch - len(frames))
-            if not frames and not internal_frames:
+            acked = self._drain_acks(ready, self.config.max_batch - len(frames))
+            internal_frames = self._drain([internal], ready, self.config.max_batch - len(frames) - len(acked))
+            if not frames and not internal_frames and not acked:
                 break
-            self._process(frames, pub, internal_frames)
+            self._process(frames, pub, internal_frames, acked)
         else:
             log.warning("drain deadline (drain_timeout_s = %s) reached: input still queued is not answered",
                         self.config.drain_timeout_s)
@@ -516,6 +587,12 @@ class Daemon:
     def _output_linger_ms(self) -> int:
         """The output socket's linger on exit: what is left of ``drain_timeout_s`` (0 when it is spent)."""
         return max(0, int((self._stop_at + self.config.drain_timeout_s - time.monotonic()) * 1000))
+
+    def _drain_acks(self, events: Mapping[Any, int], limit: int) -> list[Received]:
+        """Up to ``limit`` waiting messages of the acknowledged input (none without it)."""
+        if self._acks is None or self._acks.sock not in events or limit <= 0:
+            return []
+        return self._acks.drain(limit)
 
     @staticmethod
     def _drain(inputs: list[Socket], events: Mapping[Any, int], limit: int) -> list[bytes | list[bytes]]:
@@ -612,13 +689,15 @@ class Daemon:
             pub.send_multipart([topic, data])
 
     def _process(self, frames: list[bytes | list[bytes]], pub: Publisher,
-                 internal_frames: Sequence[bytes | list[bytes]] = ()) -> None:
-        """Answer one micro-batch: ``frames`` from the public input, ``internal_frames`` from the internal one.
+                 internal_frames: Sequence[bytes | list[bytes]] = (), acked: Sequence[Received] = ()) -> None:
+        """Answer one micro-batch: ``frames`` from the public input, ``acked`` from the acknowledged input,
+        ``internal_frames`` from the internal one.
 
         Only the internal input (the serial input's thread) may carry link/lost events; on the public input an
         event is one ``wire`` rejection (docs/wire.md §5).
         """
         inputs = [_Input(f, "push") for f in self._refuse_events(frames, pub)]
+        inputs += [_Input(r.frame, "ack", peer=r.envelope) for r in acked]  # an event there fails decoding: rejected
         inputs += [_Input(f, "serial") for f in self._publish_events(list(internal_frames), pub)]
         if inputs:
             self._answer(inputs, pub, time.time_ns())
@@ -638,16 +717,27 @@ class Daemon:
                 if not isinstance(inp.frame, bytes):
                     raise WireError(f"a multipart message of {len(inp.frame)} frames; send each spectrum as one frame",
                                     peek_identity(inp.frame[0]))
-                decoded.append((inp, decode_spectrum(inp.frame), None))
+                got = decode_spectrum(inp.frame)
+                if inp.peer is not None:
+                    require_id(inp.frame)  # acknowledged input: a resend is recognised by its id
+                decoded.append((inp, got, None))
             except Exception as exc:  # every foreign exception too: a bad message is never fatal
                 decoded.append((inp, None, exc))
         if self._store is not None and not replayed:
             self._admit(decoded, received_ns)
+            if self._acks is not None:  # stored (committed) before acknowledged
+                self._acks.acknowledge([AckItem(inp.peer, s, e, inp.row, inp.duplicate_of)
+                                        for inp, s, e in decoded if inp.peer is not None], self._store)
         messages: list[_Message] = []
         answered: list[tuple[int, int]] = []
         accepted: list[SpectrumIn] = []
         rows: dict[int, int | None] = {}  # id(spectrum) -> its store row
         for inp, spectrum, error in decoded:
+            if inp.peer is not None and spectrum is not None and inp.row is None:
+                # acknowledged `duplicate` (a resend: counted, its first answer stands) or `not_stored` (the sender
+                # resends it): neither classified nor published (docs/store.md)
+                self.counters["duplicates"] += inp.duplicate_of is not None
+                continue
             if inp.duplicate_of is not None:
                 sid, iid, iseq = (spectrum.id, spectrum.instrument_id, spectrum.instrument_seq) if spectrum \
                     else (None, None, None)

@@ -25,8 +25,12 @@ from typing import Any
 
 __all__ = [
     "ARRAY_DTYPES",
+    "CATCHUP_TOPICS",
     "MAX_ABS_INTENSITY",
     "MAX_ABS_SHIFT_CM1",
+    "MAX_CATCHUP_LIMIT",
+    "MAX_CATCHUP_REPLY_BYTES",
+    "MAX_CATCHUP_REQUEST_BYTES",
     "MAX_EVENT_BYTES",
     "MAX_MESSAGE_BYTES",
     "MAX_POINTS",
@@ -61,6 +65,12 @@ UINT64_MAX = 2**64 - 1
 MAX_MESSAGE_BYTES = 2 * 8 * MAX_POINTS + 65536
 #: Largest event frame (``link``/``lost``); a larger frame is never read as an event.
 MAX_EVENT_BYTES = 4096
+#: Largest catch-up request (bytes; ``zmq.MAXMSGSIZE`` of the catch-up socket: a larger one is dropped by ZeroMQ).
+MAX_CATCHUP_REQUEST_BYTES = 4096
+#: Largest ``limit`` of a catch-up request (messages per reply).
+MAX_CATCHUP_LIMIT = 10000
+#: A catch-up reply stops adding messages before their payloads exceed this many bytes (at least one is sent).
+MAX_CATCHUP_REPLY_BYTES = 4 << 20
 SCHEMA_PATH = Path(__file__).with_name("wire_schema.json")
 
 _JSON_TYPE = {"str": "string", "int": "integer", "float": "number", "number": "number", "bool": "boolean",
@@ -120,7 +130,7 @@ class Message:
     """
 
     name: str
-    direction: str  # "input", "output", "control-request", "control-reply", "part"
+    direction: str  # "input", "output", "ack", "control-request", "control-reply", "part"
     doc: str
     fields: tuple[Field, ...]
     topic: str | None = None
@@ -283,6 +293,9 @@ STATUS = Message("status", "output", "Daemon state: periodic, on each new subscr
     _MAP("serial", False, "serial input state (serial input on; README, Serial input)"),
     _MAP("store", False, "path, last_seq, not_stored, alarm, error (store on; docs/store.md)"),
     _MAP("output", False, "hwm (the output high-water mark), dropped_hwm_by_topic (ints by topic; §7)"),
+    _MAP("ack_input", False, "endpoint, acks (ints by ack status), unroutable (acks whose sender was gone; "
+         "acknowledged input on; §4.3)"),
+    _MAP("catchup", False, "endpoint, requests, refused, messages (catch-up on; §12)"),
     _MAP("hygiene", True, "quality_not_ok, spikes_removed, quality_reasons (counts by reason), calibration"),
 ), topic="status")
 
@@ -311,6 +324,19 @@ LINK = Message("link", "output", "A serial link state change, republished.", (
     _i("received_ns", True, "when the daemon received the event", "ns", **_U64),
 ), topic="link")
 
+ACK = Message("ack", "ack", "The acknowledged input's answer to one input message, after the store's commit.", (
+    _TYPE("ack", "message type"), _V,
+    _s("id", True, "the spectrum's id as sent (nil when unreadable)", nil=True),
+    _s("instrument_id", True, "as sent (nil when absent or unreadable)", nil=True),
+    _s("status", True, "stored (kept: answered exactly once), duplicate (a resend of a stored spectrum: not "
+                       "classified again), rejected (malformed: resending cannot help), not_stored (the store cannot "
+                       "write: not classified; keep it and resend after retry_after_ms)",
+       enum=["stored", "duplicate", "rejected", "not_stored"]),
+    _s("reason", False, "rejected: the error reason, as on the error topic"),
+    _s("detail", False, "rejected, not_stored: what was wrong, in words"),
+    _i("retry_after_ms", False, "not_stored: resend after this many ms", "ms", minimum=1),
+))
+
 CONTROL_REQUEST = Message("control_request", "control-request", "A request on the control (REP) endpoint.", (
     _s("cmd", True, "what to do", enum=["status", "load_head"]),
     _s("path", False, "load_head: a head file on the daemon's machine (a regular file)", nil=True, minLength=1),
@@ -331,8 +357,39 @@ CONTROL_REPLY = Message("control_reply", "control-reply", "The reply to every co
     _s("error", False, "refused: what was wrong, in words"),
 ))
 
+CATCHUP_TOPICS = ("prediction", "error", "drift", "link")
+"""Topics the store keeps and a catch-up returns (``status`` is live only)."""
+
+CATCHUP_REQUEST = Message("catchup_request", "catchup-request",
+                          "A request on the catch-up endpoint: the stored results after a prediction.", (
+    _TYPE("catch_up", "request type"),
+    Field("after_seq", ("int",), True, "the last prediction seq the subscriber has (0: everything kept)",
+          limits={"minimum": 0, "maximum": 2**63 - 1}, integral_float=True),
+    Field("topics", ("array", "nil"), False, "only these topics (default: all four)",
+          limits={"items": {"enum": list(CATCHUP_TOPICS)}, "minItems": 1, "maxItems": len(CATCHUP_TOPICS)}),
+    Field("limit", ("int", "nil"), False, f"at most this many messages (default 1000, at most {MAX_CATCHUP_LIMIT})",
+          limits={"minimum": 1, "maximum": MAX_CATCHUP_LIMIT}, integral_float=True),
+    Field("after_row", ("int", "nil"), False, "continue after this cursor (the previous reply's cursor)",
+          limits={"minimum": 0, "maximum": 2**63 - 1}, integral_float=True),
+), extra=True)
+
+CATCHUP_REPLY = Message("catchup_reply", "catchup-reply", "The reply to every catch-up request.", (
+    _TYPE("catch_up", "reply type"),
+    Field("ok", ("bool",), True, "the request was answered from the store"),
+    Field("messages", ("array",), False, "ok: [topic (str), payload (bin: the msgpack map as published)] pairs, "
+          "in publication order", limits={"items": {"type": "array", "minItems": 2, "maxItems": 2}}),
+    Field("complete", ("bool",), False, "ok: false when predictions after after_seq are no longer in the store"),
+    Field("more", ("bool",), False, "ok: more messages follow (ask again with after_row = cursor)"),
+    _i("last_seq", False, "ok: highest prediction seq in messages (after_seq when none)", minimum=0),
+    _i("cursor", False, "ok: where the next page starts (after_row)", minimum=0),
+    _i("store_last_seq", False, "ok: the highest seq the daemon ever gave", minimum=0),
+    _s("reason", False, "refused: why", enum=["bad_request", "store", "internal"]),
+    _s("error", False, "refused: what was wrong, in words"),
+))
+
 MESSAGES: dict[str, Message] = {m.name: m for m in (SPECTRUM, LINK_EVENT, LOST_EVENT, PREDICTION, ERROR, STATUS,
-                                                    DRIFT, LINK, CONTROL_REQUEST, CONTROL_REPLY)}
+                                                    DRIFT, LINK, ACK, CONTROL_REQUEST, CONTROL_REPLY, CATCHUP_REQUEST,
+                                                    CATCHUP_REPLY)}
 
 
 def json_schema() -> dict[str, Any]:
@@ -350,7 +407,8 @@ def json_schema() -> dict[str, Any]:
         "x-wire-version": WIRE_VERSION,
         "x-limits": {"max_points": MAX_POINTS, "max_str_chars": MAX_STR_CHARS, "max_abs_intensity": MAX_ABS_INTENSITY,
                      "max_abs_shift_cm1": MAX_ABS_SHIFT_CM1, "max_message_bytes": MAX_MESSAGE_BYTES,
-                     "max_event_bytes": MAX_EVENT_BYTES},
+                     "max_event_bytes": MAX_EVENT_BYTES, "max_catchup_request_bytes": MAX_CATCHUP_REQUEST_BYTES,
+                     "max_catchup_limit": MAX_CATCHUP_LIMIT, "max_catchup_reply_bytes": MAX_CATCHUP_REPLY_BYTES},
         "$defs": {"array": ARRAY.schema(), **{name: m.schema() for name, m in MESSAGES.items()}},
     }
 

@@ -84,6 +84,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("daemon", [*D, "--instrument-grid", "100,1,1392"], "does not match the expected axis"),
     ("daemon", ["--bundle", "{T}/other-axis"], "does not match the expected axis"),
     ("daemon", [*D, "--novelty-detector", "magic"], "invalid choice"),
+    ("daemon", [*D, "--ack-input", "tcp://127.0.0.1:5999"], "needs a store"),
     ("daemon", [*D, "--head", "{T}/no-head.npz"], "head"),
     ("daemon", ["--config", "{T}/no-such.toml"], "config file not found"),
     ("daemon", ["--config", "{T}/broken.toml"], "invalid config"),
@@ -118,6 +119,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bridge", ["teleport"], "invalid choice"),
     # edge-bench
     ("bench", ["fastest"], "invalid choice"),
+    ("bench", ["crash", "--kills", "0"], "--kills"),
     ("bench", ["latency", "--out", "/proc/no-such-dir"], "cannot write results"),
     ("bench", ["latency", "--bundle", "{T}/none"], "no such folder"),
     ("bench", ["latency", "--bundle", "{B}", "--json", "{T}/no/such/x.json", "--out", "{T}/bench"], "--json"),

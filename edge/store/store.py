@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from ..errors import ConfigError
+from .reading import results_after as read_results_after
 from .schema import SCHEMA_SQL, SCHEMA_VERSION
 
 __all__ = ["Admission", "Arrival", "PendingSpectrum", "Store", "StoreConfig", "StoreError", "StoredResult"]
@@ -391,6 +392,9 @@ class Store:
                       limit: int = 1000) -> tuple[list[tuple[str, bytes]], bool]:
         """Results published after the prediction with sequence number ``after_seq``, in publication order.
 
+        The first page of :func:`edge.store.reading.results_after` (the catch-up server pages through it on its own
+        read connection: :mod:`edge.catchup`).
+
         Parameters
         ----------
         after_seq : int
@@ -405,27 +409,13 @@ class Store:
         messages : list of (str, bytes)
             ``(topic, payload)`` as published.
         complete : bool
-            False when retention already deleted results after ``after_seq`` (they cannot be had).
+            False when predictions after ``after_seq`` are not in the store (retention deleted them, or they could
+            not be written); False too when the store cannot be read.
         """
 
         def query(c: sqlite3.Connection) -> tuple[list[tuple[str, bytes]], bool]:
-            start = c.execute("SELECT row FROM results WHERE seq = ?", (after_seq,)).fetchone() if after_seq else None
-            if start is not None:
-                start_row, complete = int(start[0]), True
-            elif after_seq == 0:
-                start_row, complete = 0, True
-            else:  # that prediction is gone (retention) or was never given: from the first prediction after it
-                nxt = c.execute("SELECT min(seq), min(row) FROM results WHERE seq > ?", (after_seq,)).fetchone()
-                if nxt[0] is None:
-                    return [], after_seq >= self.last_seq
-                complete, start_row = nxt[0] == after_seq + 1, int(nxt[1]) - 1
-            sql = "SELECT topic, payload FROM results WHERE row > ?"
-            args: list[object] = [start_row]
-            if topics is not None:
-                sql += f" AND topic IN ({','.join('?' * len(topics))})"
-                args.extend(topics)
-            rows = c.execute(sql + " ORDER BY row LIMIT ?", (*args, limit)).fetchall()
-            return [(str(t), bytes(p)) for t, p in rows], complete
+            page = read_results_after(c, after_seq, topics, limit)
+            return page.messages, page.complete
 
         nothing: tuple[list[tuple[str, bytes]], bool] = ([], False)
         return self._read(query, nothing)
