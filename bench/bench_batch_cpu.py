@@ -49,8 +49,9 @@ def measure(bundle: Path, batch: int, n: int, store: bool, profile: bool = False
             data: str = "rruff_soysal/raw_test.npz", top: int = 15) -> dict[str, Any]:
     """CPU and wall ms per spectrum of ``n`` spectra answered in micro-batches of ``batch``."""
     spectra = load_spectra(data)
-    frames = [encode_spectrum(spectra.intensities[i % len(spectra)], spectra.raman_shift_cm1, id=f"c{i}")
-              for i in range(n + 2 * batch)]
+    frames: list[bytes | list[bytes]] = [
+        encode_spectrum(spectra.intensities[i % len(spectra)], spectra.raman_shift_cm1, id=f"c{i}")
+        for i in range(n + 2 * batch)]
     with tempfile.TemporaryDirectory() as tmp:
         d = _daemon(bundle, str(Path(tmp) / "store.sqlite") if store else None)
         pub = _Capture()

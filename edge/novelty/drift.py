@@ -354,8 +354,8 @@ class DriftMonitor:
                   else self._background(spectra, proba)}
         events: list[dict[str, Any]] = []
         # standardised per channel first (each standardiser sees its values in order), then the tests value by value
-        z_all = [(name, test, self.std[name].batch(values[name][:len(seq)])) for name, test in self.tests.items()
-                 if values[name] is not None]
+        z_all = [(name, test, self.std[name].batch(np.asarray(v)[:len(seq)])) for name, test in self.tests.items()
+                 if (v := values[name]) is not None]
         for i in range(len(seq)):
             s = int(seq[i])
             self.seen += 1
