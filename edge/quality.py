@@ -244,17 +244,21 @@ def quality_features(intensity: np.ndarray, step_cm1: float, window_cm1: float =
 
 def _longest_runs_at_max(y: np.ndarray) -> np.ndarray:
     """Longest run of points at each row's maximum (within 1e-7 of it), shape (B,), int; 1 when fewer than two
-    points are there. ``y`` shape (B, M), float64.
+    points are there (the usual case: only those rows are searched). ``y`` shape (B, M), float64.
     """
     b, m = y.shape
     peak = y.max(axis=1, keepdims=True)
-    top = np.zeros((b, m + 2), dtype=np.int8)  # each row padded with a 0 either side: runs start at +1, end at -1
-    top[:, 1:-1] = y >= peak - 1e-7 * np.abs(peak)
-    edges = np.diff(top, axis=1).reshape(-1)  # (B, M + 1) flattened: a row's runs never cross into the next
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    runs = np.zeros(b, dtype=np.int64)
-    np.maximum.at(runs, starts // (m + 1), ends - starts)
-    runs[top.sum(axis=1) < 2] = 1
+    top = y >= peak - 1e-7 * np.abs(peak)
+    runs = np.ones(b, dtype=np.int64)
+    many = np.flatnonzero(np.count_nonzero(top, axis=1) >= 2)
+    if many.size:
+        padded = np.zeros((many.size, m + 2), dtype=np.int8)  # a 0 either side: runs start at +1, end at -1
+        padded[:, 1:-1] = top[many]
+        edges = np.diff(padded, axis=1).reshape(-1)  # (k, M + 1) flattened: a row's runs never cross into the next
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        longest = np.zeros(many.size, dtype=np.int64)
+        np.maximum.at(longest, starts // (m + 1), ends - starts)
+        runs[many] = longest
     return runs
 
 
