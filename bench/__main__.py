@@ -4,6 +4,8 @@ edge-bench latency  [--bundle DIR] [--json PATH]   classifier and daemon speed (
 edge-bench bridge   [--json PATH]                  serial decoder and pty throughput
 edge-bench serial   [--bundle DIR] [--json PATH]   spectra/s classified end to end: simulator -> pty -> edge-daemon --serial
 edge-bench novelty  [--bundle DIR] [--json PATH]   what the novelty autoencoder adds to daemon latency (issue 4)
+edge-bench crash-serial [--kills N] [--bundle DIR] [--json PATH]   edge-daemon --serial --store SIGKILLed N times
+                                                   under a faulty custody instrument: lost, duplicated, seq_reused (#17)
 edge-bench accuracy [--quick] [--json PATH]        ours vs paper CNN and peers on the RRUFF splits (issue 5; full: ~1 h)
 edge-bench transfer [--quick] [--json PATH]        head-only transfer, the paper's Table 11 protocol (issue 5)
 edge-bench o1       [--bundle DIR] [--json PATH]   per-spectrum time of our head vs kNN as classes grow (issue 5)
@@ -28,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.cli_common import CliParser, existing_dir, positive_int, run_cli
+from edge.cli_common import CliParser, existing_dir, non_negative_int, positive_int, run_cli
 from edge.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -70,6 +72,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "bridge": lambda a: _bench("bench_bridge").run({}, quick=a.quick),
     "serial": lambda a: _bench("bench_serial_daemon").run(quick=a.quick, bundle=_bundle(a)),
     "novelty": lambda a: _bench("bench_novelty").run(a.bundle, quick=a.quick),
+    "crash-serial": lambda a: _bench("bench_crash_serial").run(_bundle(a), kills=a.kills if not a.quick else min(a.kills, 5)),
     "transfer": lambda a: _bench("bench_transfer").run(quick=a.quick, verbose=False,
                                                        cache_dir=str(Path(a.out) / "transfer_backbones")),
     "predict": lambda a: _bench("bench_predict").run(_bundle(a), quick=a.quick),
@@ -87,7 +90,8 @@ def bench_impl(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS), help="folder for JSON results")
     p.add_argument("--json", default=None, help="JSON file (single benchmark)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
-    p.add_argument("--kills", type=positive_int, default=20, help="crash: SIGKILLs of the daemon (default 20)")
+    p.add_argument("--kills", type=non_negative_int, default=20,
+                   help="crash, crash-serial: SIGKILLs of the daemon (default 20)")
     p.add_argument("--per-kill", type=positive_int, default=2000, help="crash: spectra flooded per kill (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="crash: seed of the kill points (default 0)")
     args = p.parse_args(argv)

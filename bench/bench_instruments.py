@@ -79,9 +79,32 @@ for _t in (5, 10, 15, 40):
 RECIPES["default_no_band_ratio"] = {"train": [], "config": {"augmentation": {"band_ratio": 0.0}}, "daemon": {}}
 
 
+#: Issue #14, second session: the untried levers (docs/instruments.md, "Second session"). Measured over the then
+#: default, which had no fluorescence background: NO_FLUO keeps them reproducible now that the default has 1.0.
+#: Resolution: CHARISMA's calcite lines are 6-10 cm⁻¹ wide on the BWTek and Horiba-633 instruments, 14-26 in the
+#: RRUFF training spectra; broadening them (FWHM 8-12) turned a network's rhodochrosite calls into calcite.
+NO_FLUO = {"fluorescence": 0.0}
+RECIPES["resolution_aug12"] = {"train": [], "config": {"augmentation": {**NO_FLUO, "resolution_fwhm_cm1": 12.0}},
+                               "daemon": {}}
+for _w in (6, 8, 12):
+    RECIPES[f"resolution_floor{_w}"] = {"train": [], "config": {"preprocessing": {"resolution_fwhm_cm1": float(_w)},
+                                                                "augmentation": NO_FLUO}, "daemon": {}}
+RECIPES["band_ratio_015"] = {"train": [], "config": {"augmentation": {**NO_FLUO, "band_ratio": 0.15}}, "daemon": {}}
+#: The default of the first #14 session (no fluorescence background; the default since the second session has 1.0).
+RECIPES["default_no_fluorescence"] = {"train": [], "config": {"augmentation": NO_FLUO}, "daemon": {}}
+#: Lever 4: an ensemble of 3 precise members of the ensemble config's size (8/16/32 channels, 16 pointwise:
+#: ~27 k parameters each, ~81 k in all, under the spine's 100 k); the served logits are the members' mean.
+ENSEMBLE3 = {"model": {"channels": [8, 16, 32], "pointwise_channels": 16, "members": 3}, "augmentation": NO_FLUO}
+RECIPES["ensemble3"] = {"train": [], "config": ENSEMBLE3, "daemon": {}}
+#: Lever 2: a positive fluorescence-like background (tanh step + cosine, up to this fraction of the spectrum's
+#: maximum) on top of the signed baseline (0.4). 1.0 is the default since the second session.
+for _f in (0.5, 1.0):
+    RECIPES[f"fluorescence_{int(_f * 10):02d}"] = {"train": [], "config": {"augmentation": {"fluorescence": _f}},
+                                                  "daemon": {}}
+
 #: The default before issue #14 (T = 40, no range augmentation, no coverage minimum; compensation was off),
 #: with the new edge-level extension (it is the one resample now).
-OLD_DEFAULT = {"preprocessing": {"min_coverage": 0.0}, "augmentation": {"range_probability": 0.0}}
+OLD_DEFAULT = {"preprocessing": {"min_coverage": 0.0}, "augmentation": {"range_probability": 0.0, "fluorescence": 0.0}}
 RECIPES["old_default"] = {"train": ["--shift-tolerance-cm1", "40", "--novelty-quantile", "0.95"], "config": OLD_DEFAULT,
                           "daemon": {"drift": {"compensate_offset": False}}}
 
@@ -153,16 +176,50 @@ def _dev_split(seed: int, work: pathlib.Path, data_root: str | None) -> tuple[pa
     return paths
 
 
+def synthetic_map_row(bundle: pathlib.Path, data_root: str | None) -> dict[str, Any]:
+    """Issue #16's map clause: % of the synthetic basalt map's inner pixels named right (tests/synthetic_map.py).
+
+    The map of ``test_synthetic_map_phase_map_is_right_away_from_boundaries`` (20 × 24 pixels of Forsterite,
+    Diopside, Albite and Hematite training spectra, seed 0), classified by :func:`edge.predict.predict` without
+    novelty, as the test does. The row's ``errors`` counts the wrong names given to inner pixels.
+    """
+    import importlib.util
+    from collections import Counter
+
+    from edge.data import resolve_data_path
+    from edge.predict import predict
+
+    spec = importlib.util.spec_from_file_location(
+        "synthetic_map", pathlib.Path(__file__).resolve().parents[1] / "tests" / "synthetic_map.py")
+    assert spec is not None and spec.loader is not None  # the repository's own file
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    m = mod.build_map(resolve_data_path(TRAIN, data_root), ["Forsterite", "Diopside", "Albite", "Hematite"],
+                      shape=(20, 24), seed=0)
+    rows, cols = m["truth"].shape
+    path = mod.write_map(pathlib.Path(bundle) / "synthetic_basalt_map.npz", m)
+    got = np.array([r.get("predicted") for r in predict([path], bundle, novelty=False).rows],
+                   dtype=object).reshape(rows, cols)
+    inner = ~m["boundary"]
+    wrong = Counter(f"{t}->{g}" for t, g in zip(m["truth"][inner], got[inner], strict=True) if t != g)
+    return {"n": int(inner.sum()), "top1": 100.0 * float((got == m["truth"])[inner].mean()), "flagged": None,
+            "rejected": 0, "errors": dict(wrong)}
+
+
 def run(recipe: str = "default", seeds: int = 3, dev: bool = False, json_path: str | None = None,
         work: str | None = None, data_root: str | None = None, retrain: bool = False,
-        bundle_dir: str | None = None) -> dict[str, Any]:
+        bundle_dir: str | None = None, cross_only: bool = False) -> dict[str, Any]:
     """Train, export and evaluate ``recipe`` for ``seeds`` seeds; write and return the JSON result.
+
+    ``cross_only``: networks trained on the whole 40 % split (the test mode's bundles) scored on the
+    development rows only (RRUFF 2026, CHARISMA, the synthetic map; no ``raw_test`` row is built): selection on
+    the cross-instrument set with the shipped training data. JSON ``instruments_cross_R.json``.
 
     ``bundle_dir``: evaluate the bundles ``seed0``, ``seed1``, ... already in that folder (trained by an earlier
     run of a recipe with the same training settings) instead of the recipe's own folder.
     """
     from edge.bundle import Bundle
-    from trainer.eval_instruments import evaluate_instruments
+    from trainer.eval_instruments import ROW_NAMES, evaluate_instruments
 
     spec = RECIPES[recipe]
     mode = "dev" if dev else "test"
@@ -189,10 +246,12 @@ def run(recipe: str = "default", seeds: int = 3, dev: bool = False, json_path: s
             gate = ["--max-accuracy-drop", "2.5"] if dev else []
             t_export = _run([sys.executable, "-m", "export", str(bundle), "--int8", *gate, *data], log)
         b = Bundle.load(bundle)
-        result = evaluate_instruments(bundle, data_root, seed, daemon_settings=spec["daemon"],
+        names = [n for n in ROW_NAMES if not n.startswith("raw_test")] if cross_only else ROW_NAMES
+        result = evaluate_instruments(bundle, data_root, seed, names=names, daemon_settings=spec["daemon"],
                                       test_path=test if dev else None)
         if dev:
             result["rows"] = {k.replace("raw_test", "heldout40"): v for k, v in result["rows"].items()}
+        result["rows"]["synthetic_map_inner"] = synthetic_map_row(bundle, data_root)
         result.update({"train_seconds": b.metrics.get("train_seconds"), "train_wall_s": t_train,
                        "export_wall_s": t_export, "export": b.manifest.get("metrics", {}).get("export"),
                        "n_parameters": b.manifest["model"]["n_parameters"]})
@@ -211,7 +270,8 @@ def run(recipe: str = "default", seeds: int = 3, dev: bool = False, json_path: s
                    "rejected": float(np.mean([v["rejected"] for v in vals]))}
     out = {"recipe": recipe, "mode": mode, "spec": spec, "seeds": seeds, "rows": mean, "per_seed": per_seed,
            "load_average": os.getloadavg(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    path = pathlib.Path(json_path) if json_path else RESULTS / f"instruments_{mode}_{recipe}.json"
+    out["mode"] = "cross" if cross_only else mode
+    path = pathlib.Path(json_path) if json_path else RESULTS / f"instruments_{out['mode']}_{recipe}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=float) + "\n")
     for k, v in mean.items():
@@ -228,13 +288,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--recipe", choices=sorted(RECIPES), default="default")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--dev", action="store_true", help="selection mode: held-out part of the 40 %% split, no raw_test")
+    p.add_argument("--cross-only", action="store_true",
+                   help="train on the 40 %% split, score only the cross-instrument rows and the map (selection)")
     p.add_argument("--json", default=None)
     p.add_argument("--work", default=None, help="folder for the bundles (default under /tmp)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--retrain", action="store_true", help="train again even if the bundle exists")
     p.add_argument("--bundle-dir", default=None, help="evaluate the seed bundles already in this folder")
     a = p.parse_args(argv)
-    run(a.recipe, a.seeds, a.dev, a.json, a.work, a.data_dir, a.retrain, a.bundle_dir)
+    if a.cross_only and a.dev:
+        p.error("--cross-only trains on the whole 40 %% split: not with --dev")
+    run(a.recipe, a.seeds, a.dev, a.json, a.work, a.data_dir, a.retrain, a.bundle_dir, a.cross_only)
     return 0
 
 

@@ -58,9 +58,49 @@ from .wire import (
     peek_identity,
 )
 
-__all__ = ["INTERNAL_INPUT", "Daemon", "DaemonConfig"]
+__all__ = ["INTERNAL_INPUT", "STORED_INPUT", "Daemon", "DaemonConfig", "stored_input_message"]
 log = logging.getLogger("edge.daemon")
 INTERNAL_INPUT = "inproc://raman-edge-internal-input"
+
+# -- issue 17, serial custody: an internal input that another thread already stored (edge.serial_input) --------
+STORED_INPUT = b"raman-edge/stored"
+"""First frame of an internal message naming a spectrum already stored by the thread that received it:
+``[STORED_INPUT, row (u64 LE), received_ns (u64 LE), the spectrum's frame]``. The daemon answers it like a replayed
+input (classified, its result stored against ``row``) without storing it again. Only the internal (inproc) input
+carries it."""
+
+
+def stored_input_message(row: int, received_ns: int, frame: bytes) -> list[bytes]:
+    """The internal message handing over stored spectrum ``row`` (:data:`STORED_INPUT`).
+
+    Parameters
+    ----------
+    row : int
+        Its ``spectra.row`` in the store.
+    received_ns : int
+        When it was received, ns since the epoch.
+    frame : bytes
+        The spectrum as stored (msgpack, docs/wire.md §4).
+
+    Returns
+    -------
+    list of bytes
+        The multipart message to send on :data:`INTERNAL_INPUT`.
+    """
+    return [STORED_INPUT, row.to_bytes(8, "little"), received_ns.to_bytes(8, "little"), frame]
+
+
+def _stored_inputs(frames: Sequence[bytes | list[bytes]]) -> tuple[list[_Input], list[bytes | list[bytes]]]:
+    """Split internal ``frames`` into already-stored spectra (as inputs with their ``row``) and the others."""
+    stored: list[_Input] = []
+    rest: list[bytes | list[bytes]] = []
+    for f in frames:
+        if isinstance(f, list) and len(f) == 4 and f[0] == STORED_INPUT:
+            stored.append(_Input(f[3], "serial", int.from_bytes(f[2], "little"), row=int.from_bytes(f[1], "little")))
+        else:
+            rest.append(f)
+    return stored, rest
+# -- end serial custody ------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -377,6 +417,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self._stop_at = 0.0  # time.monotonic() of the stop request: the drain deadline counts from it
         self.ready = threading.Event()
+        self.replay_done = threading.Event()  # set once the stored spectra without a result are answered (serial custody)
         self.counters = {"received": 0, "published": 0, "rejected": 0, "batches": 0, "subscriptions": 0,
                          "lost": 0, "drift_errors": 0, "dropped_hwm": 0, "replayed": 0,
                          "duplicates": 0}
@@ -530,6 +571,7 @@ class Daemon:
             poller.register(self._acks.sock, zmq.POLLIN)
         control = self._open_control(poller)
         self._replay(pub)  # what a kill left without a result, before any new input
+        self.replay_done.set()
         next_status = time.monotonic() + self.config.status_interval_s
         while not self.stop_event.is_set():
             events = dict(poller.poll(timeout=100))
@@ -698,7 +740,8 @@ class Daemon:
         """
         inputs = [_Input(f, "push") for f in self._refuse_events(frames, pub)]
         inputs += [_Input(r.frame, "ack", peer=r.envelope) for r in acked]  # an event there fails decoding: rejected
-        inputs += [_Input(f, "serial") for f in self._publish_events(list(internal_frames), pub)]
+        stored, internal_frames = _stored_inputs(internal_frames)  # serial custody: stored before its ACK
+        inputs += [_Input(f, "serial") for f in self._publish_events(list(internal_frames), pub)] + stored
         if inputs:
             self._answer(inputs, pub, time.time_ns())
         if self._store is not None:
@@ -776,6 +819,7 @@ class Daemon:
         ``duplicate_of``).
         """
         store = cast("Store", self._store)
+        decoded = [d for d in decoded if d[0].row is None]  # serial custody: stored already by the serial input
         arrivals = []
         for inp, spectrum, exc in decoded:
             frame = inp.frame if isinstance(inp.frame, bytes) else b"".join(inp.frame)

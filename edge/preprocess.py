@@ -8,6 +8,9 @@ The steps run in a fixed order, each one optional except resampling:
    spectrum is extended with its own edge level (``outside_range = "edge"``, the default: no step at the
    range edges, see :func:`resample`) or zero-filled (``"zero"``, as the RRUFF splits of Soysal et al. were
    built); a spectrum covering less of the grid than ``min_coverage`` is refused (:class:`CoverageError`);
+1b. **resolution** floor (``resolution_fwhm_cm1``, off by default): a Gaussian broadening of every spectrum
+   on the grid (:func:`edge.resolution.broaden`), so sharper instruments than the training library's look
+   alike (issue #14);
 2. **baseline** removal (fluorescence) with a :mod:`pybaselines` method;
 3. **derivative**: first derivative along the Raman-shift axis (Savitzky–Golay or central differences),
    in intensity units per cm⁻¹;
@@ -29,6 +32,7 @@ import numpy as np
 
 from ._validation import as_float_array, check_axis
 from .errors import ConfigError, CoverageError, PreprocessError
+from .resolution import broaden
 from .shift import shift_spectra
 from .spikes import SpikeConfig, remove_spikes
 
@@ -222,6 +226,11 @@ class PreprocessConfig:
         Smallest fraction of the grid (0 to 1) a measured range must cover; shorter ranges raise
         :class:`CoverageError` instead of being guessed at (the daemon rejects them on its error topic with
         reason ``coverage``). The trainer records the coverage its range augmentation trained for. 0: off.
+    resolution_fwhm_cm1 : float
+        Resolution floor: after resampling (and any offset correction) every spectrum is convolved with a
+        Gaussian of this FWHM in cm⁻¹ (:func:`edge.resolution.broaden`), so a spectrometer with narrower lines
+        than the training library's is seen at a comparable resolution. 0 (default): off. A manifest without the
+        key gets 0.
     """
 
     grid: RamanGrid = field(default_factory=RamanGrid)
@@ -233,6 +242,7 @@ class PreprocessConfig:
     spikes: SpikeConfig | None = field(default_factory=SpikeConfig)
     outside_range: str = "edge"
     min_coverage: float = 0.0
+    resolution_fwhm_cm1: float = 0.0
 
     @property
     def n_channels(self) -> int:
@@ -261,6 +271,8 @@ class PreprocessConfig:
             raise ConfigError(f"outside_range must be one of {OUTSIDE_RANGE}, got {self.outside_range!r}")
         if not (np.isfinite(self.min_coverage) and 0.0 <= self.min_coverage <= 1.0):
             raise ConfigError(f"min_coverage must be a fraction in [0, 1], got {self.min_coverage!r}")
+        if not (np.isfinite(self.resolution_fwhm_cm1) and 0.0 <= self.resolution_fwhm_cm1 <= 100.0):
+            raise ConfigError(f"resolution_fwhm_cm1 must lie in [0, 100] cm⁻¹, got {self.resolution_fwhm_cm1!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The preprocessing as recorded in the bundle manifest (the contract the daemon reproduces)."""
@@ -274,6 +286,7 @@ class PreprocessConfig:
             "spikes": None if self.spikes is None else self.spikes.to_dict(),
             "outside_range": self.outside_range,
             "min_coverage": float(self.min_coverage),
+            **({"resolution_fwhm_cm1": float(self.resolution_fwhm_cm1)} if self.resolution_fwhm_cm1 else {}),
         }
 
     @classmethod
@@ -294,6 +307,7 @@ class PreprocessConfig:
                 if "spikes" in d else SpikeConfig(),
                 outside_range=str(d.get("outside_range", "edge")),
                 min_coverage=float(d.get("min_coverage", 0.0)),
+                resolution_fwhm_cm1=float(d.get("resolution_fwhm_cm1", 0.0)),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid preprocessing config: {exc}") from exc
@@ -482,6 +496,8 @@ class Preprocessor:
             if not np.isfinite(offset_cm1):
                 raise PreprocessError(f"offset_cm1 must be finite, got {offset_cm1!r}")
             y = shift_spectra(y, -float(offset_cm1), cfg.grid.step_cm1)
+        if cfg.resolution_fwhm_cm1:  # -- resolution floor (edge.resolution) --
+            y = broaden(y, cfg.resolution_fwhm_cm1, cfg.grid.step_cm1)
         if self._baseline_fn is not None:
             y = self._remove_baseline(y)
         if not cfg.extra_channels:

@@ -9,6 +9,16 @@ the same way as events (:func:`edge.wire.encode_event`), which the daemon publis
 (reason ``"lost"``) and the ``link`` topic. A status hook adds the link state and counters to every status
 message under ``"serial"``.
 
+With a store (``daemon.config.store``) the input takes *custody* of each spectrum (docs/serial.md, "store before
+ACK"): it writes the spectrum to the store on its own connection (one transaction per spectrum, ``synchronous = FULL``:
+an fsync per commit, so that what the instrument is told is stored survives a power cut too) before the link
+ACKs it to the instrument, then hands the daemon an internal message naming the stored row
+(:func:`edge.daemon.stored_input_message`), which the daemon classifies without storing it again. A spectrum the
+store already holds (the instrument resent it after a lost ACK or a daemon restart: same ``id``) is ACKed again and
+not classified twice. A spectrum the store cannot write is not ACKed (the instrument keeps it and sends it again)
+and is classified at once all the same, unstored. A kill between the store and the daemon's answer is covered by
+the daemon's replay on start; the link starts only after that replay.
+
 Link errors never stop the daemon: a port that cannot be opened is retried with backoff (``reconnecting``
 events), an invalid URL or an exhausted link is reported (``down``) and retried after ``retry_s``; the
 daemon keeps serving ZeroMQ meanwhile.
@@ -22,6 +32,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -39,8 +50,9 @@ from firmware_bridge import (
     StatusMessage,
 )
 
-from .daemon import INTERNAL_INPUT, Daemon
+from .daemon import INTERNAL_INPUT, Daemon, stored_input_message
 from .errors import EdgeError
+from .store import Arrival, Store
 from .wire import encode_event, encode_spectrum
 
 __all__ = ["SerialInput", "start_serial_input"]
@@ -61,12 +73,18 @@ class SerialInput:
     url : str, optional
         Overrides ``daemon.config.serial``.
     config : LinkConfig, optional
-        Link behaviour (default: resend on, 0.5 s resend timeout, 5 attempts).
+        Link behaviour (default: resend on, 0.5 s resend timeout, 5 attempts). With a store, ACKs are turned on
+        in custody mode (``ack_spectra``, ``ack_when_taken``): a spectrum is ACKed once stored.
     backoff : Backoff, optional
         Reconnection schedule of the port (default :data:`DEFAULT_BACKOFF`).
     retry_s : float, optional
         Wait before running the link again after it stopped with an error (invalid URL, retries
         exhausted, unexpected failure), in seconds.
+
+    Raises
+    ------
+    StoreError
+        With a store, when its file cannot be opened (the daemon would have refused it already).
 
     Notes
     -----
@@ -80,6 +98,12 @@ class SerialInput:
         self.url = daemon.config.serial if url is None else url
         self.baudrate = daemon.config.serial_baudrate
         self.retry_s = retry_s
+        store_config = daemon.config.store_config()
+        # custody: its own connection to the daemon's store file (WAL; one connection per thread), synchronous FULL:
+        # what it ACKs the instrument forgets, so a commit must survive a power cut too (one fsync per spectrum)
+        self._store = Store(dataclasses.replace(store_config, synchronous="FULL")) if store_config is not None else None
+        if self._store is not None:
+            config = dataclasses.replace(config, ack_spectra=True, ack_when_taken=True)
         self.link = InstrumentLink(self.url, baudrate=self.baudrate, config=config, backoff=backoff)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,6 +114,8 @@ class SerialInput:
                                        "since_ns": time.time_ns()}
         self._instrument: dict[str, Any] = {}
         self.counters = {"pushed": 0, "lost_reported": 0, "push_dropped": 0, "link_errors": 0}
+        if self._store is not None:  # stored: before the ACK; resent_stored: held already, ACKed again
+            self.counters.update({"stored": 0, "resent_stored": 0, "not_stored": 0})
 
     # -- public -------------------------------------------------------------------------------------------
     def start(self) -> SerialInput:
@@ -123,7 +149,9 @@ class SerialInput:
             If the thread did not stop within ``timeout_s``.
         """
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is None:  # never started: its store connection is closed here
+            self._close_store()
+        else:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
                 raise EdgeError(f"serial input thread did not stop within {timeout_s} s")
@@ -137,15 +165,21 @@ class SerialInput:
             counters.update(self.link.counters())
         except RuntimeError:  # a dict resized by the link thread mid-copy: report ours only this time
             pass
-        return {"serial": {"url": self.url, "baudrate": self.baudrate, **self._state,
-                           "instrument_id": self._instrument_id, "session_id": self._session_id,
-                           "instrument": dict(self._instrument), "counters": counters}}
+        out = {"url": self.url, "baudrate": self.baudrate, **self._state, "instrument_id": self._instrument_id,
+               "session_id": self._session_id, "instrument": dict(self._instrument), "counters": counters}
+        if self._store is not None:
+            out["store"] = {k: v for k, v in self._store.status()["store"].items() if k != "last_seq"}
+        return {"serial": out}
 
     # -- thread -------------------------------------------------------------------------------------------
     def _run(self) -> None:
         daemon = self.daemon
-        while not daemon.ready.wait(0.05):  # the daemon binds INTERNAL_INPUT before setting ready
+        # the daemon binds INTERNAL_INPUT before setting ready; with a store, the link starts after the replay,
+        # so that no spectrum is both replayed and handed over
+        started = daemon.replay_done if self._store is not None else daemon.ready
+        while not started.wait(0.05):
             if self._stop.is_set():
+                self._close_store()
                 return
         sock = daemon.ctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.SNDHWM, 10000)
@@ -167,6 +201,11 @@ class SerialInput:
         finally:
             self._sock = None
             sock.close(linger=0)
+            self._close_store()
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
     def _link_failed(self, exc: BaseException) -> None:
         self.counters["link_errors"] += 1
@@ -174,13 +213,36 @@ class SerialInput:
         self._set_state(LinkStateEvent("down", f"{type(exc).__name__}: {exc}", 0))
         self._stop.wait(self.retry_s)
 
-    def _on_spectrum(self, msg: SpectrumMessage) -> None:
+    def _on_spectrum(self, msg: SpectrumMessage) -> bool | None:
+        """Hand a delivered spectrum to the daemon; with a store, store it first and return whether it is stored
+        (the link ACKs it only then: custody mode).
+        """
         self._instrument_id, self._session_id = msg.instrument_id, msg.session_id
-        frame = encode_spectrum(msg.counts, msg.raman_shift_cm1, id=f"{msg.instrument_id}-{msg.session_id}-{msg.seq}",
-                                sent_ns=time.time_ns(), instrument_id=msg.instrument_id, instrument_seq=msg.seq,
-                                label=msg.sample_label)
+        spectrum_id = f"{msg.instrument_id}-{msg.session_id}-{msg.seq}"
+        frame = encode_spectrum(msg.counts, msg.raman_shift_cm1, id=spectrum_id, sent_ns=time.time_ns(),
+                                instrument_id=msg.instrument_id, instrument_seq=msg.seq, label=msg.sample_label)
+        if self._store is None:
+            if self._push(frame):
+                self.counters["pushed"] += 1
+            return None
+        received_ns = time.time_ns()
+        admission = self._store.admit([Arrival(frame, "serial", received_ns, spectrum_id, msg.instrument_id)])[0]
+        if admission.row is not None:
+            self.counters["stored"] += 1
+            # if the hand-over fails (stopping), the row waits in the store: the replay on start answers it
+            if self._push(stored_input_message(admission.row, received_ns, frame)):
+                self.counters["pushed"] += 1
+            return True
+        if admission.duplicate_of is not None:  # resent after a lost ACK or a restart: answered (or replayed) once
+            self.counters["resent_stored"] += 1
+            log.debug("spectrum %s already stored (row %d): ACKed again", spectrum_id, admission.duplicate_of)
+            return True
+        # the store cannot write (alarm raised, counted): classify it now, unstored, and do not ACK it: the
+        # instrument keeps it and sends it again (stored then, or counted again)
+        self.counters["not_stored"] += 1
         if self._push(frame):
             self.counters["pushed"] += 1
+        return False
 
     def _on_lost(self, seq: int, reason: str) -> None:
         instrument = self._instrument_id
@@ -208,12 +270,15 @@ class SerialInput:
         self._push(encode_event("link", state=event.state, reason=event.reason, attempt=event.attempt,
                                 url=self.url, instrument_id=self._instrument_id))
 
-    def _push(self, frame: bytes) -> bool:
-        """Hand ``frame`` to the daemon; waits (in 0.1 s slices) while its queue is full, gives up on stop."""
+    def _push(self, frame: bytes | list[bytes]) -> bool:
+        """Hand ``frame`` (one frame, or a multipart message) to the daemon; waits (in 0.1 s slices) while its
+        queue is full, gives up on stop.
+        """
         sock = self._sock
+        parts = [frame] if isinstance(frame, bytes) else frame
         while sock is not None:
             try:
-                sock.send(frame, zmq.NOBLOCK)
+                sock.send_multipart(parts, zmq.NOBLOCK)
                 return True
             except zmq.Again:
                 if self._stop.is_set():

@@ -46,7 +46,7 @@ from .wire import MAX_FRAME_SIZE, MessageType
 
 log = logging.getLogger(__name__)
 
-SpectrumCallback = Callable[[SpectrumMessage], None]
+SpectrumCallback = Callable[[SpectrumMessage], bool | None]
 StatusCallback = Callable[[StatusMessage], None]
 LinkStateCallback = Callable[[LinkStateEvent], None]
 LostCallback = Callable[[int, str], None]
@@ -87,6 +87,14 @@ class LinkConfig:
         Sent in HELLO.
     report_pending_on_stop : bool
         When :meth:`InstrumentLink.run` returns, report still-missing numbers as lost.
+    ack_when_taken : bool
+        Custody mode, for a host that stores a spectrum before it acknowledges it (with ``ack_spectra``):
+        ``on_spectrum`` returns True once it has *taken* the spectrum (stored it, or found it stored before),
+        and only then is it ACKed; otherwise no ACK goes out and a retransmission of it is offered again.
+        Every intact SPECTRUM this link has not yet taken is offered, duplicates and
+        late arrivals included (after a host restart the tracker cannot know what an earlier run stored: the
+        callback deduplicates); a taken one that arrives again is ACKed again without a callback. A
+        retransmission the link did not ask for leaves sequence tracking alone. PROTOCOL.md §7.8.
     """
 
     ack_spectra: bool = False
@@ -101,6 +109,11 @@ class LinkConfig:
     max_gap: int = 65536
     host_id: str = "raman-edge"
     report_pending_on_stop: bool = True
+    ack_when_taken: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ack_when_taken and not self.ack_spectra:
+            raise ValueError("ack_when_taken (custody mode) needs ack_spectra: it decides when an ACK goes out")
 
 
 class _Callbacks(NamedTuple):
@@ -157,6 +170,7 @@ class InstrumentLink:
         self._generation = 0
         self._running = threading.Lock()
         self._callbacks: _Callbacks | None = None  # set while run() runs
+        self._taken: _Taken = _Taken(config.dedupe_window)  # custody mode: (session, seq) taken in this run
 
     # ------------------------------------------------------------------ public API
     def run(self, on_spectrum: SpectrumCallback, on_status: StatusCallback | None = None,
@@ -167,7 +181,9 @@ class InstrumentLink:
         Parameters
         ----------
         on_spectrum : callable
-            ``on_spectrum(msg: SpectrumMessage)``, once per sequence number.
+            ``on_spectrum(msg: SpectrumMessage)``, once per sequence number. In custody mode
+            (``config.ack_when_taken``) it returns True when it took the spectrum (then it is ACKed), anything
+            else when it did not (no ACK; a retransmission is offered again).
         on_status : callable, optional
             ``on_status(msg: StatusMessage)`` for every heartbeat.
         on_link_state : callable, optional
@@ -269,19 +285,49 @@ class InstrumentLink:
 
     def _on_spectrum(self, msg: SpectrumMessage, seq: int) -> None:
         counters = self.protocol_counters
-        observation = self.tracker.observe(seq, msg.session_id)
-        self._account(observation)
+        custody = self.config.ack_when_taken
+        key = (msg.session_id, seq)
         if msg.retransmitted:
             self._last_retransmission = time.monotonic()
-        if observation.deliver:
-            counters.spectra_delivered += 1
-            counters.spectra_retransmitted += msg.retransmitted
-            self._run_callbacks().on_spectrum(msg)
+            if custody and not self.tracker.is_missing(seq) and self.tracker.session_id in (None, msg.session_id):
+                # an unacknowledged spectrum the instrument sent again on its own (after a HELLO or its ACK
+                # timeout), not one we asked for: it may be far behind (a restarted host never saw it), so it
+                # must not move sequence tracking (no bogus gaps or resyncs); offered unless taken already
+                self._take_resent(msg, key)
+                return
+        observation = self.tracker.observe(seq, msg.session_id)
+        self._account(observation)
+        if observation.deliver or (custody and key not in self._taken):
+            if observation.deliver:
+                counters.spectra_delivered += 1
+                counters.spectra_retransmitted += msg.retransmitted
+            else:  # custody: a duplicate or late arrival this run has not taken (e.g. resent after a host restart)
+                counters.spectra_reoffered += 1
+            taken = self._run_callbacks().on_spectrum(msg)
+            if custody:
+                if taken is not True:
+                    counters.spectra_not_taken += 1
+                    return  # no ACK: the instrument keeps it and sends it again
+                self._taken.add(key)
         elif observation.kind == "late":
             counters.late_after_lost += 1
         else:
             counters.duplicates += 1
         if self.config.ack_spectra and self._send(Ack(seq)):
+            counters.acks_sent += 1
+
+    def _take_resent(self, msg: SpectrumMessage, key: tuple[int, int]) -> None:
+        """Custody mode: offer a spectrum the instrument resent unasked unless taken already; ACK it once taken."""
+        counters = self.protocol_counters
+        if key in self._taken:
+            counters.duplicates += 1
+        else:
+            counters.spectra_reoffered += 1
+            if self._run_callbacks().on_spectrum(msg) is not True:
+                counters.spectra_not_taken += 1
+                return
+            self._taken.add(key)
+        if self._send(Ack(key[1])):
             counters.acks_sent += 1
 
     def _run_callbacks(self) -> _Callbacks:
@@ -344,3 +390,19 @@ class InstrumentLink:
 
     def _send(self, msg: Message) -> bool:
         return self.port.write(encode_message(msg))
+
+
+class _Taken:
+    """The last ``size`` (session, seq) pairs taken in custody mode, oldest forgotten first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: dict[tuple[int, int], None] = {}
+
+    def __contains__(self, key: tuple[int, int]) -> bool:
+        return key in self._items
+
+    def add(self, key: tuple[int, int]) -> None:
+        self._items[key] = None
+        if len(self._items) > self._size:
+            del self._items[next(iter(self._items))]

@@ -812,6 +812,8 @@ class ProtocolCounters:
     resyncs: int = 0
     protocol_errors: int = 0
     acks_sent: int = 0
+    spectra_reoffered: int = 0
+    spectra_not_taken: int = 0
     nacks_sent: int = 0
     nacks_received: int = 0
     hellos_sent: int = 0

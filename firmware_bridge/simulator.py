@@ -37,7 +37,7 @@ import time
 import tty
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -331,6 +331,9 @@ class _TcpEndpoint:
             data = self._client.recv(n)
         except BlockingIOError:
             return b""
+        except OSError:  # host reset the connection (e.g. killed): wait for the next one
+            self._drop_client()
+            return b""
         if not data:  # host closed its end; wait for the next one
             self._drop_client()
         return data
@@ -402,6 +405,18 @@ class SimulatedInstrument:
     max_queued_bytes : int, optional
         Output queue limit; new spectra beyond it are not transmitted (they stay
         in the ring buffer, like frames lost on the line).
+    keep_unacked : bool, optional
+        Custody mode (PROTOCOL.md §8): keep every spectrum until the host ACKs it
+        and send the unacknowledged ones again (RETRANSMIT flag) after every HELLO,
+        i.e. after the host (re)connects or restarts, and after
+        ``unacked_resend_s`` without an ACK. For a host that stores before it ACKs.
+    max_unacked : int, optional
+        Most spectra kept unacknowledged; beyond it the oldest is dropped and
+        counted ``unacked_overflow`` (the instrument's memory is finite).
+    unacked_resend_s : float or None, optional
+        Send an unacknowledged spectrum again once it and the host have both been
+        silent this many seconds (no ACK at all: a host still ACKing is working
+        through its backlog); None: only after a HELLO.
 
     Attributes
     ----------
@@ -426,13 +441,16 @@ class SimulatedInstrument:
                  heartbeat_interval_s: float = 0.5, instrument_id: str = "sim-0",
                  session_id: int | None = None, first_seq: int = 0, wait_for_host: bool = True,
                  leading_delimiter: bool = True, counts_dtype: str = "f4", record_sent: bool = True,
-                 max_queued_bytes: int = 1 << 20) -> None:
+                 max_queued_bytes: int = 1 << 20, keep_unacked: bool = False, max_unacked: int = 4096,
+                 unacked_resend_s: float | None = None) -> None:
         if transport not in ("pty", "tcp"):
             raise ValueError(f"transport must be 'pty' or 'tcp', not {transport!r}")
         if rate_hz is not None and rate_hz <= 0:
             raise ValueError("rate_hz must be > 0 or None")
         if counts_dtype not in COUNTS_DTYPES:  # else the thread dies at its first spectrum
             raise ValueError(f"counts_dtype must be one of {sorted(COUNTS_DTYPES)}, not {counts_dtype!r}")
+        if max_unacked < 1 or (unacked_resend_s is not None and unacked_resend_s <= 0):
+            raise ValueError("max_unacked must be >= 1 and unacked_resend_s > 0 or None")
         self._source = iter(source)
         self.rate_hz = rate_hz
         self.ring_size = ring_size
@@ -446,6 +464,13 @@ class SimulatedInstrument:
         self.counts_dtype = counts_dtype
         self.record_sent = record_sent
         self.max_queued_bytes = max_queued_bytes
+        self.keep_unacked = keep_unacked
+        self.max_unacked = max_unacked
+        self.unacked_resend_s = unacked_resend_s
+        # custody mode: seq -> (payload, monotonic time last queued), oldest send first
+        self._unacked: collections.OrderedDict[int, tuple[bytes, float]] = collections.OrderedDict()
+        self._resend_unacked_before = -math.inf  # unacked spectra last sent before this are due (set by HELLO)
+        self._last_ack_at = -math.inf  # monotonic time of the last ACK received
         self._endpoint = _PtyEndpoint() if transport == "pty" else _TcpEndpoint(tcp_port)
         self.url = self._endpoint.url
         self.device_path = self._endpoint.device_path
@@ -523,6 +548,11 @@ class SimulatedInstrument:
             return dict(self._sent)
 
     @property
+    def unacked(self) -> int:
+        """Spectra kept because the host has not acknowledged them (custody mode)."""
+        return len(self._unacked)
+
+    @property
     def next_seq(self) -> int:
         """Sequence number the next spectrum will get."""
         return self._next_seq
@@ -596,6 +626,25 @@ class SimulatedInstrument:
         if now >= self._next_heartbeat_at:
             self._send_status()
             self._next_heartbeat_at = now + self.heartbeat_interval_s
+        if self._unacked and self._down_until is None and self._endpoint.fd is not None:  # a host is connected
+            self._resend_unacked(now)
+
+    def _resend_unacked(self, now: float) -> None:
+        """Custody mode: queue the unacknowledged spectra that are due again, oldest first, within half the
+        output queue (the rest stay due for the next step).
+        """
+        timeout = self.unacked_resend_s
+        # the ACK timeout counts silence: while ACKs keep coming the host is working through its backlog, and
+        # sending that backlog again would only double it
+        timed_out = timeout is not None and now - self._last_ack_at >= timeout
+        while self._unacked and self._queued_bytes < self.max_queued_bytes // 2:
+            seq, (payload, sent) = next(iter(self._unacked.items()))
+            if not (sent < self._resend_unacked_before or (timed_out and now - sent >= cast(float, timeout))):
+                return  # ordered by last send: the rest are not due either
+            self._unacked.move_to_end(seq)
+            self._unacked[seq] = (payload, now)
+            self.counters["unacked_resent"] += 1
+            self._send_faulty(encode_frame(MessageType.SPECTRUM, seq, payload, flags=FLAG_RETRANSMIT), now)
 
     def _emit_spectrum(self, now: float) -> None:
         try:
@@ -626,6 +675,11 @@ class SimulatedInstrument:
         self._ring[seq] = payload
         while len(self._ring) > self.ring_size:
             self._ring.popitem(last=False)
+        if self.keep_unacked:
+            self._unacked[seq] = (payload, now)
+            while len(self._unacked) > self.max_unacked:
+                self._unacked.popitem(last=False)
+                self.counters["unacked_overflow"] += 1
         if self.record_sent:
             with self._sent_lock:
                 self._sent[seq] = msg
@@ -647,6 +701,8 @@ class SimulatedInstrument:
 
     def _retransmit(self, seq: int) -> None:
         payload = self._ring.get(seq)
+        if payload is None and seq in self._unacked:  # custody mode: kept beyond the ring until ACKed
+            payload = self._unacked[seq][0]
         if payload is None:
             self.counters["resend_unavailable_sent"] += 1
             reply = encode_message(ResendUnavailable(seq, next(iter(self._ring), None)))
@@ -671,11 +727,15 @@ class SimulatedInstrument:
                     self._start_streaming(now)
                 else:
                     self._send_status()
+                self._resend_unacked_before = now  # a host (re)connected: what it did not ACK is sent again
             elif isinstance(msg, ResendRequest):
                 self.counters["resend_requests_received"] += 1
                 self._retransmit(msg.seq)
             elif isinstance(msg, Ack):
                 self.counters["acks_received"] += 1
+                self._last_ack_at = time.monotonic()
+                if self._unacked.pop(msg.seq, None) is not None:
+                    self.counters["unacked_released"] += 1
             elif isinstance(msg, Nack):
                 self.counters["nacks_received"] += 1
                 if msg.reason in RETRYABLE_NACK_REASONS:
@@ -789,6 +849,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--disconnect-after", type=_COUNT, nargs="*", default=(), metavar="N",
                      help="disconnect after the N-th spectrum (repeatable list)")
     sim.add_argument("--disconnect-down-s", type=_NON_NEGATIVE, default=0.5)
+    sim.add_argument("--keep-unacked", action="store_true",
+                     help="custody mode: keep spectra until ACKed, send them again after every HELLO")
+    sim.add_argument("--max-unacked", type=_COUNT, default=4096, help="most spectra kept unacknowledged")
+    sim.add_argument("--unacked-resend-s", type=_POSITIVE, default=None,
+                     help="custody mode: also send an unacknowledged spectrum again after this many seconds")
     listen = sub.add_parser("listen", help="receive spectra from URL and print one line each")
     listen.add_argument("url")
     listen.add_argument("--baudrate", type=_COUNT, default=115200)
@@ -855,11 +920,13 @@ def _simulate(args: argparse.Namespace, source_factory: SourceFactory, stop: thr
         tcp_port=args.tcp or 0, rate_hz=args.rate if args.rate > 0 else None,
         ring_size=args.ring_size, faults=faults, heartbeat_interval_s=args.heartbeat,
         instrument_id=args.instrument_id, wait_for_host=not args.no_wait_for_host,
-        counts_dtype=args.counts_dtype, record_sent=False)
+        counts_dtype=args.counts_dtype, record_sent=False, keep_unacked=args.keep_unacked,
+        max_unacked=args.max_unacked, unacked_resend_s=args.unacked_resend_s)
     with sim:
         print(sim.url, flush=True)
         stop.wait(args.duration)
-    print(json.dumps(sim.stats(), sort_keys=True), file=sys.stderr)
+    stats = {**sim.stats(), "session_id": sim.session_id, "unacked": sim.unacked}
+    print(json.dumps(stats, sort_keys=True), file=sys.stderr)
     return 0
 
 

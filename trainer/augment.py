@@ -1,7 +1,8 @@
 """Physically valid augmentation of raw spectra on the model grid (applied before preprocessing).
 
 Each transform mimics a nuisance of a real instrument: a Raman-shift offset (calibration or temperature
-drift; edge padding as :func:`edge.shift.shift_spectra`), a small axis stretch (resample-and-interpolate:
+drift; edge padding as :func:`edge.shift.shift_spectra`), another instrument's resolution (Gaussian
+broadening, :func:`edge.resolution.broaden`), a small axis stretch (resample-and-interpolate:
 calibration scale error), intensity scaling (laser power, focus), a smooth fluorescence background
 (scaled tanh and cosine terms), Gaussian noise, and a shorter measured range (another instrument's range:
 the spectrum is cut and extended past its new ends exactly as :func:`edge.preprocess.resample` extends a
@@ -16,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from edge.preprocess import RamanGrid, resample
+from edge.resolution import broaden
 from edge.shift import shift_spectra, truncate_spectra
 
 from ._settings import SettingsMixin
@@ -55,6 +57,10 @@ class AugmentConfig(SettingsMixin):
         spectrum's maximum: residual fluorescence of either sign, as left by imperfect background handling.
     probability : float
         Probability that a spectrum of the batch is augmented at all.
+    resolution_fwhm_cm1 : float
+        Another instrument's resolution: each augmented spectrum is convolved with a Gaussian whose FWHM is
+        uniform in [0, ``resolution_fwhm_cm1``] cm⁻¹ (:func:`edge.resolution.broaden`), before background and
+        noise (the instrument blurs the Raman signal, not its detector noise).
     range_probability : float
         Probability that an augmented spectrum is cut to a shorter measured range (a random start, end, or
         both, keeping at least the preprocessing's ``min_coverage`` of the grid) and extended past its new
@@ -74,12 +80,11 @@ class AugmentConfig(SettingsMixin):
     baseline: float = 0.0
     probability: float = 0.9
     range_probability: float = 0.0
-
-
+    resolution_fwhm_cm1: float = 0.0
 
 
 def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, step_cm1: float = 1.0,
-                  min_coverage: float = 0.0) -> np.ndarray:
+                  min_coverage: float = 0.0, floor_fwhm_cm1: float = 0.0) -> np.ndarray:
     """Augment a batch of spectra.
 
     Parameters
@@ -95,6 +100,9 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
     min_coverage : float
         Smallest fraction of the grid a cut range keeps (``range_probability``; the bundle's recorded
         ``min_coverage``).
+    floor_fwhm_cm1 : float
+        The preprocessing's resolution floor (``PreprocessConfig.resolution_fwhm_cm1``), cm⁻¹: a background is
+        kept only if the spectrum still has a positive maximum after that broadening (0: no floor).
 
     Returns
     -------
@@ -137,6 +145,9 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
         u = (u - u.mean(axis=1, keepdims=True)) / np.maximum(u.std(axis=1, keepdims=True), 1e-6)
         sigma = rng.uniform(0.0, cfg.band_ratio, (b, 1)) * on[:, None]
         out = (out * np.exp(sigma * u)).astype(np.float32)
+    if cfg.resolution_fwhm_cm1 > 0:
+        fwhm = rng.uniform(0.0, cfg.resolution_fwhm_cm1, b) * on
+        out = broaden(out, fwhm, step_cm1)
     if cfg.range_probability > 0:  # the instrument's range first: background and noise are then measured on it
         out = _cut_ranges(out, rng.random(b) < cfg.range_probability * on, rng, step_cm1, min_coverage)
     peak = np.abs(out).max(axis=1, keepdims=True) + 1e-12
@@ -157,7 +168,8 @@ def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, s
         with_bg = out + peak * (a * np.tanh((tb - c) / w) + lin * tb + quad * tb * tb)
         # A background that drags the whole spectrum to (almost) nothing positive is no spectrum an
         # instrument delivers, and max normalisation rightly rejects it: keep those rows without it.
-        valid = with_bg.max(axis=1, keepdims=True) > 0.05 * peak
+        seen = broaden(with_bg, floor_fwhm_cm1, step_cm1) if floor_fwhm_cm1 else with_bg  # what preprocessing sees
+        valid = seen.max(axis=1, keepdims=True) > 0.05 * peak
         out = np.where(valid, with_bg, out)
     if cfg.noise_std > 0:
         sd = rng.uniform(0, cfg.noise_std, (b, 1)) * on[:, None] * peak

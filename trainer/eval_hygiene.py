@@ -18,7 +18,8 @@ for that command to merge into its JSON ``rows`` object:
 
 Every spectrum goes through the daemon's own per-batch path (:meth:`edge.daemon.Daemon._process`: its
 calibration, :class:`~edge.preprocess.Preprocessor`, backend, novelty service and quality gate) with a
-stand-in publisher that collects the messages, so the rows measure what the daemon publishes.
+stand-in publisher that collects the messages, so the rows measure what the daemon publishes. Each row has a
+daemon of its own: no drift state (offset compensation, statistics) carries from one row into the next.
 
 Run alone: ``python -m trainer.eval_hygiene --bundle B --json PATH``.
 """
@@ -32,6 +33,7 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -186,50 +188,53 @@ def hygiene_rows(bundle_dir: str | Path, data_root: str | Path | None = None, se
         When the data folder or the bundle cannot be used.
     """
     root = data_dir(data_root)
-    daemon = Daemon(DaemonConfig(bundle=str(bundle_dir), input="", novelty=True), instrument=InstrumentConfig())
+
+    def fresh() -> AbstractContextManager[Daemon]:
+        """A new daemon for each row: no drift state (offset compensation, statistics) carries between rows."""
+        return serving(Daemon(DaemonConfig(bundle=str(bundle_dir), input="", novelty=True), instrument=InstrumentConfig()))
+
     rows: dict[str, dict[str, Any]] = {}
     test = load_spectra(root / "rruff_soysal" / "raw_test.npz")
-    with serving(daemon):
-        tx = [(y, test.raman_shift_cm1) for y in test.intensities]
+    tx = [(y, test.raman_shift_cm1) for y in test.intensities]
+    spiked = [(y, test.raman_shift_cm1) for y in inject_spikes(test.intensities, np.random.default_rng(seed))]
+    with fresh() as daemon:
         rows["raw_test"] = _row(_run(daemon, tx), test.labels)
-        spiked = inject_spikes(test.intensities, np.random.default_rng(seed))
-        rows["raw_test_spikes"] = _row(_run(daemon, [(y, test.raman_shift_cm1) for y in spiked]), test.labels)
-        rows["raw_test_quality"] = {"n": rows["raw_test"]["n"], "not_ok": rows["raw_test"]["quality_not_ok"],
-                                    "quality_reasons": rows["raw_test"]["quality_reasons"],
-                                    "thresholds": daemon.hygiene.quality_config.to_dict()}
-        on = daemon.preprocessor
-        daemon.preprocessor = Preprocessor(dataclasses.replace(on.config, spikes=None))
-        try:
-            rows["raw_test_no_spike_removal"] = _row(_run(daemon, tx), test.labels)
-            rows["raw_test_spikes"]["top1_without_removal"] = _row(
-                _run(daemon, [(y, test.raman_shift_cm1) for y in spiked]), test.labels)["top1"]
-        finally:
-            daemon.preprocessor = on
-        rows["raw_test"]["top1_change_by_spike_removal"] = round(
-            rows["raw_test"]["top1"] - rows["raw_test_no_spike_removal"]["top1"], 2)
-        rows["raw_test_spikes"]["top1_minus_raw_test"] = round(
-            rows["raw_test_spikes"]["top1"] - rows["raw_test"]["top1"], 2)
+        quality_thresholds = daemon.hygiene.quality_config.to_dict()
+    with fresh() as daemon:
+        rows["raw_test_spikes"] = _row(_run(daemon, spiked), test.labels)
+    rows["raw_test_quality"] = {"n": rows["raw_test"]["n"], "not_ok": rows["raw_test"]["quality_not_ok"],
+                                "quality_reasons": rows["raw_test"]["quality_reasons"],
+                                "thresholds": quality_thresholds}
+    for name, spectra in (("raw_test_no_spike_removal", tx), ("spikes_without_removal", spiked)):
+        with fresh() as daemon:
+            daemon.preprocessor = Preprocessor(dataclasses.replace(daemon.preprocessor.config, spikes=None))
+            rows[name] = _row(_run(daemon, spectra), test.labels)
+    rows["raw_test_spikes"]["top1_without_removal"] = rows.pop("spikes_without_removal")["top1"]
+    rows["raw_test"]["top1_change_by_spike_removal"] = round(
+        rows["raw_test"]["top1"] - rows["raw_test_no_spike_removal"]["top1"], 2)
+    rows["raw_test_spikes"]["top1_minus_raw_test"] = round(
+        rows["raw_test_spikes"]["top1"] - rows["raw_test"]["top1"], 2)
 
-        charisma = root / "cross_instrument" / "charisma"
-        with open(charisma / "labels.csv", newline="", encoding="utf-8") as fh:
-            labels = list(csv.DictReader(fh))
-        groups = {"charisma_not_raman": [r for r in labels if r["label"] in NOT_RAMAN],
-                  "charisma_silicon": [r for r in labels if r["label"] == "Silicon"],
-                  "charisma_polystyrene": [r for r in labels if r["label"] == "Polystyrene"],
-                  "charisma_calcite": [r for r in labels if r["label"] == "Calcite"]}
-        base = daemon.hygiene.quality_config
-        for name, members in groups.items():
-            preds: list[dict[str, Any]] = []
+    charisma = root / "cross_instrument" / "charisma"
+    with open(charisma / "labels.csv", newline="", encoding="utf-8") as fh:
+        labels = list(csv.DictReader(fh))
+    groups = {"charisma_not_raman": [r for r in labels if r["label"] in NOT_RAMAN],
+              "charisma_silicon": [r for r in labels if r["label"] == "Silicon"],
+              "charisma_polystyrene": [r for r in labels if r["label"] == "Polystyrene"],
+              "charisma_calcite": [r for r in labels if r["label"] == "Calcite"]}
+    for name, members in groups.items():
+        preds: list[dict[str, Any]] = []
+        with fresh() as daemon:
+            base = daemon.hygiene.quality_config
             for r in members:  # the laser wavelength is the instrument's setting: one spectrum at a time
                 daemon.hygiene.quality_config = dataclasses.replace(base, laser_nm=float(r["laser_nm"]))
                 axis, intensity = read_spectrum(charisma / r["file"])
                 preds += _run(daemon, [(intensity, axis)])
-            daemon.hygiene.quality_config = base
-            rows[name] = _row(preds, [r["label"] for r in members] if name == "charisma_calcite" else None)
-            if name == "charisma_not_raman":
-                rows[name]["by_label"] = {
-                    lab: _row([p for p, r in zip(preds, members, strict=True) if r["label"] == lab])
-                    for lab in NOT_RAMAN}
+        rows[name] = _row(preds, [r["label"] for r in members] if name == "charisma_calcite" else None)
+        if name == "charisma_not_raman":
+            rows[name]["by_label"] = {
+                lab: _row([p for p, r in zip(preds, members, strict=True) if r["label"] == lab])
+                for lab in NOT_RAMAN}
     rows.update(_calibration_rows(root / "cross_instrument" / "charisma", labels, silicon_cm1))
     return rows
 

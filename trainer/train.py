@@ -245,7 +245,8 @@ def fit(train: SpectraSet, preprocessing: PreprocessConfig, model_cfg: ModelConf
             # Each ensemble member gets its own augmented (and mixed) draw of the batch: independent members.
             losses, member_logits = [], []
             for member in range(model.config.members):
-                xb = augment_batch(x_raw[idx], augment_cfg, rng, grid.step_cm1, preprocessing.min_coverage)
+                xb = augment_batch(x_raw[idx], augment_cfg, rng, grid.step_cm1, preprocessing.min_coverage,
+                                   preprocessing.resolution_fwhm_cm1)
                 lam, partner = 1.0, None
                 if train_cfg.mixup_alpha > 0 and len(idx) > 1:
                     lam = float(rng.beta(train_cfg.mixup_alpha, train_cfg.mixup_alpha))

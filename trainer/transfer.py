@@ -239,7 +239,8 @@ def embed_views(model: RamanCNN, pre: Preprocessor, spectra: SpectraSet, views: 
     x_pre = pre(x_raw, None)
     blocks, index = [embed(model, x_pre, batch_size)], [np.arange(len(x_raw))]
     for _ in range(views):
-        views_raw = augment_batch(x_raw, augment, rng, grid.step_cm1, pre.config.min_coverage)
+        views_raw = augment_batch(x_raw, augment, rng, grid.step_cm1, pre.config.min_coverage,
+                                  pre.config.resolution_fwhm_cm1)
         blocks.append(embed(model, _preprocess_views(pre, views_raw, x_pre), batch_size))
         index.append(np.arange(len(x_raw)))
     return np.concatenate(blocks), np.concatenate(index)

@@ -70,6 +70,10 @@ class StoreConfig:
     retry_s : float
         After a failed write, the store tries again after this many seconds (what arrives meanwhile is counted
         ``not_stored``).
+    synchronous : {"NORMAL", "FULL"}
+        SQLite ``synchronous`` of this connection: ``NORMAL`` (default) keeps a commit through a killed process;
+        ``FULL`` (one fsync per transaction) also through a power cut. The serial input uses ``FULL`` for its
+        connection: what it ACKs to the instrument is gone from the instrument (docs/serial.md).
     """
 
     path: str
@@ -78,10 +82,13 @@ class StoreConfig:
     max_rejected_frame_bytes: int = 65536
     retention_interval_s: float = 5.0
     retry_s: float = 10.0
+    synchronous: str = "NORMAL"
 
     def __post_init__(self) -> None:
         if not self.path:
             raise ConfigError("the store needs a file path")
+        if self.synchronous not in ("NORMAL", "FULL"):
+            raise ConfigError(f"store synchronous must be NORMAL or FULL, got {self.synchronous!r}")
         if self.max_bytes < 0 or self.max_age_s < 0 or self.max_rejected_frame_bytes < 0:
             raise ConfigError("store max_bytes, max_age_s and max_rejected_frame_bytes must be ≥ 0")
         if self.retention_interval_s <= 0 or self.retry_s <= 0:
@@ -205,7 +212,7 @@ class Store:
         try:
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table: freed pages can be returned
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA synchronous = {self.config.synchronous}")  # checked: NORMAL or FULL
             conn.execute(f"PRAGMA wal_autocheckpoint = {FALLBACK_AUTOCHECKPOINT_PAGES}")  # _Checkpointer does it
             conn.executescript(SCHEMA_SQL)
             version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
