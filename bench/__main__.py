@@ -70,6 +70,7 @@ def _accuracy(args) -> dict[str, Any]:
 BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "accuracy": _accuracy,
     "latency": lambda a: _bench("bench_latency").run(_bundle(a), quick=a.quick),
+    "batchcpu": lambda a: _bench("bench_batch_cpu").run(_bundle(a), quick=a.quick),
     "bridge": lambda a: _bench("bench_bridge").run({}, quick=a.quick),
     "serial": lambda a: _bench("bench_serial_daemon").run(quick=a.quick, bundle=_bundle(a)),
     "novelty": lambda a: _bench("bench_novelty").run(a.bundle, quick=a.quick),

@@ -195,11 +195,15 @@ def result_fields(out: dict[str, np.ndarray], labels: np.ndarray, top_k: int, no
     proba = out["probabilities"]
     k = min(top_k, proba.shape[1])
     top = np.argsort(-proba, axis=1, kind="stable")[:, :k]  # ties: lowest class index, as argmax
+    # whole arrays to Python values once (the same values as element by element)
+    top_labels = np.asarray(labels)[top].tolist()
+    top_probs = np.take_along_axis(proba, top, axis=1).astype(np.float64).tolist()
+    nov = novelty.fields_batch(out) if novelty is not None else None
     rows = []
     for i in range(proba.shape[0]):
-        f: dict[str, Any] = {"labels": labels[top[i]].tolist(), "probabilities": [float(p) for p in proba[i, top[i]]]}
-        if novelty is not None:
-            f.update(novelty.fields(out, i))
+        f: dict[str, Any] = {"labels": top_labels[i], "probabilities": top_probs[i]}
+        if nov is not None:
+            f.update(nov[i])
             f["offset_correction_cm1"] = offset_correction_cm1
         if hygiene is not None:  # spikes_removed, quality, labels_trusted, calibration (edge.hygiene)
             f.update(hygiene[i])

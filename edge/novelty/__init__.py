@@ -60,6 +60,7 @@ from .offsets import (
     class_mean_spectra,
     estimate_offsets,
     offset_reference_fft,
+    offset_spectra_fft,
     parabolic_peak,
     reference_line_offset,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "line_residual_score",
     "novelty_scores",
     "offset_reference_fft",
+    "offset_spectra_fft",
     "parabolic_peak",
     "primary_channel",
     "reconstruction_error",

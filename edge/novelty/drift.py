@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .offsets import estimate_offsets, offset_reference_fft, reference_line_offset
+from .offsets import estimate_offsets, offset_reference_fft, offset_spectra_fft, reference_line_offset
 from .scores import primary_channel
 
 __all__ = ["CHANNELS", "DriftConfig", "DriftMonitor", "PageHinkley"]
@@ -254,6 +254,29 @@ class _Standardiser:
             return None
         return float(np.clip((x - self.mean) / self.std, -self.clip, self.clip))
 
+    def batch(self, values: np.ndarray) -> list[float | None]:
+        """:meth:`__call__` on each of ``values`` (shape (B,)) in order; once warmed up, one vectorised step
+        (the same float64 arithmetic, value for value).
+        """
+        out: list[float | None] = []
+        i = 0
+        while i < len(values) and (self.mean is None or self.std is None):
+            out.append(self(float(values[i])))
+            i += 1
+        if i < len(values) and self.mean is not None and self.std is not None:
+            z = (np.asarray(values[i:], dtype=np.float64) - self.mean) / self.std
+            out += np.clip(z, -self.clip, self.clip).tolist()
+        return out
+
+
+def _median(values: list[float]) -> float:
+    """``np.median`` of a short list of finite floats (the same value: the middle one, or the mean of the two
+    middle ones), without numpy's per-call overhead (the offset window's median is taken once per estimate).
+    """
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2.0
+
 
 class DriftMonitor:
     """Stream-level drift detection over the daemon's predictions (see the module docstring).
@@ -330,14 +353,14 @@ class DriftMonitor:
                   "background": None if spectra is None or "background" not in self.tests
                   else self._background(spectra, proba)}
         events: list[dict[str, Any]] = []
+        # standardised per channel first (each standardiser sees its values in order), then the tests value by value
+        z_all = [(name, test, self.std[name].batch(np.asarray(v)[:len(seq)])) for name, test in self.tests.items()
+                 if (v := values[name]) is not None]
         for i in range(len(seq)):
             s = int(seq[i])
             self.seen += 1
-            for name, test in self.tests.items():
-                v = values[name]
-                if v is None:
-                    continue
-                z = self.std[name](float(v[i]))
+            for name, test, zs in z_all:
+                z = zs[i]
                 if z is not None and test.update(z, (s, time_ns)):
                     events.append(self._event(name, test.alarm_statistic, test.threshold, s, time_ns,
                                               test.change_tag, {"delta": test.delta, "units": "warm-up standard deviations"}))
@@ -377,7 +400,8 @@ class DriftMonitor:
         cand = np.stack([p[2] for p in self._pending])
         applied = np.array([p[3] for p in self._pending])
         self._pending = []
-        off, quality, best = estimate_offsets(x, refs, cand, self.max_lag, references_fft=self._ref_fft)
+        xf = offset_spectra_fft(x, self.max_lag)  # once: the search against every reference reuses it
+        off, quality, best = estimate_offsets(x, refs, cand, self.max_lag, references_fft=self._ref_fft, spectra_fft=xf)
         # Every reference only where it can win (peak correlations are ≤ 1): the all-reference search costs
         # ~20 times the top-k one, and good top-k matches (the usual case once the offset is compensated) skip it.
         # Under a backlog, at most ``offset_fallback_max`` per block, the worst top-k matches first.
@@ -388,7 +412,7 @@ class DriftMonitor:
         quality[unsearched] = -np.inf
         if rows.size:
             off_all, q_all, best_all = estimate_offsets(x[rows], refs, None, self.max_lag,
-                                                        references_fft=self._ref_fft)
+                                                        references_fft=self._ref_fft, spectra_fft=xf[rows])
             better = q_all > quality[rows] + cfg.offset_all_margin
             off[rows] = np.where(better, off_all, off[rows])
             quality[rows] = np.where(better, q_all, quality[rows])
@@ -407,7 +431,7 @@ class DriftMonitor:
         cfg = self.config
         if len(self.offsets) < (cfg.offset_min_estimates or max(3, cfg.offset_window // 2)):
             return None
-        self.offset_cm1 = float(np.median([o for _, o, _ in self.offsets]))
+        self.offset_cm1 = _median([o for _, o, _ in self.offsets])
         mag = abs(self.offset_cm1)
         if mag > cfg.offset_alarm_cm1 / 2 and self._offset_run_start is None:
             self._offset_run_start = (s, time_ns)

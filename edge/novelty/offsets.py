@@ -12,7 +12,7 @@ from .._validation import as_float_array, check_axis
 from ..errors import PreprocessError
 from .scores import HIGHPASS_POINTS, _unit_lines, primary_channel
 
-__all__ = ["class_mean_spectra", "estimate_offsets", "offset_reference_fft", "parabolic_peak",
+__all__ = ["class_mean_spectra", "estimate_offsets", "offset_reference_fft", "offset_spectra_fft", "parabolic_peak",
            "reference_line_offset"]
 
 
@@ -54,9 +54,15 @@ def parabolic_peak(y_minus: np.ndarray, y0: np.ndarray, y_plus: np.ndarray) -> n
 
 
 
+#: (spectrum, reference) pairs correlated per FFT block: the block's temporaries (~260 kB) stay in cache and are
+#: reused, instead of one (B, k, nfft) array per call (fresh pages of several MB on every micro-batch).
+_PAIRS_PER_BLOCK = 16
+
+
 def estimate_offsets(x: np.ndarray, references: np.ndarray, candidates: np.ndarray | None = None,
                      max_lag: int = 40, window: int = HIGHPASS_POINTS,
-                     references_fft: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     references_fft: np.ndarray | None = None,
+                     spectra_fft: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raman-shift offset of each spectrum against reference spectra, by normalised cross-correlation.
 
     Both sides are reduced to their unit-norm line component (:func:`highpass`); the correlation is computed
@@ -77,6 +83,8 @@ def estimate_offsets(x: np.ndarray, references: np.ndarray, candidates: np.ndarr
         High-pass window, grid points.
     references_fft : numpy.ndarray, optional
         Cached ``offset_reference_fft(references, N, max_lag, window)``.
+    spectra_fft : numpy.ndarray, shape (B, nfft // 2 + 1), optional
+        Cached ``offset_spectra_fft(x, max_lag, window)`` (a second search of the same spectra reuses it).
 
     Returns
     -------
@@ -100,14 +108,14 @@ def estimate_offsets(x: np.ndarray, references: np.ndarray, candidates: np.ndarr
     b, n = x.shape
     if not 1 <= max_lag < n:
         raise PreprocessError(f"max_lag must be in [1, {n}), got {max_lag}")
-    nfft = 1 << math.ceil(math.log2(n + max_lag + 1))
     rf = references_fft if references_fft is not None else offset_reference_fft(references, n, max_lag, window)
+    xf = spectra_fft if spectra_fft is not None else offset_spectra_fft(x, max_lag, window)  # (B, F)
+    if xf.shape != (b, rf.shape[1]):
+        raise PreprocessError(f"spectra_fft has shape {xf.shape}, expected {(b, rf.shape[1])}")
     if candidates is None:
         candidates = np.broadcast_to(np.arange(len(references)), (b, len(references)))
     candidates = np.asarray(candidates, dtype=np.int64)
-    xf = np.fft.rfft(_unit_lines(x, window), n=nfft, axis=-1)            # (B, F)
-    corr = np.fft.irfft(xf[:, None, :] * rf[candidates], n=nfft, axis=-1)  # (B, k, nfft): c[l] = Σ x[i+l] p[i]
-    lags = np.concatenate([corr[..., nfft - max_lag:], corr[..., : max_lag + 1]], axis=-1)  # lags −L … L
+    lags = _lag_correlations(xf, rf, candidates, max_lag)  # (B, k, 2L + 1): lags −L … L
     flat = lags.reshape(b, -1)
     arg = np.argmax(flat, axis=1)
     ci, li = np.divmod(arg, 2 * max_lag + 1)
@@ -120,12 +128,54 @@ def estimate_offsets(x: np.ndarray, references: np.ndarray, candidates: np.ndarr
     return (li - max_lag) + frac, peak, candidates[rows, ci]
 
 
+def _lag_correlations(xf: np.ndarray, rf: np.ndarray, candidates: np.ndarray, max_lag: int) -> np.ndarray:
+    """Correlations ``c[l] = Σ x[i+l] p[i]`` at lags −``max_lag`` … ``max_lag`` of each spectrum with each of its
+    candidate references, shape (B, k, 2·max_lag + 1), from their FFTs ``xf`` (B, F) and conjugate ``rf`` (R, F).
+
+    Blocks of :data:`_PAIRS_PER_BLOCK` (spectrum, reference) pairs through reused buffers: the same products and
+    inverse FFTs, row for row, as one (B, k, nfft) computation, without its multi-megabyte temporaries.
+    """
+    b, k = candidates.shape
+    nf = rf.shape[1]
+    nfft = 2 * (nf - 1)
+    width = 2 * max_lag + 1
+    out = np.empty((b * k, width))
+    pair_rows = np.repeat(np.arange(b), k)
+    pair_refs = candidates.reshape(-1)
+    size = min(_PAIRS_PER_BLOCK, b * k)
+    xs = np.empty((size, nf), dtype=np.complex128)
+    rs = np.empty((size, nf), dtype=np.complex128)
+    corr = np.empty((size, nfft))
+    for start in range(0, b * k, size):
+        m = min(size, b * k - start)
+        np.take(xf, pair_rows[start:start + m], axis=0, out=xs[:m])
+        np.take(rf, pair_refs[start:start + m], axis=0, out=rs[:m])
+        np.multiply(xs[:m], rs[:m], out=xs[:m])
+        np.fft.irfft(xs[:m], n=nfft, axis=-1, out=corr[:m])  # c[l] at l (l ≥ 0) and nfft + l (l < 0)
+        out[start:start + m, :max_lag] = corr[:m, nfft - max_lag:]
+        out[start:start + m, max_lag:] = corr[:m, :max_lag + 1]
+    return out.reshape(b, k, width)
+
+
+def _nfft(n_points: int, max_lag: int) -> int:
+    """FFT length of the offset search: a power of two ≥ N + max_lag + 1 (zero padding: no wrap-around)."""
+    return 1 << math.ceil(math.log2(n_points + max_lag + 1))
+
+
 def offset_reference_fft(references: np.ndarray, n_points: int, max_lag: int, window: int = HIGHPASS_POINTS) -> np.ndarray:
     """Conjugate FFTs of the unit line components of ``references`` (R, N), as :func:`estimate_offsets`
     needs them (cache them: they depend on the bundle only). Shape (R, nfft // 2 + 1), complex128.
     """
-    nfft = 1 << math.ceil(math.log2(n_points + max_lag + 1))
+    nfft = _nfft(n_points, max_lag)
     return np.conj(np.fft.rfft(_unit_lines(np.asarray(references, dtype=np.float64), window), n=nfft, axis=-1))
+
+
+def offset_spectra_fft(x: np.ndarray, max_lag: int, window: int = HIGHPASS_POINTS) -> np.ndarray:
+    """FFTs of the unit line components of spectra ``x`` (B, N), as :func:`estimate_offsets` needs them
+    (``spectra_fft``). Shape (B, nfft // 2 + 1), complex128.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    return np.fft.rfft(_unit_lines(x, window), n=_nfft(x.shape[-1], max_lag), axis=-1)
 
 
 def reference_line_offset(intensity: np.ndarray, raman_shift_cm1: np.ndarray, line_cm1: float = 520.7,

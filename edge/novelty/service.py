@@ -96,6 +96,21 @@ class NoveltyService:
             f["reconstruction_mse"] = float(out["reconstruction_mse"][i])
         return f
 
+    def fields_batch(self, out: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+        """:meth:`fields` of every prediction of the batch (the arrays converted to Python values once, not
+        element by element; the same values, keys in the same order).
+        """
+        score, thr = out["novelty_score"].tolist(), out["novelty_threshold"].tolist()
+        novel, detector = np.asarray(out["novel"], dtype=bool).tolist(), np.asarray(out["novelty_detector"]).tolist()
+        lib = [v if math.isfinite(v) else None for v in np.asarray(out["library_score"], dtype=np.float64).tolist()]
+        rows = [{"novelty_score": float(a), "novelty_threshold": float(b), "novel": c, "novelty_detector": str(d),
+                 "library_score": e} for a, b, c, d, e in zip(score, thr, novel, detector, lib, strict=True)]
+        if "reconstruction_error" in out:  # computed before publishing (see NoveltyModel.decide)
+            for f, err, mse in zip(rows, out["reconstruction_error"].tolist(), out["reconstruction_mse"].tolist(),
+                                   strict=True):
+                f["reconstruction_error"], f["reconstruction_mse"] = float(err), float(mse)
+        return rows
+
     def observe(self, seqs: np.ndarray, time_ns: int, spectra: Sequence[SpectrumIn], x: np.ndarray,
                 out: dict[str, np.ndarray], applied_offset_cm1: float = 0.0) -> list[dict[str, Any]]:
         """Feed a published batch to the drift monitor; return the drift payloads to publish.

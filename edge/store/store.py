@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..errors import ConfigError
 from .reading import results_after as read_results_after
@@ -161,6 +161,17 @@ def _dedup_key(a: Arrival) -> str | None:
     return None if not a.accepted or not a.spectrum_id else f"{a.instrument_id or ''}\x00{a.spectrum_id}"
 
 
+_SQL_CHUNK = 500
+"""Keys per ``IN (...)`` list (SQLite's default limit on bound parameters was 999 before version 3.32)."""
+
+
+def _spectrum_values(a: Arrival, key: str | None, cap: int) -> tuple[Any, ...]:
+    """The ``spectra`` columns of one arrival (a rejected frame cut to ``cap`` bytes)."""
+    frame = a.frame if a.accepted else a.frame[:cap]
+    return (a.received_ns, a.source, a.spectrum_id, a.instrument_id, key, frame, len(a.frame),
+            int(len(frame) < len(a.frame)), 0 if a.accepted else 1)
+
+
 class Store:
     """Open (or create) the store file.
 
@@ -284,24 +295,46 @@ class Store:
             ``row`` None (counted in ``not_stored``).
         """
         cap = self.config.max_rejected_frame_bytes
+        keys = [_dedup_key(a) for a in arrivals]
 
         def work(conn: sqlite3.Connection) -> list[Admission]:
-            out: list[Admission] = []
-            for a in arrivals:
-                key = _dedup_key(a)
-                frame = a.frame if a.accepted else a.frame[:cap]
-                cur = conn.execute(
+            # Three statements a micro-batch instead of one INSERT ... RETURNING per spectrum (same rows, same
+            # admissions): which keys are stored already; the new rows in one executemany, in arrival order (each
+            # gets max(row) + 1, as one INSERT at a time would: the transaction holds the write lock); their rows.
+            stored: dict[str, tuple[int, bool]] = {}
+            wanted = sorted({k for k in keys if k is not None})
+            for i in range(0, len(wanted), _SQL_CHUNK):
+                chunk = wanted[i:i + _SQL_CHUNK]
+                for key, row, answered in conn.execute(
+                        f"SELECT dedup_key, row, answered FROM spectra WHERE dedup_key IN ({','.join('?' * len(chunk))})",
+                        chunk):
+                    stored[key] = (int(row), bool(answered))
+            first_in_batch: dict[str, int] = {}  # key -> index of its first new arrival in this batch
+            new: list[int] = []
+            for i, key in enumerate(keys):
+                if key is None or (key not in stored and key not in first_in_batch):
+                    if key is not None:
+                        first_in_batch[key] = i
+                    new.append(i)
+            rows: dict[int, int] = {}
+            if new:
+                top = conn.execute("SELECT coalesce(max(row), 0) FROM spectra").fetchone()[0]
+                conn.executemany(
                     "INSERT INTO spectra (received_ns, source, spectrum_id, instrument_id, dedup_key, frame, "
-                    "frame_bytes, truncated, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (dedup_key) DO NOTHING RETURNING row",
-                    (a.received_ns, a.source, a.spectrum_id, a.instrument_id, key, frame, len(a.frame),
-                     int(len(frame) < len(a.frame)), 0 if a.accepted else 1))
-                got = cur.fetchone()
-                if got is not None:
-                    out.append(Admission(int(got[0])))
-                    continue
-                row, answered = conn.execute("SELECT row, answered FROM spectra WHERE dedup_key = ?", (key,)).fetchone()
-                out.append(Admission(None, int(row), bool(answered)))
+                    "frame_bytes, truncated, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [_spectrum_values(arrivals[i], keys[i], cap) for i in new])
+                got = [int(r) for r, in conn.execute("SELECT row FROM spectra WHERE row > ? ORDER BY row", (top,))]
+                if len(got) != len(new):  # (cannot happen while the transaction holds the write lock)
+                    raise sqlite3.IntegrityError(f"stored {len(got)} spectra for {len(new)} new arrivals")
+                rows = dict(zip(new, got, strict=True))
+            out: list[Admission] = []
+            for i, key in enumerate(keys):
+                if i in rows:
+                    out.append(Admission(rows[i]))
+                elif key in stored:
+                    out.append(Admission(None, *stored[key]))
+                else:  # a resend within this micro-batch: the duplicate of its first copy, just stored, unanswered
+                    out.append(Admission(None, rows[first_in_batch[cast("str", key)]], False))
             return out
 
         got = self._write(work, len(arrivals))
