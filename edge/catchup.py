@@ -16,6 +16,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -105,12 +106,16 @@ class CatchUpServer:
 
     Attributes
     ----------
+    secure : callable, optional
+        Called with the socket before it binds: the daemon passes its CurveZMQ server
+        (:meth:`edge.security.CurveServer.secure`, role ``output``: the catch-up serves what the output publishes).
     counters : dict of str to int
         ``requests`` answered, ``refused`` (answered ``ok: false``), ``messages`` sent.
     """
 
     def __init__(self, endpoint: str, store_path: str, context: zmq.Context[Any],
-                 max_reply_bytes: int = MAX_CATCHUP_REPLY_BYTES, max_busy: float = 0.25) -> None:
+                 max_reply_bytes: int = MAX_CATCHUP_REPLY_BYTES, max_busy: float = 0.25,
+                 secure: Callable[[zmq.Socket[bytes]], object] | None = None) -> None:
         if not 0 < max_busy <= 1:
             raise ConfigError(f"max_busy must be in (0, 1], got {max_busy!r}")
         self.max_busy = max_busy
@@ -118,6 +123,7 @@ class CatchUpServer:
         self.store_path = store_path
         self.ctx = context
         self.max_reply_bytes = max_reply_bytes
+        self._secure = secure
         self.bound = ""
         self.counters = {"requests": 0, "refused": 0, "messages": 0}
         self._stop = threading.Event()
@@ -176,9 +182,11 @@ class CatchUpServer:
         apply_limits(sock, "catchup")  # MAXMSGSIZE: a larger request is dropped by ZeroMQ (docs/wire.md §1.1)
         sock.setsockopt(zmq.SNDHWM, 100)
         try:
+            if self._secure is not None:
+                self._secure(sock)  # CurveZMQ before bind, when the daemon protects its output
             sock.bind(self.endpoint)
             self.bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, EdgeError) as exc:
             self._error = str(exc)
             sock.close(linger=0)
             self._started.set()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -36,11 +37,15 @@ from typing import Any
 import zmq
 
 from .errors import EdgeError
+from .security import curve_client
 from .wire import decode_payload, encode_payload
 from .wire_spec import CATCHUP_TOPICS, MAX_CATCHUP_LIMIT, MAX_CATCHUP_REPLY_BYTES
 
 __all__ = ["CatchUpClient", "SubscriberCatchUp"]
 log = logging.getLogger("edge.client")
+
+
+_KeyFile = str | os.PathLike[str] | None
 
 
 class CatchUpClient:
@@ -54,23 +59,33 @@ class CatchUpClient:
     timeout_s : float
         Longest wait for a reply, seconds; after a timeout the socket is replaced (a REQ socket that lost its reply
         cannot send again).
+    curve : tuple of (path-like or None, path-like or None)
+        The client's secret key file and the daemon's public key file when the daemon protects its output with
+        CurveZMQ (the catch-up endpoint shares that protection: docs/security.md); ``(None, None)``: plain.
 
     Raises
     ------
     EdgeError
-        If the endpoint cannot be connected.
+        If the endpoint cannot be connected, or a key file is missing or malformed.
     """
 
-    def __init__(self, endpoint: str, context: zmq.Context[Any], timeout_s: float = 5.0) -> None:
+    def __init__(self, endpoint: str, context: zmq.Context[Any], timeout_s: float = 5.0,
+                 curve: tuple[_KeyFile, _KeyFile] = (None, None)) -> None:
         self.endpoint = endpoint
         self.ctx = context
         self.timeout_s = float(timeout_s)
+        self._curve = curve
         self.sock = self._connect()
 
     def _connect(self) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, 2 * MAX_CATCHUP_REPLY_BYTES)  # one message may pass the reply bound
+        try:
+            curve_client(sock, *self._curve)
+        except EdgeError:
+            sock.close(linger=0)
+            raise
         try:
             sock.connect(self.endpoint)
         except zmq.ZMQError as exc:

@@ -158,7 +158,7 @@ class PredictionSubscriber:
         self._catchup: SubscriberCatchUp | None = None
         self._monitor: zmq.Socket[bytes] | None = None
         if catchup:
-            client = CatchUpClient(catchup, self.ctx, catchup_timeout_s)
+            client = CatchUpClient(catchup, self.ctx, catchup_timeout_s, (curve_secret_key, curve_server_key))
             try:
                 self._catchup = SubscriberCatchUp(client, sorted(wanted), after_seq, catchup_limit, give_up_s,
                                                   dedup_window)

@@ -457,7 +457,9 @@ class Daemon:
         store_config = config.store_config()
         self._store = Store(store_config) if store_config is not None else None  # StoreError: refused at start
         # -- catch-up (edge.catchup): its own thread, socket and read connection; started in run() --
-        self._catchup = CatchUpServer(config.catchup, config.store, self.ctx) if config.catchup else None
+        self._catchup = CatchUpServer(config.catchup, config.store, self.ctx,
+                                      secure=lambda sock: self.security.secure(sock, "output")) \
+            if config.catchup else None
         if self._catchup is not None:
             self.add_status_hook(self._catchup.status)
         # -- end catch-up --

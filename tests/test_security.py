@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -309,3 +310,37 @@ def test_a_loopback_daemon_without_keys_still_serves(synthetic_bundle):
         assert all(np.isfinite(p["probabilities"][0]) for p in preds.values())
         with ControlClient(d.daemon.endpoints["control"], timeout_s=10, context=d.ctx) as ctl:
             assert ctl.status()["ok"]
+
+
+def test_the_catch_up_endpoint_shares_the_output_protection(synthetic_bundle, keys, tmp_path):
+    """With ``output`` protected, the catch-up endpoint (stored results) answers an authorised subscriber and
+    nobody else."""
+    from edge.catchup_client import CatchUpClient
+
+    spectra = load_spectra("synthetic:test")
+    with RunningDaemon(synthetic_bundle, curve=["input", "output"], client_keys=keys["client"],
+                       store=str(tmp_path / "s.sqlite"), catchup="tcp://127.0.0.1:*", **_server(keys)) as d:
+        for i in range(5):
+            d.tx.send(spectra.intensities[i], spectra.raman_shift_cm1, id=f"c{i}")
+        preds, _ = d.messages(5, timeout_s=20)
+        ep = d.daemon.endpoints["catchup"]
+        late = PredictionSubscriber(d.daemon.endpoints["output"], context=d.ctx, catchup=ep, after_seq=0,
+                                    **keys["client"])
+        intruder = CatchUpClient(ep, d.ctx, timeout_s=0.5,
+                                 curve=(keys["intruder"]["curve_secret_key"], keys["intruder"]["curve_server_key"]))
+        plain = CatchUpClient(ep, d.ctx, timeout_s=0.5)
+        try:
+            got = []
+            deadline = time.monotonic() + 15
+            while len(got) < 5 and time.monotonic() < deadline:
+                msg = late.recv(timeout_s=0.2)
+                if msg is not None and msg[0] == "prediction":
+                    got.append(msg[1]["seq"])
+            for client in (intruder, plain):
+                with pytest.raises(EdgeError):
+                    client.page(0)
+        finally:
+            late.close()
+            intruder.close()
+            plain.close()
+    assert len(preds) == 5 and got == [1, 2, 3, 4, 5]
