@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from .offsets import estimate_offsets, offset_reference_fft, offset_spectra_fft, reference_line_offset
 from .scores import primary_channel
 
-__all__ = ["CHANNELS", "DriftConfig", "DriftMonitor", "PageHinkley"]
+__all__ = ["CHANNELS", "DriftConfig", "DriftMonitor", "PageHinkley", "batch_rows"]
 
 CHANNELS = ("novelty", "residual", "confidence", "background")
 
@@ -142,13 +142,6 @@ class DriftConfig:
         (at least 3).
     offset_min_quality : float
         Offset estimates whose peak normalised correlation is below this are ignored.
-    offset_batch_max : int
-        Under a flood: at most this many spectra of one micro-batch (evenly spaced over it, the first and the last
-        included) have their offset estimated, the others none; 0: every spectrum. The offset FFTs are the
-        drift monitor's largest per-spectrum cost (~0.07 ms a spectrum at batch 64); a micro-batch larger than
-        this only forms under a backlog, where one batch holds several times the window's estimates anyway.
-        Spectra arriving one by one (batch 1) are unaffected. The Page–Hinkley statistics still see every
-        spectrum.
     offset_batch : int
         Spectra collected before their offsets are estimated together (one vectorised correlation per block;
         an offset alarm can come up to this many spectra later).
@@ -156,6 +149,16 @@ class DriftConfig:
         Line of the calibration standard, cm⁻¹ (silicon 520.7; some tools use 520.45).
     reference_label : str
         Spectra labelled so (``label`` field) are treated as measurements of the standard ("" disables).
+    batch_max : int
+        Under a flood: the daemon's drift bookkeeping (:meth:`edge.novelty.NoveltyService.observe`: the
+        autoencoder's scores, the Page–Hinkley statistics, the background level and the offset estimate) takes
+        at most this many spectra of one micro-batch, evenly spaced over it (the first and the last included),
+        and skips the others; 0: every spectrum. It costs ~0.12 ms a spectrum at batch 64 (offsets ~0.09,
+        autoencoder ~0.03), a third of the daemon's CPU time; a micro-batch larger than this only forms under a
+        backlog. Spectra arriving one by one are unaffected; calibration-standard spectra are always measured.
+        Measured (issue #17, ``edge-bench instruments --dev`` recipes ``flood64_batch_max*``): 32 keeps the
+        development rows fed in batches of 64 within 0.4 points, 16 loses 5 points on the 30 cm⁻¹
+        offset-drift row.
     compensate_offset : bool
         Drift compensation: preprocess every spectrum with the current moving-median offset estimate
         (``offset_cm1``) removed (:class:`edge.preprocess.Preprocessor` ``offset_cm1``); each prediction
@@ -181,11 +184,11 @@ class DriftConfig:
     offset_min_estimates: int = 5
     offset_min_classes: int = 3
     offset_batch: int = 1
-    offset_batch_max: int = 0
     offset_min_quality: float = 0.5
     reference_line_cm1: float = 520.7
     reference_label: str = "silicon"
     compensate_offset: bool = True
+    batch_max: int = 0
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -205,9 +208,8 @@ class DriftConfig:
         if not 0 <= self.offset_min_estimates <= self.offset_window:
             raise ConfigError(f"offset_min_estimates must be in [0, offset_window = {self.offset_window}], got "
                               f"{self.offset_min_estimates!r}")
-        if isinstance(self.offset_batch_max, bool) or not isinstance(self.offset_batch_max, int) or \
-                self.offset_batch_max < 0:
-            raise ConfigError(f"offset_batch_max must be an integer ≥ 0, got {self.offset_batch_max!r}")
+        if isinstance(self.batch_max, bool) or not isinstance(self.batch_max, int) or self.batch_max < 0:
+            raise ConfigError(f"batch_max must be an integer ≥ 0, got {self.batch_max!r}")
         if self.offset_alarm_cm1 <= 0 or self.offset_max_lag_cm1 <= 0:
             raise ConfigError("offset_alarm_cm1 and offset_max_lag_cm1 must be > 0")
         if not isinstance(self.compensate_offset, bool):
@@ -278,6 +280,17 @@ class _Standardiser:
             z = (np.asarray(values[i:], dtype=np.float64) - self.mean) / self.std
             out += np.clip(z, -self.clip, self.clip).tolist()
         return out
+
+
+def batch_rows(b: int, m: int) -> np.ndarray:
+    """Rows of a micro-batch of ``b`` spectra that the drift bookkeeping takes (:attr:`DriftConfig.batch_max`
+    = ``m``): all of them when ``m`` is 0 or ``b ≤ m``, else ``m`` of them evenly spaced (first and last included).
+    """
+    if m <= 0 or b <= m:
+        return np.arange(b)
+    if m == 1:
+        return np.array([b - 1])
+    return np.unique(np.rint(np.arange(m) * ((b - 1) / (m - 1))).astype(np.intp))
 
 
 def _median(values: list[float]) -> float:
@@ -382,7 +395,7 @@ class DriftMonitor:
             cand = (np.argsort(-proba, axis=1, kind="stable")[:, :k] if proba is not None and k > 0
                     else np.broadcast_to(np.arange(len(self.references)), (len(seq), len(self.references))))
             x0 = primary_channel(spectra)
-            for i in self._offset_rows(len(seq)):
+            for i in range(len(seq)):
                 self._pending.append((int(seq[i]), x0[i], cand[i], float(applied_offset_cm1)))
             if len(self._pending) >= cfg.offset_batch:
                 events += self._flush_offsets(time_ns)
@@ -390,17 +403,6 @@ class DriftMonitor:
         if events:
             self.last_alarm = events[-1]
         return events
-
-    def _offset_rows(self, b: int) -> list[int]:
-        """Rows of a micro-batch of ``b`` spectra whose offsets are estimated: all of them, or under a flood
-        ``offset_batch_max`` of them evenly spaced (first and last included).
-        """
-        m = self.config.offset_batch_max
-        if m <= 0 or b <= m:
-            return list(range(b))
-        if m == 1:
-            return [b - 1]
-        return sorted({round(j * (b - 1) / (m - 1)) for j in range(m)})
 
     def _background(self, spectra: np.ndarray, proba: np.ndarray | None) -> np.ndarray:
         """Background level of each spectrum: the median of its max-normalised spectrum, minus that of the
