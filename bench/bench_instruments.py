@@ -82,7 +82,7 @@ RECIPES["default_no_band_ratio"] = {"train": [], "config": {"augmentation": {"ba
 #: the drift bookkeeping on every spectrum and on ``batch_max`` of each micro-batch (the default bundles, no retraining:
 #: ``--bundle-dir``). ``default`` feeds one spectrum at a time, where ``batch_max`` changes nothing.
 RECIPES["flood64"] = {"train": [], "daemon": {"max_batch": 64}}
-for _m in (4, 8, 16, 24, 32):
+for _m in (1, 4, 8, 16, 24, 32):
     RECIPES[f"flood64_batch_max{_m}"] = {"train": [], "daemon": {"max_batch": 64, "drift": {"batch_max": _m}}}
 
 
