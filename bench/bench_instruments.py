@@ -78,6 +78,13 @@ for _t in (5, 10, 15, 40):
 #: with it (94 % vs 99 % right away from grain boundaries, one brief seed); measured on the development rows.
 RECIPES["default_no_band_ratio"] = {"train": [], "config": {"augmentation": {"band_ratio": 0.0}}, "daemon": {}}
 
+#: Issue #17's flood clause: the development rows fed as a flooded daemon drains them (micro-batches of 64), with
+#: the drift bookkeeping on every spectrum and on ``batch_max`` of each micro-batch (the default bundles, no retraining:
+#: ``--bundle-dir``). ``default`` feeds one spectrum at a time, where ``batch_max`` changes nothing.
+RECIPES["flood64"] = {"train": [], "daemon": {"max_batch": 64}}
+for _m in (1, 4, 8, 16, 24, 32):
+    RECIPES[f"flood64_batch_max{_m}"] = {"train": [], "daemon": {"max_batch": 64, "drift": {"batch_max": _m}}}
+
 
 #: Issue #14, second session: the untried levers (docs/instruments.md, "Second session"). Measured over the then
 #: default, which had no fluorescence background: NO_FLUO keeps them reproducible now that the default has 1.0.

@@ -245,17 +245,24 @@ def score_row(bundle: str | Path, row: Row, seed: int = 0, daemon_settings: dict
 
 
 def _stream(cfg: Any, row: Row, order: Sequence[int], pub: MessageCapture) -> Any:
-    """Stream ``row``'s spectra ``order`` one message at a time through a fresh daemon; return the daemon.
+    """Stream ``row``'s spectra ``order`` through a fresh daemon in micro-batches of ``cfg.max_batch`` messages
+    (1, :func:`score_row`'s default: one message at a time; a recipe's ``max_batch`` = 64 feeds them as a flooded
+    daemon drains them); return the daemon.
 
     The daemon's own per-message handler runs (``Daemon._process``: decode, preprocess, infer, novelty, drift
     monitor, publish); only its sockets are replaced by ``pub``.
     """
     from edge.daemon import Daemon
 
+    order = list(order)
+    step = max(1, int(cfg.max_batch))
     with serving(Daemon(cfg)) as daemon:
-        for i in order:
-            axis, y = row.spectra[i]
-            daemon._process([encode_spectrum(y, axis, id=str(i))], pub)
+        for start in range(0, len(order), step):
+            frames: list[bytes | list[bytes]] = []
+            for i in order[start:start + step]:
+                axis, y = row.spectra[i]
+                frames.append(encode_spectrum(y, axis, id=str(i)))
+            daemon._process(frames, pub)
     return daemon
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import PreprocessError
 from .autoencoder import NoveltyModel
-from .drift import DriftConfig, DriftMonitor
+from .drift import DriftConfig, DriftMonitor, batch_rows
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
@@ -126,11 +126,11 @@ class NoveltyService:
             Preprocessed batch.
         out : dict
             Classifier outputs (``probabilities``) merged with :meth:`decide`'s; the autoencoder's scores are
-            added to it here when missing.
+            added to it here when missing (not when ``batch_max`` subsamples the batch: they are then computed
+            for the subsample only).
         applied_offset_cm1 : float
             The drift compensation ``x`` was preprocessed with (:meth:`correction_cm1`), cm⁻¹.
         """
-        self.model.complete(x, out)
         events: list[dict[str, Any]] = []
         is_ref = np.array([bool(self.reference_label) and (s.label or "").strip().lower() == self.reference_label
                            for s in spectra])
@@ -141,12 +141,22 @@ class NoveltyService:
                 events.append(self.monitor.reference(s.intensity, axis, int(seqs[i]), time_ns))
             except PreprocessError as exc:
                 log.warning("reference spectrum %s: %s", s.id, exc)
-        keep = ~is_ref
-        if keep.any():
+        keep = np.flatnonzero(~is_ref)
+        sel = batch_rows(len(keep), self.monitor.config.batch_max)
+        if sel.size < keep.size:  # under a flood (batch_max): the autoencoder and the monitor on a subsample only
+            keep = keep[sel]
+            x_keep = x[keep]
+            scores = self.model.complete(x_keep, {k: out[k][keep] for k in ("reconstruction_error", "reconstruction_mse")
+                                                  if k in out})
+        else:
+            x_keep = x[keep]
+            scores = {k: v[keep] for k, v in self.model.complete(x, out).items()
+                      if k in ("reconstruction_error", "reconstruction_mse")}
+        if keep.size:
             proba = out["probabilities"][keep]
-            events += self.monitor.update(np.asarray(seqs)[keep], time_ns, novelty=out["reconstruction_error"][keep],
-                                          residual=out["reconstruction_mse"][keep], msp=proba.max(axis=1),
-                                          spectra=x[keep], proba=proba, applied_offset_cm1=applied_offset_cm1)
+            events += self.monitor.update(np.asarray(seqs)[keep], time_ns, novelty=scores["reconstruction_error"],
+                                          residual=scores["reconstruction_mse"], msp=proba.max(axis=1),
+                                          spectra=x_keep, proba=proba, applied_offset_cm1=applied_offset_cm1)
         return events
 
     def status(self) -> dict[str, Any]:
