@@ -102,6 +102,8 @@ def bench_impl(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-kill", type=positive_int, default=2000, help="crash: spectra flooded per kill (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="crash: seed of the kill points; malformed: of the mix (default 0)")
     args = p.parse_args(argv)
+    if args.which in ("crash", "all") and args.kills < 1:  # before a bundle is built for it
+        raise ConfigError(f"--kills must be ≥ 1 for crash (crash-serial accepts 0: a run without kills), got {args.kills}")
     out = Path(args.out)
     try:  # before any benchmark runs: an unwritable --out must not cost an hour of measurements
         out.mkdir(parents=True, exist_ok=True)
