@@ -33,7 +33,7 @@ import zmq
 
 from .batch import rejection_detail, rejection_reason
 from .errors import ConfigError, WireError
-from .socket_limits import BATCH_BYTES, apply_limits
+from .socket_limits import apply_limits, receive_batch
 from .store import Store
 from .wire import WIRE_VERSION, SpectrumIn, encode_payload, peek_identity
 
@@ -155,13 +155,7 @@ class AckInput:
         list of Received
         """
         out: list[Received] = []
-        nbytes = 0
-        while len(out) < limit and nbytes < BATCH_BYTES:  # a batch of the largest spectra stays ≤ 4 MiB (+1 message)
-            try:
-                parts = self.sock.recv_multipart(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                break
-            nbytes += sum(len(p) for p in parts)
+        for parts in receive_batch(self.sock, limit)[0]:  # a batch of the largest spectra stays ≤ 4 MiB (+1 message)
             cut = 2 if len(parts) > 2 and parts[1] == b"" else 1  # a REQ sender's empty delimiter stays in the envelope
             body = parts[cut:]
             out.append(Received(parts[:cut], body[0] if len(body) == 1 else body))

@@ -45,7 +45,7 @@ from .novelty import DriftConfig, NoveltyService
 from .output import CountingPublisher
 from .preprocess import Preprocessor, RamanGrid
 from .security import CurveServer, curve_sockets
-from .socket_limits import BATCH_BYTES, apply_limits
+from .socket_limits import BATCH_BYTES, apply_limits, receive_batch
 from .store import PRIORITY, Admission, Arrival, Store, StoreConfig, StoredResult
 from .wire import (
     TOPICS,
@@ -248,34 +248,27 @@ class DaemonConfig:
         if cfg.output_hwm < 1:
             raise ConfigError(f"output_hwm must be ≥ 1, got {cfg.output_hwm!r}")
         cfg.store_config()  # unknown or out-of-range store options: ConfigError now, not at start
-        cfg.check_ack_input()
-        cfg.check_catchup()
+        cfg.check_needs_store()
         if cfg.novelty_detector not in NOVELTY_DETECTORS:
             raise ConfigError(f"novelty_detector must be one of {NOVELTY_DETECTORS}, got {cfg.novelty_detector!r}")
         curve_sockets(cfg.curve, cfg.control, cfg.insecure_control)  # unknown socket names: ConfigError
         return cfg
 
-    def check_ack_input(self) -> None:
-        """Refuse ``ack_input`` without ``store`` (an ack promises the spectrum is stored).
+    def check_needs_store(self) -> None:
+        """Refuse the settings that only work with a store: ``ack_input`` (an ack promises the spectrum is stored)
+        and ``catchup`` (served from the stored results).
 
         Raises
         ------
         ConfigError
-            ``ack_input`` is set and ``store`` is not.
+            ``ack_input`` or ``catchup`` is set and ``store`` is not.
         """
-        if self.ack_input and not self.store:
+        if self.store:
+            return
+        if self.ack_input:
             raise ConfigError(f"ack_input ({self.ack_input}) needs a store (daemon setting 'store', --store): "
                               "an acknowledgement promises the spectrum is stored")
-
-    def check_catchup(self) -> None:
-        """Refuse a catch-up endpoint without a store (catch-up is served from the store).
-
-        Raises
-        ------
-        ConfigError
-            ``catchup`` is set and ``store`` is not.
-        """
-        if self.catchup and not self.store:
+        if self.catchup:
             raise ConfigError(f"catchup = {self.catchup!r} needs a store (daemon setting 'store'): catch-up is "
                               "served from the stored results")
 
@@ -385,7 +378,7 @@ class Daemon:
     def __init__(self, config: DaemonConfig, context: zmq.Context[Any] | None = None,
                  expect_grid: RamanGrid | None = None, instrument: InstrumentConfig | None = None) -> None:
         self.config = config
-        config.check_catchup()  # a catch-up endpoint without a store: refused before anything loads
+        config.check_needs_store()  # ack_input or catchup without a store: refused before anything loads
         self.bundle = Bundle.load(config.bundle, expect_grid=expect_grid)
         self.labels = np.asarray(self.bundle.labels)
         if config.top_k > len(self.labels):
@@ -452,7 +445,6 @@ class Daemon:
             # On by default (issue #14), but this bundle has no reference spectra: say so once, loudly.
             log.warning("drift compensation (on by default) is OFF: %s", "novelty is off" if not config.novelty
                         else "the bundle has no novelty section (retrain with edge-train --novelty)")
-        config.check_ack_input()
         self._acks: AckInput | None = None  # the acknowledged input, bound in _open_sockets
         store_config = config.store_config()
         self._store = Store(store_config) if store_config is not None else None  # StoreError: refused at start
@@ -580,9 +572,7 @@ class Daemon:
             events = dict(poller.poll(timeout=100))
             if sock in events:
                 self._handle_subscriptions(sock, pub)
-            frames = self._drain(public, events, self.config.max_batch)
-            acked = self._drain_acks(events, self.config.max_batch - len(frames))
-            internal_frames = self._drain([internal], events, self.config.max_batch - len(frames) - len(acked))
+            frames, acked, internal_frames = self._take(public, internal, events)
             if frames or internal_frames or acked:
                 self._process(frames, pub, internal_frames, acked)
             if control is not None and control in events:
@@ -611,9 +601,7 @@ class Daemon:
         if self._acks is not None:
             ready[self._acks.sock] = zmq.POLLIN
         while time.monotonic() < deadline:
-            frames = self._drain(public, ready, self.config.max_batch)
-            acked = self._drain_acks(ready, self.config.max_batch - len(frames))
-            internal_frames = self._drain([internal], ready, self.config.max_batch - len(frames) - len(acked))
+            frames, acked, internal_frames = self._take(public, internal, ready)
             if not frames and not internal_frames and not acked:
                 break
             self._process(frames, pub, internal_frames, acked)
@@ -632,6 +620,16 @@ class Daemon:
     def _output_linger_ms(self) -> int:
         """The output socket's linger on exit: what is left of ``drain_timeout_s`` (0 when it is spent)."""
         return max(0, int((self._stop_at + self.config.drain_timeout_s - time.monotonic()) * 1000))
+
+    def _take(self, public: list[Socket], internal: Socket, events: Mapping[Any, int]
+              ) -> tuple[list[bytes | list[bytes]], list[Received], list[bytes | list[bytes]]]:
+        """One micro-batch of waiting input, at most ``max_batch`` messages: the public input's first, then the
+        acknowledged input's, then the internal input's.
+        """
+        limit = self.config.max_batch
+        frames = self._drain(public, events, limit)
+        acked = self._drain_acks(events, limit - len(frames))
+        return frames, acked, self._drain([internal], events, limit - len(frames) - len(acked))
 
     def _drain_acks(self, events: Mapping[Any, int], limit: int) -> list[Received]:
         """Up to ``limit`` waiting messages of the acknowledged input (none without it)."""
@@ -652,13 +650,9 @@ class Daemon:
         for s in inputs:
             if s not in events:
                 continue
-            while len(frames) < limit and nbytes < BATCH_BYTES:
-                try:
-                    parts = s.recv_multipart(zmq.NOBLOCK, copy=True)
-                except zmq.Again:
-                    break
-                nbytes += sum(len(p) for p in parts)
-                frames.append(parts[0] if len(parts) == 1 else parts)
+            got, n = receive_batch(s, limit - len(frames), BATCH_BYTES - nbytes)
+            nbytes += n
+            frames += [parts[0] if len(parts) == 1 else parts for parts in got]
         return frames
 
     def _handle_subscriptions(self, sock: Socket, pub: Publisher) -> None:

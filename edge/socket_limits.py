@@ -30,7 +30,7 @@ from .wire import MAX_MESSAGE_BYTES
 from .wire_spec import MAX_CATCHUP_REQUEST_BYTES
 
 __all__ = ["BATCH_BYTES", "MAX_BYTES", "MAX_RECEIVE_HWM", "MIN_RECEIVE_HWM", "QUEUE_BYTES", "SUBSCRIPTION_MAX_BYTES",
-           "apply_limits", "receive_hwm"]
+           "apply_limits", "receive_batch", "receive_hwm"]
 
 #: Largest frame the output (XPUB) socket reads: a subscription (``\x01`` + topic prefix) or a ZMTP command.
 #: A CurveZMQ INITIATE command with its metadata is about 300 bytes: 4 KiB leaves room for both.
@@ -92,3 +92,36 @@ def apply_limits(sock: zmq.Socket[Any], role: str) -> None:
     hwm = receive_hwm(role)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_BYTES[role])
     sock.setsockopt(zmq.RCVHWM, hwm)
+
+
+def receive_batch(sock: zmq.Socket[bytes], limit: int, budget_bytes: int = BATCH_BYTES) -> tuple[list[list[bytes]], int]:
+    """Receive up to ``limit`` waiting messages without blocking, and no more once they hold ``budget_bytes``.
+
+    The one receive loop of the daemon's inputs (PULL, internal, the acknowledged ROUTER): the byte budget bounds
+    the memory a micro-batch of the largest spectra takes (the last message may pass it).
+
+    Parameters
+    ----------
+    sock : zmq.Socket
+    limit : int
+        At most this many messages.
+    budget_bytes : int
+        Stop once the messages received hold this many bytes.
+
+    Returns
+    -------
+    messages : list of list of bytes
+        Each message's frames.
+    nbytes : int
+        Bytes received.
+    """
+    out: list[list[bytes]] = []
+    nbytes = 0
+    while len(out) < limit and nbytes < budget_bytes:
+        try:
+            parts = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            break
+        nbytes += sum(len(p) for p in parts)
+        out.append(parts)
+    return out, nbytes
