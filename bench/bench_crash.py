@@ -281,6 +281,10 @@ def run(bundle: str | Path, kills: int = 20, per_kill: int = 2000, seed: int = 0
             daemon.start()
         _wait(lambda: not flood.is_alive(), 900.0, "the sender to send and flush everything", daemon, flood)
         flood.join()
+        # the last start serves before it is stopped (a kill after everything was acknowledged left nothing to wait
+        # for: SIGTERM then came before the daemon had installed its handler, and it died of it)
+        _wait(lambda: watcher.generation >= daemon.starts, START_TIMEOUT_S, f"daemon start {daemon.starts}", daemon,
+              flood)
         # the last acknowledged micro-batch is classified after its ack; a catching-up subscriber needs the daemon
         deadline = time.monotonic() + (120.0 if HAS_CATCHUP else 2.0)
         while len({sid for sid, _ in watcher.seen}) < flood.sent and time.monotonic() < deadline:

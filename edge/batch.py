@@ -8,6 +8,8 @@ Sockets, files and clusters only move batches in and results out. Moved out of `
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -85,7 +87,7 @@ def calibrate_batch(hygiene: Any, spectra: list[Any], rejected: list[tuple[Any, 
     return out
 
 
-def preprocess_batch(preprocessor: Preprocessor, spectra: list[Any], offset_cm1: float = 0.0,
+def preprocess_batch(preprocessor: Preprocessor, spectra: list[Any], offset_cm1: float | Callable[[], float] = 0.0,
                      rejected: list[tuple[Any, str, str]] | None = None,
                      standard: tuple[str, Preprocessor] | None = None,
                      ) -> tuple[list[Any], np.ndarray | None, np.ndarray | None, Any]:
@@ -99,8 +101,9 @@ def preprocess_batch(preprocessor: Preprocessor, spectra: list[Any], offset_cm1:
     preprocessor : edge.preprocess.Preprocessor
     spectra : list of SpectrumLike
         ``intensity`` shape (M,), ``raman_shift_cm1`` shape (M,) in cm⁻¹ or None (already on the model grid).
-    offset_cm1 : float
-        The drift compensation (:meth:`edge.novelty.NoveltyService.correction_cm1`), cm⁻¹.
+    offset_cm1 : float or callable
+        The drift compensation (:meth:`edge.novelty.NoveltyService.correction_cm1`), cm⁻¹, or a function returning
+        it (:meth:`edge.preprocess.Preprocessor.process` calls it once the batch is resampled).
     rejected : list, optional
         Receives (spectrum, reason, detail) of each spectrum refused.
     standard : (str, Preprocessor), optional
@@ -214,8 +217,9 @@ def result_fields(out: dict[str, np.ndarray], labels: np.ndarray, top_k: int, no
 
 
 def classify_batch(spectra: list[Any], preprocessor: Preprocessor, backend: Any, heads: Any, labels: np.ndarray,
-                   novelty: Any = None, top_k: int = 3, offset_cm1: float = 0.0,
-                   hygiene: Any = None, standard: tuple[str, Preprocessor] | None = None) -> BatchOutcome:
+                   novelty: Any = None, top_k: int = 3, offset_cm1: float | Callable[[], float] = 0.0,
+                   hygiene: Any = None, standard: tuple[str, Preprocessor] | None = None,
+                   quality_pool: Executor | None = None) -> BatchOutcome:
     """Calibrate, preprocess, infer, decide novelty and quality, and build the result fields of one micro-batch.
 
     Parameters
@@ -231,12 +235,16 @@ def classify_batch(spectra: list[Any], preprocessor: Preprocessor, backend: Any,
         Class names of the served head.
     novelty : edge.novelty.NoveltyService or None
     top_k : int
-    offset_cm1 : float
-        Drift compensation, cm⁻¹.
+    offset_cm1 : float or callable
+        Drift compensation, cm⁻¹, or a function returning it, called once the batch is resampled (the daemon's
+        drift bookkeeping of the previous batch runs until then) and before inference.
     hygiene : edge.hygiene.Hygiene or None
         Calibration and quality gate (:mod:`edge.hygiene`).
     standard : (str, Preprocessor), optional
         Reference-standard spectra and their preprocessing (:func:`preprocess_batch`).
+    quality_pool : concurrent.futures.Executor, optional
+        Runs the quality gate while this thread runs inference and the novelty decision (both release the GIL
+        for most of their time): the same quality, the same outcome, sooner. Default: in turn, on this thread.
 
     Returns
     -------
@@ -254,14 +262,19 @@ def classify_batch(spectra: list[Any], preprocessor: Preprocessor, backend: Any,
         x, spikes = (x[good], spikes[good]) if ok and x is not None and spikes is not None else (None, None)
     if not ok:
         return BatchOutcome(rejected=rejected)
+    if callable(offset_cm1):  # (preprocessing has called it: the same value, for the result fields)
+        offset_cm1 = offset_cm1()
+    judged = quality_pool.submit(hygiene.judge, ok, despiked) if hygiene is not None and quality_pool else None
     try:
         out = heads.apply(backend.infer(x))
         if novelty is not None:
             out.update(novelty.decide(x, labels[np.argmax(out["probabilities"], axis=1)]))
         fields_h = None
         if hygiene is not None:
-            quality = hygiene.judge(ok, despiked)
+            quality = judged.result() if judged is not None else hygiene.judge(ok, despiked)
             fields_h = [hygiene.fields(q, n) for q, n in zip(quality, cast("np.ndarray", spikes), strict=True)]
     except Exception as exc:  # an inference (or quality-gate) failure rejects its batch, never the caller
+        if judged is not None:
+            wait([judged])  # it reads this batch's arrays: done before the caller goes on
         return BatchOutcome(rejected=rejected + [(s, "inference", rejection_detail(exc)) for s in ok])
     return BatchOutcome(ok, result_fields(out, labels, top_k, novelty, offset_cm1, fields_h), rejected, x, out)

@@ -24,16 +24,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import zmq
 
 from .ack_input import AckInput, AckItem, Received, require_id
 from .backends import create_backend
-from .batch import classify_batch, rejection_detail, rejection_reason
+from .batch import BatchOutcome, classify_batch, rejection_detail, rejection_reason
 from .bundle import Bundle
 from .catchup import CatchUpServer
 from .config_check import check_field_types
@@ -45,8 +47,8 @@ from .novelty import DriftConfig, NoveltyService
 from .output import CountingPublisher
 from .preprocess import Preprocessor, RamanGrid
 from .security import CurveServer, curve_sockets
-from .socket_limits import BATCH_BYTES, apply_limits, receive_batch
-from .store import PRIORITY, Admission, Arrival, Store, StoreConfig, StoredResult
+from .socket_limits import BATCH_BYTES, REFILL_WAIT_MS, apply_limits, receive_batch
+from .store import PRIORITY, Admission, Arrival, Store, StoreConfig, StoredResult, dedup_key
 from .wire import (
     TOPICS,
     WIRE_VERSION,
@@ -60,6 +62,7 @@ from .wire import (
 
 __all__ = ["INTERNAL_INPUT", "STORED_INPUT", "Daemon", "DaemonConfig", "stored_input_message"]
 log = logging.getLogger("edge.daemon")
+T = TypeVar("T")
 INTERNAL_INPUT = "inproc://raman-edge-internal-input"
 
 # -- issue 17, serial custody: an internal input that another thread already stored (edge.serial_input) --------
@@ -307,6 +310,28 @@ class Publisher(Protocol):
         """Send ``[topic, payload]``."""
 
 
+#: Smallest micro-batch whose quality gate and drift bookkeeping run on the drift thread, beside the loop thread.
+#: A smaller batch (the steady, low-rate case: one spectrum a batch) runs them in turn on the loop thread: handing
+#: them over costs more than it saves there, and a Python thread holding the GIL can delay the loop thread's
+#: publication by up to the interpreter's switch interval (5 ms). Outputs are the same either way.
+THREADED_MIN_BATCH = 8
+
+
+def _run_now(fn: Callable[[], T]) -> Future[T]:
+    """Run ``fn`` on this thread; its outcome (result or exception) as a finished future."""
+    future: Future[T] = Future()
+    try:
+        future.set_result(fn())
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
+
+
+def _joined(frame: bytes | list[bytes]) -> bytes:
+    """A message as one byte string (a multipart message, refused, is stored with its frames joined)."""
+    return frame if isinstance(frame, bytes) else b"".join(frame)
+
+
 def _identity(exc: Exception) -> tuple[str | None, str | None, int | None]:
     """The ``id``, ``instrument_id`` and ``instrument_seq`` a refused message carried (None where unreadable)."""
     ident = exc.identity if isinstance(exc, WireError) else {}
@@ -327,12 +352,15 @@ class _Input:
     row: int | None = None
     duplicate_of: int | None = None
     peer: list[bytes] | None = None  # acknowledged input: the envelope its ack goes to (edge.ack_input)
+    first_copy: _Input | None = None  # a resend within its own micro-batch: that batch's first copy
+    arrival: int | None = None  # its index among the micro-batch's new input messages (stored with their results)
 
 
 @dataclass
 class _Message:
-    """One message to store and publish: ``topic``, ``payload`` (a map), prediction ``seq``, the ``spectrum_row``
-    it answers, retention ``priority`` (:data:`edge.store.PRIORITY`).
+    """One message to store and publish: ``topic``, ``payload`` (a map), prediction ``seq``, the spectrum it
+    answers (its ``spectrum_row`` when stored before, else its ``arrival``), retention ``priority``
+    (:data:`edge.store.PRIORITY`).
     """
 
     topic: str
@@ -340,6 +368,7 @@ class _Message:
     seq: int | None = None
     spectrum_row: int | None = None
     priority: int = 0
+    arrival: int | None = None  # the new input message it answers, stored in the same transaction
 
 
 DOUBTFUL_PROBABILITY = 0.5
@@ -446,6 +475,8 @@ class Daemon:
             log.warning("drift compensation (on by default) is OFF: %s", "novelty is off" if not config.novelty
                         else "the bundle has no novelty section (retrain with edge-train --novelty)")
         self._acks: AckInput | None = None  # the acknowledged input, bound in _open_sockets
+        self._drift_executor: ThreadPoolExecutor | None = None  # the drift thread (_drift_thread)
+        self._drift_job: tuple[Future[list[dict[str, Any]]], int] | None = None  # (its future, spectra)
         store_config = config.store_config()
         self._store = Store(store_config) if store_config is not None else None  # StoreError: refused at start
         # -- catch-up (edge.catchup): its own thread, socket and read connection; started in run() --
@@ -513,6 +544,9 @@ class Daemon:
                 self.security.close()  # after its sockets: the context's authenticator stops with its last user
                 if self._store is not None:
                     self._store.close()
+                if self._drift_executor is not None:  # the drain's final status joined the last job
+                    self._drift_executor.shutdown(wait=True)
+                    self._drift_executor = None
                 if self.novelty is not None:
                     self.novelty.close()
         log.info("stopped: %s", self.counters)
@@ -569,7 +603,10 @@ class Daemon:
         self.replay_done.set()
         next_status = time.monotonic() + self.config.status_interval_s
         while not self.stop_event.is_set():
-            events = dict(poller.poll(timeout=100))
+            events = dict(poller.poll(timeout=0 if self._drift_job is not None else 100))
+            if not events and self._drift_job is not None:
+                self._join_drift(pub)  # no input waiting: the last batch's drift alarms go out now
+                continue
             if sock in events:
                 self._handle_subscriptions(sock, pub)
             frames, acked, internal_frames = self._take(public, internal, events)
@@ -650,7 +687,7 @@ class Daemon:
         for s in inputs:
             if s not in events:
                 continue
-            got, n = receive_batch(s, limit - len(frames), BATCH_BYTES - nbytes)
+            got, n = receive_batch(s, limit - len(frames), BATCH_BYTES - nbytes, REFILL_WAIT_MS)
             nbytes += n
             frames += [parts[0] if len(parts) == 1 else parts for parts in got]
         return frames
@@ -687,6 +724,7 @@ class Daemon:
 
     def _handle_control(self, control: Socket, pub: Publisher) -> None:
         """Answer the waiting control requests (REP: one reply each). A new head serves from the next batch."""
+        self._join_drift(pub)  # no request sees (or swaps a head under) a batch's running drift bookkeeping
         while True:
             try:
                 frame = control.recv(zmq.NOBLOCK)
@@ -705,7 +743,7 @@ class Daemon:
     # -- answering a micro-batch: store → classify → store the results → publish (docs/store.md) -------------
     def _rejection(self, reason: str, detail: str, spectrum_id: str | None, received_ns: int,
                    instrument_id: str | None = None, instrument_seq: int | None = None,
-                   spectrum_row: int | None = None) -> _Message:
+                   answers: _Input | None = None) -> _Message:
         """Count one refused input and make its ``error`` message."""
         self.counters["rejected"] += 1
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
@@ -713,22 +751,34 @@ class Daemon:
         payload = {"type": "error", "v": WIRE_VERSION, "reason": reason, "detail": detail, "id": spectrum_id,
                    "instrument_id": instrument_id, "instrument_seq": instrument_seq,
                    "received_ns": received_ns, "rejected_total": self.counters["rejected"]}
-        return _Message("error", payload, spectrum_row=spectrum_row, priority=PRIORITY["rejected"])
+        return _Message("error", payload, priority=PRIORITY["rejected"],
+                        spectrum_row=answers.row if answers is not None else None,
+                        arrival=answers.arrival if answers is not None else None)
 
-    def _emit(self, pub: Publisher, messages: Sequence[_Message], answered: Sequence[tuple[int, int]] = ()) -> None:
-        """Store ``messages`` (and mark the ``answered`` spectrum rows) in one transaction, then publish them in
-        order. Without a store, or when it cannot write (alarm raised, counted ``not_stored``), they are published
-        all the same.
+    def _emit(self, pub: Publisher, messages: Sequence[_Message], answered: Sequence[tuple[int, int]] = (),
+              arrivals: Sequence[Arrival] = (), join_drift: bool = True) -> list[Admission] | None:
+        """Store ``messages`` with the new input messages they answer (``arrivals``) and mark the ``answered``
+        spectrum rows, in one transaction; then publish the messages in order.
+
+        Without a store, or when it cannot write (alarm raised, counted ``not_stored``), they are published all the
+        same. First the pending drift bookkeeping is joined and its alarms published (unless ``join_drift`` is
+        False: a batch's own predictions, whose bookkeeping was just submitted). Returns the arrivals' admissions
+        (None without a store or when it could not write).
         """
-        if not messages and not answered:
-            return
+        if not messages and not answered and not arrivals:
+            return None
+        if join_drift:  # a batch's drift alarms are published right after its predictions, before anything else
+            self._join_drift(pub)
         encoded = [(TOPICS[m.topic], encode_payload(m.payload)) for m in messages]
+        admissions = None
         if self._store is not None:
             now = time.time_ns()
-            self._store.record([StoredResult(m.topic, data, now, m.seq, m.spectrum_row, m.priority)
-                                for m, (_, data) in zip(messages, encoded, strict=True)], answered)
+            admissions = self._store.write_batch(
+                arrivals, [StoredResult(m.topic, data, now, m.seq, m.spectrum_row, m.priority, m.arrival)
+                           for m, (_, data) in zip(messages, encoded, strict=True)], answered)
         for topic, data in encoded:
             pub.send_multipart([topic, data])
+        return admissions
 
     def _process(self, frames: list[bytes | list[bytes]], pub: Publisher,
                  internal_frames: Sequence[bytes | list[bytes]] = (), acked: Sequence[Received] = ()) -> None:
@@ -748,10 +798,11 @@ class Daemon:
             self._store.maybe_apply_retention()
 
     def _answer(self, inputs: list[_Input], pub: Publisher, received_ns: int, replayed: bool = False) -> None:
-        """Decode, store (unless ``replayed``: they are stored already), classify, store the results, publish.
+        """Decode, recognise resends, classify, then store the new input messages with every result in one
+        transaction, acknowledge, publish (``replayed``: stored before, only their results are stored).
 
-        A spectrum the store already holds under the same ``instrument_id`` and ``id`` is not classified again: it
-        is answered with a ``duplicate`` error (its first answer stands).
+        A spectrum the store already holds under the same ``instrument_id`` and ``id`` (or that came twice in this
+        micro-batch) is not classified again: it is answered with a ``duplicate`` error (its first answer stands).
         """
         self.counters["replayed" if replayed else "received"] += len(inputs)
         decoded: list[tuple[_Input, SpectrumIn | None, Exception | None]] = []
@@ -770,72 +821,126 @@ class Daemon:
                 # peak RSS under edge-bench malformed)
                 exc.__traceback__ = exc.__cause__ = exc.__context__ = None
                 decoded.append((inp, None, exc))
+        arrivals: list[Arrival] = []
+        writable = True
         if self._store is not None and not replayed:
-            self._admit(decoded, received_ns)
-            if self._acks is not None:  # stored (committed) before acknowledged
-                self._acks.acknowledge([AckItem(inp.peer, s, e, inp.row, inp.duplicate_of)
-                                        for inp, s, e in decoded if inp.peer is not None], self._store)
+            self._find_resends(decoded, self._store)
+            writable = self._store.writable()
         messages: list[_Message] = []
         answered: list[tuple[int, int]] = []
         accepted: list[SpectrumIn] = []
-        rows: dict[int, int | None] = {}  # id(spectrum) -> its store row
+        answers: dict[int, _Input] = {}  # id(spectrum) -> its input
+        acks: list[tuple[_Input, SpectrumIn | None, Exception | None]] = []
         for inp, spectrum, error in decoded:
-            if inp.peer is not None and spectrum is not None and inp.row is None:
-                # acknowledged `duplicate` (a resend: counted, its first answer stands) or `not_stored` (the sender
-                # resends it): neither classified nor published (docs/store.md)
-                self.counters["duplicates"] += inp.duplicate_of is not None
-                continue
-            if inp.duplicate_of is not None:
+            resend = inp.duplicate_of is not None or inp.first_copy is not None
+            if inp.peer is not None:
+                acks.append((inp, spectrum, error))
+                if spectrum is not None and (resend or (inp.row is None and not writable)):
+                    # acknowledged `duplicate` (a resend: counted, its first answer stands) or `not_stored` (the
+                    # store cannot write; the sender resends it): neither classified nor published (docs/store.md)
+                    self.counters["duplicates"] += resend
+                    continue
+            if resend:
                 sid, iid, iseq = (spectrum.id, spectrum.instrument_id, spectrum.instrument_seq) if spectrum \
                     else (None, None, None)
                 self.counters["duplicates"] += 1
-                messages.append(self._rejection("duplicate", f"already received (stored row {inp.duplicate_of}); "
-                                                "it is answered once", sid, received_ns, iid, iseq))
-            elif spectrum is None:
+                where = f"stored row {inp.duplicate_of}" if inp.duplicate_of is not None else "in this micro-batch"
+                messages.append(self._rejection("duplicate", f"already received ({where}); it is answered once", sid,
+                                                received_ns, iid, iseq))
+                continue
+            if self._store is not None and inp.row is None:  # new: stored with its answer, in one transaction
+                inp.arrival, inp.received_ns = len(arrivals), received_ns
+                if spectrum is not None:
+                    arrivals.append(Arrival(_joined(inp.frame), inp.source, received_ns, spectrum.id,
+                                            spectrum.instrument_id))
+                else:
+                    sid, iid, _ = _identity(cast("Exception", error))
+                    arrivals.append(Arrival(_joined(inp.frame), inp.source, received_ns, sid, iid, accepted=False))
+            if spectrum is None:
                 err = cast("Exception", error)
                 sid, iid, iseq = _identity(err)
                 messages.append(self._rejection(rejection_reason(err), rejection_detail(err), sid,
-                                                inp.received_ns or received_ns, iid, iseq, inp.row))
+                                                inp.received_ns or received_ns, iid, iseq, inp))
                 if inp.row is not None:
                     answered.append((inp.row, PRIORITY["rejected"]))
             else:
                 accepted.append(spectrum)
-                rows[id(spectrum)] = inp.row
-        correction = self.novelty.correction_cm1() if self.novelty is not None else 0.0
-        # calibrate → preprocess → infer → novelty → quality → result fields: the one path edge-predict shares
+                answers[id(spectrum)] = inp
+        # calibrate → preprocess → infer → novelty → quality → result fields: the one path edge-predict shares. The
+        # offset correction is read once the batch is resampled: until then the previous batch's drift bookkeeping
+        # may still run on the drift thread (_drift_correction); the quality gate runs there meanwhile.
+        lazy = self._drift_correction()
+        threaded = len(accepted) >= THREADED_MIN_BATCH
         res = classify_batch(accepted, self.preprocessor, self.backend, self.heads, self.labels, self.novelty,
-                             self.config.top_k, correction, self.hygiene, self._standard) if accepted else None
+                             self.config.top_k, lazy, self.hygiene, self._standard,
+                             self._drift_thread() if threaded else None) if accepted else None
         if res is not None:
             for s, reason, detail in res.rejected:
-                row = rows.get(id(s))
+                inp = answers[id(s)]
                 messages.append(self._rejection(reason, detail, s.id, received_ns, s.instrument_id, s.instrument_seq,
-                                                row))
-                if row is not None:
-                    answered.append((row, PRIORITY["rejected"]))
-            messages += self._predictions(res.accepted, res.fields, received_ns, rows, answered, replayed)
-        self._emit(pub, messages, answered)
+                                                inp))
+                if inp.row is not None:
+                    answered.append((inp.row, PRIORITY["rejected"]))
+        self._join_drift(pub)  # the previous batch's drift alarms, before anything of this batch is published
+        observe = None
         if res is not None and res.accepted and self.novelty is not None:
-            # after publishing: drift bookkeeping adds no prediction latency
-            self._publish_drift(pub, res.accepted, cast("np.ndarray", res.x), res.out, correction)
+            correction = lazy() if callable(lazy) else lazy
+            seqs = np.arange(self.seq + 1, self.seq + 1 + len(res.accepted))
+            observe = partial(self.novelty.observe, seqs, time.time_ns(), res.accepted, cast("np.ndarray", res.x),
+                              res.out, correction)
+            if threaded:
+                # This batch's drift bookkeeping runs on the drift thread (its FFTs, autoencoder and array work
+                # release the GIL) while its results are stored and published and the next batch is received,
+                # decoded and resampled; the next batch waits for it before it reads the offset correction. The
+                # same computation, in the same order, with the same published messages in the same order, as in
+                # line (tests/test_drift_thread.py).
+                self._drift_job = (self._drift_thread().submit(observe), len(res.accepted))
+                observe = None
+        if res is not None:
+            messages += self._predictions(res.accepted, res.fields, received_ns, answers, answered, replayed)
+        admissions = self._emit(pub, messages, answered, arrivals, join_drift=False)
+        if acks:
+            self._acknowledge(acks, admissions)
+        if observe is not None:  # a small batch: in line, after publishing (no prediction waits for it)
+            self._drift_job = (_run_now(observe), len(cast("BatchOutcome", res).accepted))
+            self._join_drift(pub)
 
-    def _admit(self, decoded: list[tuple[_Input, SpectrumIn | None, Exception | None]], received_ns: int) -> None:
-        """Store the micro-batch's input messages in one transaction; set each input's ``row`` (or
-        ``duplicate_of``).
+    def _find_resends(self, decoded: list[tuple[_Input, SpectrumIn | None, Exception | None]], store: Store) -> None:
+        """Mark each new spectrum the store holds already (``duplicate_of``: its row) or that came earlier in the same
+        micro-batch (``first_copy``), by ``instrument_id`` + ``id``: a resend, answered once.
         """
-        store = cast("Store", self._store)
-        decoded = [d for d in decoded if d[0].row is None]  # serial custody: stored already by the serial input
-        arrivals = []
-        for inp, spectrum, exc in decoded:
-            frame = inp.frame if isinstance(inp.frame, bytes) else b"".join(inp.frame)
-            if spectrum is not None:
-                arrivals.append(Arrival(frame, inp.source, received_ns, spectrum.id, spectrum.instrument_id))
+        keys = [dedup_key(s.instrument_id, s.id) if s is not None and inp.row is None else None
+                for inp, s, _ in decoded]
+        stored = store.lookup([k for k in keys if k is not None]) if any(keys) else {}
+        first: dict[str, _Input] = {}
+        for (inp, _, _), key in zip(decoded, keys, strict=True):
+            if key is None:
+                continue
+            if key in stored:
+                inp.duplicate_of = stored[key][0]
+            elif key in first:
+                inp.first_copy = first[key]
             else:
-                sid, iid, _ = _identity(cast("Exception", exc))
-                arrivals.append(Arrival(frame, inp.source, received_ns, sid, iid, accepted=False))
-        admissions: list[Admission] = store.admit(arrivals)
-        for (inp, _, _), adm in zip(decoded, admissions, strict=True):
-            inp.row, inp.duplicate_of = adm.row, adm.duplicate_of
-            inp.received_ns = received_ns
+                first[key] = inp
+
+    def _acknowledge(self, pending: list[tuple[_Input, SpectrumIn | None, Exception | None]],
+                     admissions: list[Admission] | None) -> None:
+        """Acknowledge a micro-batch's acknowledged-input messages once its transaction has committed (``stored``,
+        ``duplicate``, ``rejected``), or failed (``not_stored``).
+        """
+        if self._acks is None or self._store is None:
+            return
+        items = []
+        for inp, spectrum, error in pending:
+            row = admissions[inp.arrival].row if admissions is not None and inp.arrival is not None else None
+            dup = inp.duplicate_of
+            if dup is None and inp.first_copy is not None and admissions is not None \
+                    and inp.first_copy.arrival is not None:
+                dup = admissions[inp.first_copy.arrival].row
+            if admissions is not None and inp.arrival is not None and admissions[inp.arrival].duplicate_of is not None:
+                dup = admissions[inp.arrival].duplicate_of  # stored meanwhile by another writer (the serial input)
+            items.append(AckItem(cast("list[bytes]", inp.peer), spectrum, error, row, dup))
+        self._acks.acknowledge(items, self._store)
 
     def _replay(self, pub: Publisher) -> None:
         """Answer every stored spectrum that has no result yet (a crash or kill came between storing it and
@@ -905,9 +1010,10 @@ class Daemon:
         return rest
 
     def _predictions(self, spectra: list[SpectrumIn], fields: list[dict[str, Any]], received_ns: int,
-                     rows: Mapping[int, int | None], answered: list[tuple[int, int]], replayed: bool) -> list[_Message]:
-        """The ``prediction`` messages of a micro-batch, each with the next ``seq``; appends each stored spectrum's
-        ``(row, priority)`` to ``answered``.
+                     answers: Mapping[int, _Input], answered: list[tuple[int, int]], replayed: bool) -> list[_Message]:
+        """The ``prediction`` messages of a micro-batch, each with the next ``seq`` and the spectrum it answers
+        (``answers``: id(spectrum) → its input); appends each spectrum stored before's ``(row, priority)`` to
+        ``answered``.
         """
         self.counters["batches"] += 1
         out = []
@@ -927,23 +1033,57 @@ class Daemon:
                 payload["replayed"] = True
             payload["published_ns"] = time.time_ns()
             priority = _priority(payload)
-            row = rows.get(id(s))
+            inp = answers.get(id(s))
+            row, arrival = (inp.row, inp.arrival) if inp is not None else (None, None)
             if row is not None:
                 answered.append((row, priority))
             self.counters["published"] += 1  # counted before sending: a subscriber never sees more than counted
-            out.append(_Message("prediction", payload, seq=self.seq, spectrum_row=row, priority=priority))
+            out.append(_Message("prediction", payload, seq=self.seq, spectrum_row=row, priority=priority,
+                                arrival=arrival))
         return out
 
-    def _publish_drift(self, pub: Publisher, spectra: list[SpectrumIn], x: np.ndarray, out: dict[str, np.ndarray],
-                       offset_correction_cm1: float = 0.0) -> None:
-        if self.novelty is None:
+    # -- drift bookkeeping on its own thread --------------------------------------------------------------------
+    def _drift_thread(self) -> ThreadPoolExecutor:
+        """The one thread the drift bookkeeping runs on (started on first use)."""
+        if self._drift_executor is None:
+            self._drift_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raman-edge-drift")
+        return self._drift_executor
+
+    def _drift_correction(self) -> float | Callable[[], float]:
+        """The drift compensation for the next batch, cm⁻¹: a float, or while the previous batch's drift
+        bookkeeping still runs, a function that waits for it and then reads it (:class:`edge.preprocess.Preprocessor`
+        calls it once the batch is resampled, the first step that needs it).
+        """
+        novelty, job = self.novelty, self._drift_job
+        if novelty is None:
+            return 0.0
+        if job is None or job[0].done():
+            return novelty.correction_cm1()
+        future = job[0]
+
+        def correction() -> float:
+            wait([future])
+            return novelty.correction_cm1()
+        return correction
+
+    def _wait_drift(self) -> None:
+        """Wait until the pending drift bookkeeping (if any) has finished (its alarms are not published)."""
+        if self._drift_job is not None:
+            wait([self._drift_job[0]])
+
+    def _join_drift(self, pub: Publisher) -> None:
+        """Wait for the pending drift bookkeeping (:meth:`NoveltyService.observe` of the last batch) and publish its
+        alarms; nothing when none is pending.
+        """
+        if self._drift_job is None:
             return
-        seqs = np.arange(self.seq - len(spectra) + 1, self.seq + 1)
+        job, n_spectra = self._drift_job
+        self._drift_job = None
         try:
-            events = self.novelty.observe(seqs, time.time_ns(), spectra, x, out, offset_correction_cm1)
+            events = job.result()
         except Exception as exc:  # the predictions are out; only this batch's drift bookkeeping is lost (counted)
             self.counters["drift_errors"] += 1
-            log.warning("drift monitor skipped a batch of %d: %s", len(spectra), exc)
+            log.warning("drift monitor skipped a batch of %d: %s", n_spectra, exc)
             return
         messages = []
         for event in events:
@@ -955,6 +1095,7 @@ class Daemon:
 
     def status(self, final: bool = False) -> dict[str, Any]:
         """The status message: model, precision, backend and its execution providers, counters, uptime."""
+        self._wait_drift()  # the drift monitor's status is read below: not while the drift thread updates it
         extra: dict[str, Any] = {}
         if self._output is not None:
             self.counters["dropped_hwm"] = self._output.dropped
@@ -969,4 +1110,5 @@ class Daemon:
         return st
 
     def _publish_status(self, pub: Publisher, final: bool = False) -> None:
+        self._join_drift(pub)  # its alarms first; the status then counts them
         pub.send_multipart([TOPICS["status"], encode_payload(self.status(final))])

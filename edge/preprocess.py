@@ -427,12 +427,12 @@ class Preprocessor:
         self._sg_coeffs: dict[int, np.ndarray] = {}
 
     def __call__(self, intensity: np.ndarray, raman_shift_cm1: np.ndarray | None = None,
-                 offset_cm1: float = 0.0) -> np.ndarray:
+                 offset_cm1: float | Callable[[], float] = 0.0) -> np.ndarray:
         """Preprocess one spectrum or a batch (:meth:`process` without its by-products)."""
         return self.process(intensity, raman_shift_cm1, offset_cm1)[0]
 
     def process(self, intensity: np.ndarray, raman_shift_cm1: np.ndarray | None = None,
-                offset_cm1: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                offset_cm1: float | Callable[[], float] = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Preprocess one spectrum or a batch; also return the spike counts and the despiked input.
 
         Parameters
@@ -446,7 +446,9 @@ class Preprocessor:
             Known Raman-shift offset of the instrument, cm⁻¹ (positive: lines read too high). After
             resampling, the spectrum is moved by −``offset_cm1`` with each row's own edge padding
             (:func:`edge.shift.shift_spectra`, the shift the training augmentation applies): the daemon's
-            drift compensation (:class:`edge.novelty.DriftConfig` ``compensate_offset``). 0: unchanged.
+            drift compensation (:class:`edge.novelty.DriftConfig` ``compensate_offset``). 0: unchanged. A function
+            returning it is called once the spectra are resampled (the daemon's drift bookkeeping of the previous
+            batch may still be running until then).
 
         Returns
         -------
@@ -492,6 +494,8 @@ class Preprocessor:
                         f"grid ({cfg.grid.describe()}); this model was trained for at least "
                         f"{100 * cfg.min_coverage:.1f} %")
             y = resample(intensity, raman_shift_cm1, cfg.grid, cfg.outside_range)
+        if callable(offset_cm1):
+            offset_cm1 = offset_cm1()
         if offset_cm1:
             if not np.isfinite(offset_cm1):
                 raise PreprocessError(f"offset_cm1 must be finite, got {offset_cm1!r}")

@@ -37,6 +37,31 @@ def test_a_resent_spectrum_is_recognised_by_instrument_and_id(tmp_path):
     assert store.admit([_arrival(1)])[0].answered is True
 
 
+def test_a_micro_batch_is_stored_answered_with_its_results_in_one_transaction(tmp_path):
+    store = Store(StoreConfig(str(tmp_path / "s.sqlite"), max_rejected_frame_bytes=10))
+    arrivals = [_arrival(1), _arrival(2), _arrival(3, accepted=False, size=50), _arrival(1)]
+    err = StoredResult("error", msgpack.packb({"reason": "wire"}), time.time_ns(), None, None, PRIORITY["rejected"],
+                       arrival=2)
+    dup = StoredResult("error", msgpack.packb({"reason": "duplicate"}), time.time_ns(), None, None, PRIORITY["rejected"])
+    novel = StoredResult("prediction", msgpack.packb({"seq": 2}), time.time_ns(), 2, None, PRIORITY["novel"], arrival=1)
+    first = StoredResult("prediction", msgpack.packb({"seq": 1}), time.time_ns(), 1, None, 0, arrival=0)
+    adm = store.write_batch(arrivals, [first, novel, err, dup])
+    assert adm is not None and [(a.row, a.duplicate_of) for a in adm] == [(1, None), (2, None), (3, None), (None, 1)]
+    assert store.last_seq == 2 and store.pending(10) == []  # nothing left to replay: stored answered
+    db = sqlite3.connect(tmp_path / "s.sqlite")
+    assert db.execute("SELECT row, answered, priority, truncated FROM spectra ORDER BY row").fetchall() == [
+        (1, 1, 0, 0), (2, 1, PRIORITY["novel"], 0), (3, 1, PRIORITY["rejected"], 1)]
+    assert db.execute("SELECT seq, topic, spectrum_row FROM results ORDER BY row").fetchall() == [
+        (1, "prediction", 1), (2, "prediction", 2), (None, "error", 3), (None, "error", None)]
+    assert db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone() == ("2",)
+    db.close()
+    # a resend in a later micro-batch: its results are linked to the row stored first, nothing new is stored
+    again = store.write_batch([_arrival(1)], [StoredResult("error", b"\x80", time.time_ns(), None, None, 1, arrival=0)])
+    assert again is not None and (again[0].row, again[0].duplicate_of, again[0].answered) == (None, 1, True)
+    assert store.results_after(2)[0] == [("error", msgpack.packb({"reason": "wire"})),
+                                         ("error", msgpack.packb({"reason": "duplicate"})), ("error", b"\x80")]
+
+
 def test_seq_and_pending_spectra_survive_reopening(tmp_path):
     path = str(tmp_path / "s.sqlite")
     store = Store(StoreConfig(path))
@@ -106,6 +131,10 @@ def test_a_full_disk_raises_the_alarm_and_counts_what_is_not_stored():
     time.sleep(0.02)
     assert store.record([_prediction(1, None)]) is False
     assert store.not_stored == 3
+    time.sleep(0.02)
+    assert store.writable() is True  # its retry is due
+    assert store.write_batch([_arrival(3)], [_prediction(2, None)]) is None and store.not_stored == 5
+    assert store.writable() is False  # until retry_s has passed
 
 
 def test_store_settings_are_checked():

@@ -9,8 +9,9 @@ from .store import (
     StoreConfig,
     StoredResult,
     StoreError,
+    dedup_key,
     open_for_reading,
 )
 
 __all__ = ["PRIORITY", "SCHEMA_VERSION", "Admission", "Arrival", "PendingSpectrum", "Store", "StoreConfig",
-           "StoreError", "StoredResult", "open_for_reading"]
+           "StoreError", "StoredResult", "dedup_key", "open_for_reading"]

@@ -20,6 +20,7 @@ status alarm, counts what it could not store (``not_stored``) and tries again af
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -35,7 +36,7 @@ from ..errors import ConfigError
 from .reading import results_after as read_results_after
 from .schema import SCHEMA_SQL, SCHEMA_VERSION
 
-__all__ = ["Admission", "Arrival", "PendingSpectrum", "Store", "StoreConfig", "StoreError", "StoredResult"]
+__all__ = ["Admission", "Arrival", "PendingSpectrum", "Store", "StoreConfig", "StoreError", "StoredResult", "dedup_key"]
 log = logging.getLogger("edge.store")
 T = TypeVar("T")
 
@@ -136,7 +137,9 @@ class Admission:
 @dataclass(frozen=True)
 class StoredResult:
     """One published message to store: ``topic``, msgpack ``payload``, prediction ``seq`` (None for other
-    topics), the ``spectrum_row`` it answers, its retention ``priority`` (:data:`edge.store.schema.PRIORITY`).
+    topics), the ``spectrum_row`` it answers, its retention ``priority`` (:data:`edge.store.schema.PRIORITY`);
+    with :meth:`Store.write_batch`, ``arrival`` instead names the spectrum it answers by its index among the
+    arrivals stored in the same transaction.
     """
 
     topic: str
@@ -145,6 +148,7 @@ class StoredResult:
     seq: int | None = None
     spectrum_row: int | None = None
     priority: int = 0
+    arrival: int | None = None
 
 
 @dataclass(frozen=True)
@@ -157,19 +161,98 @@ class PendingSpectrum:
     received_ns: int
 
 
-def _dedup_key(a: Arrival) -> str | None:
-    return None if not a.accepted or not a.spectrum_id else f"{a.instrument_id or ''}\x00{a.spectrum_id}"
-
-
 _SQL_CHUNK = 500
 """Keys per ``IN (...)`` list (SQLite's default limit on bound parameters was 999 before version 3.32)."""
 
 
-def _spectrum_values(a: Arrival, key: str | None, cap: int) -> tuple[Any, ...]:
-    """The ``spectra`` columns of one arrival (a rejected frame cut to ``cap`` bytes)."""
+def _spectrum_values(a: Arrival, key: str | None, cap: int, answered_priority: int | None = None) -> tuple[Any, ...]:
+    """The ``spectra`` columns of one arrival (a rejected frame cut to ``cap`` bytes), unanswered, or answered
+    with ``answered_priority``.
+    """
     frame = a.frame if a.accepted else a.frame[:cap]
+    priority = (0 if a.accepted else 1) if answered_priority is None else answered_priority
     return (a.received_ns, a.source, a.spectrum_id, a.instrument_id, key, frame, len(a.frame),
-            int(len(frame) < len(a.frame)), 0 if a.accepted else 1)
+            int(len(frame) < len(a.frame)), int(answered_priority is not None), priority)
+
+
+def dedup_key(instrument_id: str | None, spectrum_id: str | None) -> str | None:
+    """The key a resent spectrum is recognised by (``instrument_id`` NUL ``id``); None without an ``id``."""
+    return f"{instrument_id or ''}\x00{spectrum_id}" if spectrum_id else None
+
+
+def _dedup_key(a: Arrival) -> str | None:
+    return dedup_key(a.instrument_id, a.spectrum_id) if a.accepted else None
+
+
+def _lookup(conn: sqlite3.Connection, wanted: Sequence[str]) -> dict[str, tuple[int, bool]]:
+    stored: dict[str, tuple[int, bool]] = {}
+    for i in range(0, len(wanted), _SQL_CHUNK):
+        chunk = wanted[i:i + _SQL_CHUNK]
+        for key, row, answered in conn.execute(
+                f"SELECT dedup_key, row, answered FROM spectra WHERE dedup_key IN ({','.join('?' * len(chunk))})",
+                chunk):
+            stored[key] = (int(row), bool(answered))
+    return stored
+
+
+def _admit(conn: sqlite3.Connection, arrivals: Sequence[Arrival], cap: int,
+           answered_priority: dict[int, int] | None = None) -> list[Admission]:
+    """Insert ``arrivals`` within the caller's transaction (those in ``answered_priority``, by index, answered
+    with that priority); their admissions, in order.
+
+    Three statements a micro-batch instead of one ``INSERT … RETURNING`` per spectrum (same rows, same admissions):
+    which keys are stored already; the new rows in one executemany, in arrival order (each gets max(row) + 1, as
+    one INSERT at a time would: the transaction holds the write lock); their rows.
+    """
+    keys = [_dedup_key(a) for a in arrivals]
+    stored = _lookup(conn, sorted({k for k in keys if k is not None}))
+    first_in_batch: dict[str, int] = {}  # key -> index of its first new arrival in this batch
+    new: list[int] = []
+    for i, key in enumerate(keys):
+        if key is None or (key not in stored and key not in first_in_batch):
+            if key is not None:
+                first_in_batch[key] = i
+            new.append(i)
+    rows: dict[int, int] = {}
+    if new:
+        top = conn.execute("SELECT coalesce(max(row), 0) FROM spectra").fetchone()[0]
+        prio = answered_priority or {}
+        conn.executemany(
+            "INSERT INTO spectra (received_ns, source, spectrum_id, instrument_id, dedup_key, frame, "
+            "frame_bytes, truncated, answered, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [_spectrum_values(arrivals[i], keys[i], cap, prio.get(i)) for i in new])
+        got = [int(r) for r, in conn.execute("SELECT row FROM spectra WHERE row > ? ORDER BY row", (top,))]
+        if len(got) != len(new):  # (cannot happen while the transaction holds the write lock)
+            raise sqlite3.IntegrityError(f"stored {len(got)} spectra for {len(new)} new arrivals")
+        rows = dict(zip(new, got, strict=True))
+    out: list[Admission] = []
+    for i, key in enumerate(keys):
+        if i in rows:
+            out.append(Admission(rows[i]))
+        elif key in stored:
+            out.append(Admission(None, *stored[key]))
+        else:  # a resend within this micro-batch: the duplicate of its first copy, just stored
+            first = first_in_batch[cast("str", key)]
+            out.append(Admission(None, rows[first], first in (answered_priority or {})))
+    return out
+
+
+def _top_seq(results: Sequence[StoredResult]) -> int:
+    return max((r.seq for r in results if r.seq is not None), default=0)
+
+
+def _record(conn: sqlite3.Connection, results: Sequence[StoredResult], answered: Sequence[tuple[int, int]],
+            last_seq: int) -> bool:
+    """Insert ``results`` and mark the ``answered`` rows within the caller's transaction."""
+    conn.executemany("INSERT INTO results (seq, topic, spectrum_row, created_ns, priority, payload) "
+                     "VALUES (?, ?, ?, ?, ?, ?)",
+                     [(r.seq, r.topic, r.spectrum_row, r.created_ns, r.priority, r.payload) for r in results])
+    if answered:
+        conn.executemany("UPDATE spectra SET answered = 1, priority = ? WHERE row = ?", [(p, row) for row, p in answered])
+    top = _top_seq(results)
+    if top > last_seq:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(top),))
+    return True
 
 
 class Store:
@@ -281,7 +364,7 @@ class Store:
                   self.config.retry_s, self.error)
 
     def admit(self, arrivals: Sequence[Arrival]) -> list[Admission]:
-        """Store a micro-batch of input messages in one transaction.
+        """Store a micro-batch of input messages in one transaction (unanswered: their results follow later).
 
         Parameters
         ----------
@@ -295,49 +378,7 @@ class Store:
             ``row`` None (counted in ``not_stored``).
         """
         cap = self.config.max_rejected_frame_bytes
-        keys = [_dedup_key(a) for a in arrivals]
-
-        def work(conn: sqlite3.Connection) -> list[Admission]:
-            # Three statements a micro-batch instead of one INSERT ... RETURNING per spectrum (same rows, same
-            # admissions): which keys are stored already; the new rows in one executemany, in arrival order (each
-            # gets max(row) + 1, as one INSERT at a time would: the transaction holds the write lock); their rows.
-            stored: dict[str, tuple[int, bool]] = {}
-            wanted = sorted({k for k in keys if k is not None})
-            for i in range(0, len(wanted), _SQL_CHUNK):
-                chunk = wanted[i:i + _SQL_CHUNK]
-                for key, row, answered in conn.execute(
-                        f"SELECT dedup_key, row, answered FROM spectra WHERE dedup_key IN ({','.join('?' * len(chunk))})",
-                        chunk):
-                    stored[key] = (int(row), bool(answered))
-            first_in_batch: dict[str, int] = {}  # key -> index of its first new arrival in this batch
-            new: list[int] = []
-            for i, key in enumerate(keys):
-                if key is None or (key not in stored and key not in first_in_batch):
-                    if key is not None:
-                        first_in_batch[key] = i
-                    new.append(i)
-            rows: dict[int, int] = {}
-            if new:
-                top = conn.execute("SELECT coalesce(max(row), 0) FROM spectra").fetchone()[0]
-                conn.executemany(
-                    "INSERT INTO spectra (received_ns, source, spectrum_id, instrument_id, dedup_key, frame, "
-                    "frame_bytes, truncated, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [_spectrum_values(arrivals[i], keys[i], cap) for i in new])
-                got = [int(r) for r, in conn.execute("SELECT row FROM spectra WHERE row > ? ORDER BY row", (top,))]
-                if len(got) != len(new):  # (cannot happen while the transaction holds the write lock)
-                    raise sqlite3.IntegrityError(f"stored {len(got)} spectra for {len(new)} new arrivals")
-                rows = dict(zip(new, got, strict=True))
-            out: list[Admission] = []
-            for i, key in enumerate(keys):
-                if i in rows:
-                    out.append(Admission(rows[i]))
-                elif key in stored:
-                    out.append(Admission(None, *stored[key]))
-                else:  # a resend within this micro-batch: the duplicate of its first copy, just stored, unanswered
-                    out.append(Admission(None, rows[first_in_batch[cast("str", key)]], False))
-            return out
-
-        got = self._write(work, len(arrivals))
+        got = self._write(lambda conn: _admit(conn, arrivals, cap), len(arrivals))
         return got if got is not None else [Admission(None) for _ in arrivals]
 
     def record(self, results: Sequence[StoredResult], answered: Sequence[tuple[int, int]] = ()) -> bool:
@@ -354,22 +395,64 @@ class Store:
         bool
             False when the store could not write (counted in ``not_stored``).
         """
-        top = max((r.seq for r in results if r.seq is not None), default=0)
-
-        def work(conn: sqlite3.Connection) -> bool:
-            conn.executemany("INSERT INTO results (seq, topic, spectrum_row, created_ns, priority, payload) "
-                             "VALUES (?, ?, ?, ?, ?, ?)",
-                             [(r.seq, r.topic, r.spectrum_row, r.created_ns, r.priority, r.payload) for r in results])
-            conn.executemany("UPDATE spectra SET answered = 1, priority = ? WHERE row = ?",
-                             [(p, row) for row, p in answered])
-            if top > self.last_seq:
-                conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(top),))
-            return True
-
-        ok = self._write(work, len(results)) is not None
+        ok = self._write(lambda conn: _record(conn, results, answered, self.last_seq), len(results)) is not None
         if ok:
-            self.last_seq = max(self.last_seq, top)
+            self.last_seq = max(self.last_seq, _top_seq(results))
         return ok
+
+    def write_batch(self, arrivals: Sequence[Arrival], results: Sequence[StoredResult],
+                    answered: Sequence[tuple[int, int]] = ()) -> list[Admission] | None:
+        """Store a whole micro-batch in one transaction: its input messages, already answered, and the results
+        published for them (the daemon's path: docs/store.md).
+
+        Parameters
+        ----------
+        arrivals : sequence of Arrival
+            The micro-batch's new input messages.
+        results : sequence of StoredResult
+            Its published messages, in order. One whose ``arrival`` is set answers that arrival: it is linked to its
+            new row, and the arrival is stored answered, with the highest priority of its results.
+        answered : sequence of (int, int)
+            ``(spectrum row, priority)`` of spectra stored before (replayed, or stored by the serial input) that
+            these results answer.
+
+        Returns
+        -------
+        list of Admission or None
+            One per arrival, as :meth:`admit` returns them (an arrival found stored already, e.g. by the serial
+            input meanwhile, is not stored again: its results are linked to the earlier row); None when the store
+            could not write (nothing of the batch is stored; counted in ``not_stored``).
+        """
+        cap = self.config.max_rejected_frame_bytes
+        priority: dict[int, int] = {}
+        for r in results:
+            if r.arrival is not None:
+                priority[r.arrival] = max(r.priority, priority.get(r.arrival, r.priority))
+
+        def work(conn: sqlite3.Connection) -> list[Admission]:
+            adm = _admit(conn, arrivals, cap, priority)
+            linked = [r if r.arrival is None else dataclasses.replace(
+                r, spectrum_row=adm[r.arrival].row if adm[r.arrival].row is not None else adm[r.arrival].duplicate_of,
+                arrival=None) for r in results]
+            _record(conn, linked, answered, self.last_seq)
+            return adm
+
+        got = self._write(work, len(arrivals) + len(results))
+        if got is not None:
+            self.last_seq = max(self.last_seq, _top_seq(results))
+        return got
+
+    def writable(self) -> bool:
+        """False while the store waits to retry after a failed write (what comes meanwhile is not stored)."""
+        return self.error is None or time.monotonic() >= self._retry_at
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, tuple[int, bool]]:
+        """The stored spectra among dedup ``keys`` (``instrument_id`` NUL ``id``): key → (row, answered).
+
+        A read outside any transaction (:meth:`write_batch` checks again within its own). Empty when the store
+        cannot be read.
+        """
+        return self._read(lambda conn: _lookup(conn, sorted(set(keys))), {})
 
     # -- reading -------------------------------------------------------------------------------------------
     def _read(self, query: Callable[[sqlite3.Connection], T], default: T) -> T:
