@@ -1,11 +1,12 @@
 """The daemon's acknowledged input: a ROUTER endpoint that acknowledges every spectrum once it is stored.
 
 A sender (:class:`edge.acked_sender.AckedSender`, a DEALER; a REQ socket works too) sends each spectrum as one
-frame, with its ``id`` set. The daemon stores the micro-batch (:meth:`edge.store.Store.admit`, one transaction)
-and only then answers each message with an ``ack`` map (docs/wire.md §4.3, declared in :mod:`edge.wire_spec`):
+frame, with its ``id`` set. The daemon classifies the micro-batch, stores it with its results
+(:meth:`edge.store.Store.write_batch`, one transaction) and only then answers each message with an ``ack`` map
+(docs/wire.md §4.3, declared in :mod:`edge.wire_spec`):
 
 ``stored``
-    stored (it will be classified, now or after a restart, exactly once): the sender forgets it.
+    stored with its result (answered exactly once): the sender forgets it.
 ``duplicate``
     the store already held this ``instrument_id`` + ``id`` (a resend): not classified again, not published on
     the error topic (a resend is normal protocol; counted in ``counters.duplicates``): the sender forgets it.
@@ -13,11 +14,12 @@ and only then answers each message with an ``ack`` map (docs/wire.md §4.3, decl
     the message is malformed (stored, answered on the ``error`` topic with the same ``reason`` and ``detail``):
     resending it cannot help, the sender forgets it and reports it.
 ``not_stored``
-    the store cannot write (disk full, I/O error): the spectrum is neither classified nor published, so that its
-    resend is classified once; the sender keeps it and resends after ``retry_after_ms``.
+    the store cannot write (disk full, I/O error): while its alarm waits to retry, the spectrum is neither
+    classified nor published, so that its resend is classified once (only the micro-batch whose commit failed
+    was classified and published: docs/store.md); the sender keeps it and resends after ``retry_after_ms``.
 
 This module is the socket and the acknowledgements; the daemon's answering path (:meth:`edge.daemon.Daemon._answer`)
-calls :meth:`AckInput.acknowledge` right after the store's commit. Written here (no library offers a store-then-ack
+calls :meth:`AckInput.acknowledge` right after the micro-batch's commit. Written here (no library offers a store-then-ack
 ROUTER): pyzmq gives the sockets, msgpack the encoding.
 """
 

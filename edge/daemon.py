@@ -136,9 +136,9 @@ class DaemonConfig:
     status_interval_s : float
         Period of status messages.
     store : str
-        SQLite store file (``""``: no store): every input message is stored before it is classified (and
-        acknowledged), every result before it is published; on start the daemon answers what was stored without
-        a result (``replayed: true``), ``seq`` continues where it stopped, a resent spectrum (same
+        SQLite store file (``""``: no store): every input message is stored with its result, one transaction per
+        micro-batch, before it is acknowledged and the result published; on start the daemon answers what was
+        stored without a result (``replayed: true``), ``seq`` continues where it stopped, a resent spectrum (same
         ``instrument_id`` and ``id``) is not classified twice (:mod:`edge.store`, docs/store.md).
     catchup : str
         ZeroMQ endpoint of the catch-up socket (``""``: none; needs ``store``): a subscriber that was away asks for
@@ -1068,8 +1068,9 @@ class Daemon:
 
     def _wait_drift(self) -> None:
         """Wait until the pending drift bookkeeping (if any) has finished (its alarms are not published)."""
-        if self._drift_job is not None:
-            wait([self._drift_job[0]])
+        job = self._drift_job  # (status() may be called from another thread while the loop clears it)
+        if job is not None:
+            wait([job[0]])
 
     def _join_drift(self, pub: Publisher) -> None:
         """Wait for the pending drift bookkeeping (:meth:`NoveltyService.observe` of the last batch) and publish its

@@ -328,9 +328,9 @@ ACK = Message("ack", "ack", "The acknowledged input's answer to one input messag
     _TYPE("ack", "message type"), _V,
     _s("id", True, "the spectrum's id as sent (nil when unreadable)", nil=True),
     _s("instrument_id", True, "as sent (nil when absent or unreadable)", nil=True),
-    _s("status", True, "stored (kept: answered exactly once), duplicate (a resend of a stored spectrum: not "
-                       "classified again), rejected (malformed: resending cannot help), not_stored (the store cannot "
-                       "write: not classified; keep it and resend after retry_after_ms)",
+    _s("status", True, "stored (kept with its result: answered exactly once), duplicate (a resend of a stored "
+                       "spectrum: not classified again), rejected (malformed: resending cannot help), not_stored (the "
+                       "store cannot write: keep it and resend after retry_after_ms)",
        enum=["stored", "duplicate", "rejected", "not_stored"]),
     _s("reason", False, "rejected: the error reason, as on the error topic"),
     _s("detail", False, "rejected, not_stored: what was wrong, in words"),

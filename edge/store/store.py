@@ -6,8 +6,10 @@ WAL mode lets a reader (``edge-downlink``, a catch-up request) read while the da
 transactions before a power cut may be lost (the WAL is synced at checkpoints: docs/store.md, "guarantees").
 
 One :class:`Store` per thread (a connection is not used by two threads at once; it may be handed over). The
-daemon writes one transaction per micro-batch for the spectra (:meth:`Store.admit`, before they are acknowledged
-or classified) and one for their results (:meth:`Store.record`, before they are published).
+daemon writes one transaction per micro-batch (:meth:`Store.write_batch`): its new input messages, already
+answered, with every result, after classifying them and before acknowledging or publishing anything. The serial
+input stores each spectrum before its link ACKs it (:meth:`Store.admit`); the daemon stores its result later
+(:meth:`Store.record`, or with its micro-batch).
 
 Checkpoints (copying the WAL into the database file, with an fsync) run in a background thread on its own
 connection (:class:`_Checkpointer`), not inside the daemon's commits: measured with 17 kB spectra, SQLite's automatic
@@ -42,9 +44,11 @@ T = TypeVar("T")
 
 CHECKPOINT_INTERVAL_S = 0.2
 """How often the background thread checkpoints the WAL (PASSIVE: it never blocks the daemon's writes)."""
-FALLBACK_AUTOCHECKPOINT_PAGES = 16384
-"""SQLite's own automatic checkpoint, kept as a safety net should the background thread fall behind (64 MB of WAL
-at 4 kB pages): the WAL stays bounded whatever happens."""
+PAGE_BYTES = 16384
+"""Page size of a new store file (SQLite's default is 4 KiB): fewer overflow pages per stored spectrum."""
+FALLBACK_AUTOCHECKPOINT_BYTES = 64 << 20
+"""SQLite's own automatic checkpoint, kept as a safety net should the background thread fall behind (at 64 MiB of
+WAL, in pages of the file's own size): the WAL stays bounded whatever happens."""
 
 
 class StoreError(ConfigError):
@@ -293,10 +297,14 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
         try:
+            # before the first table (a store created earlier keeps its own): 16 KiB pages hold a spectrum's frame in
+            # two pages instead of five; a micro-batch's transaction costs ~30 % less (measured, 17 kB frames)
+            conn.execute(f"PRAGMA page_size = {PAGE_BYTES}")
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table: freed pages can be returned
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.config.synchronous}")  # checked: NORMAL or FULL
-            conn.execute(f"PRAGMA wal_autocheckpoint = {FALLBACK_AUTOCHECKPOINT_PAGES}")  # _Checkpointer does it
+            page_bytes = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            conn.execute(f"PRAGMA wal_autocheckpoint = {FALLBACK_AUTOCHECKPOINT_BYTES // page_bytes}")  # _Checkpointer does it
             conn.executescript(SCHEMA_SQL)
             version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if version is None:
