@@ -740,7 +740,7 @@ class Daemon:
                 self._publish_status(pub)  # subscribers learn the new head version at once
             control.send(encode_payload(reply))
 
-    # -- answering a micro-batch: store → classify → store the results → publish (docs/store.md) -------------
+    # -- answering a micro-batch: classify → store it with its results (one transaction) → ack → publish ------
     def _rejection(self, reason: str, detail: str, spectrum_id: str | None, received_ns: int,
                    instrument_id: str | None = None, instrument_seq: int | None = None,
                    answers: _Input | None = None) -> _Message:
@@ -936,7 +936,8 @@ class Daemon:
             dup = inp.duplicate_of
             if dup is None and inp.first_copy is not None and admissions is not None \
                     and inp.first_copy.arrival is not None:
-                dup = admissions[inp.first_copy.arrival].row
+                first = admissions[inp.first_copy.arrival]
+                dup = first.row if first.row is not None else first.duplicate_of
             if admissions is not None and inp.arrival is not None and admissions[inp.arrival].duplicate_of is not None:
                 dup = admissions[inp.arrival].duplicate_of  # stored meanwhile by another writer (the serial input)
             items.append(AckItem(cast("list[bytes]", inp.peer), spectrum, error, row, dup))
