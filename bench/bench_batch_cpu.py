@@ -57,7 +57,7 @@ def measure(bundle: Path, batch: int, n: int, store: bool, profile: bool = False
         pub = _Capture()
         for i in range(0, 2 * batch, batch):  # warm-up (first-call costs, the store's tables)
             d._process(frames[i:i + batch], pub)
-        d._join_drift(pub)
+        d.join_drift(pub)
         frames = frames[2 * batch:]
         prof = cProfile.Profile() if profile else None
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -65,7 +65,7 @@ def measure(bundle: Path, batch: int, n: int, store: bool, profile: bool = False
             prof.enable()
         for i in range(0, len(frames), batch):
             d._process(frames[i:i + batch], pub)
-        d._join_drift(pub)  # the last batch's drift bookkeeping (it overlaps the next batch: edge.daemon)
+        d.join_drift(pub)  # the last batch's drift bookkeeping (it overlaps the next batch: edge.daemon)
         if prof is not None:
             prof.disable()
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0

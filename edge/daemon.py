@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -605,7 +606,7 @@ class Daemon:
         while not self.stop_event.is_set():
             events = dict(poller.poll(timeout=0 if self._drift_job is not None else 100))
             if not events and self._drift_job is not None:
-                self._join_drift(pub)  # no input waiting: the last batch's drift alarms go out now
+                self.join_drift(pub)  # no input waiting: the last batch's drift alarms go out now
                 continue
             if sock in events:
                 self._handle_subscriptions(sock, pub)
@@ -724,7 +725,7 @@ class Daemon:
 
     def _handle_control(self, control: Socket, pub: Publisher) -> None:
         """Answer the waiting control requests (REP: one reply each). A new head serves from the next batch."""
-        self._join_drift(pub)  # no request sees (or swaps a head under) a batch's running drift bookkeeping
+        self.join_drift(pub)  # no request sees (or swaps a head under) a batch's running drift bookkeeping
         while True:
             try:
                 frame = control.recv(zmq.NOBLOCK)
@@ -768,7 +769,7 @@ class Daemon:
         if not messages and not answered and not arrivals:
             return None
         if join_drift:  # a batch's drift alarms are published right after its predictions, before anything else
-            self._join_drift(pub)
+            self.join_drift(pub)
         encoded = [(TOPICS[m.topic], encode_payload(m.payload)) for m in messages]
         admissions = None
         if self._store is not None:
@@ -881,7 +882,7 @@ class Daemon:
                                                 inp))
                 if inp.row is not None:
                     answered.append((inp.row, PRIORITY["rejected"]))
-        self._join_drift(pub)  # the previous batch's drift alarms, before anything of this batch is published
+        self.join_drift(pub)  # the previous batch's drift alarms, before anything of this batch is published
         observe = None
         if res is not None and res.accepted and self.novelty is not None:
             correction = lazy() if callable(lazy) else lazy
@@ -903,7 +904,7 @@ class Daemon:
             self._acknowledge(acks, admissions)
         if observe is not None:  # a small batch: in line, after publishing (no prediction waits for it)
             self._drift_job = (_run_now(observe), len(cast("BatchOutcome", res).accepted))
-            self._join_drift(pub)
+            self.join_drift(pub)
 
     def _find_resends(self, decoded: list[tuple[_Input, SpectrumIn | None, Exception | None]], store: Store) -> None:
         """Mark each new spectrum the store holds already (``duplicate_of``: its row) or that came earlier in the same
@@ -1048,6 +1049,8 @@ class Daemon:
         """The one thread the drift bookkeeping runs on (started on first use)."""
         if self._drift_executor is None:
             self._drift_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raman-edge-drift")
+            # a daemon used without run() (the evaluation harness) stops its thread when garbage-collected
+            weakref.finalize(self, self._drift_executor.shutdown, wait=False)
         return self._drift_executor
 
     def _drift_correction(self) -> float | Callable[[], float]:
@@ -1073,9 +1076,12 @@ class Daemon:
         if job is not None:
             wait([job[0]])
 
-    def _join_drift(self, pub: Publisher) -> None:
-        """Wait for the pending drift bookkeeping (:meth:`NoveltyService.observe` of the last batch) and publish its
-        alarms; nothing when none is pending.
+    def join_drift(self, pub: Publisher) -> None:
+        """Wait for the pending drift bookkeeping (:meth:`NoveltyService.observe` of the last micro-batch) and publish
+        its alarms on ``pub``; nothing when none is pending.
+
+        The serving loop calls it itself; a caller that feeds micro-batches to the daemon's handler directly (the
+        evaluation harness, ``edge-bench batchcpu``) calls it after the last one, before it reads the drift state.
         """
         if self._drift_job is None:
             return
@@ -1112,5 +1118,5 @@ class Daemon:
         return st
 
     def _publish_status(self, pub: Publisher, final: bool = False) -> None:
-        self._join_drift(pub)  # its alarms first; the status then counts them
+        self.join_drift(pub)  # its alarms first; the status then counts them
         pub.send_multipart([TOPICS["status"], encode_payload(self.status(final))])

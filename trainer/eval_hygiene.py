@@ -65,6 +65,7 @@ def _run(daemon: Daemon, spectra: Sequence[tuple[np.ndarray, np.ndarray | None]]
         for i, (y, x) in enumerate(spectra)]
     for k in range(0, len(frames), batch):
         daemon._process(frames[k:k + batch], pub)
+    daemon.join_drift(pub)  # the last micro-batch's drift bookkeeping runs on the daemon's drift thread
     by_id: dict[str, dict[str, Any]] = {}
     for topic, msg in pub.messages:
         if topic in ("prediction", "error") and msg.get("id") is not None:

@@ -263,6 +263,7 @@ def _stream(cfg: Any, row: Row, order: Sequence[int], pub: MessageCapture) -> An
                 axis, y = row.spectra[i]
                 frames.append(encode_spectrum(y, axis, id=str(i)))
             daemon._process(frames, pub)
+        daemon.join_drift(pub)  # the last micro-batch's drift bookkeeping (edge.daemon: its own thread)
     return daemon
 
 
