@@ -870,11 +870,7 @@ class Daemon:
         # calibrate → preprocess → infer → novelty → quality → result fields: the one path edge-predict shares. The
         # offset correction is read once the batch is resampled: until then the previous batch's drift bookkeeping
         # may still run on the drift thread (_drift_correction); the quality gate runs there meanwhile.
-        lazy = self._drift_correction()
-        threaded = len(accepted) >= THREADED_MIN_BATCH
-        res = classify_batch(accepted, self.preprocessor, self.backend, self.heads, self.labels, self.novelty,
-                             self.config.top_k, lazy, self.hygiene, self._standard,
-                             self._drift_thread() if threaded else None) if accepted else None
+        res, observe = self._classify(accepted, pub)
         if res is not None:
             for s, reason, detail in res.rejected:
                 inp = answers[id(s)]
@@ -882,22 +878,6 @@ class Daemon:
                                                 inp))
                 if inp.row is not None:
                     answered.append((inp.row, PRIORITY["rejected"]))
-        self.join_drift(pub)  # the previous batch's drift alarms, before anything of this batch is published
-        observe = None
-        if res is not None and res.accepted and self.novelty is not None:
-            correction = lazy() if callable(lazy) else lazy
-            seqs = np.arange(self.seq + 1, self.seq + 1 + len(res.accepted))
-            observe = partial(self.novelty.observe, seqs, time.time_ns(), res.accepted, cast("np.ndarray", res.x),
-                              res.out, correction)
-            if threaded:
-                # This batch's drift bookkeeping runs on the drift thread (its FFTs, autoencoder and array work
-                # release the GIL) while its results are stored and published and the next batch is received,
-                # decoded and resampled; the next batch waits for it before it reads the offset correction. The
-                # same computation, in the same order, with the same published messages in the same order, as in
-                # line (tests/test_drift_thread.py).
-                self._drift_job = (self._drift_thread().submit(observe), len(res.accepted))
-                observe = None
-        if res is not None:
             messages += self._predictions(res.accepted, res.fields, received_ns, answers, answered, replayed)
         admissions = self._emit(pub, messages, answered, arrivals, join_drift=False)
         if acks:
@@ -905,6 +885,59 @@ class Daemon:
         if observe is not None:  # a small batch: in line, after publishing (no prediction waits for it)
             self._drift_job = (_run_now(observe), len(cast("BatchOutcome", res).accepted))
             self.join_drift(pub)
+
+    def _classify(self, accepted: list[SpectrumIn], pub: Publisher
+                  ) -> tuple[BatchOutcome | None, Callable[[], list[dict[str, Any]]] | None]:
+        """Classify a micro-batch's decoded spectra and start its drift bookkeeping.
+
+        calibrate → preprocess → infer → novelty → quality → result fields: the one path edge-predict shares. The
+        offset correction is read once the batch is resampled: until then the previous batch's drift bookkeeping
+        may still run on the drift thread (:meth:`_drift_correction`); the quality gate runs there meanwhile.
+
+        Returns the outcome, and the batch's drift bookkeeping when it is to run in line after publishing (a batch
+        smaller than :data:`THREADED_MIN_BATCH`); a larger batch's is running on the drift thread, joined before
+        the next batch reads the offset correction. Either way the previous batch's drift alarms are published
+        here, before anything of this batch.
+        """
+        if not accepted:
+            self.join_drift(pub)
+            return None, None
+        lazy = self._drift_correction()
+        pool = self._drift_thread() if len(accepted) >= THREADED_MIN_BATCH else None
+        counts = self.hygiene.counts() if self.novelty is not None and self.novelty.offset_warming_up() else None
+        res = classify_batch(accepted, self.preprocessor, self.backend, self.heads, self.labels, self.novelty,
+                             self.config.top_k, lazy, self.hygiene, self._standard, pool)
+        self.join_drift(pub)  # the previous batch's drift alarms, before anything of this batch is published
+        if not res.accepted or self.novelty is None:
+            return res, None
+        correction = lazy() if callable(lazy) else lazy
+        seqs = np.arange(self.seq + 1, self.seq + 1 + len(res.accepted))
+        observe = partial(self.novelty.observe, seqs, time.time_ns(), res.accepted, cast("np.ndarray", res.x), res.out,
+                          correction)
+        if self.novelty.offset_warming_up():
+            # Start-up: the compensation has no estimate yet, and this batch's own spectra may bring it in (a backlog
+            # at start-up is answered in micro-batches of up to max_batch spectra, all of which would otherwise go
+            # uncorrected). Its bookkeeping runs now, before its predictions; if it brings the compensation in, the
+            # batch is classified again with it. Its alarms are published after its predictions, as always.
+            self._drift_job = (_run_now(observe), len(res.accepted))
+            if self.novelty.correction_cm1() != correction:
+                if counts is not None:  # the batch is counted once, as classified the second time
+                    self.hygiene.restore_counts(counts)
+                again = classify_batch(accepted, self.preprocessor, self.backend, self.heads, self.labels,
+                                       self.novelty, self.config.top_k, self.novelty.correction_cm1(), self.hygiene,
+                                       self._standard, pool)
+                if [id(s) for s in again.accepted] == [id(s) for s in res.accepted]:  # (the seqs observed)
+                    res = again
+            return res, None
+        if pool is not None:
+            # This batch's drift bookkeeping runs on the drift thread (its FFTs, autoencoder and array work release
+            # the GIL) while its results are stored and published and the next batch is received, decoded and
+            # resampled; the next batch waits for it before it reads the offset correction. The same computation,
+            # in the same order, with the same published messages in the same order, as in line
+            # (tests/test_drift_thread.py).
+            self._drift_job = (pool.submit(observe), len(res.accepted))
+            return res, None
+        return res, observe
 
     def _find_resends(self, decoded: list[tuple[_Input, SpectrumIn | None, Exception | None]], store: Store) -> None:
         """Mark each new spectrum the store holds already (``duplicate_of``: its row) or that came earlier in the same

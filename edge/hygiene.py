@@ -159,6 +159,14 @@ class Hygiene:
         return {"spikes_removed": int(spikes_removed), "quality": quality.to_dict(), "labels_trusted": quality.ok,
                 "calibration": self._cal_fields}
 
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """A copy of the status counters (to :meth:`restore_counts` when a batch is classified again)."""
+        return dict(self.counters), dict(self.reasons)
+
+    def restore_counts(self, counts: tuple[dict[str, int], dict[str, int]]) -> None:
+        """Set the status counters back to what :meth:`counts` returned."""
+        self.counters, self.reasons = dict(counts[0]), dict(counts[1])
+
     def status(self) -> dict[str, Any]:
         """Status-message fields: counters, not-ok reasons and the calibration in use."""
         return {"hygiene": {**self.counters, "quality_reasons": dict(self.reasons), "calibration": self._cal_fields}}

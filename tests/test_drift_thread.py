@@ -84,3 +84,28 @@ def test_drift_thread_publishes_what_the_in_line_bookkeeping_published(novelty_b
     assert corrections[0] == 0.0 and abs(corrections[-1] - 12.0) < 2.0
     assert topics.count(b"prediction") == len(frames) - 1 and topics.count(b"error") == 1
     assert threaded[-1][1]["counters"]["drift_errors"] == 0
+
+
+def test_a_backlog_at_start_up_is_answered_with_its_own_offset_estimate(novelty_bundle, soysal, monkeypatch):
+    """A shifted instrument's first micro-batch of 64 (a backlog at start-up): its own spectra bring the drift
+    compensation in before it is answered (it was answered uncorrected), and it is counted once."""
+    test = load_spectra(soysal / "raw_test.npz")
+    raw = shift_spectra(test.intensities[:64], 15.0)
+    frames = [encode_spectrum(r, test.raman_shift_cm1, id=f"s{i}") for i, r in enumerate(raw)]
+    d = Daemon(DaemonConfig(bundle=str(novelty_bundle["path"])))
+    d.backend.__enter__()
+    assert d.novelty is not None and d.novelty.offset_warming_up()
+    d.novelty.load((1, d.grid.n_points))
+    pub = _Capture()
+    d._process(frames, pub)  # type: ignore[arg-type]
+    d.join_drift(pub)
+    preds = [p for t, p in pub.sent if t == b"prediction"]
+    assert len(preds) == 64 and not d.novelty.offset_warming_up()
+    corrections = {p["offset_correction_cm1"] for p in preds}
+    assert len(corrections) == 1 and abs(corrections.pop() - 15.0) < 3.0
+    assert d.status()["hygiene"]["spikes_removed"] == sum(p["spikes_removed"] for p in preds)
+    assert d.status()["counters"]["published"] == 64
+    # compensation off: the warm-up step never runs, the batch is answered uncorrected
+    off = Daemon(DaemonConfig(bundle=str(novelty_bundle["path"]), drift={"compensate_offset": False}))
+    assert off.novelty is not None and not off.novelty.offset_warming_up()
+    d.backend.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -492,16 +492,28 @@ class DriftMonitor:
                 "detected_ns": int(time_ns), "change_seq": None, "change_ns": None, "offset_cm1": self.offset_cm1}
 
     @property
+    def compensating(self) -> bool:
+        """True when ``compensate_offset`` is on and its estimate exists (from enough classes)."""
+        cfg = self.config
+        if not cfg.compensate_offset or self.offset_cm1 is None:
+            return False
+        # one mineral's stream cannot tell an instrument offset from another mineral's lines
+        return len({r for _, _, r in self.offsets}) >= cfg.offset_min_classes
+
+    @property
     def correction_cm1(self) -> float:
         """Offset to remove from the next spectra (cm⁻¹): the moving-median estimate when
         ``compensate_offset`` is on (0 until the estimate exists), else 0.
         """
-        cfg = self.config
-        if not cfg.compensate_offset or self.offset_cm1 is None:
-            return 0.0
-        if len({r for _, _, r in self.offsets}) < cfg.offset_min_classes:
-            return 0.0  # one mineral's stream cannot tell an instrument offset from another mineral's lines
-        return float(self.offset_cm1)
+        return float(cast("float", self.offset_cm1)) if self.compensating else 0.0
+
+    @property
+    def offset_warming_up(self) -> bool:
+        """True in the first ``offset_window`` spectra while ``compensate_offset`` is on and not compensating yet
+        (the daemon then lets a micro-batch's own spectra bring the compensation in before it answers them).
+        """
+        return (self.config.compensate_offset and self.references is not None
+                and self.seen < self.config.offset_window and not self.compensating)
 
     def status(self) -> dict[str, Any]:
         """Current state for the daemon's status messages."""

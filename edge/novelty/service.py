@@ -81,6 +81,10 @@ class NoveltyService:
         """The drift compensation for the next spectra, cm⁻¹ (:attr:`DriftMonitor.correction_cm1`)."""
         return self.monitor.correction_cm1
 
+    def offset_warming_up(self) -> bool:
+        """True while the drift compensation waits for its first estimate (:attr:`DriftMonitor.offset_warming_up`)."""
+        return self.monitor.offset_warming_up
+
     def fields(self, out: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
         """The novelty fields of prediction ``i`` of a batch: ``novelty_score``, ``novelty_threshold``,
         ``novel``, ``novelty_detector`` (which detector decided), ``library_score`` (None without a library
