@@ -48,7 +48,7 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-batch", type=positive_int, default=None)
     g.add_argument("--top-k", type=positive_int, default=None, help="labels per prediction (≤ the bundle's classes)")
     g.add_argument("--store", default=None,
-                   help="SQLite store file: every spectrum and result kept, replayed after a crash (docs/store.md)")
+                   help="SQLite store file: each spectrum kept with its result, resends recognised (docs/store.md)")
     g.add_argument("--catchup", default=None,
                    help="ZeroMQ endpoint serving catch-up requests from the store (needs --store; docs/store.md)")
     g.add_argument("--serial", default=None, help="pyserial URL of an instrument (firmware_bridge protocol)")
