@@ -14,9 +14,9 @@ frame, with its ``id`` set. The daemon classifies the micro-batch, stores it wit
     the message is malformed (stored, answered on the ``error`` topic with the same ``reason`` and ``detail``):
     resending it cannot help, the sender forgets it and reports it.
 ``not_stored``
-    the store cannot write (disk full, I/O error): while its alarm waits to retry, the spectrum is neither
-    classified nor published, so that its resend is classified once (only the micro-batch whose commit failed
-    was classified and published: docs/store.md); the sender keeps it and resends after ``retry_after_ms``.
+    the store cannot write (disk full, I/O error): until the store writes again a spectrum is classified only
+    once it is stored, so that its resend is classified once (only the micro-batch whose commit failed first was
+    classified and published: docs/store.md); the sender keeps it and resends after ``retry_after_ms``.
 
 This module is the socket and the acknowledgements; the daemon's answering path (:meth:`edge.daemon.Daemon._answer`)
 calls :meth:`AckInput.acknowledge` right after the micro-batch's commit. Written here (no library offers a store-then-ack
@@ -190,8 +190,8 @@ class AckInput:
                 ack["status"] = "stored"
             else:
                 ack.update(status="not_stored", retry_after_ms=int(store.config.retry_s * 1000),
-                           detail=f"the daemon's store cannot write ({store.error or 'unavailable'}); it did not "
-                                  "classify this spectrum: keep it and resend it after retry_after_ms")
+                           detail=f"the daemon's store cannot write ({store.error or 'unavailable'}): keep this "
+                                  "spectrum and resend it after retry_after_ms")
         self.acks[ack["status"]] += 1
         return ack
 

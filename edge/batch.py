@@ -46,6 +46,10 @@ class BatchOutcome:
         The preprocessed batch (None when nothing was accepted).
     out : dict
         Backend outputs merged with the novelty decision (empty when nothing was classified).
+    inputs : list, length len(accepted)
+        The caller's objects of ``accepted``, in the same order: with an instrument calibration each accepted
+        spectrum is a copy on its calibrated axis, and ``inputs`` maps it back. ``rejected`` holds the caller's
+        objects.
     """
 
     accepted: list[Any] = field(default_factory=list)
@@ -53,6 +57,7 @@ class BatchOutcome:
     rejected: list[tuple[Any, str, str]] = field(default_factory=list)
     x: np.ndarray | None = None
     out: dict[str, np.ndarray] = field(default_factory=dict)
+    inputs: list[Any] = field(default_factory=list)
 
 
 def rejection_reason(exc: Exception) -> str:
@@ -253,7 +258,17 @@ def classify_batch(spectra: list[Any], preprocessor: Preprocessor, backend: Any,
         quality-gate) failure rejects every remaining spectrum of the batch with reason ``inference``.
     """
     rejected: list[tuple[Any, str, str]] = []
+    given = spectra
     spectra = calibrate_batch(hygiene, spectra, rejected)
+    refused = {id(s) for s, _, _ in rejected}
+    origin = {id(c): s for c, s in zip(spectra, [s for s in given if id(s) not in refused], strict=True)}
+
+    def outcome(ok: list[Any], rejected: list[tuple[Any, str, str]], fields: list[dict[str, Any]] | None = None,
+                x: np.ndarray | None = None, out: dict[str, np.ndarray] | None = None) -> BatchOutcome:
+        """The outcome with the caller's objects (a calibrated spectrum is a copy: ``BatchOutcome.inputs``)."""
+        return BatchOutcome(ok, fields or [], [(origin.get(id(r), r), why, detail) for r, why, detail in rejected], x,
+                            out if out is not None else {}, [origin.get(id(a), a) for a in ok])
+
     ok, x, spikes, despiked = preprocess_batch(preprocessor, spectra, offset_cm1, rejected, standard)
     good = reject_nonfinite(ok, x, rejected)
     if good is not None:  # drop the rejected rows from every per-spectrum array
@@ -261,7 +276,7 @@ def classify_batch(spectra: list[Any], preprocessor: Preprocessor, backend: Any,
         despiked = [r for r, g in zip(despiked, good, strict=True) if g]
         x, spikes = (x[good], spikes[good]) if ok and x is not None and spikes is not None else (None, None)
     if not ok:
-        return BatchOutcome(rejected=rejected)
+        return outcome([], rejected)
     if callable(offset_cm1):  # (preprocessing has called it: the same value, for the result fields)
         offset_cm1 = offset_cm1()
     judged = quality_pool.submit(hygiene.judge, ok, despiked) if hygiene is not None and quality_pool else None
@@ -276,5 +291,5 @@ def classify_batch(spectra: list[Any], preprocessor: Preprocessor, backend: Any,
     except Exception as exc:  # an inference (or quality-gate) failure rejects its batch, never the caller
         if judged is not None:
             wait([judged])  # it reads this batch's arrays: done before the caller goes on
-        return BatchOutcome(rejected=rejected + [(s, "inference", rejection_detail(exc)) for s in ok])
-    return BatchOutcome(ok, result_fields(out, labels, top_k, novelty, offset_cm1, fields_h), rejected, x, out)
+        return outcome([], rejected + [(s, "inference", rejection_detail(exc)) for s in ok])
+    return outcome(ok, rejected, result_fields(out, labels, top_k, novelty, offset_cm1, fields_h), x, out)

@@ -328,6 +328,14 @@ def _run_now(fn: Callable[[], T]) -> Future[T]:
     return future
 
 
+def _arrival(inp: _Input, spectrum: SpectrumIn | None, error: Exception | None, received_ns: int) -> Arrival:
+    """The store's record of one input message (a rejected one with the identity it carried)."""
+    if spectrum is not None:
+        return Arrival(_joined(inp.frame), inp.source, received_ns, spectrum.id, spectrum.instrument_id)
+    sid, iid, _ = _identity(cast("Exception", error))
+    return Arrival(_joined(inp.frame), inp.source, received_ns, sid, iid, accepted=False)
+
+
 def _joined(frame: bytes | list[bytes]) -> bytes:
     """A message as one byte string (a multipart message, refused, is stored with its frames joined)."""
     return frame if isinstance(frame, bytes) else b"".join(frame)
@@ -822,11 +830,8 @@ class Daemon:
                 # peak RSS under edge-bench malformed)
                 exc.__traceback__ = exc.__cause__ = exc.__context__ = None
                 decoded.append((inp, None, exc))
-        arrivals: list[Arrival] = []
-        writable = True
-        if self._store is not None and not replayed:
-            self._find_resends(decoded, self._store)
-            writable = self._store.writable()
+        arrivals, unstored = self._store_inputs(decoded, received_ns) if self._store is not None and not replayed \
+            else ([], False)
         messages: list[_Message] = []
         answered: list[tuple[int, int]] = []
         accepted: list[SpectrumIn] = []
@@ -836,7 +841,7 @@ class Daemon:
             resend = inp.duplicate_of is not None or inp.first_copy is not None
             if inp.peer is not None:
                 acks.append((inp, spectrum, error))
-                if spectrum is not None and (resend or (inp.row is None and not writable)):
+                if spectrum is not None and (resend or (unstored and inp.row is None)):
                     # acknowledged `duplicate` (a resend: counted, its first answer stands) or `not_stored` (the
                     # store cannot write; the sender resends it): neither classified nor published (docs/store.md)
                     self.counters["duplicates"] += resend
@@ -849,14 +854,6 @@ class Daemon:
                 messages.append(self._rejection("duplicate", f"already received ({where}); it is answered once", sid,
                                                 received_ns, iid, iseq))
                 continue
-            if self._store is not None and inp.row is None:  # new: stored with its answer, in one transaction
-                inp.arrival, inp.received_ns = len(arrivals), received_ns
-                if spectrum is not None:
-                    arrivals.append(Arrival(_joined(inp.frame), inp.source, received_ns, spectrum.id,
-                                            spectrum.instrument_id))
-                else:
-                    sid, iid, _ = _identity(cast("Exception", error))
-                    arrivals.append(Arrival(_joined(inp.frame), inp.source, received_ns, sid, iid, accepted=False))
             if spectrum is None:
                 err = cast("Exception", error)
                 sid, iid, iseq = _identity(err)
@@ -871,14 +868,15 @@ class Daemon:
         # offset correction is read once the batch is resampled: until then the previous batch's drift bookkeeping
         # may still run on the drift thread (_drift_correction); the quality gate runs there meanwhile.
         res, observe = self._classify(accepted, pub)
-        if res is not None:
+        if res is not None:  # (res holds the inputs' own objects: a calibrated spectrum is a copy, BatchOutcome.inputs)
             for s, reason, detail in res.rejected:
                 inp = answers[id(s)]
                 messages.append(self._rejection(reason, detail, s.id, received_ns, s.instrument_id, s.instrument_seq,
                                                 inp))
                 if inp.row is not None:
                     answered.append((inp.row, PRIORITY["rejected"]))
-            messages += self._predictions(res.accepted, res.fields, received_ns, answers, answered, replayed)
+            messages += self._predictions(res.accepted, [answers[id(s)] for s in res.inputs], res.fields, received_ns,
+                                          answered, replayed)
         admissions = self._emit(pub, messages, answered, arrivals, join_drift=False)
         if acks:
             self._acknowledge(acks, admissions)
@@ -904,12 +902,13 @@ class Daemon:
             return None, None
         lazy = self._drift_correction()
         pool = self._drift_thread() if len(accepted) >= THREADED_MIN_BATCH else None
-        counts = self.hygiene.counts() if self.novelty is not None and self.novelty.offset_warming_up() else None
+        counts = self.hygiene.counts()  # (the drift monitor may still be updated on the drift thread: not read yet)
         res = classify_batch(accepted, self.preprocessor, self.backend, self.heads, self.labels, self.novelty,
                              self.config.top_k, lazy, self.hygiene, self._standard, pool)
         self.join_drift(pub)  # the previous batch's drift alarms, before anything of this batch is published
         if not res.accepted or self.novelty is None:
             return res, None
+        counted = self.hygiene.counts()
         correction = lazy() if callable(lazy) else lazy
         seqs = np.arange(self.seq + 1, self.seq + 1 + len(res.accepted))
         observe = partial(self.novelty.observe, seqs, time.time_ns(), res.accepted, cast("np.ndarray", res.x), res.out,
@@ -921,13 +920,14 @@ class Daemon:
             # batch is classified again with it. Its alarms are published after its predictions, as always.
             self._drift_job = (_run_now(observe), len(res.accepted))
             if self.novelty.correction_cm1() != correction:
-                if counts is not None:  # the batch is counted once, as classified the second time
-                    self.hygiene.restore_counts(counts)
+                self.hygiene.restore_counts(counts)  # the batch is counted once, as classified the second time
                 again = classify_batch(accepted, self.preprocessor, self.backend, self.heads, self.labels,
                                        self.novelty, self.config.top_k, self.novelty.correction_cm1(), self.hygiene,
                                        self._standard, pool)
-                if [id(s) for s in again.accepted] == [id(s) for s in res.accepted]:  # (the seqs observed)
+                if [id(s) for s in again.inputs] == [id(s) for s in res.inputs]:  # (the seqs observed)
                     res = again
+                else:  # (a spectrum refused one way and not the other: the first answers stand, counted as such)
+                    self.hygiene.restore_counts(counted)
             return res, None
         if pool is not None:
             # This batch's drift bookkeeping runs on the drift thread (its FFTs, autoencoder and array work release
@@ -938,6 +938,45 @@ class Daemon:
             self._drift_job = (pool.submit(observe), len(res.accepted))
             return res, None
         return res, observe
+
+    def _store_inputs(self, decoded: list[tuple[_Input, SpectrumIn | None, Exception | None]], received_ns: int
+                      ) -> tuple[list[Arrival], bool]:
+        """Recognise resends and list the micro-batch's new input messages (each input gets its ``arrival`` index):
+        they are stored with their answers, in the batch's one transaction (:meth:`_emit`).
+
+        While the store recovers from a failed write they are stored first, in a transaction of their own (they then
+        have their ``row``, and no arrival), so that an acknowledged spectrum is classified only once it is stored:
+        each retry would otherwise classify and publish a micro-batch that is then acknowledged ``not_stored`` and
+        classified again when resent.
+
+        Returns the arrivals, and whether the store could not take the new input (its acknowledged spectra are then
+        neither classified nor published: ``not_stored``).
+        """
+        store = cast("Store", self._store)
+        self._find_resends(decoded, store)
+        new = [(inp, s, e) for inp, s, e in decoded
+               if inp.row is None and inp.duplicate_of is None and inp.first_copy is None]
+        if not new:
+            return [], False
+        for inp, _, _ in new:
+            inp.received_ns = received_ns
+        arrivals = [_arrival(inp, s, e, received_ns) for inp, s, e in new]
+        if not store.writable():  # in its retry interval: nothing can be stored now
+            unstored = True
+        elif store.error is not None:  # recovering: store the input first
+            admissions = store.admit(arrivals)
+            if store.error is not None:  # failed again (counted not stored): a PUSH spectrum is answered unstored
+                return [], True
+            for (inp, _, _), adm in zip(new, admissions, strict=True):
+                inp.row, inp.duplicate_of = adm.row, adm.duplicate_of  # (a duplicate: stored meanwhile)
+            return [], False
+        else:
+            unstored = False
+        kept = [(a, inp) for a, (inp, s, _) in zip(arrivals, new, strict=True)
+                if not (unstored and inp.peer is not None and s is not None)]
+        for i, (_, inp) in enumerate(kept):
+            inp.arrival = i
+        return [a for a, _ in kept], unstored
 
     def _find_resends(self, decoded: list[tuple[_Input, SpectrumIn | None, Exception | None]], store: Store) -> None:
         """Mark each new spectrum the store holds already (``duplicate_of``: its row) or that came earlier in the same
@@ -966,7 +1005,9 @@ class Daemon:
             return
         items = []
         for inp, spectrum, error in pending:
-            row = admissions[inp.arrival].row if admissions is not None and inp.arrival is not None else None
+            row = inp.row  # stored before its classification (while the store recovered from a failed write)
+            if row is None and admissions is not None and inp.arrival is not None:
+                row = admissions[inp.arrival].row
             dup = inp.duplicate_of
             if dup is None and inp.first_copy is not None and admissions is not None \
                     and inp.first_copy.arrival is not None:
@@ -1044,15 +1085,15 @@ class Daemon:
         self._emit(pub, messages)
         return rest
 
-    def _predictions(self, spectra: list[SpectrumIn], fields: list[dict[str, Any]], received_ns: int,
-                     answers: Mapping[int, _Input], answered: list[tuple[int, int]], replayed: bool) -> list[_Message]:
+    def _predictions(self, spectra: list[SpectrumIn], inputs: Sequence[_Input], fields: list[dict[str, Any]],
+                     received_ns: int, answered: list[tuple[int, int]], replayed: bool) -> list[_Message]:
         """The ``prediction`` messages of a micro-batch, each with the next ``seq`` and the spectrum it answers
-        (``answers``: id(spectrum) → its input); appends each spectrum stored before's ``(row, priority)`` to
+        (``inputs``, aligned with ``spectra``); appends each spectrum stored before's ``(row, priority)`` to
         ``answered``.
         """
         self.counters["batches"] += 1
         out = []
-        for s, f in zip(spectra, fields, strict=True):
+        for s, inp, f in zip(spectra, inputs, fields, strict=True):
             self.seq += 1
             payload = {
                 "type": "prediction", "v": WIRE_VERSION, "id": s.id, "seq": self.seq,
@@ -1068,8 +1109,7 @@ class Daemon:
                 payload["replayed"] = True
             payload["published_ns"] = time.time_ns()
             priority = _priority(payload)
-            inp = answers.get(id(s))
-            row, arrival = (inp.row, inp.arrival) if inp is not None else (None, None)
+            row, arrival = inp.row, inp.arrival
             if row is not None:
                 answered.append((row, priority))
             self.counters["published"] += 1  # counted before sending: a subscriber never sees more than counted
