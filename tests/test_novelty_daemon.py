@@ -214,8 +214,12 @@ def test_drift_compensation_corrects_a_30_cm1_offset_over_zeromq(novelty_bundle,
         preds, drift = _collect(d, len(raw))
         status = d.daemon.status()
     corr = np.array([preds[f"s{i}"]["offset_correction_cm1"] for i in range(len(raw))])
-    first = int(np.flatnonzero(corr)[0])  # before: no estimate yet, nothing corrected
-    assert corr[0] == 0.0 and first <= 80  # micro-batches under this backlog hold up to max_batch spectra
+    # Before the estimate exists nothing is corrected; a first micro-batch large enough to bring the compensation in
+    # is corrected from its first spectrum (the daemon's start-up step), else the estimate comes within a few batches
+    first = int(np.flatnonzero(corr)[0])
+    assert first <= 80  # micro-batches under this backlog hold up to max_batch
+    if first == 0:  # only a first micro-batch of at least offset_min_estimates (5) spectra can bring it in itself
+        assert preds["s0"]["batch_size"] >= 5
     late = np.arange(len(raw)) >= first + 30
     assert np.all(np.abs(corr[late] - 30.0) < 3.0), corr[late]
     assert abs(status["drift"]["offset_cm1"] - 30.0) < 3.0
