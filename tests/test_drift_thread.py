@@ -15,17 +15,8 @@ import pytest
 from edge.daemon import Daemon, DaemonConfig
 from edge.data import load_spectra
 from edge.shift import shift_spectra
-from edge.wire import decode_payload, encode_spectrum
-
-
-class _Capture:
-    """A publisher that keeps every message, decoded."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, dict[str, Any]]] = []
-
-    def send_multipart(self, parts: Any) -> None:
-        self.sent.append((parts[0], decode_payload(parts[1])))
+from edge.wire import encode_spectrum
+from trainer.eval_instruments import MessageCapture
 
 
 class _InLine:
@@ -38,7 +29,7 @@ class _InLine:
 
 
 def _run(bundle: Path, frames: list[bytes], batches: list[int], store: Path | None, in_line: bool,
-         monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, dict[str, Any]]]:
+         monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
     with monkeypatch.context() as m:
         if in_line:
             m.setattr(Daemon, "_drift_thread", lambda self: _InLine())
@@ -47,7 +38,7 @@ def _run(bundle: Path, frames: list[bytes], batches: list[int], store: Path | No
         d.backend.__enter__()
         assert d.novelty is not None
         d.novelty.load((1, d.grid.n_points))
-        pub = _Capture()
+        pub = MessageCapture()
         i = 0
         for b in batches:
             d._process(frames[i:i + b], pub)  # type: ignore[arg-type]
@@ -57,7 +48,7 @@ def _run(bundle: Path, frames: list[bytes], batches: list[int], store: Path | No
             d._store.close()
         d.backend.close()
     return [(topic, {k: v for k, v in p.items() if not k.endswith("_ns") and k not in ("uptime_s", "output")})
-            for topic, p in pub.sent]
+            for topic, p in pub.messages]
 
 
 @pytest.mark.parametrize("store", [False, True])
@@ -78,11 +69,11 @@ def test_drift_thread_publishes_what_the_in_line_bookkeeping_published(novelty_b
     assert status["counters"] == status_in_line["counters"] and status["drift"] == status_in_line["drift"]
     topics = [t for t, _ in threaded]
     # the comparison means something: the offset was detected and compensated, and alarms were published
-    drift = [p for t, p in threaded if t == b"drift"]
+    drift = [p for t, p in threaded if t == "drift"]
     assert any(p["kind"] == "offset" for p in drift), drift
-    corrections = [p["offset_correction_cm1"] for t, p in threaded if t == b"prediction"]
+    corrections = [p["offset_correction_cm1"] for t, p in threaded if t == "prediction"]
     assert corrections[0] == 0.0 and abs(corrections[-1] - 12.0) < 2.0
-    assert topics.count(b"prediction") == len(frames) - 1 and topics.count(b"error") == 1
+    assert topics.count("prediction") == len(frames) - 1 and topics.count("error") == 1
     assert threaded[-1][1]["counters"]["drift_errors"] == 0
 
 
@@ -96,10 +87,10 @@ def test_a_backlog_at_start_up_is_answered_with_its_own_offset_estimate(novelty_
     d.backend.__enter__()
     assert d.novelty is not None and d.novelty.offset_warming_up()
     d.novelty.load((1, d.grid.n_points))
-    pub = _Capture()
+    pub = MessageCapture()
     d._process(frames, pub)  # type: ignore[arg-type]
     d.join_drift(pub)
-    preds = [p for t, p in pub.sent if t == b"prediction"]
+    preds = [p for t, p in pub.messages if t == "prediction"]
     assert len(preds) == 64 and not d.novelty.offset_warming_up()
     corrections = {p["offset_correction_cm1"] for p in preds}
     assert len(corrections) == 1 and abs(corrections.pop() - 15.0) < 3.0

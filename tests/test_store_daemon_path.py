@@ -15,15 +15,8 @@ from edge.calibration import Calibration
 from edge.daemon import Daemon, DaemonConfig
 from edge.data import load_spectra
 from edge.hygiene import InstrumentConfig
-from edge.wire import decode_payload, encode_spectrum
-
-
-class _Capture:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, dict[str, Any]]] = []
-
-    def send_multipart(self, parts: Any) -> None:
-        self.sent.append((parts[0], decode_payload(parts[1])))
+from edge.wire import encode_spectrum
+from trainer.eval_instruments import MessageCapture
 
 
 class _Acks:
@@ -67,10 +60,10 @@ def test_a_calibrated_instruments_spectra_are_stored_answered_and_linked(synthet
     good = load_spectra("synthetic:test").intensities[0].astype(np.float32)
     frames = [encode_spectrum(good, id="good"),
               encode_spectrum(np.ones(101, np.float32), np.linspace(600.0, 700.0, 101), id="narrow")]
-    pub = _Capture()
+    pub = MessageCapture()
     d._process(frames, pub)  # type: ignore[arg-type]
     d.join_drift(pub)
-    assert sorted((t, p["id"]) for t, p in pub.sent) == [(b"error", "narrow"), (b"prediction", "good")]
+    assert sorted((t, p["id"]) for t, p in pub.messages) == [("error", "narrow"), ("prediction", "good")]
     db = sqlite3.connect(store)
     assert db.execute("SELECT spectrum_id, answered FROM spectra ORDER BY row").fetchall() == [("good", 1), ("narrow", 1)]
     assert db.execute("SELECT r.topic, s.spectrum_id FROM results r JOIN spectra s ON s.row = r.spectrum_row "
@@ -91,7 +84,7 @@ def test_while_the_disk_stays_full_an_acknowledged_spectrum_is_classified_only_o
     d._acks = acks  # type: ignore[assignment]
     d._store._conn = _FullDisk(d._store._conn)  # type: ignore[assignment,arg-type]
     spectra = load_spectra("synthetic:test").intensities[:4].astype(np.float32)
-    pub = _Capture()
+    pub = MessageCapture()
 
     def send(i: int) -> None:
         d._process([], pub, acked=[Received([b"peer"], encode_spectrum(spectra[i], id=f"s{i}"))])
@@ -110,7 +103,7 @@ def test_while_the_disk_stays_full_an_acknowledged_spectrum_is_classified_only_o
             send(i)
     finally:
         _FullDisk.full = False
-    predicted = [p["id"] for t, p in pub.sent if t == b"prediction"]
+    predicted = [p["id"] for t, p in pub.messages if t == "prediction"]
     assert sorted(predicted) == ["s0", "s0", "s1", "s2", "s3"]  # s1-s3 once; s0 also before its failed commit
     assert acks.acks == [(f"s{i}", "not_stored") for i in range(4)] + [(f"s{i}", "stored") for i in range(4)]
     assert d._store.error is None and d._store.pending(10) == []
