@@ -78,28 +78,26 @@ def _check_alive(sim: subprocess.Popen[str]) -> None:
         raise EdgeError(f"the instrument exited with {sim.returncode}: {sim.stderr.read()[-400:] if sim.stderr else ''}")
 
 
-def _results_row(db: pathlib.Path) -> int:
-    """Highest ``results.row`` in the store (0 when there is none yet or the file is not there)."""
+def _store_count(db: pathlib.Path, sql: str) -> int:
+    """One integer the store holds (``sql`` selects it); 0 when there is no store file yet."""
     try:
         conn = open_for_reading(db)
     except StoreError:
         return 0
     try:
-        return int(conn.execute("SELECT coalesce(max(row), 0) FROM results").fetchone()[0])
+        return int(conn.execute(sql).fetchone()[0])
     finally:
         conn.close()
+
+
+def _results_row(db: pathlib.Path) -> int:
+    """Highest ``results.row`` in the store (0 when there is none yet or the file is not there)."""
+    return _store_count(db, "SELECT coalesce(max(row), 0) FROM results")
 
 
 def _predicted_seqs(db: pathlib.Path) -> int:
-    try:
-        conn = open_for_reading(db)
-    except StoreError:
-        return 0
-    try:
-        return int(conn.execute("SELECT count(DISTINCT spectrum_row) FROM results WHERE topic = 'prediction'")
-                   .fetchone()[0])
-    finally:
-        conn.close()
+    """Spectra the store holds a prediction for."""
+    return _store_count(db, "SELECT count(DISTINCT spectrum_row) FROM results WHERE topic = 'prediction'")
 
 
 class _LiveSeqs:

@@ -260,8 +260,10 @@ def classify_batch(spectra: list[Any], preprocessor: Preprocessor, backend: Any,
     rejected: list[tuple[Any, str, str]] = []
     given = spectra
     spectra = calibrate_batch(hygiene, spectra, rejected)
-    refused = {id(s) for s, _, _ in rejected}
-    origin = {id(c): s for c, s in zip(spectra, [s for s in given if id(s) not in refused], strict=True)}
+    origin: dict[int, Any] = {}  # id(calibrated copy) -> the caller's object (none without a calibration)
+    if spectra is not given:
+        refused = {id(s) for s, _, _ in rejected}
+        origin = {id(c): s for c, s in zip(spectra, [s for s in given if id(s) not in refused], strict=True)}
 
     def outcome(ok: list[Any], rejected: list[tuple[Any, str, str]], fields: list[dict[str, Any]] | None = None,
                 x: np.ndarray | None = None, out: dict[str, np.ndarray] | None = None) -> BatchOutcome:

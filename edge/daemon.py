@@ -908,7 +908,6 @@ class Daemon:
         self.join_drift(pub)  # the previous batch's drift alarms, before anything of this batch is published
         if not res.accepted or self.novelty is None:
             return res, None
-        counted = self.hygiene.counts()
         correction = lazy() if callable(lazy) else lazy
         seqs = np.arange(self.seq + 1, self.seq + 1 + len(res.accepted))
         observe = partial(self.novelty.observe, seqs, time.time_ns(), res.accepted, cast("np.ndarray", res.x), res.out,
@@ -920,6 +919,7 @@ class Daemon:
             # batch is classified again with it. Its alarms are published after its predictions, as always.
             self._drift_job = (_run_now(observe), len(res.accepted))
             if self.novelty.correction_cm1() != correction:
+                counted = self.hygiene.counts()
                 self.hygiene.restore_counts(counts)  # the batch is counted once, as classified the second time
                 again = classify_batch(accepted, self.preprocessor, self.backend, self.heads, self.labels,
                                        self.novelty, self.config.top_k, self.novelty.correction_cm1(), self.hygiene,
